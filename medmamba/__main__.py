@@ -1,0 +1,5 @@
+import sys
+
+from medmamba.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""`medmamba info`: versions, device, scan backends (and why one is unavailable), paths in use."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+
+NAME = "info"
+HELP = "show versions, the compute device, available scan backends and the data folders in use"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--raw", help="raw dataset root (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
+    parser.add_argument("--preprocessed", help="preprocessed root")
+    parser.add_argument("--results", help="results root")
+
+
+def _version(module: str) -> str:
+    try:
+        return getattr(importlib.import_module(module), "__version__", "installed")
+    except Exception as err:  # report, never fail: info is what a user runs when things are broken
+        return f"not importable ({type(err).__name__}: {err})"
+
+
+def backend_report() -> list[tuple[str, bool, str]]:
+    """(backend, available, reason) for each scan backend, in the order `auto` tries them."""
+    import torch
+
+    rows: list[tuple[str, bool, str]] = []
+    try:
+        import triton  # noqa: F401
+
+        if torch.cuda.is_available():
+            rows.append(("triton", True, f"CUDA device {torch.cuda.get_device_name(0)}"))
+        else:
+            rows.append(("triton", False, "no CUDA device; using torch backend"))
+    except Exception as err:
+        rows.append(("triton", False, f"triton not importable ({type(err).__name__})"))
+    rows.append(("torch", True, "vectorised chunked scan (CPU and GPU)"))
+    rows.append(("reference", True, "sequential oracle (slow; for tests)"))
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from medmamba import __version__
+    from medmamba.paths import resolve_root
+
+    print(f"medmamba {__version__}")
+    print(f"python {platform.python_version()} on {platform.platform()}")
+    for module in ("torch", "triton", "monai", "nibabel", "SimpleITK", "numpy", "scipy", "skimage"):
+        print(f"  {module:<10} {_version(module)}")
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} device(s))"
+    else:
+        device = f"cpu ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+    print(f"device: {device}")
+    print("scan backends:")
+    for name, ok, reason in backend_report():
+        print(f"  {name:<10} {'available' if ok else 'unavailable'}: {reason}")
+    print("folders:")
+    for kind in ("raw", "preprocessed", "results"):
+        print("  " + resolve_root(kind, getattr(args, kind), log=False).describe())
+    return 0
