@@ -1,0 +1,94 @@
+"""The CLI: every subcommand's --help works, bad arguments and user errors are one line."""
+import subprocess
+import sys
+
+import pytest
+
+from medmamba.atomic import atomic_path, atomic_write_json
+from medmamba.cli.main import COMMAND_MODULES, build_parser, main
+from medmamba.errors import DatasetError, MedmambaError
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medmamba", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_top_level_help():
+    out = _run("--help")
+    assert out.returncode == 0
+    for name in COMMAND_MODULES:
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("command", COMMAND_MODULES)
+def test_subcommand_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: medmamba" in capsys.readouterr().out
+
+
+def test_bad_argument_is_one_line():
+    out = _run("info", "--no-such-flag")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--no-such-flag" in lines[0]
+
+
+def test_unknown_command_is_one_line():
+    out = _run("frobnicate")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_medmamba_error_is_one_line_exit_1(monkeypatch, capsys):
+    parser = build_parser()
+    args = parser.parse_args(["info"])
+
+    def boom(_args):
+        raise DatasetError("label values {7} not declared in dataset.json", path="/data/labelsTr/case_001.nii.gz")
+
+    monkeypatch.setattr("medmamba.cli.main.build_parser", lambda: _with_run(parser, boom))
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "/data/labelsTr/case_001.nii.gz" in err and "not declared" in err
+
+
+def _with_run(parser, fn):
+    parser._subparsers._group_actions[0].choices["info"].set_defaults(_run=fn)
+    return parser
+
+
+def test_other_exceptions_keep_traceback(monkeypatch):
+    parser = build_parser()
+
+    def bug(_args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("medmamba.cli.main.build_parser", lambda: _with_run(parser, bug))
+    with pytest.raises(ZeroDivisionError):
+        main(["info"])
+
+
+def test_error_message_is_one_line():
+    err = MedmambaError("bad\nthing   here", path="x.nii.gz")
+    assert str(err) == "x.nii.gz: bad thing here"
+
+
+def test_info_runs(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "scan backends" in out and "torch" in out
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"a": 1})
+    assert target.read_text().strip().startswith("{")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert '"a": 1' in target.read_text()  # the old file survives a failed write
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
