@@ -26,6 +26,8 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
         suffix = "".join(final.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
     os.close(fd)
+    # mkstemp creates 0600; give the final file the permissions a plain open() would.
+    os.chmod(tmp, 0o666 & ~_current_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -33,6 +35,12 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -92,3 +92,13 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
             raise RuntimeError("crash mid-write")
     assert '"a": 1' in target.read_text()  # the old file survives a failed write
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "perm.json"
+    atomic_write_json(target, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)

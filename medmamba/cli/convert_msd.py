@@ -1,0 +1,23 @@
+"""`medmamba convert_msd -i TaskXX_Name [-id N]`: Medical Segmentation Decathlon folder -> raw format."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "convert_msd"
+HELP = "convert a Medical Segmentation Decathlon TaskXX_Name folder into a raw DatasetXXX_Name folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", required=True, help="the MSD TaskXX_Name folder (only read, never modified)")
+    parser.add_argument("-id", "--dataset-id", type=int, default=None, help="dataset id of the output (default: XX)")
+    parser.add_argument("--raw", help="raw dataset root to write into (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmamba.datasets.msd import convert_msd_dataset
+    from medmamba.paths import raw_root
+
+    folder = convert_msd_dataset(args.input, raw_root(args.raw), args.dataset_id, progress=not args.no_progress)
+    print(f"wrote {folder}")
+    return 0

@@ -1,0 +1,155 @@
+"""Convert a Medical Segmentation Decathlon task folder (``TaskXX_Name``) to the nnU-Net v2 raw format.
+
+MSD layout: ``dataset.json`` with ``modality`` (index -> name) and ``labels`` (index -> name),
+``imagesTr/{case}.nii.gz`` holding all modalities in one 4D file, ``labelsTr/{case}.nii.gz``,
+``imagesTs/``. The output ``DatasetXXX_Name`` has one 3D file per channel (``{case}_{cccc}``),
+labels copied byte for byte, and a v2 dataset.json (``channel_names``, ``labels`` inverted to
+name -> int, ``numTraining``, ``file_ending``) - what ``nnUNetv2_convert_MSD_dataset`` does
+(nnunet.md §7). The input folder is only read; the output appears atomically.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from medmamba.atomic import atomic_write_json
+from medmamba.datasets.image_io import read_image, write_image
+from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name
+from medmamba.errors import DatasetError
+
+logger = logging.getLogger("medmamba.datasets.msd")
+
+_TASK_NAME = re.compile(r"^Task(\d+)_(.+)$")
+_ENDING = ".nii.gz"
+# Free-form MSD keys carried over unchanged (nnU-Net ignores them; they document provenance).
+_KEPT_KEYS = ("name", "description", "reference", "licence", "release", "tensorImageSize")
+
+
+def _msd_json(task: Path) -> dict[str, Any]:
+    path = task / "dataset.json"
+    if not path.is_file():
+        raise DatasetError("dataset.json not found (is this an MSD TaskXX_Name folder?)", path=path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"invalid JSON ({err})", path=path) from err
+    for key in ("modality", "labels"):
+        if not isinstance(data.get(key), dict) or not data[key]:
+            raise DatasetError(f"MSD dataset.json needs a non-empty {key!r} object", path=path)
+    if sorted(data["modality"], key=lambda k: int(k) if str(k).isdigit() else -1) != [str(i) for i in range(len(data["modality"]))]:
+        raise DatasetError(f"'modality' keys must be \"0\"..\"{len(data['modality']) - 1}\", got {list(data['modality'])}", path=path)
+    return data
+
+
+def convert_msd_labels(msd_labels: dict[str, str], path: Path) -> dict[str, int]:
+    """``{"0": "background", "1": "PZ"} -> {"background": 0, "PZ": 1}`` (ordered by value)."""
+    out: dict[str, int] = {}
+    try:
+        items = sorted(((int(k), str(v)) for k, v in msd_labels.items()), key=lambda kv: kv[0])
+    except ValueError as err:
+        raise DatasetError(f"MSD labels must map integer strings to names, got {msd_labels}", path=path) from err
+    for value, name in items:
+        if value == 0:
+            name = "background"  # v2 requires this exact name for 0 (nnunet.md §1.2)
+        if name in out:
+            raise DatasetError(f"label name {name!r} used twice", path=path)
+        out[name] = value
+    if out.get("background") != 0:
+        raise DatasetError("MSD labels have no value 0 (background)", path=path)
+    return out
+
+
+def _image_files(directory: Path) -> list[Path]:
+    # MSD archives contain macOS "._case.nii.gz" resource forks: skip every hidden file.
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(_ENDING) and not p.name.startswith("."))
+
+
+def _split_images(src: Path, out_dir: Path, case_id: str, n_channels: int) -> None:
+    array, geometry = read_image(src, allow_4d=True)
+    got = array.shape[3] if array.ndim == 4 else 1
+    if got != n_channels:
+        raise DatasetError(f"image has {got} channel(s) but dataset.json 'modality' lists {n_channels}", path=src)
+    if array.ndim == 3:
+        shutil.copyfile(src, out_dir / f"{case_id}_0000{_ENDING}")  # exact bytes, nothing to split
+        return
+    for c in range(n_channels):
+        write_image(out_dir / f"{case_id}_{c:04d}{_ENDING}", array[..., c], geometry)
+
+
+def convert_msd_dataset(
+    task_folder: str | os.PathLike,
+    raw_root: str | os.PathLike,
+    dataset_id: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Convert ``TaskXX_Name`` into ``<raw_root>/DatasetXXX_Name``; returns the new folder.
+
+    ``dataset_id`` defaults to the task number XX. Raises DatasetError for a folder that is not an
+    MSD task, an image whose channel count disagrees with ``modality``, or an output folder or
+    dataset id that already exists (nothing is overwritten).
+    """
+    from tqdm.auto import tqdm
+
+    task = Path(task_folder)
+    if not task.is_dir():
+        raise DatasetError("MSD task folder not found", path=task)
+    m = _TASK_NAME.match(task.name)
+    if m is None:
+        raise DatasetError("folder name must look like TaskXX_Name (e.g. Task05_Prostate)", path=task)
+    dataset_id = int(m.group(1)) if dataset_id is None else int(dataset_id)
+    if not 0 < dataset_id < 1000:
+        raise DatasetError(f"dataset id must be 1..999, got {dataset_id}", path=task)
+    msd = _msd_json(task)
+    n_channels = len(msd["modality"])
+    labels = convert_msd_labels(msd["labels"], task / "dataset.json")
+    if not (task / "imagesTr").is_dir() or not (task / "labelsTr").is_dir():
+        raise DatasetError("MSD task folder needs imagesTr/ and labelsTr/", path=task)
+
+    raw_root = Path(raw_root)
+    raw_root.mkdir(parents=True, exist_ok=True)
+    final = raw_root / dataset_folder_name(dataset_id, m.group(2))
+    if final.exists():
+        raise DatasetError("output folder already exists; remove it or choose another id with -id", path=final)
+    clash = [p.name for p in raw_root.iterdir() if p.is_dir() and (parse_dataset_folder_name(p.name) or (None,))[0] == dataset_id]
+    if clash:
+        raise DatasetError(f"dataset id {dataset_id} is already used by {clash[0]}; choose another id with -id", path=raw_root)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=raw_root))
+    try:
+        train = _image_files(task / "imagesTr")
+        test = _image_files(task / "imagesTs") if (task / "imagesTs").is_dir() else []
+        jobs = [(f, "Tr") for f in train] + [(f, "Ts") for f in test]
+        for src, split in tqdm(jobs, desc=f"convert {task.name}", unit="case", disable=not progress):
+            case_id = src.name[: -len(_ENDING)]
+            out_dir = tmp / f"images{split}"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _split_images(src, out_dir, case_id, n_channels)
+            if split == "Tr":
+                label = task / "labelsTr" / src.name
+                if not label.is_file():
+                    raise DatasetError(f"label of training case {case_id!r} not found", path=label)
+                (tmp / "labelsTr").mkdir(exist_ok=True)
+                shutil.copyfile(label, tmp / "labelsTr" / src.name)
+        if not train:
+            raise DatasetError(f"no training images (*{_ENDING}) found", path=task / "imagesTr")
+        dataset_json: dict[str, Any] = {
+            "channel_names": {str(k): v for k, v in sorted(((int(k), v) for k, v in msd["modality"].items()))},
+            "labels": labels,
+            "numTraining": len(train),
+            "file_ending": _ENDING,
+        }
+        dataset_json.update({k: msd[k] for k in _KEPT_KEYS if k in msd})
+        dataset_json["converted_from"] = task.name
+        atomic_write_json(tmp / "dataset.json", dataset_json)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("converted %s -> %s (%d training, %d test cases)", task, final, len(train), len(test))
+    return final
