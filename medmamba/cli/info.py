@@ -27,19 +27,19 @@ def backend_report() -> list[tuple[str, bool, str]]:
     """(backend, available, reason) for each scan backend, in the order `auto` tries them."""
     import torch
 
-    rows: list[tuple[str, bool, str]] = []
-    try:
-        import triton  # noqa: F401
+    from medmamba.kernels.ops import triton_available
 
-        if torch.cuda.is_available():
-            rows.append(("triton", True, f"CUDA device {torch.cuda.get_device_name(0)}"))
-        else:
-            rows.append(("triton", False, "no CUDA device; using torch backend"))
-    except Exception as err:
-        rows.append(("triton", False, f"triton not importable ({type(err).__name__})"))
-    rows.append(("torch", True, "vectorised chunked scan (CPU and GPU)"))
-    rows.append(("reference", True, "sequential oracle (slow; for tests)"))
-    return rows
+    if not triton_available():
+        triton_row = ("triton", False, "triton not importable; using torch backend")
+    elif not torch.cuda.is_available():
+        triton_row = ("triton", False, "no CUDA device; using torch backend")
+    else:
+        triton_row = ("triton", True, f"CUDA device {torch.cuda.get_device_name(0)}")
+    return [
+        triton_row,
+        ("torch", True, "vectorised chunked scan (CPU and GPU)"),
+        ("reference", True, "sequential oracle (slow; for tests)"),
+    ]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,6 +18,17 @@ from medmamba.errors import MedmambaError
 
 # Order is the order shown by `medmamba --help`.
 COMMAND_MODULES: list[str] = [
+    "demo",
+    "make_demo_dataset",
+    "verify",
+    "convert_msd",
+    "plan_and_preprocess",
+    "train",
+    "predict",
+    "evaluate",
+    "ensemble",
+    "find_best_configuration",
+    "catalog",
     "info",
 ]
 

@@ -23,7 +23,14 @@ from medmamba.errors import NetworkError
 
 # Modules whose import registers networks; listed explicitly (not discovered by walking the
 # package) so one broken module cannot hide the others.
-_NETWORK_MODULES: tuple[str, ...] = ()
+_NETWORK_MODULES: tuple[str, ...] = (
+    "medmamba.networks.vmunet",
+    "medmamba.networks.mhsvm",
+    "medmamba.networks.hrvmamba",
+    "medmamba.networks.plain_unet",
+    "medmamba.networks.umamba",
+    "medmamba.networks.segmamba",
+)
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,20 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
+_catalog_aliases_loaded = False
+
+
 def _load_all() -> None:
+    global _catalog_aliases_loaded
     for module in _NETWORK_MODULES:
         importlib.import_module(module)
+    if not _catalog_aliases_loaded:
+        _catalog_aliases_loaded = True
+        # Lets build_network accept a catalog name ("VM-UNet", "U-Mamba_Enc"); the catalog is
+        # plain JSON with no torch import, so this stays cheap and works on a bare torch box.
+        from medmamba.catalog import register_catalog_aliases
+
+        register_catalog_aliases()
 
 
 def list_networks() -> list[str]:

@@ -1,0 +1,25 @@
+"""`medmamba ensemble`: average the saved probabilities of several prediction folders."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "ensemble"
+HELP = "average saved probabilities (predict --save-probabilities) of several models and write label maps"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--inputs", nargs="+", required=True,
+                        help="two or more prediction folders holding CASE.npz + CASE.json for the same cases")
+    parser.add_argument("-o", "--output", required=True, help="output folder")
+    parser.add_argument("--save-probabilities", action="store_true", help="also write the averaged probabilities")
+    parser.add_argument("--overwrite", action="store_true", help="replace label maps already in the output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmamba.inference.export import ensemble_folders
+
+    result = ensemble_folders(args.inputs, args.output, overwrite=args.overwrite,
+                              save_probabilities_too=args.save_probabilities)
+    print(f"ensembled {len(result['written'])} case(s) from {len(args.inputs)} folders into {args.output}"
+          f", skipped {len(result['skipped'])} already present")
+    return 0

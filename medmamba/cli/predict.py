@@ -1,0 +1,68 @@
+"""`medmamba predict`: segment a folder of images with a trained model (one or several folds)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NAME = "predict"
+HELP = "segment a folder of images (CASE_0000.nii.gz ...) with trained fold checkpoints"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--input", required=True,
+                        help="folder of images in raw naming (CASE_0000.ext, CASE_0001.ext ... per channel; "
+                             "CASE.ext for one-channel models); never written to")
+    parser.add_argument("-o", "--output", required=True, help="output folder (not the input folder or inside it)")
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 5, 005, Dataset005_Prostate")
+    parser.add_argument("-c", "--configuration", required=True, help="configuration, e.g. 3d_fullres or 2d")
+    parser.add_argument("-f", "--folds", nargs="+", default=None,
+                        help="folds to ensemble, e.g. `-f 0 1 2 3 4` or `-f all` (default: every trained fold)")
+    parser.add_argument("--network", default=None, help="network registry name when several models share the configuration")
+    parser.add_argument("--plans", default=None, help="plans identifier when several plans share the configuration")
+    parser.add_argument("--checkpoint", default="final", choices=("final", "best", "latest"),
+                        help="which checkpoint of each fold (default final)")
+    parser.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (default 0.5)")
+    parser.add_argument("--no-tta", action="store_true", help="disable mirror test-time augmentation (8x faster in 3D)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write CASE.npz (probabilities) + CASE.json, needed by `medmamba ensemble`")
+    parser.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda[:N]")
+    parser.add_argument("--batch-windows", type=int, default=4, help="tiles per forward pass (default 4)")
+    parser.add_argument("-np", "--num-workers", type=int, default=2,
+                        help="background threads reading and exporting cases (default 2; 0 = sequential)")
+    parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmamba.errors import ConfigurationError
+    from medmamba.inference.checkpoints import find_model_folder
+    from medmamba.inference.input_cases import check_output_folder
+    from medmamba.inference.predictor import Predictor
+    from medmamba.paths import resolve_root
+
+    if not 0.0 < args.step <= 1.0:
+        raise ConfigurationError(f"--step must be in (0, 1], got {args.step}")
+    if args.batch_windows < 1:
+        raise ConfigurationError(f"--batch-windows must be >= 1, got {args.batch_windows}")
+    folds = None
+    if args.folds is not None:
+        for f in args.folds:
+            if not (f == "all" or f.isdigit()):
+                raise ConfigurationError(f"-f: fold {f!r} is neither a number nor 'all'")
+        folds = list(dict.fromkeys(args.folds))
+    results = resolve_root("results", args.results)
+    check_output_folder(Path(args.input), Path(args.output))  # before loading any checkpoint
+    model_folder = find_model_folder(results.path, args.dataset, args.configuration, args.network, args.plans)
+    predictor = Predictor.from_model_folder(
+        model_folder, folds=folds, checkpoint=args.checkpoint, device=args.device, step=args.step,
+        use_tta=not args.no_tta, batch_windows=args.batch_windows)
+    print(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "
+          f"TTA axes {predictor.mirror_axes or 'off'})", file=sys.stderr)
+    report = predictor.predict_folder(
+        args.input, args.output, overwrite=args.overwrite, save_probabilities=args.save_probabilities,
+        num_workers=args.num_workers, progress=not args.no_progress,
+        extra_args={"dataset": args.dataset, "folds": folds, "checkpoint": args.checkpoint})
+    print(report.summary_line())
+    return 1 if report.failed else 0

@@ -1,0 +1,67 @@
+"""`medmamba train`: train one fold of one configuration (DDP when launched by torchrun)."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "train"
+HELP = "train a network on one fold of a preprocessed dataset (results/<dataset>/<network>__<plans>__<config>/fold_k)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from medmamba.training.setup import (
+        DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH, DEFAULT_PLANS_NAME, DEFAULT_SEED, DEFAULT_VAL_ITERATIONS,
+    )
+
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (5, 005, Dataset005_Prostate)")
+    parser.add_argument("-c", "--configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    parser.add_argument("-f", "--fold", required=True, help="fold 0-4 (splits.json), a higher index, or 'all'")
+    parser.add_argument("--network", help="registry name overriding the plan's network, e.g. plain_unet or umamba_bot")
+    parser.add_argument("-p", "--plans", dest="plans_name", default=DEFAULT_PLANS_NAME, help="plans identifier")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs (default %(default)s)")
+    parser.add_argument("--iters-per-epoch", type=int, default=DEFAULT_ITERATIONS_PER_EPOCH,
+                        help="training iterations per epoch (default %(default)s)")
+    parser.add_argument("--val-iters", type=int, default=DEFAULT_VAL_ITERATIONS,
+                        help="pseudo-Dice validation batches per epoch (default %(default)s)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--resume", action="store_true", help="continue from checkpoint_final/latest/best")
+    parser.add_argument("--overwrite", action="store_true", help="start over in a fold folder that has checkpoints")
+    parser.add_argument("--pretrained", metavar="CKPT", help="initialise from a checkpoint (matching names/shapes)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for weights and sampling")
+    parser.add_argument("--val-best", action="store_true", help="final validation with checkpoint_best.pt")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+                        help="fit the whole schedule (epochs, LR warm-up and decay) into this many minutes of "
+                             "training (set-up before and the final validation after are not counted); "
+                             "--resume keeps the original budget and the time already spent")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), help="override the plan's optimizer")
+    parser.add_argument("--lr", type=float, help="initial learning rate (default: the optimizer's)")
+    parser.add_argument("--num-workers", type=int, help="data augmentation worker processes")
+    parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (AMP is CUDA-only anyway)")
+    parser.add_argument("--elastic", action="store_true", help="enable elastic deformation (p 0.2)")
+    parser.add_argument("--no-validation", action="store_true", help="skip the final sliding-window validation")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, $nnUNet_preprocessed)")
+    parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmamba.errors import ConfigurationError
+    from medmamba.training.setup import TrainOptions
+    from medmamba.training.trainer import train
+
+    for flag in ("epochs", "iters_per_epoch", "val_iters"):
+        if getattr(args, flag) < 1:
+            raise ConfigurationError(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ConfigurationError("--time-budget must be a positive number of minutes")
+    opts = TrainOptions(
+        dataset=args.dataset, configuration=args.configuration, fold=args.fold, network=args.network,
+        plans_name=args.plans_name, epochs=args.epochs, iterations_per_epoch=args.iters_per_epoch,
+        val_iterations=args.val_iters, device=args.device, resume=args.resume, overwrite=args.overwrite,
+        pretrained=args.pretrained, seed=args.seed, val_best=args.val_best, time_budget_minutes=args.time_budget,
+        preprocessed=args.preprocessed, results=args.results, num_workers=args.num_workers,
+        optimizer=args.optimizer, lr=args.lr, amp=not args.no_amp, elastic=args.elastic,
+        final_validation=not args.no_validation, progress_bar=not args.no_progress,
+    )
+    setup = train(opts)
+    print(f"trained {setup.network_name} {setup.configuration} fold {setup.fold}: {setup.output_folder}")
+    return 0

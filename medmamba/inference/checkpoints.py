@@ -1,0 +1,143 @@
+"""Find a trained model's folder and load its fold checkpoints for inference.
+
+Layout (docs/internals.md)::
+
+    <results>/<DatasetXXX_Name>/<network>__<plans_identifier>__<configuration>/fold_<k>/checkpoint_<kind>.pt
+
+Only the keys inference needs are read; nothing here imports :mod:`medmamba.training`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from medmamba.checkpoint_format import read_checkpoint
+from medmamba.errors import CheckpointError, ConfigurationError
+
+CHECKPOINT_KINDS = ("final", "best", "latest")
+# Keys of docs/internals.md that inference reads.
+INFERENCE_KEYS = ("network_name", "network_kwargs", "state_dict", "plans", "configuration", "dataset_json",
+                  "mirror_axes")
+_DATASET_FOLDER = re.compile(r"^Dataset(\d{3,})_.+$")
+
+
+def resolve_results_dataset(results_root: str | Path, dataset: str | int) -> Path:
+    """``<results>/DatasetXXX_Name`` from ``5``, ``"005"``, ``"Dataset005_Name"`` or a folder path."""
+    root = Path(results_root)
+    text = str(dataset).strip()
+    if Path(text).is_absolute() and Path(text).is_dir():
+        return Path(text)
+    if not root.is_dir():
+        raise ConfigurationError("results folder does not exist (set --results, $MEDMAMBA_RESULTS or $nnUNet_results)",
+                                 path=root)
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _DATASET_FOLDER.match(p.name))
+    if text.isdigit():
+        matches = [n for n in names if int(_DATASET_FOLDER.match(n).group(1)) == int(text)]  # type: ignore[union-attr]
+    else:
+        matches = [n for n in names if n == text]
+    if len(matches) == 1:
+        return root / matches[0]
+    if not matches:
+        hint = ", ".join(names) if names else "none"
+        raise ConfigurationError(f"no trained models for dataset {text!r} (datasets with results: {hint})", path=root)
+    raise ConfigurationError(f"dataset id {text} is ambiguous: {', '.join(matches)}", path=root)
+
+
+def model_folders(dataset_folder: Path) -> list[Path]:
+    """Every ``<network>__<plans>__<configuration>`` folder of a dataset's results."""
+    return sorted(p for p in dataset_folder.iterdir() if p.is_dir() and p.name.count("__") == 2)
+
+
+def find_model_folder(
+    results_root: str | Path,
+    dataset: str | int,
+    configuration: str,
+    network: str | None = None,
+    plans_identifier: str | None = None,
+) -> Path:
+    """The one model folder matching the configuration (and network / plans when given)."""
+    dataset_folder = resolve_results_dataset(results_root, dataset)
+    candidates = []
+    for folder in model_folders(dataset_folder):
+        net, plans, config = folder.name.split("__")
+        if config == configuration and (network is None or net == network.lower() or net == network) and (
+                plans_identifier is None or plans == plans_identifier):
+            candidates.append(folder)
+    if len(candidates) == 1:
+        return candidates[0]
+    available = ", ".join(f.name for f in model_folders(dataset_folder)) or "none"
+    if not candidates:
+        raise CheckpointError(
+            f"no trained model for configuration {configuration!r}"
+            + (f" and network {network!r}" if network else "") + f" (model folders: {available})",
+            path=dataset_folder)
+    raise ConfigurationError(
+        f"several models match configuration {configuration!r}: {', '.join(c.name for c in candidates)}; "
+        "choose one with --network (and --plans)", path=dataset_folder)
+
+
+def fold_checkpoint_paths(model_folder: Path, folds: Sequence[str | int] | None, kind: str = "final") -> list[Path]:
+    """Checkpoint files of the requested folds (None = every numbered ``fold_<k>`` with that checkpoint)."""
+    if kind not in CHECKPOINT_KINDS:
+        raise ConfigurationError(f"checkpoint must be one of {', '.join(CHECKPOINT_KINDS)}, got {kind!r}")
+    if folds is None:
+        names = sorted((p.name for p in model_folder.glob("fold_*") if p.is_dir()),
+                       key=lambda n: (not n[5:].isdigit(), int(n[5:]) if n[5:].isdigit() else 0, n))
+        names = [n for n in names if (model_folder / n / f"checkpoint_{kind}.pt").is_file()]
+        # Cross-validation folds form the default ensemble (nnU-Net: 0-4); fold_all (trained on
+        # every case) only when no numbered fold exists.
+        numbered = [n for n in names if n[5:].isdigit()]
+        names = numbered or names
+        if not names:
+            others = sorted({k for k in CHECKPOINT_KINDS if k != kind and any(model_folder.glob(f"fold_*/checkpoint_{k}.pt"))})
+            hint = f"pick --checkpoint {' or '.join(others)}" if others else "train first"
+            raise CheckpointError(f"no fold has a checkpoint_{kind}.pt ({hint})", path=model_folder)
+    else:
+        names = [f"fold_{f}" for f in folds]
+    paths = [model_folder / n / f"checkpoint_{kind}.pt" for n in names]
+    for path in paths:
+        if not path.is_file():
+            others = [k for k in CHECKPOINT_KINDS if (path.parent / f"checkpoint_{k}.pt").is_file()]
+            hint = f"; available: {', '.join(others)}" if others else ""
+            raise CheckpointError(f"checkpoint not found{hint}", path=path)
+    return paths
+
+
+def load_inference_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU and check the keys inference needs (:class:`CheckpointError` if not)."""
+    ckpt = read_checkpoint(path, INFERENCE_KEYS)
+    ckpt["_path"] = str(path)
+    return ckpt
+
+
+def build_network_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Registry network with the checkpoint's weights, in eval mode, on ``device``."""
+    from medmamba.errors import NetworkError
+    from medmamba.networks.registry import build_network
+
+    where = ckpt.get("_path")
+    try:
+        network = build_network(ckpt["network_name"], **dict(ckpt["network_kwargs"]))
+    except NetworkError as err:
+        raise CheckpointError(f"cannot build network {ckpt['network_name']!r}: {err.problem}", path=where) from None
+    try:
+        network.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"weights do not fit network {ckpt['network_name']!r} ({first})", path=where) from None
+    return network.to(device).eval()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigurationError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError("--device cuda requested but torch sees no CUDA device (use --device cpu)")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigurationError(f"unknown device {device!r}; use auto, cpu or cuda") from None

@@ -1,0 +1,178 @@
+"""Turn probabilities on the original grid into files: label maps, saved probabilities, ensembles.
+
+Saved probabilities (``--save-probabilities``, nnU-Net's ``.npz`` + ``.pkl``, reference/nnunet.md §6)
+are ``CASE.npz`` (key ``probabilities``: float32 ``(K, *original array shape)``, file voxel order)
+and ``CASE.json`` (the case's preprocessing properties, which hold the input geometry).
+``medmamba ensemble`` averages them across folders.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from medmamba.atomic import atomic_write_json, atomic_write_with
+from medmamba.errors import ConfigurationError, DatasetError
+from medmamba.inference.predict_case import probabilities_to_labels
+
+logger = logging.getLogger("medmamba.inference")
+
+PROBABILITIES_KEY = "probabilities"
+
+
+def label_layout(labels: Mapping[str, Any], dataset_json: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """How network outputs map to label values, from a ``labels`` dict (name → int or list).
+
+    Label mode: output ``k`` is the ``k``-th smallest non-ignore label value (nnU-Net requires
+    consecutive labels, so ``k`` is the value itself). Region mode (any list value and a
+    ``regions_class_order`` in dataset.json): one sigmoid output per region, painted in that order.
+    """
+    has_regions = any(isinstance(v, list) for k, v in labels.items() if k != "ignore")
+    order = (dataset_json or {}).get("regions_class_order")
+    if has_regions and order:
+        return {"regions": True, "regions_class_order": [int(v) for v in order]}
+    values = sorted({int(v) for k, v in labels.items() if k != "ignore" and not isinstance(v, list)})
+    return {"regions": False, "label_values": values}
+
+
+def probabilities_to_label_map(probabilities: np.ndarray, layout: Mapping[str, Any]) -> np.ndarray:
+    """``(K, *spatial)`` probabilities → label map (uint8, or uint16 above 255) per :func:`label_layout`."""
+    if layout.get("regions"):
+        return probabilities_to_labels(probabilities, regions_class_order=layout["regions_class_order"])
+    indices = probabilities_to_labels(probabilities)
+    values = layout.get("label_values") or list(range(probabilities.shape[0]))
+    if values == list(range(len(values))):
+        return indices
+    lookup = np.asarray(values, dtype=np.uint16 if max(values) > 255 else np.uint8)
+    return lookup[indices]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def save_probabilities(folder: Path, case_id: str, probabilities: np.ndarray, properties: Mapping[str, Any]) -> None:
+    """Write ``CASE.npz`` (float32 probabilities) and ``CASE.json`` (properties), atomically."""
+    probs = np.asarray(probabilities, dtype=np.float32)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+            np.savez_compressed(fh, **{PROBABILITIES_KEY: probs})
+
+    atomic_write_with(folder / f"{case_id}.npz", write)
+    props = json.loads(json.dumps(dict(properties), default=_json_default))
+    atomic_write_json(folder / f"{case_id}.json", props)
+
+
+def load_probabilities(folder: Path, case_id: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read what :func:`save_probabilities` wrote; :class:`DatasetError` naming the file if broken."""
+    npz, props = folder / f"{case_id}.npz", folder / f"{case_id}.json"
+    try:
+        with np.load(npz) as data:
+            probs = np.asarray(data[PROBABILITIES_KEY], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as err:
+        raise DatasetError(f"cannot read saved probabilities ({type(err).__name__}: {err})", path=npz) from None
+    try:
+        properties = json.loads(props.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"cannot read properties ({err})", path=props) from None
+    return probs, properties
+
+
+def write_label_map(labels: np.ndarray, properties: Mapping[str, Any], path: Path) -> None:
+    """Write a label map with the input's exact geometry (preprocessing's ``export_segmentation``)."""
+    from medmamba.preprocessing.case import export_segmentation
+
+    export_segmentation(labels, properties, path)
+
+
+def _saved_cases(folder: Path) -> set[str]:
+    return {p.name[:-4] for p in folder.glob("*.npz") if (folder / f"{p.name[:-4]}.json").is_file()}
+
+
+def ensemble_folders(
+    input_folders: Sequence[str | Path],
+    output_folder: str | Path,
+    overwrite: bool = False,
+    save_probabilities_too: bool = False,
+    file_ending: str | None = None,
+) -> dict[str, Any]:
+    """Average the saved probabilities of several prediction folders and write label maps.
+
+    Every folder must hold the same cases (``CASE.npz`` + ``CASE.json``) and a ``dataset.json``
+    (written by ``medmamba predict``) defining the labels. Output files use the ending of the
+    input image recorded in the properties unless ``file_ending`` is given.
+    Returns ``{"written": [...], "skipped": [...]}``.
+    """
+    from tqdm import tqdm
+
+    folders = [Path(f) for f in input_folders]
+    if len(folders) < 2:
+        raise ConfigurationError("ensembling needs at least two prediction folders")
+    output = Path(output_folder)
+    for folder in folders:
+        if not folder.is_dir():
+            raise DatasetError("prediction folder not found", path=folder)
+        if output.resolve() == folder.resolve():
+            raise ConfigurationError("output folder is one of the input folders", path=output)
+    case_sets = [_saved_cases(f) for f in folders]
+    for folder, cases in zip(folders, case_sets):
+        if not cases:
+            raise DatasetError("no saved probabilities (CASE.npz + CASE.json; predict with --save-probabilities)",
+                               path=folder)
+    for folder, cases in zip(folders[1:], case_sets[1:]):
+        if cases != case_sets[0]:
+            diff = sorted(cases ^ case_sets[0])
+            raise DatasetError(f"holds different cases than {folders[0]} (e.g. {', '.join(diff[:3])})", path=folder)
+    dataset_json_path = folders[0] / "dataset.json"
+    try:
+        dataset_json = json.loads(dataset_json_path.read_text(encoding="utf-8"))
+        layout = label_layout(dataset_json["labels"], dataset_json)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"cannot read the label definition ({err}); it is written by `medmamba predict`",
+                           path=dataset_json_path) from None
+    output.mkdir(parents=True, exist_ok=True)
+    written, skipped = [], []
+    for case_id in tqdm(sorted(case_sets[0]), desc="ensemble", unit="case"):
+        probs, properties = load_probabilities(folders[0], case_id)
+        ending = file_ending or _input_ending(properties)
+        target = output / f"{case_id}{ending}"
+        if target.exists() and not overwrite:
+            skipped.append(case_id)
+            continue
+        for folder in folders[1:]:
+            other, _ = load_probabilities(folder, case_id)
+            if other.shape != probs.shape:
+                raise DatasetError(f"case {case_id!r}: probabilities of shape {other.shape} differ from "
+                                   f"{probs.shape} in {folders[0]}", path=folder / f"{case_id}.npz")
+            probs += other
+        probs /= len(folders)
+        write_label_map(probabilities_to_label_map(probs, layout), properties, target)
+        if save_probabilities_too:
+            save_probabilities(output, case_id, probs, properties)
+        written.append(case_id)
+    atomic_write_json(output / "dataset.json", dataset_json)
+    atomic_write_json(output / "ensemble_args.json", {"input_folders": [str(f) for f in folders]})
+    return {"written": written, "skipped": skipped}
+
+
+def _input_ending(properties: Mapping[str, Any]) -> str:
+    files = properties.get("image_files") or []
+    if files:
+        from medmamba.datasets.image_io import file_ending
+
+        return file_ending(files[0]) or ".nii.gz"
+    return ".nii.gz"
+
+
+__all__ = ["label_layout", "probabilities_to_label_map", "save_probabilities", "load_probabilities",
+           "write_label_map", "ensemble_folders"]

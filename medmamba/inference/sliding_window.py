@@ -1,0 +1,196 @@
+"""Sliding-window prediction of one preprocessed case with gaussian importance weighting.
+
+Follows nnU-Net v2's predictor (reference/nnunet.md §6): tile step 0.5 of the patch, tiles evenly
+spread, logits of every tile multiplied by a gaussian importance map (σ = patch/8, max 10) and
+divided by the accumulated weights; images smaller than the patch are zero-padded and the padding
+removed afterwards; a 2D configuration on 3D data runs slice by slice over the first spatial axis.
+
+One deliberate difference: the tile grid and the zero padding are made **mirror-symmetric** (a
+mirrored image gets exactly the mirrored grid; see :func:`compute_window_starts` and
+:func:`padding_for_patch`), and the gaussian is centred at ``(p - 1) / 2`` instead of ``p // 2``.
+Then sliding-window prediction commutes with flips, so mirror TTA over all axes is exactly
+flip-equivariant and per-image mirroring equals nnU-Net's per-tile mirroring.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from medmamba.errors import ConfigurationError, NetworkError
+
+# nnU-Net v2 defaults (reference/nnunet.md §6): σ = patch_size / 8, map scaled to a maximum of 10.
+GAUSSIAN_SIGMA_SCALE = 1.0 / 8.0
+GAUSSIAN_VALUE_SCALE = 10.0
+DEFAULT_STEP = 0.5  # tile step as a fraction of the patch size (nnU-Net default)
+# Tiles per forward pass. Measured (benchmarks/results/predict_cpu_benchmark.json): on CPU one
+# tile per forward costs ~6x more per tile than four; nnU-Net itself predicts one tile at a time.
+DEFAULT_BATCH_WINDOWS = 4
+
+
+def gaussian_importance_map(
+    patch_size: Sequence[int],
+    sigma_scale: float = GAUSSIAN_SIGMA_SCALE,
+    value_scale: float = GAUSSIAN_VALUE_SCALE,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Separable gaussian weights of shape ``patch_size``, float32, maximum ``value_scale``.
+
+    σ per axis = ``patch_size[a] * sigma_scale`` voxels, centred at ``(p - 1) / 2`` so the map is
+    symmetric under flips. No weight is zero (underflow is replaced by the smallest positive
+    weight, as nnU-Net does) so every voxel of a tile contributes.
+    """
+    weights = torch.ones((), dtype=torch.float64)
+    for p in patch_size:
+        p = int(p)
+        centre = (p - 1) / 2.0
+        sigma = max(p * sigma_scale, 1e-6)
+        coords = torch.arange(p, dtype=torch.float64)
+        axis = torch.exp(-((coords - centre) ** 2) / (2.0 * sigma * sigma))
+        weights = weights.unsqueeze(-1) * axis
+    weights = weights / weights.max() * value_scale
+    positive = weights[weights > 0]
+    weights = torch.clamp(weights, min=float(positive.min()))
+    return weights.to(dtype=torch.float32, device=device)
+
+
+def compute_window_starts(size: int, patch: int, step: float = DEFAULT_STEP) -> list[int]:
+    """Start indices of the tiles along one axis (``size >= patch`` voxels).
+
+    ``n = ceil((size - patch) / (patch * step)) + 1`` tiles evenly spread over ``[0, size - patch]``
+    (nnU-Net). The positions are symmetric: ``start[n-1-i] == size - patch - start[i]``; when
+    ``size - patch`` is odd and ``n`` odd, the middle tile cannot be symmetric, so one tile is added.
+    """
+    if not 0.0 < step <= 1.0:
+        raise ConfigurationError(f"tile step must be in (0, 1], got {step}")
+    if size < patch:
+        raise ValueError(f"axis of {size} voxels is smaller than the patch ({patch}); pad first")
+    span = size - patch
+    if span == 0:
+        return [0]
+    n = math.ceil(span / (patch * step)) + 1
+    if n % 2 == 1 and span % 2 == 1:
+        n += 1
+    starts = [0] * n
+    for i in range((n + 1) // 2):
+        starts[i] = int(math.floor(i * span / (n - 1) + 0.5))
+        starts[n - 1 - i] = span - starts[i]
+    return starts
+
+
+def padding_for_patch(size: int, patch: int) -> tuple[int, int]:
+    """(before, after) zero padding so an axis of ``size`` voxels holds at least one patch.
+
+    The total is made even (one voxel more than needed when ``patch - size`` is odd) so padding is
+    centred exactly and a mirrored image is padded as the mirror of the padded image.
+    """
+    if size >= patch:
+        return 0, 0
+    total = patch - size
+    total += total % 2
+    return total // 2, total // 2
+
+
+def _forward(network: Callable, batch: torch.Tensor) -> torch.Tensor:
+    out = network(batch)
+    if isinstance(out, (list, tuple)):  # deep supervision: highest resolution first
+        out = out[0]
+    return out
+
+
+def sliding_window_logits(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    data: torch.Tensor,
+    patch_size: Sequence[int],
+    step: float = DEFAULT_STEP,
+    use_gaussian: bool = True,
+    batch_windows: int = DEFAULT_BATCH_WINDOWS,
+    device: torch.device | str = "cpu",
+    accumulate_device: torch.device | str | None = None,
+    amp: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Logits of the whole image from overlapping tiles.
+
+    Args:
+        network: module in eval mode mapping ``(B, C, *patch_size)`` to logits ``(B, K, *patch_size)``
+            (or a list of them, highest resolution first).
+        data: ``(C, *spatial)`` float32 preprocessed image; ``len(spatial) >= len(patch_size)``:
+            extra leading spatial axes (3D data, 2D patch) are predicted slice by slice.
+        patch_size: tile size in voxels, one entry per network spatial axis.
+        step: tile step as a fraction of the patch (0.5 = half-overlapping tiles).
+        use_gaussian: weight tile logits by :func:`gaussian_importance_map` (else uniform).
+        batch_windows: tiles per forward pass.
+        device: where the network runs; ``accumulate_device`` (default: ``device``) holds the sums.
+        amp: autocast to float16 on CUDA (no effect on CPU).
+        progress: called with the number of tiles done after each forward pass.
+
+    Returns:
+        ``(K, *spatial)`` float32 logits on ``accumulate_device``.
+    """
+    if data.ndim < 2:
+        raise NetworkError(f"expected data of shape (C, *spatial), got {tuple(data.shape)}")
+    patch_size = [int(p) for p in patch_size]
+    nd = len(patch_size)
+    spatial = list(data.shape[1:])
+    extra = len(spatial) - nd
+    if extra < 0:
+        raise NetworkError(f"data with spatial shape {tuple(spatial)} has fewer axes than patch {tuple(patch_size)}")
+    device = torch.device(device)
+    accumulate_device = device if accumulate_device is None else torch.device(accumulate_device)
+    batch_windows = max(1, int(batch_windows))
+
+    pads = [padding_for_patch(spatial[extra + a], patch_size[a]) for a in range(nd)]
+    if any(before or after for before, after in pads):
+        flat = []
+        for before, after in reversed(pads):  # F.pad takes the last axis first
+            flat += [before, after]
+        data = torch.nn.functional.pad(data, flat, mode="constant", value=0.0)
+    padded = list(data.shape[1:])
+
+    axis_starts = [list(range(padded[a])) for a in range(extra)]
+    axis_starts += [compute_window_starts(padded[extra + a], patch_size[a], step) for a in range(nd)]
+    windows: list[tuple] = [()]
+    for a, starts in enumerate(axis_starts):
+        if a < extra:
+            windows = [w + (s,) for w in windows for s in starts]
+        else:
+            p = patch_size[a - extra]
+            windows = [w + (slice(s, s + p),) for w in windows for s in starts]
+
+    weights = gaussian_importance_map(patch_size, device=accumulate_device) if use_gaussian else torch.ones(
+        patch_size, dtype=torch.float32, device=accumulate_device)
+    # The tile grid is the same in every slice, so the weight sum is computed once for the grid.
+    weight_sum = torch.zeros(padded[extra:], dtype=torch.float32, device=accumulate_device)
+    grid: list[tuple] = [()]
+    for a in range(nd):
+        grid = [g + (slice(s, s + patch_size[a]),) for g in grid for s in axis_starts[extra + a]]
+    for window in grid:
+        weight_sum[window] += weights
+
+    logits: torch.Tensor | None = None
+    use_amp = amp and device.type == "cuda"
+    with torch.no_grad():
+        for first in range(0, len(windows), batch_windows):
+            chunk = windows[first:first + batch_windows]
+            batch = torch.stack([data[(slice(None),) + w] for w in chunk]).to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                out = _forward(network, batch)
+            out = out.to(device=accumulate_device, dtype=torch.float32)
+            if logits is None:
+                logits = torch.zeros((out.shape[1], *padded), dtype=torch.float32, device=accumulate_device)
+            if tuple(out.shape[2:]) != tuple(patch_size):
+                raise NetworkError(f"network returned spatial shape {tuple(out.shape[2:])} for patch {tuple(patch_size)}")
+            for j, w in enumerate(chunk):
+                logits[(slice(None),) + w] += out[j] * weights
+            if progress is not None:
+                progress(len(chunk))
+    assert logits is not None  # at least one window always exists
+    logits /= weight_sum  # broadcasts over K and the slice-by-slice axes
+    if not torch.isfinite(logits).all():
+        raise NetworkError("non-finite logits after sliding-window aggregation (network produced inf/NaN)")
+    crop = [slice(None)] * (1 + extra)
+    for (before, after), size in zip(pads, padded[extra:]):
+        crop.append(slice(before, size - after))
+    return logits[tuple(crop)]

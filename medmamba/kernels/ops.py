@@ -1,0 +1,279 @@
+"""``multi_route_scan``: the one public entry point of the kernels package.
+
+Runs K selective scans (S6, reference/architectures.md §1.2) over K routes of one token
+sequence and sums their outputs back in raster order:
+
+    out[b, p] = silu(z[b, p]) ⊙ Σ_k scatter(route_k, S6_k(gather(route_k, inputs)))[b, p]
+
+The ``torch`` and ``triton`` backends are registered as one ``torch.library.custom_op``
+(``medmamba::multi_route_scan``) with a fake implementation and a registered autograd formula,
+so ``torch.compile`` traces through them without a graph break (reference/performance.md §5).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+
+from medmamba.errors import KernelError
+from medmamba.kernels.reference import reference_multi_route_scan
+from medmamba.kernels.torch_scan import saved_state_shape, torch_scan_backward, torch_scan_forward
+
+__all__ = ["BACKENDS", "multi_route_scan", "resolve_backend", "triton_available", "triton_verified"]
+
+BACKENDS = ("auto", "reference", "torch", "triton")
+_IO_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when the triton backend can be imported (it still needs CUDA tensors or TRITON_INTERPRET=1)."""
+    try:
+        from medmamba.kernels import triton_scan  # noqa: F401
+    except Exception:  # triton missing or broken: fall back to torch, never fail the import
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Map ``auto`` to a concrete backend: triton on CUDA when importable, torch otherwise.
+
+    The environment variable ``MEDMAMBA_SCAN_BACKEND`` (torch/triton/reference) overrides ``auto``.
+    """
+    if backend not in BACKENDS:
+        raise KernelError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto" and os.environ.get("MEDMAMBA_SCAN_BACKEND", "auto") != "auto":
+        backend = os.environ["MEDMAMBA_SCAN_BACKEND"]
+        if backend not in BACKENDS:
+            raise KernelError(f"MEDMAMBA_SCAN_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend == "triton":
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise KernelError(f"backend 'triton' needs CUDA tensors (got {device.type}); "
+                              "use 'torch', or set TRITON_INTERPRET=1 before importing triton")
+        if not triton_available():
+            raise KernelError("backend 'triton' requested but triton cannot be imported")
+    return backend
+
+
+# Per-device outcome of the triton self-test run before "auto" first uses triton there.
+_TRITON_VERIFIED: dict[tuple[str, int | None], bool] = {}
+
+
+def _triton_self_test(device: torch.device) -> str | None:
+    """Run the triton kernels once on ``device`` against the torch backend (forward and every
+    gradient, tiny sizes covering all mask paths). Returns None when they agree, else why not."""
+    from medmamba.kernels import triton_scan
+    from medmamba.kernels.routes import build_routes
+    from medmamba.kernels.selfcheck import make_inputs, rel_err
+
+    routes = build_routes(["hilbert", "snake_wh_rev"], (5, 9), device=device)
+    xs = [x.to(device) for x in make_inputs(1, 2, 45, 10, 3)]
+    try:
+        with torch.no_grad():
+            ref = torch_scan_forward(*xs, routes, True)
+            got = triton_scan.triton_scan_forward(*xs, routes, True)
+            if rel_err(got[0], ref[0]) > 1e-4:
+                return f"forward differs from the torch backend (relative error {rel_err(got[0], ref[0]):.1e})"
+            grad = make_inputs(1, 2, 45, 10, 3, seed=1)[0].to(device)
+            g_ref = torch_scan_backward(grad, *xs, routes, True, ref[1], ref[2])
+            g_got = triton_scan.triton_scan_backward(grad, *xs, routes, True, got[1], got[2])
+            for name, a, b in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), g_got, g_ref):
+                if rel_err(a, b) > 1e-3:
+                    return f"gradient of {name} differs from the torch backend (relative error {rel_err(a, b):.1e})"
+    except Exception as exc:  # a compile/launch failure on this GPU: report it, fall back to torch
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return None
+
+
+def triton_verified(device: torch.device) -> bool:
+    """Whether the triton backend passed its self-test on ``device`` (run once per device, the first
+    time ``auto`` would use triton there). On failure a warning says why and ``auto`` uses torch."""
+    key = (device.type, device.index)
+    if key not in _TRITON_VERIFIED:
+        reason = _triton_self_test(device)
+        if reason is not None:
+            warnings.warn(f"medmamba: the triton scan failed its self-test on {device} ({reason}); "
+                          "backend 'auto' uses the torch backend there", RuntimeWarning, stacklevel=3)
+        _TRITON_VERIFIED[key] = reason is None
+    return _TRITON_VERIFIED[key]
+
+
+def _shape_error(name: str, tensor: torch.Tensor, expected: str) -> KernelError:
+    return KernelError(f"multi_route_scan: {name} has shape {tuple(tensor.shape)}, expected {expected}")
+
+
+def _validate(u, delta, A, B, C, D, z, delta_bias, routes) -> None:
+    """One-line KernelErrors for wrong shapes, dtypes or devices."""
+    named = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "routes": routes}
+    for name, t in list(named.items()) + [("D", D), ("z", z), ("delta_bias", delta_bias)]:
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise KernelError(f"multi_route_scan: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if u.dim() != 3:
+        raise _shape_error("u", u, "(batch, L, channels)")
+    batch, length, channels = u.shape
+    if routes.dim() != 2 or routes.shape[1] != length:
+        raise _shape_error("routes", routes, f"(K, L={length})")
+    if routes.dtype not in (torch.int64, torch.int32):
+        raise KernelError(f"multi_route_scan: routes must be int64, got {routes.dtype}")
+    K = routes.shape[0]
+    if A.dim() != 3 or A.shape[:2] != (K, channels):
+        raise _shape_error("A", A, f"(K={K}, channels={channels}, N)")
+    N = A.shape[2]
+    expect = {
+        "delta": (delta, (batch, K, length, channels)),
+        "B": (B, (batch, K, length, N)),
+        "C": (C, (batch, K, length, N)),
+        "D": (D, (K, channels)),
+        "z": (z, (batch, length, channels)),
+        "delta_bias": (delta_bias, (K, channels)),
+    }
+    for name, (t, shape) in expect.items():
+        if t is not None and tuple(t.shape) != shape:
+            raise _shape_error(name, t, str(shape))
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z),
+                    ("delta_bias", delta_bias)):
+        if t is not None and t.dtype not in _IO_DTYPES:
+            raise KernelError(f"multi_route_scan: {name} has dtype {t.dtype}; use float32, float16 or bfloat16")
+        if t is not None and t.device != u.device:
+            raise KernelError(f"multi_route_scan: {name} is on {t.device} but u is on {u.device}")
+    if routes.device != u.device:
+        raise KernelError(f"multi_route_scan: routes is on {routes.device} but u is on {u.device}")
+    if length == 0 or K == 0:
+        raise KernelError(f"multi_route_scan: empty scan (L={length}, K={K})")
+    # value check only where it is cheap and not traced (data-dependent under torch.compile)
+    if (routes.device.type == "cpu" and not torch.compiler.is_compiling()
+            and (int(routes.min()) < 0 or int(routes.max()) >= length)):
+        raise KernelError(f"multi_route_scan: routes hold indices outside [0, {length})")
+
+
+# ----------------------------------------------------------------------------- custom op
+def _state_shape(backend: str, u: torch.Tensor, A: torch.Tensor) -> tuple[int, ...]:
+    batch, length, channels = u.shape
+    K, _, N = A.shape
+    if backend in ("triton", "triton_auto"):
+        from medmamba.kernels.triton_scan import triton_state_shape
+        return triton_state_shape(batch, K, length, channels, N)
+    return saved_state_shape(batch, K, length, channels, N)
+
+
+@torch.library.custom_op("medmamba::multi_route_scan", mutates_args=())
+def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+             D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None,
+             routes: torch.Tensor, delta_softplus: bool, backend: str, save_states: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # "triton_auto" = triton chosen by "auto": it runs only once verified on this device, else
+    # the torch backend runs with triton's tile length, so saved states keep triton's layout
+    if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
+        from medmamba.kernels.triton_scan import triton_scan_forward
+        return triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states)
+    chunk = None
+    if backend == "triton_auto":
+        from medmamba.kernels.triton_scan import TILE_LENGTH as chunk
+    return torch_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states, chunk)
+
+
+@_scan_op.register_fake
+def _scan_op_fake(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, backend, save_states):
+    cd = torch.float64 if u.dtype == torch.float64 and not backend.startswith("triton") else torch.float32
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    y_pre = u.new_empty(u.shape if z is not None and save_states else (0,), dtype=cd)
+    states = u.new_empty(_state_shape(backend, u, A) if save_states else (0,), dtype=cd)
+    return out, y_pre, states
+
+
+@torch.library.custom_op("medmamba::multi_route_scan_backward", mutates_args=())
+def _scan_backward_op(grad_out: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+                      B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+                      delta_bias: torch.Tensor | None, routes: torch.Tensor, delta_softplus: bool,
+                      y_pre: torch.Tensor, states: torch.Tensor, backend: str) -> list[torch.Tensor]:
+    args = (grad_out.contiguous(), u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, y_pre, states)
+    if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
+        from medmamba.kernels.triton_scan import triton_scan_backward
+        grads = triton_scan_backward(*args)
+    elif backend == "triton_auto":
+        from medmamba.kernels.triton_scan import TILE_LENGTH
+        grads = torch_scan_backward(*args, chunk=TILE_LENGTH)
+    else:
+        grads = torch_scan_backward(*args)
+    # custom ops cannot return None: absent optional inputs get an empty placeholder
+    return [g if g is not None else u.new_empty(0) for g in grads]
+
+
+@_scan_backward_op.register_fake
+def _scan_backward_fake(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus,
+                        y_pre, states, backend):
+    def like(t):
+        return u.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
+    return [like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias)]
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, backend, _ = inputs
+    _, y_pre, states = output
+    ctx.delta_softplus, ctx.backend = delta_softplus, backend
+    ctx.has = (D is not None, z is not None, delta_bias is not None)
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, routes, y_pre, states)
+
+
+def _backward(ctx, grad_out, _grad_y_pre, _grad_states):
+    u, delta, A, B, C, D, z, delta_bias, routes, y_pre, states = ctx.saved_tensors
+    grads = _scan_backward_op(grad_out, u, delta, A, B, C, D, z, delta_bias, routes,
+                              ctx.delta_softplus, y_pre, states, ctx.backend)
+    du, ddelta, dA, dB, dC, dD, dz, dbias = grads
+    has_D, has_z, has_bias = ctx.has
+    return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
+            dbias if has_bias else None, None, None, None, None)
+
+
+_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public API
+def multi_route_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    *,
+    routes: torch.Tensor,
+    delta_softplus: bool = True,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Multi-route selective scan with the gather/scatter fused into the backend.
+
+    Args:
+        u: (batch, L, channels) tokens in raster order (channel-last), fp32/fp16/bf16.
+        delta: (batch, K, L, channels) per-route raw step sizes, raster order (before bias/softplus).
+        A: (K, channels, N) state matrices (negative real; fp32 recommended).
+        B, C: (batch, K, L, N) per-route input/output projections, raster order.
+        D: (K, channels) per-route skip, or None.
+        z: (batch, L, channels) gate, or None; out = (Σ_k y_k) * silu(z), applied once after the sum.
+        delta_bias: (K, channels) added to delta before softplus, or None.
+        routes: (K, L) int64, each row a permutation of range(L) (``routes.build_routes``).
+        delta_softplus: apply softplus to delta + delta_bias.
+        backend: "auto" (triton on CUDA if importable and its one-time self-test on that device
+            passes, else torch), "torch", "triton", "reference".
+
+    Returns:
+        (batch, L, channels) in u's dtype. The state and all sums are fp32 (fp64 for fp64 inputs).
+        Differentiable w.r.t. u, delta, A, B, C, D, z, delta_bias.
+    """
+    _validate(u, delta, A, B, C, D, z, delta_bias, routes)
+    name = resolve_backend(backend, u.device)
+    routes = routes.long()
+    if name == "reference":
+        return reference_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus)
+    # chunk-start states (and the pre-gate sum) are kept only when a backward can follow
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    op_backend = "triton_auto" if name == "triton" and backend == "auto" else name
+    out, _, _ = _scan_op(u, delta, A, B, C, D, z, delta_bias, routes, bool(delta_softplus), op_backend, save)
+    return out

@@ -1,0 +1,410 @@
+"""The experiment planner: pure functions from a fingerprint (+ dataset.json + stored cost fits) to plans.
+
+Rules follow nnU-Net v2's default ExperimentPlanner (reference nnunet.md §3) — target spacing,
+transpose, which configurations, topology, normalization, resampling — with one change: patch
+and batch size come from medmamba's measured cost models (medmamba/plans/memory_model.py) for the
+chosen Mamba network instead of nnU-Net's conv feature-map count:
+
+* ``target="gpu"``: largest patch (aspect ∝ 1/spacing, from 256³ / 2048²) whose predicted peak
+  training memory at batch 2 fits ``memory_target_gb``; then the largest batch that still fits,
+  capped so one batch holds at most 5% of the dataset's voxels, floored at 2.
+* ``target="cpu"``: patch volume at most 64³ (3D) / 256² (2D), batch 2, shrunk further while the
+  predicted seconds per iteration exceed :data:`CPU_SECONDS_PER_ITERATION`, so a training budget of
+  tens of minutes still runs hundreds of iterations.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from medmamba.errors import PlansError
+from medmamba.plans.memory_model import CostModel, cost_model, load_fits
+from medmamba.plans.schema import (
+    DEFAULT_PLANS_NAME,
+    ConfigurationPlan,
+    NetworkSpec,
+    Plans,
+    ResamplingSettings,
+)
+from medmamba.plans.topology import (
+    Topology,
+    features_per_stage,
+    initial_patch_size,
+    pool_and_conv_props,
+    shrink_step,
+)
+
+# nnU-Net constants (reference nnunet.md §3.1).
+ANISO_THRESHOLD = 3.0
+MIN_BATCH_SIZE = 2
+MAX_DATASET_FRACTION_PER_BATCH = 0.05
+LOWRES_TRIGGER = 0.25
+LOWRES_SPACING_GROWTH = 1.03
+DEFAULT_MEMORY_TARGET_GB = 8.0
+# medmamba's CPU target (issue 12): patch volume caps and a per-iteration time budget. 4 s per
+# iteration gives 450 iterations in a 30-minute budget ("tens of minutes does many iterations");
+# medmamba/plans/memory_fit.json measured umamba_bot 3D at 32^3, batch 1, one thread: ~1.7 s.
+CPU_PATCH_EDGE = {2: 256, 3: 64}
+CPU_BATCH_SIZE = 2
+CPU_SECONDS_PER_ITERATION = 4.0
+# Default network per spatial dims: U-Mamba-Bot, a conv U-Net with Mamba only at the bottleneck,
+# the safe hybrid default of the issue (cheap on memory because the scan runs at low resolution).
+DEFAULT_NETWORK = {2: "umamba_bot", 3: "umamba_bot"}
+TOPOLOGY_KWARGS = ("n_stages", "features_per_stage", "kernel_sizes", "strides")
+# Fixed-depth networks (no ``strides`` kwarg) need every input axis to be a multiple of their
+# total downsampling: VM-UNet / MHS-VM patch embed 4 x 3 patch merges = 32 (networks/vmunet.py
+# default_config: patch_size 4, 4 stages); SegMamba stride-2 stem x 2 per stage = 2**4 = 16
+# (networks/segmamba.py docstring); HRVMamba stem 4 x 3 branch halvings = 32 (networks/hrvmamba.py
+# pads to that multiple; planning it avoids the padding). Unknown fixed-depth networks: 32.
+FIXED_DIVISOR = {"vmunet": 32, "mhsvm": 32, "segmamba": 16, "hrvmamba": 32}
+DEFAULT_FIXED_DIVISOR = 32
+
+# Channel name (case-insensitive) → normalisation scheme (reference nnunet.md §3.6); else z-score.
+SCHEME_BY_CHANNEL_NAME = {
+    "ct": "CTNormalization",
+    "nonorm": "NoNormalization",
+    "zscore": "ZScoreNormalization",
+    "rescale_to_0_1": "RescaleTo01Normalization",
+    "rgb_to_0_1": "RGBTo01Normalization",
+}
+# Only z-score leaves voxels outside the mask at 0, so only it may normalise inside the mask;
+# it does so when cropping to nonzero removed enough (median relative size < 0.75, nnU-Net).
+MASKABLE_SCHEMES = ("ZScoreNormalization",)
+MASK_FOR_NORM_MAX_RELATIVE_SIZE = 0.75
+
+
+def normalization_scheme(channel_name: str) -> str:
+    return SCHEME_BY_CHANNEL_NAME.get(str(channel_name).strip().lower(), "ZScoreNormalization")
+
+
+def normalization_plan(channel_names: Mapping[str, str], median_relative_size_after_cropping: float
+                       ) -> tuple[list[str], list[bool]]:
+    """Scheme and use-mask flag per channel (in channel index order)."""
+    names = [channel_names[str(i)] for i in range(len(channel_names))]
+    schemes = [normalization_scheme(n) for n in names]
+    use_mask = [bool(s in MASKABLE_SCHEMES and median_relative_size_after_cropping < MASK_FOR_NORM_MAX_RELATIVE_SIZE)
+                for s in schemes]
+    return schemes, use_mask
+
+
+def fullres_target_spacing(spacings: Sequence[Sequence[float]], shapes_after_crop: Sequence[Sequence[int]]
+                           ) -> list[float]:
+    """Median spacing per axis, except for strongly anisotropic data (nnunet.md §3.2): if the
+    coarsest axis is > 3x coarser than the others AND has < 1/3 as many voxels, use its 10th
+    percentile (never below the finer axes' max + 1e-5)."""
+    sp = np.asarray(spacings, dtype=float)
+    sizes = np.asarray(shapes_after_crop, dtype=float)
+    target = np.percentile(sp, 50, axis=0)
+    median_size = np.percentile(sizes, 50, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(len(target)) if a != worst]
+    if not others:
+        return target.tolist()
+    has_aniso_spacing = target[worst] > ANISO_THRESHOLD * max(target[others])
+    has_aniso_voxels = median_size[worst] * ANISO_THRESHOLD < min(median_size[others])
+    if has_aniso_spacing and has_aniso_voxels:
+        coarse = float(np.percentile(sp[:, worst], 10))
+        if coarse < max(target[others]):
+            coarse = float(max(target[others])) + 1e-5
+        target[worst] = coarse
+    return [float(t) for t in target]
+
+
+def transpose_for(target_spacing: Sequence[float]) -> tuple[list[int], list[int]]:
+    """Coarsest axis first, the others in their order (nnunet.md §3.3); returns (forward, backward)."""
+    worst = int(np.argmax(target_spacing))
+    forward = [worst] + [a for a in range(len(target_spacing)) if a != worst]
+    backward = [int(i) for i in np.argsort(forward)]
+    return forward, backward
+
+
+def resampled_median_shape(spacings, shapes_after_crop, target_spacing) -> list[float]:
+    """Median over cases of ``round(spacing / target * shape_after_crop)`` (file axis order)."""
+    shapes = [[round(s / t * n) for s, t, n in zip(sp, target_spacing, sh)]
+              for sp, sh in zip(spacings, shapes_after_crop)]
+    return [float(v) for v in np.median(np.asarray(shapes, dtype=float), axis=0)]
+
+
+def _accepted_kwargs(network: str) -> set[str] | None:
+    """Keyword names the registered builder accepts; a class whose ``__init__`` forwards
+    ``**kwargs`` to its base adds the base's names; None when that chain ends open-ended."""
+    from medmamba.networks.registry import get_network_entry
+
+    builder = get_network_entry(network).builder
+    targets = [c.__init__ for c in inspect.getmro(builder) if "__init__" in vars(c)] if inspect.isclass(builder) \
+        else [builder]
+    names: set[str] = set()
+    for target in targets:
+        params = inspect.signature(target).parameters
+        names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
+
+
+def network_kwargs(network: str, spatial_dims: int, in_channels: int, num_classes: int, topology: Topology,
+                   accepts: Callable[[str], set[str] | None] = _accepted_kwargs) -> dict[str, Any]:
+    """kwargs for ``build_network(network, **kwargs)``: the common four plus the topology knobs
+    (``n_stages``, ``features_per_stage``, ``kernel_sizes``, ``strides``) the builder accepts."""
+    kwargs: dict[str, Any] = {"spatial_dims": spatial_dims, "in_channels": in_channels,
+                              "num_classes": num_classes, "deep_supervision": True}
+    accepted = accepts(network)
+    topo = {
+        "n_stages": topology.n_stages,
+        "features_per_stage": features_per_stage(topology.n_stages, spatial_dims),
+        "kernel_sizes": [list(k) for k in topology.kernel_sizes],
+        "strides": [list(s) for s in topology.strides],
+    }
+    for key in TOPOLOGY_KWARGS:
+        if accepted is None or key in accepted:
+            kwargs[key] = topo[key]
+    return kwargs
+
+
+def fixed_divisor(network: str, accepted: set[str] | None) -> int | None:
+    """Per-axis multiple a fixed-depth network needs its input to be, or None when the network
+    takes the planned topology (``strides`` kwarg) and so adapts to any planned patch."""
+    if accepted is None or "strides" in accepted:
+        return None
+    return FIXED_DIVISOR.get(network, DEFAULT_FIXED_DIVISOR)
+
+
+def _pad_to(patch: Sequence[int], divisor: int) -> list[int]:
+    """Round each axis up to a multiple of ``divisor``; never all axes at one ``divisor``, which
+    would leave a single voxel at the deepest stage (SegMamba refuses it; BatchNorm cannot
+    normalise it at batch 1)."""
+    out = [max(divisor, int(math.ceil(p / divisor) * divisor)) for p in patch]
+    if all(p == divisor for p in out):
+        out[-1] = 2 * divisor
+    return out
+
+
+def plan_patch_and_batch(
+    spacing: Sequence[float],
+    median_shape: Sequence[float],
+    costs: CostModel,
+    target: str,
+    memory_target_gb: float,
+    approx_dataset_voxels: float,
+    divisor: int | None = None,
+) -> tuple[Topology, int]:
+    """Patch topology and batch size for one configuration (see module docstring).
+
+    ``divisor``: for fixed-depth networks, every patch axis is a multiple of it (shrinking steps
+    by it); otherwise the patch follows nnU-Net's topology padding.
+    """
+    dims = len(spacing)
+    budget = memory_target_gb * 1e9
+    edge = CPU_PATCH_EDGE[dims] if target == "cpu" else None
+    start = initial_patch_size(spacing, median_shape, edge)
+    if divisor:
+        start = _pad_to(start, divisor)
+    topo = _topology(spacing, start, divisor)
+
+    def too_big(t: Topology) -> bool:
+        voxels = math.prod(t.patch_size)
+        if target == "cpu":
+            secs = costs.seconds_per_iteration(voxels, CPU_BATCH_SIZE)
+            over_time = secs is not None and secs > CPU_SECONDS_PER_ITERATION
+            return over_time or costs.memory_bytes(voxels, CPU_BATCH_SIZE) > budget
+        return costs.memory_bytes(voxels, MIN_BATCH_SIZE) > budget
+
+    while too_big(topo):
+        if divisor:
+            smaller = _shrink_fixed(topo.patch_size, median_shape, divisor)
+        else:
+            smaller = shrink_step(spacing, topo.patch_size, median_shape, topo.divisible_by)
+        if smaller is None:
+            break
+        new_topo = _topology(spacing, smaller, divisor)
+        if math.prod(new_topo.patch_size) >= math.prod(topo.patch_size):
+            break  # padding undid the step: nothing smaller exists with this topology rule
+        topo = new_topo
+    voxels = math.prod(topo.patch_size)
+    if target == "cpu":
+        batch = CPU_BATCH_SIZE
+    else:
+        per_sample = costs.memory_bytes_per_voxel * voxels
+        batch = int((budget - costs.memory_fixed_bytes) // max(per_sample, 1.0))
+    cap = int(round(MAX_DATASET_FRACTION_PER_BATCH * approx_dataset_voxels / voxels))
+    batch = max(MIN_BATCH_SIZE, min(batch, cap))
+    return topo, batch
+
+
+def _topology(spacing: Sequence[float], patch: Sequence[int], divisor: int | None) -> Topology:
+    topo = pool_and_conv_props(spacing, patch)
+    if not divisor:
+        return topo
+    return Topology(tuple(int(p) for p in patch), topo.strides, topo.kernel_sizes, topo.pools_per_axis,
+                    tuple([divisor] * len(patch)))
+
+
+def _shrink_fixed(patch: Sequence[int], median_shape: Sequence[float], divisor: int) -> list[int] | None:
+    ratios = [p / max(m, 1e-8) for p, m in zip(patch, median_shape)]
+    for axis in sorted(range(len(patch)), key=lambda a: ratios[a], reverse=True):
+        if patch[axis] > divisor:
+            new = list(patch)
+            new[axis] -= divisor
+            if any(p > divisor for p in new):  # keep > 1 voxel at the deepest stage (see _pad_to)
+                return new
+    return None
+
+
+def plan_experiment(
+    fingerprint: Mapping[str, Any],
+    dataset_json: Mapping[str, Any],
+    dataset_name: str,
+    target: str = "gpu",
+    target_reason: str = "",
+    memory_target_gb: float = DEFAULT_MEMORY_TARGET_GB,
+    networks: Mapping[str, str] | None = None,
+    configurations: Sequence[str] | None = None,
+    fits: Mapping[str, Any] | None = None,
+    plans_name: str = DEFAULT_PLANS_NAME,
+    accepts: Callable[[str], set[str] | None] = _accepted_kwargs,
+) -> Plans:
+    """Plans from a fingerprint (see fingerprint.py for its keys) and dataset.json.
+
+    Args:
+        networks: configuration name → registry name (default :data:`DEFAULT_NETWORK` per dims).
+        configurations: subset of ``2d``, ``3d_fullres``, ``3d_lowres`` to keep (default: all
+            that apply); asking for one that does not apply raises :class:`PlansError`.
+        fits: cost fits (default: the packaged memory_fit.json).
+    """
+    if target not in ("cpu", "gpu"):
+        raise PlansError(f"target must be 'cpu' or 'gpu', got {target!r}")
+    if memory_target_gb <= 0:
+        raise PlansError(f"memory target must be positive, got {memory_target_gb} GB")
+    fits = load_fits() if fits is None else fits
+    networks = dict(networks or {})
+    spacings = fingerprint["spacings"]
+    shapes = fingerprint["shapes_after_crop"]
+    if not spacings:
+        raise PlansError("fingerprint has no cases")
+    n_cases = len(spacings)
+    channel_names = dict(dataset_json["channel_names"])
+    labels = dict(dataset_json["labels"])
+    in_channels = len(channel_names)
+    num_classes = len([k for k in labels if k != "ignore"])
+    schemes, use_mask = normalization_plan(channel_names, fingerprint["median_relative_size_after_cropping"])
+
+    fullres_spacing = fullres_target_spacing(spacings, shapes)
+    tf, tb = transpose_for(fullres_spacing)
+    median_shape = resampled_median_shape(spacings, shapes, fullres_spacing)
+    spacing_t = [fullres_spacing[a] for a in tf]
+    median_t = [median_shape[a] for a in tf]
+    median_orig_spacing_t = [float(np.median([s[a] for s in spacings])) for a in tf]
+    approx_voxels = math.prod(median_t) * n_cases
+
+    def make(name: str, spacing: list[float], median: list[float], batch_dice: bool) -> ConfigurationPlan:
+        dims = len(spacing)
+        net = networks.get(name) or networks.get("*") or DEFAULT_NETWORK[dims]
+        costs = cost_model(fits, net, dims)
+        divisor = fixed_divisor(net, accepts(net))
+        topo, batch = plan_patch_and_batch(spacing, median, costs, target, memory_target_gb, approx_voxels,
+                                           divisor)
+        voxels = math.prod(topo.patch_size)
+        secs = costs.seconds_per_iteration(voxels, batch) if target == "cpu" else None
+        return ConfigurationPlan(
+            name=name,
+            data_identifier=f"{plans_name}_{name}",
+            spatial_dims=dims,
+            spacing=[float(s) for s in spacing],
+            patch_size=[int(p) for p in topo.patch_size],
+            batch_size=int(batch),
+            median_image_size_in_voxels=[float(m) for m in median],
+            transpose_forward=list(tf),
+            transpose_backward=list(tb),
+            normalization_schemes=list(schemes),
+            use_mask_for_norm=list(use_mask),
+            resampling=ResamplingSettings(anisotropy_threshold=ANISO_THRESHOLD),
+            network=NetworkSpec(net, network_kwargs(net, dims, in_channels, num_classes, topo, accepts)),
+            mirror_axes=list(range(dims)),
+            batch_dice=batch_dice,
+            target=target,
+            predicted_memory_gb=round(costs.memory_bytes(voxels, batch) / 1e9, 4),
+            predicted_seconds_per_iteration=None if secs is None else round(secs, 4),
+            extra={"cost_model": costs.source},
+        )
+
+    planned: dict[str, ConfigurationPlan] = {}
+    planned["2d"] = make("2d", spacing_t[1:], median_t[1:], batch_dice=True)
+    is_3d = median_t[0] > 1
+    if is_3d:
+        fullres = make("3d_fullres", spacing_t, median_t, batch_dice=False)
+        lowres = _plan_lowres(fullres, spacing_t, median_t, make)
+        if lowres is not None:
+            fullres.batch_dice = True
+            planned["3d_lowres"] = lowres
+        planned["3d_fullres"] = fullres
+    order = [c for c in ("2d", "3d_fullres", "3d_lowres") if c in planned]
+    if configurations is not None:
+        unknown = [c for c in configurations if c not in planned]
+        if unknown:
+            why = "the data is 2D" if not is_3d else "nnU-Net's lowres rule does not trigger for this dataset"
+            raise PlansError(f"configuration(s) {', '.join(unknown)} not applicable ({why}); possible: {', '.join(order)}")
+        order = [c for c in order if c in configurations]
+    return Plans(
+        dataset_name=dataset_name,
+        plans_name=plans_name,
+        transpose_forward=list(tf),
+        transpose_backward=list(tb),
+        original_median_spacing_after_transp=median_orig_spacing_t,
+        original_median_shape_after_transp=median_t,
+        foreground_intensity_properties_per_channel=dict(fingerprint["foreground_intensity_properties_per_channel"]),
+        channel_names=channel_names,
+        labels=labels,
+        file_ending=str(dataset_json.get("file_ending", ".nii.gz")),
+        configurations={c: planned[c] for c in order},
+        target=target,
+        target_reason=target_reason,
+        memory_target_gb=float(memory_target_gb),
+    )
+
+
+def _plan_lowres(fullres: ConfigurationPlan, spacing_t: list[float], median_t: list[float],
+                 make: Callable[..., ConfigurationPlan]) -> ConfigurationPlan | None:
+    """nnU-Net's 3d_lowres loop (nnunet.md §3.4): coarsen the spacing by 1.03 (only the finer
+    axes while any is < half the coarsest) until the patch covers >= 25% of the median image;
+    dropped when that does not halve the median image's voxels."""
+    if math.prod(fullres.patch_size) / math.prod(median_t) >= LOWRES_TRIGGER:
+        return None
+    spacing = np.asarray(spacing_t, dtype=float)
+    full = np.asarray(spacing_t, dtype=float)
+    median = np.asarray(median_t, dtype=float)
+    plan = None
+    median_voxels = math.prod(median_t)
+    for _ in range(1000):  # 1.03**1000 ≈ 7e12: ends long before this guard
+        ratio = spacing.max() / spacing
+        if np.any(ratio > 2):
+            spacing[ratio > 2] *= LOWRES_SPACING_GROWTH
+        else:
+            spacing *= LOWRES_SPACING_GROWTH
+        shape = [float(round(v)) for v in full / spacing * median]
+        median_voxels = float(np.prod(full / spacing * median))
+        plan = make("3d_lowres", spacing.tolist(), shape, batch_dice=False)
+        if math.prod(plan.patch_size) / median_voxels >= LOWRES_TRIGGER:
+            break
+    if plan is None or math.prod(median_t) / median_voxels < 2:
+        return None
+    return plan
+
+
+def add_network_variant(plans: Plans, variant: Plans, network: str) -> list[str]:
+    """Add ``variant``'s configurations (planned for another ``network``) to ``plans`` as
+    ``<configuration>_<network>``. They reuse the base configuration's preprocessed data when the
+    target spacing is the same (it differs only when the lowres rule chose another spacing).
+    Returns the added names."""
+    added = []
+    for name, config in variant.configurations.items():
+        new_name = f"{name}_{network}"
+        base = plans.configurations.get(name)
+        same_data = base is not None and np.allclose(base.spacing, config.spacing)
+        config.name = new_name
+        config.data_identifier = base.data_identifier if same_data else f"{plans.plans_name}_{new_name}"
+        plans.configurations[new_name] = config
+        added.append(new_name)
+    return added

@@ -1,0 +1,34 @@
+"""Foreground voxel locations per class, sampled once at preprocessing for oversampling (reference nnunet.md §4.3)."""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+# nnU-Net's _sample_foreground_locations: keep max(min(10000, n), ceil(1% of n)) voxels, seed 1234.
+MAX_LOCATIONS_PER_CLASS = 10000
+MIN_FRACTION = 0.01
+SEED = 1234
+
+
+def sample_foreground_locations(seg: np.ndarray, labels: Iterable[int], seed: int = SEED) -> dict[str, list[list[int]]]:
+    """Sample voxel coordinates of each foreground label present in ``seg`` (1, *spatial).
+
+    Returns ``{str(label): [[i, j, k], ...]}`` — spatial coordinates only (no channel index), in
+    the preprocessed (internal) axis order; labels absent from the case map to an empty list.
+    """
+    rng = np.random.RandomState(seed)
+    out: dict[str, list[list[int]]] = {}
+    for label in labels:
+        if label == 0:
+            continue
+        coords = np.argwhere(seg[0] == label)
+        n = len(coords)
+        if n == 0:
+            out[str(label)] = []
+            continue
+        k = min(n, max(min(MAX_LOCATIONS_PER_CLASS, n), math.ceil(MIN_FRACTION * n)))
+        chosen = coords[rng.choice(n, k, replace=False)] if k < n else coords
+        out[str(label)] = chosen.astype(int).tolist()
+    return out

@@ -1,0 +1,161 @@
+"""Preprocess every training case of a dataset for some configurations, in worker processes."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, Sequence
+
+from medmamba.errors import MedmambaError
+from medmamba.plans.schema import Plans
+
+logger = logging.getLogger("medmamba.preprocessing")
+
+
+def _preprocess_job(args: tuple) -> str:
+    from medmamba.preprocessing.case import preprocess_case
+    from medmamba.preprocessing.storage import save_preprocessed_case
+
+    case_id, image_files, label_file, plans_dict, configuration, out_folder = args
+    data, seg, properties = preprocess_case(image_files, plans_dict, configuration, label_file)
+    properties["case_id"] = case_id
+    save_preprocessed_case(out_folder, case_id, data, seg, properties)
+    return case_id
+
+
+def preprocess_dataset(cases: Sequence[Any], plans: Plans, configurations: Sequence[str],
+                       preprocessed_dataset_folder: str | os.PathLike, num_processes: int = 1,
+                       progress: bool = True) -> dict[str, Path]:
+    """Preprocess ``cases`` (``case_id``, ``image_files``, ``label_file``) for each configuration.
+
+    Writes ``<preprocessed_dataset_folder>/<data_identifier>/<case>.{npy,_seg.npy,json}``;
+    configurations sharing a data identifier are processed once. Returns configuration → folder.
+    """
+    from tqdm import tqdm
+
+    plans_dict = plans.to_dict()
+    folders: dict[str, Path] = {}
+    done: dict[str, Path] = {}
+    for name in configurations:
+        config = plans.configuration(name)
+        folder = Path(preprocessed_dataset_folder) / config.data_identifier
+        folders[name] = folder
+        if config.data_identifier in done:
+            continue
+        done[config.data_identifier] = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_cases(folder, {c.case_id for c in cases})
+        jobs = [(c.case_id, [str(f) for f in c.image_files], None if c.label_file is None else str(c.label_file),
+                 plans_dict, name, str(folder)) for c in cases]
+        bar = dict(total=len(jobs), desc=f"preprocess {name}", unit="case", disable=not progress)
+        if num_processes <= 1:
+            for job in tqdm(jobs, **bar):
+                _preprocess_job(job)
+        else:
+            try:
+                with ProcessPoolExecutor(num_processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    for _ in tqdm(pool.map(_preprocess_job, jobs), **bar):
+                        pass
+            except BrokenProcessPool:
+                raise MedmambaError(f"a preprocessing worker process died, probably out of RAM; rerun with fewer "
+                                    f"processes (-np {max(1, num_processes // 2)})") from None
+        logger.info("preprocessed %d case(s) for %s into %s", len(jobs), name, folder)
+    return folders
+
+
+def _remove_stale_cases(folder: Path, keep: set[str]) -> None:
+    """Delete preprocessed files of cases no longer in the dataset (we wrote them; training would
+    otherwise pick them up)."""
+    from medmamba.preprocessing.storage import case_paths, list_preprocessed_cases
+
+    for case_id in list_preprocessed_cases(folder):
+        if case_id not in keep:
+            for path in case_paths(folder, case_id):
+                path.unlink(missing_ok=True)
+            logger.info("removed stale preprocessed case %s from %s", case_id, folder)
+
+
+def copy_user_splits(raw_dataset_folder: str | os.PathLike, preprocessed_dataset_folder: str | os.PathLike,
+                     case_ids: Sequence[str]) -> bool:
+    """Copy a user's ``splits_final.json`` (nnU-Net's name, a list of ``{"train": [...], "val": [...]}``)
+    from the raw dataset to ``<preprocessed>/splits.json``, which training then reuses (nnunet.md
+    §3.9). An existing splits.json is kept (a warning names a difference). Returns True if copied."""
+    import json
+
+    from medmamba.atomic import atomic_write_json
+    from medmamba.errors import DatasetError
+
+    source = Path(raw_dataset_folder) / "splits_final.json"
+    if not source.is_file():
+        return False
+    try:
+        splits = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"cannot read splits ({err})", path=source) from None
+    known = set(case_ids)
+    if not isinstance(splits, list) or not splits or not all(
+            isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list) for s in splits):
+        raise DatasetError('splits must be a list of {"train": [case ids], "val": [case ids]}', path=source)
+    unknown = sorted({c for s in splits for c in s["train"] + s["val"]} - known)
+    if unknown:
+        raise DatasetError(f"splits name unknown case(s) {', '.join(unknown[:5])}", path=source)
+    target = Path(preprocessed_dataset_folder) / "splits.json"
+    if target.is_file():
+        try:
+            same = json.loads(target.read_text(encoding="utf-8")) == splits
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            logger.warning("%s differs from %s; keeping the existing one (delete it to use yours)", target, source)
+        return False
+    atomic_write_json(target, splits)
+    logger.info("copied user splits %s to %s", source, target)
+    return True
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def preprocessing_bytes_per_case(fingerprint: dict, plans: Plans, configurations: Sequence[str],
+                                 ram_fit: dict) -> float:
+    """Predicted peak RAM (bytes) of preprocessing the largest case for any of ``configurations``,
+    from the fit ``(base + per_channel * C) * max(input voxels, resampled voxels)``."""
+    import math
+
+    per_voxel = ram_fit["bytes_per_voxel_base"] + ram_fit["bytes_per_voxel_per_channel"] * plans.num_input_channels
+    tf = plans.transpose_forward
+    worst = 0.0
+    for name in configurations:
+        config = plans.configuration(name)
+        for spacing, before, after in zip(fingerprint["spacings"], fingerprint["shapes_before_crop"],
+                                          fingerprint["shapes_after_crop"]):
+            sp_t = [spacing[a] for a in tf]
+            target = ([sp_t[0]] + list(config.spacing)) if config.spatial_dims == 2 else list(config.spacing)
+            resampled = math.prod(after) * math.prod(s / t for s, t in zip(sp_t, target))
+            worst = max(worst, float(math.prod(before)), resampled)
+    return per_voxel * worst
+
+
+def workers_that_fit(requested: int, bytes_per_worker: float, available: int | None,
+                     usable_fraction: float = 0.8) -> int:
+    """Largest worker count <= ``requested`` whose predicted RAM fits ``usable_fraction`` of
+    ``available``; at least 1. The 20% headroom (our choice, not measured) is for the main process
+    and each worker's interpreter and libraries, which the tracemalloc fit does not count."""
+    if available is None or bytes_per_worker <= 0:
+        return requested
+    return max(1, min(requested, int(usable_fraction * available // bytes_per_worker)))

@@ -1,0 +1,88 @@
+"""Checkpoint store: ``checkpoint_{latest,best,final}.pt`` in a fold folder, written atomically.
+
+Keys follow docs/internals.md; ``load_checkpoint`` checks them so a truncated or foreign file is a
+:class:`CheckpointError`, never a crash deep inside ``load_state_dict``.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medmamba.atomic import atomic_path
+from medmamba.checkpoint_format import FORMAT_VERSION, REQUIRED_KEYS, read_checkpoint  # noqa: F401 (re-export)
+
+KINDS = ("latest", "best", "final")
+
+
+def capture_rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) generator states of this process."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP / torch.compile wrappers (its state_dict has clean names)."""
+    while True:
+        if hasattr(network, "module") and isinstance(network.module, torch.nn.Module):
+            network = network.module
+        elif hasattr(network, "_orig_mod"):
+            network = network._orig_mod
+        else:
+            return network
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load and validate a checkpoint dict (all keys of docs/internals.md present)."""
+    return read_checkpoint(path, REQUIRED_KEYS, map_location)
+
+
+class CheckpointStore:
+    """Writes and finds the three checkpoints of one fold folder."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, kind: str) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"checkpoint kind must be one of {KINDS}")
+        return self.folder / f"checkpoint_{kind}.pt"
+
+    def save(self, kind: str, checkpoint: dict[str, Any]) -> Path:
+        missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
+        if missing:  # a bug in the trainer, not user input
+            raise ValueError(f"checkpoint lacks keys {missing}")
+        _check_finite(checkpoint["state_dict"])
+        target = self.path(kind)
+        with atomic_path(target, suffix=".pt.tmp") as tmp:
+            torch.save(checkpoint, tmp)
+        return target
+
+    def resume_candidate(self) -> Path | None:
+        """nnU-Net order for ``--resume``: final, else latest, else best (reference/nnunet.md §5.7)."""
+        for kind in ("final", "latest", "best"):
+            if self.path(kind).is_file():
+                return self.path(kind)
+        return None
+
+
+def _check_finite(state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse to write weights containing NaN/Inf: a corrupt checkpoint is worse than none."""
+    from medmamba.errors import TrainingError
+
+    for name, tensor in state_dict.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingError(f"refusing to save a checkpoint: parameter {name!r} is not finite")

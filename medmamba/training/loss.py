@@ -1,0 +1,120 @@
+"""Dice + cross-entropy with deep supervision, as nnU-Net v2 (reference/nnunet.md §5.3).
+
+``loss = CE + (-SoftDice)``: soft Dice on softmax, background excluded, smooth 1e-5, TP/FP/FN
+summed over the batch when ``batch_dice`` (and over all DDP ranks, differentiably), so the loss
+goes below 0. Deep supervision: one target per output, downsampled by nearest-exact to that
+output's shape, weights ``1/2^i`` with the lowest resolution set to 0 (1e-6 under DDP), normalised.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+DICE_SMOOTH = 1e-5  # nnU-Net MemoryEfficientSoftDiceLoss smooth
+
+
+def deep_supervision_weights(num_outputs: int, distributed: bool = False) -> list[float]:
+    """``[1, 1/2, 1/4, ...]`` with the last set to 0 (1e-6 under DDP), normalised to sum 1.
+
+    5 outputs -> 0.533, 0.267, 0.133, 0.067, 0 (reference/nnunet.md §5.3). One output -> [1].
+    """
+    if num_outputs == 1:
+        return [1.0]
+    w = [1.0 / 2**i for i in range(num_outputs)]
+    w[-1] = 1e-6 if distributed else 0.0
+    total = sum(w)
+    return [v / total for v in w]
+
+
+class _AllGatherSum(torch.autograd.Function):
+    """Sum of a tensor over DDP ranks whose backward hands each rank the full gradient.
+
+    Only all_reduce is used (gloo has no reduce_scatter). Every rank computes the same loss from
+    the summed statistics; DDP then averages the gradients, so the result equals the gradient of
+    the single-process loss.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        g = grad.clone()
+        dist.all_reduce(g)  # d(sum_r loss_r)/dx_local; DDP's 1/world averaging restores the scale
+        return g
+
+
+def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return _AllGatherSum.apply(x)
+    return x
+
+
+class SoftDiceLoss(nn.Module):
+    """Negative mean soft Dice over foreground classes.
+
+    ``logits`` ``(B, K, *spatial)`` float; ``target`` ``(B, 1, *spatial)`` int64 labels in ``[0, K)``.
+    """
+
+    def __init__(self, batch_dice: bool, smooth: float = DICE_SMOOTH, do_bg: bool = False) -> None:
+        super().__init__()
+        self.batch_dice, self.smooth, self.do_bg = batch_dice, smooth, do_bg
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits.float(), 1)
+        onehot = torch.zeros_like(probs).scatter_(1, target.long(), 1.0)
+        if not self.do_bg:
+            probs, onehot = probs[:, 1:], onehot[:, 1:]
+        axes = tuple(range(2, probs.ndim))
+        intersect = (probs * onehot).sum(axes)
+        sum_pred = probs.sum(axes)
+        sum_gt = onehot.sum(axes)
+        if self.batch_dice:
+            intersect, sum_pred, sum_gt = (_sum_over_ranks(t.sum(0)) for t in (intersect, sum_pred, sum_gt))
+        dc = (2 * intersect + self.smooth) / torch.clamp(sum_gt + sum_pred + self.smooth, min=1e-8)
+        return -dc.mean()
+
+
+class DiceCELoss(nn.Module):
+    """``CE + SoftDice`` (weights 1, 1) on one output; shapes as :class:`SoftDiceLoss`."""
+
+    def __init__(self, batch_dice: bool) -> None:
+        super().__init__()
+        self.dice = SoftDiceLoss(batch_dice)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits.float(), target[:, 0].long())
+        return ce + self.dice(logits, target)
+
+
+def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Nearest-exact downsampling of int labels ``(B, 1, *spatial)`` to ``shape``."""
+    if tuple(target.shape[2:]) == tuple(shape):
+        return target
+    return F.interpolate(target.float(), size=tuple(shape), mode="nearest-exact").long()
+
+
+class DeepSupervisionLoss(nn.Module):
+    """Weighted sum of ``DiceCELoss`` over outputs (highest resolution first)."""
+
+    def __init__(self, batch_dice: bool, distributed: bool = False) -> None:
+        super().__init__()
+        self.base, self.distributed = DiceCELoss(batch_dice), distributed
+
+    def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        weights = deep_supervision_weights(len(outputs), self.distributed)
+        total = outputs[0].new_zeros((), dtype=torch.float32)
+        for w, out in zip(weights, outputs):
+            if w == 0.0:
+                continue
+            total = total + w * self.base(out, downsample_target(target, out.shape[2:]))
+        return total

@@ -1,0 +1,168 @@
+"""Patch sampling with foreground oversampling, and the batch stream fed to DataLoader workers.
+
+Every sample is a pure function of ``(seed, iteration, global sample index)``: its generator is
+``numpy.random.default_rng([seed, iteration, j])``. Consequences we rely on:
+- any number of loader workers yields the same batches in the same order (worker ``w`` makes
+  iterations ``w, w + W, ...``; DataLoader returns them round-robin in order);
+- DDP rank ``r`` makes only its slice of the global batch, so the ranks together make exactly the
+  single-process global batch;
+- resuming at iteration ``i`` restarts the stream at ``i`` with no RNG state to restore.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import count
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from medmamba.training.augmentation import AugmentationPipeline
+from medmamba.training.cases import PreprocessedCase
+
+FOREGROUND_OVERSAMPLING = 0.33  # nnU-Net ``oversample_foreground_percent`` (reference/nnunet.md §5.1)
+
+
+def forced_foreground(batch_size: int, index: int, percent: float = FOREGROUND_OVERSAMPLING) -> bool:
+    """nnU-Net rule: sample ``index`` of a global batch is forced fg iff index >= round(bs * (1 - p))."""
+    return index >= round(batch_size * (1 - percent))
+
+
+def rank_slice(batch_size: int, rank: int, world_size: int) -> range:
+    """Global sample indices made by ``rank``: the batch split as evenly as possible (nnU-Net §5.8)."""
+    if batch_size < world_size:
+        from medmamba.errors import ConfigurationError
+
+        raise ConfigurationError(f"batch size {batch_size} is smaller than the {world_size} DDP processes")
+    base, extra = divmod(batch_size, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def crop_padded(array: np.ndarray, lower: np.ndarray, size: tuple[int, ...], pad_value: float) -> np.ndarray:
+    """``array[:, lower:lower+size]`` (spatial axes), padding with ``pad_value`` outside the array.
+
+    ``array`` ``(C, *spatial)`` (may be a memmap: only the overlapping region is read).
+    """
+    shape = np.asarray(array.shape[1:])
+    lower = np.asarray(lower, dtype=np.int64)
+    upper = lower + np.asarray(size)
+    valid_lo, valid_hi = np.maximum(lower, 0), np.minimum(upper, shape)
+    region = array[(slice(None),) + tuple(slice(int(a), int(b)) for a, b in zip(valid_lo, valid_hi))]
+    pad = [(0, 0)] + [(int(a - lo), int(hi - b)) for a, b, lo, hi in zip(valid_lo, valid_hi, lower, upper)]
+    if any(p != (0, 0) for p in pad):
+        return np.pad(region, pad, constant_values=pad_value)
+    return np.array(region)
+
+
+@dataclass
+class PatchSampler:
+    """Chooses a case and a patch centre (voxel indices, internal order).
+
+    ``patch_size`` has the network's spatial dims; when the arrays have one more spatial axis
+    (2D configuration over 3D volumes) a single slice along axis 0 is taken, as nnU-Net does.
+    """
+
+    cases: list[PreprocessedCase]
+    patch_size: tuple[int, ...]
+
+    def pick(self, rng: np.random.Generator, force_fg: bool) -> tuple[PreprocessedCase, np.ndarray]:
+        case = self.cases[int(rng.integers(len(self.cases)))]  # uniform with replacement (nnU-Net §5.4)
+        shape = np.asarray(case.seg().shape[1:])
+        patch = self._full_patch(len(shape))
+        # nnU-Net get_bbox: the patch may extend past the image by half the missing size
+        need = np.maximum(patch - shape, 0)
+        lb = -(need // 2)
+        ub = shape + need // 2 + need % 2 - patch
+        present = [k for k, v in case.class_locations.items() if len(v)]
+        if force_fg and present:
+            label = present[int(rng.integers(len(present)))]
+            locs = case.class_locations[label]
+            loc = locs[int(rng.integers(len(locs)))]
+            lower = np.clip(loc - patch // 2, lb, ub)
+        else:
+            lower = np.array([int(rng.integers(lo, hi + 1)) for lo, hi in zip(lb, ub)])
+        return case, lower + patch // 2
+
+    def _full_patch(self, data_ndim: int) -> np.ndarray:
+        patch = tuple(self.patch_size)
+        if data_ndim == len(patch) + 1:
+            patch = (1,) + patch
+        elif data_ndim != len(patch):
+            from medmamba.errors import PlansError
+
+            raise PlansError(f"patch size {patch} does not fit {data_ndim}-D preprocessed arrays")
+        return np.asarray(patch)
+
+    def crop(self, case: PreprocessedCase, centre: np.ndarray, size: tuple[int, ...]
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Crop ``size`` (network dims) around ``centre``: data ``(C, *size)`` float32, seg ``(1, *size)`` int16."""
+        data, seg = case.data(), case.seg()
+        full = tuple(size)
+        squeeze = seg.ndim - 1 == len(full) + 1
+        if squeeze:
+            full = (1,) + full
+        lower = centre - np.asarray(full) // 2
+        img = crop_padded(data, lower, full, 0.0).astype(np.float32, copy=False)
+        sg = crop_padded(seg, lower, full, -1).astype(np.int16, copy=False)
+        if squeeze:
+            img, sg = img[:, 0], sg[:, 0]
+        return img, sg
+
+
+class BatchSource:
+    """Makes this rank's part of global batch ``iteration``: image ``(b, C, *patch)`` float32,
+    seg ``(b, 1, *patch)`` int64, where ``b = len(rank_slice(...))``."""
+
+    def __init__(self, sampler: PatchSampler, augment: AugmentationPipeline | None, batch_size: int,
+                 seed: int, rank: int = 0, world_size: int = 1,
+                 oversample: float = FOREGROUND_OVERSAMPLING) -> None:
+        self.sampler, self.augment = sampler, augment
+        self.batch_size, self.seed, self.oversample = batch_size, seed, oversample
+        self.indices = rank_slice(batch_size, rank, world_size)
+
+    def make_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, segs = [], []
+        for j in self.indices:
+            rng = np.random.default_rng([self.seed, iteration, j])
+            case, centre = self.sampler.pick(rng, forced_foreground(self.batch_size, j, self.oversample))
+            if self.augment is None:
+                img, sg = self.sampler.crop(case, centre, self.sampler.patch_size)
+                sg = np.where(sg < 0, 0, sg)
+            else:
+                spatial = self.augment.draw_spatial(rng)
+                size = self.augment.crop_size if spatial is not None else self.augment.patch_size
+                img, sg = self.sampler.crop(case, centre, size)
+                img, sg = self.augment(img, sg, rng, spatial)
+            images.append(img)
+            segs.append(sg)
+        return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(segs).astype(np.int64))
+
+
+class BatchStream(IterableDataset):
+    """Infinite stream of batches starting at ``start_iteration``; use with ``batch_size=None``."""
+
+    def __init__(self, source: BatchSource, start_iteration: int = 0) -> None:
+        super().__init__()
+        self.source, self.start = source, start_iteration
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(1)  # workers share the cores with the main process
+        for iteration in count(self.start + worker, workers):
+            yield self.source.make_batch(iteration)
+
+
+def make_loader(source: BatchSource, start_iteration: int, num_workers: int) -> Iterator:
+    """An iterator over batches; ``num_workers`` background processes (0 = in this process)."""
+    stream = BatchStream(source, start_iteration)
+    if num_workers <= 0:
+        return iter(stream)
+    loader = torch.utils.data.DataLoader(
+        stream, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+        prefetch_factor=2, persistent_workers=False,
+    )
+    return iter(loader)

@@ -1,0 +1,228 @@
+"""Everything a run needs, resolved from the CLI options and the preprocessed folder.
+
+Reads ``<preprocessed>/<DatasetXXX_Name>/{plans.json, dataset.json, splits.json}`` and the
+configuration's data folder; decides the network, optimizer, fold cases and output folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+from medmamba.errors import CheckpointError, ConfigurationError, PlansError
+from medmamba.training.splits import cases_for_fold, load_or_create_splits
+
+logger = logging.getLogger("medmamba.training")
+
+DEFAULT_PLANS_NAME = "medmambaPlans"
+# Optimizers: nnU-Net SGD (reference/nnunet.md §5.1); AdamW as VM-UNet trains (lr 1e-3, weight
+# decay 1e-2, arXiv 2402.02491 §4.2). A configuration may carry {"optimizer": {...}} to override.
+OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
+    "sgd": {"lr": 1e-2, "weight_decay": 3e-5, "momentum": 0.99},
+    "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
+}
+DEFAULT_ITERATIONS_PER_EPOCH = 250  # nnU-Net (reference/nnunet.md §5.1)
+DEFAULT_VAL_ITERATIONS = 50  # nnU-Net
+DEFAULT_EPOCHS = 1000  # nnU-Net
+DEFAULT_SEED = 12345
+
+
+@dataclass
+class TrainOptions:
+    """The ``medmamba train`` arguments (see medmamba/cli/train.py for their help)."""
+
+    dataset: str
+    configuration: str
+    fold: str = "0"
+    network: str | None = None
+    plans_name: str = DEFAULT_PLANS_NAME
+    epochs: int = DEFAULT_EPOCHS
+    iterations_per_epoch: int = DEFAULT_ITERATIONS_PER_EPOCH
+    val_iterations: int = DEFAULT_VAL_ITERATIONS
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    pretrained: str | None = None
+    seed: int = DEFAULT_SEED
+    val_best: bool = False
+    time_budget_minutes: float | None = None
+    preprocessed: str | None = None
+    results: str | None = None
+    num_workers: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    amp: bool = True
+    elastic: bool = False
+    final_validation: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class TrainingSetup:
+    """Resolved inputs of one fold's training run."""
+
+    dataset_folder: Path
+    plans: Any  # medmamba.plans.schema.Plans
+    configuration: str
+    dataset_json: dict
+    fold: str
+    network_name: str
+    network_kwargs: dict
+    output_folder: Path
+    data_folder: Path
+    train_ids: list[str]
+    val_ids: list[str]
+    optimizer_name: str
+    optimizer_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.plans.configuration(self.configuration)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.network_kwargs["num_classes"])
+
+    @property
+    def patch_size(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.config.patch_size)
+
+
+def resolve_device(name: str) -> "torch.device":
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError("--device cuda requested but torch sees no CUDA device (see `medmamba info`)")
+    if name not in ("cpu", "cuda"):
+        raise ConfigurationError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def find_dataset_folder(root: Path, dataset: str) -> Path:
+    """``5`` / ``005`` / ``Dataset005_Name`` under the preprocessed root."""
+    if not root.is_dir():
+        raise PlansError("preprocessed folder does not exist (set --preprocessed or $MEDMAMBA_PREPROCESSED)",
+                         path=root)
+    text = str(dataset).strip()
+    if (root / text).is_dir():
+        return root / text
+    if text.isdigit():
+        pattern = re.compile(rf"^Dataset{int(text):03d}_.+")
+        matches = sorted(p for p in root.iterdir() if p.is_dir() and pattern.match(p.name))
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise PlansError(f"dataset id {text} is ambiguous: {', '.join(m.name for m in matches)}", path=root)
+    raise PlansError(f"no preprocessed dataset {text!r}; run `medmamba plan_and_preprocess -d {text}` first",
+                     path=root)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlansError("file not found", path=path) from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise PlansError(f"cannot read JSON ({err})", path=path) from None
+
+
+def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetup:
+    """Find plans, data and cases; choose network and optimizer; name the output folder."""
+    from medmamba.paths import preprocessed_root, results_root
+    from medmamba.plans.schema import load_plans
+
+    folder = find_dataset_folder(preprocessed_root(opts.preprocessed), opts.dataset)
+    plans_file = folder / "plans.json"
+    if not plans_file.is_file() and (folder / f"{opts.plans_name}.json").is_file():
+        plans_file = folder / f"{opts.plans_name}.json"
+    plans = load_plans(plans_file)
+    config = plans.configuration(opts.configuration)
+    dataset_json = _read_json(folder / "dataset.json")
+    if any(isinstance(v, (list, tuple)) for k, v in plans.labels.items() if k != "ignore"):
+        raise ConfigurationError("region-based labels are not supported by `medmamba train` yet", path=plans_file)
+    if "ignore" in plans.labels:
+        raise ConfigurationError("datasets with an ignore label are not supported by `medmamba train` yet",
+                                 path=plans_file)
+    data_folder = folder / config.data_identifier
+    if not data_folder.is_dir():
+        raise PlansError(f"no preprocessed data for configuration {opts.configuration!r}; run "
+                         f"`medmamba preprocess -d {opts.dataset} -c {opts.configuration}`", path=data_folder)
+    case_ids = sorted(p.name[:-4] for p in data_folder.glob("*.npy") if not p.name.endswith("_seg.npy"))
+    if not case_ids:
+        raise PlansError("no preprocessed cases (*.npy)", path=data_folder)
+    splits_file = folder / "splits.json"
+    splits = load_or_create_splits(splits_file, case_ids, write=write_splits) if str(opts.fold) != "all" else []
+    train_ids, val_ids = cases_for_fold(opts.fold, splits, case_ids, splits_file)
+
+    base_kwargs = {"spatial_dims": config.spatial_dims, "in_channels": plans.num_input_channels,
+                   "num_classes": plans.num_classes, "deep_supervision": True}
+    if opts.network is None or opts.network.lower() == config.network_name.lower():
+        name, kwargs = config.network_name, {**config.network_kwargs, **base_kwargs}
+    else:
+        name = opts.network.lower()
+        kwargs = {**_accepted_kwargs(name, config.network_kwargs), **base_kwargs}
+
+    opt_cfg = dict(config.extra.get("optimizer", {}) or {})
+    opt_name = (opts.optimizer or opt_cfg.pop("name", "sgd")).lower()
+    opt_cfg.pop("name", None)
+    if opt_name not in OPTIMIZER_DEFAULTS:
+        raise ConfigurationError(f"--optimizer must be one of {', '.join(OPTIMIZER_DEFAULTS)}, got {opt_name!r}")
+    if opts.optimizer and opts.optimizer.lower() != config.extra.get("optimizer", {}).get("name", "sgd"):
+        opt_cfg = {}  # the plan's numbers belong to the plan's optimizer
+    opt_kwargs = {**OPTIMIZER_DEFAULTS[opt_name], **opt_cfg}
+    if opts.lr is not None:
+        opt_kwargs["lr"] = float(opts.lr)
+
+    fold_name = "fold_all" if str(opts.fold) == "all" else f"fold_{int(opts.fold)}"
+    out = results_root(opts.results) / folder.name / f"{name}__{plans.plans_name}__{opts.configuration}" / fold_name
+    return TrainingSetup(folder, plans, opts.configuration, dataset_json, str(opts.fold), name, kwargs, out,
+                         data_folder, train_ids, val_ids, opt_name, opt_kwargs)
+
+
+def _accepted_kwargs(network_name: str, plan_kwargs: dict) -> dict:
+    """The plan's kwargs that another network's builder also accepts (e.g. the U-Net topology
+    shared by plain_unet and umamba_*); a builder taking ``**kwargs`` gets none (no guessing)."""
+    import inspect
+
+    from medmamba.networks.registry import get_network_entry
+
+    params = inspect.signature(get_network_entry(network_name).builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return {}
+    return {k: v for k, v in plan_kwargs.items() if k in params}
+
+
+def build_optimizer(name: str, params, kwargs: dict) -> "torch.optim.Optimizer":
+    import torch
+
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=kwargs["lr"], momentum=kwargs.get("momentum", 0.99),
+                               weight_decay=kwargs.get("weight_decay", 0.0), nesterov=True)
+    return torch.optim.AdamW(params, lr=kwargs["lr"], weight_decay=kwargs.get("weight_decay", 0.0))
+
+
+def load_pretrained(network: "torch.nn.Module", path: str | os.PathLike) -> tuple[int, int]:
+    """Copy every parameter whose name and shape match (nnU-Net load_pretrained_weights, §5.7).
+
+    Returns (copied, skipped); :class:`CheckpointError` when nothing matches.
+    """
+    from medmamba.training.checkpoint import load_checkpoint
+
+    source = load_checkpoint(path)["state_dict"]
+    target = network.state_dict()
+    copied = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if not copied:
+        raise CheckpointError("no parameter of the pretrained checkpoint matches this network "
+                              "(different network or plans?)", path=path)
+    target.update(copied)
+    network.load_state_dict(target)
+    return len(copied), len(target) - len(copied)

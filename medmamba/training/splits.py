@@ -1,0 +1,97 @@
+"""Cross-validation splits: 5 folds, seed 12345, written once to ``splits.json`` and reused.
+
+Follows nnU-Net v2 ``do_split`` (reference/nnunet.md §5.6): KFold(5, shuffle, seed 12345) over the
+sorted case ids; a fold index beyond the stored splits gets a seeded random 80:20 split
+(seed 12345 + fold); fold ``all`` trains on everything and validates on the training cases.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medmamba.atomic import atomic_write_json
+from medmamba.errors import ConfigurationError, PlansError
+
+NUM_FOLDS = 5  # nnU-Net default (reference/nnunet.md §5.6)
+SPLIT_SEED = 12345  # nnU-Net default (reference/nnunet.md §5.6)
+
+
+def kfold_splits(case_ids: list[str], num_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED) -> list[dict]:
+    """Shuffled K-fold over sorted ``case_ids``; first ``n % k`` folds get one extra case.
+
+    Same partition rule as sklearn ``KFold(shuffle=True, random_state=seed)``: a legacy
+    ``RandomState(seed)`` shuffle of ``arange(n)``, then consecutive chunks as validation sets.
+    """
+    ids = sorted(case_ids)
+    n = len(ids)
+    if n < num_folds:
+        raise PlansError(f"{n} training cases cannot be split into {num_folds} folds; use fold 'all'")
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(num_folds, n // num_folds, dtype=int)
+    sizes[: n % num_folds] += 1
+    splits, start = [], 0
+    for size in sizes:
+        val_idx = set(order[start : start + size].tolist())
+        start += size
+        splits.append({
+            "train": [ids[i] for i in range(n) if i not in val_idx],
+            "val": [ids[i] for i in range(n) if i in val_idx],
+        })
+    return splits
+
+
+def load_or_create_splits(splits_file: Path, case_ids: list[str], write: bool = True) -> list[dict]:
+    """Read ``splits_file`` if it exists (a user may hand-write it), else create and write it.
+
+    ``write=False`` (non-zero DDP ranks) computes the same splits without touching the disk.
+    """
+    splits_file = Path(splits_file)
+    if splits_file.is_file():
+        try:
+            splits = json.loads(splits_file.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise PlansError(f"cannot read splits: {err}", path=splits_file) from None
+        if not isinstance(splits, list) or not all(
+            isinstance(s, dict) and "train" in s and "val" in s for s in splits
+        ):
+            raise PlansError('expected a list of {"train": [...], "val": [...]} objects', path=splits_file)
+        return splits
+    splits = kfold_splits(case_ids)
+    if write:
+        atomic_write_json(splits_file, splits)
+    return splits
+
+
+def cases_for_fold(fold: int | str, splits: list[dict], case_ids: list[str], splits_file: Path | None = None
+                   ) -> tuple[list[str], list[str]]:
+    """(train ids, val ids) for ``fold`` (an int or ``"all"``), checked against the case list."""
+    available = set(case_ids)
+    if str(fold) == "all":
+        ids = sorted(case_ids)
+        return ids, ids
+    try:
+        k = int(fold)
+    except ValueError:
+        raise ConfigurationError(f"fold must be an integer or 'all', got {fold!r}") from None
+    if k < 0:
+        raise ConfigurationError(f"fold must be >= 0, got {k}")
+    if k < len(splits):
+        train, val = list(splits[k]["train"]), list(splits[k]["val"])
+    else:
+        # nnU-Net: folds beyond the stored splits get a seeded random 80:20 split
+        ids = sorted(case_ids)
+        rng = np.random.RandomState(SPLIT_SEED + k)
+        n_train = int(len(ids) * 0.8)
+        picked = set(rng.choice(len(ids), n_train, replace=False).tolist())
+        train = [c for i, c in enumerate(ids) if i in picked]
+        val = [c for i, c in enumerate(ids) if i not in picked]
+    missing = sorted(set(train + val) - available)
+    if missing:
+        raise PlansError(f"fold {k} names cases that are not preprocessed: {', '.join(missing[:5])}",
+                         path=splits_file)
+    if not train or not val:
+        raise PlansError(f"fold {k} has an empty train or validation set", path=splits_file)
+    return train, val

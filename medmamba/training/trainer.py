@@ -1,0 +1,343 @@
+"""The short trainer: composes sampler, augmentation, step, schedule, checkpoint store and log.
+
+``train(options)`` runs one fold: builds everything from :mod:`medmamba.training.setup`, trains
+``epochs x iterations`` (or as many as ``--time-budget`` allows), keeps ``checkpoint_latest.pt``
+after every epoch, ``checkpoint_best.pt`` on a better pseudo-Dice EMA, ``checkpoint_final.pt`` at
+the end, then runs the final validation. Under DDP every rank trains, rank 0 alone writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from medmamba.errors import CheckpointError, ConfigurationError
+from medmamba.training import distributed as ddp
+from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation
+from medmamba.training.cases import load_cases
+from medmamba.training.checkpoint import (
+    FORMAT_VERSION, CheckpointStore, capture_rng_state, load_checkpoint, restore_rng_state, unwrap,
+)
+from medmamba.training.loss import DeepSupervisionLoss
+from medmamba.training.sampler import BatchSource, BatchStream, PatchSampler, make_loader
+from medmamba.training.schedule import (
+    BUDGET_WARMUP_FRACTION, DISCARD_ITERS, MEASURE_ITERS, MEASURE_MAX_FRACTION, LRSchedule, derive_budget_plan,
+)
+from medmamba.training.setup import TrainingSetup, TrainOptions, build_optimizer, load_pretrained, resolve_device
+from medmamba.training.steps import Precision, TrainStep, ValidationStep, pseudo_dice
+from medmamba.training.training_log import TrainingLog
+
+logger = logging.getLogger("medmamba.training")
+
+
+@dataclass
+class RunState:
+    """Counters a checkpoint must restore: completed epochs, iterations, seconds, best EMA."""
+
+    epoch: int = 0
+    iterations: int = 0
+    seconds: float = 0.0
+    best_metric: float | None = None
+
+
+def default_num_workers(device: torch.device) -> int:
+    """nnU-Net uses 12 augmentation workers capped at the CPU count (§5.4); on a CPU run the
+    workers would compete with the network for the same cores, so we keep one per 4 cores."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return max(0, min(12, cpus - 1))
+    return max(0, min(2, cpus // 4))
+
+
+class Trainer:
+    def __init__(self, setup: TrainingSetup, opts: TrainOptions, dist_info: ddp.DistInfo, device: torch.device):
+        from medmamba.networks.registry import build_network
+
+        self.setup, self.opts, self.dist, self.device = setup, opts, dist_info, device
+        config = setup.config
+        torch.manual_seed(opts.seed)  # identical initial weights for a given seed (DDP syncs anyway)
+        self.network = build_network(setup.network_name, **setup.network_kwargs).to(device)
+        if opts.pretrained:
+            copied, skipped = load_pretrained(self.network, opts.pretrained)
+            logger.info("pretrained: copied %d tensors, kept %d initialised", copied, skipped)
+        if dist_info.enabled:
+            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.network.modules()):
+                self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[device.index] if device.type == "cuda" else None)
+        else:
+            self.model = self.network
+        torch.manual_seed(opts.seed + dist_info.rank)  # dropout etc. differ per rank
+        self.precision = Precision.choose(device, opts.amp)
+        self.loss_fn = DeepSupervisionLoss(config.batch_dice, distributed=dist_info.enabled)
+        self.optimizer = build_optimizer(setup.optimizer_name, self.network.parameters(), setup.optimizer_kwargs)
+        self.step = TrainStep(self.model, self.loss_fn, self.optimizer, self.precision)
+        self.val_step = ValidationStep(self.model, self.loss_fn, self.precision, setup.num_classes)
+        self.store = CheckpointStore(setup.output_folder)
+        self.log = TrainingLog(setup.output_folder)
+        self.state = RunState()
+        self.budget = opts.time_budget_minutes * 60.0 if opts.time_budget_minutes else None
+        self.iters_per_epoch, self.val_iters, self.epochs = opts.iterations_per_epoch, opts.val_iterations, opts.epochs
+        self.schedule = LRSchedule(setup.optimizer_kwargs["lr"], self.epochs * self.iters_per_epoch,
+                                   warmup=BUDGET_WARMUP_FRACTION if self.budget else 0.0,
+                                   budget_seconds=self.budget)
+        self.budget_plan: dict | None = None
+        fg = [v for k, v in setup.plans.labels.items() if k != "background" and int(v) > 0]
+        train_cases = load_cases(setup.data_folder, setup.train_ids, fg)
+        val_cases = load_cases(setup.data_folder, setup.val_ids, fg)
+        mask_channels = tuple(i for i, m in enumerate(config.use_mask_for_norm) if m)
+        params = configure_augmentation(setup.patch_size, mask_channels, opts.elastic)
+        self.mirror_axes = [int(a) for a in (config.mirror_axes if config.mirror_axes is not None
+                                             else params.mirror_axes)]
+        params = dataclasses.replace(params, mirror_axes=tuple(self.mirror_axes))
+        augment = AugmentationPipeline(setup.patch_size, params)
+        bs = config.batch_size
+        self.train_source = BatchSource(PatchSampler(list(train_cases.values()), setup.patch_size), augment, bs,
+                                        opts.seed, dist_info.rank, dist_info.world_size)
+        # validation patches: no augmentation, their own seed so they do not mirror training patches
+        self.val_source = BatchSource(PatchSampler(list(val_cases.values()), setup.patch_size), None, bs,
+                                      opts.seed + 1, dist_info.rank, dist_info.world_size)
+        self.num_workers = opts.num_workers if opts.num_workers is not None else default_num_workers(device)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "network_name": self.setup.network_name,
+            "network_kwargs": self.setup.network_kwargs,
+            "state_dict": unwrap(self.network).state_dict(),
+            "plans": self.setup.plans.to_dict(),
+            "configuration": self.setup.configuration,
+            "dataset_json": self.setup.dataset_json,
+            "fold": self.setup.fold,
+            "epoch": self.state.epoch,
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": {**self.schedule.state_dict(), "budget_plan": self.budget_plan,
+                                "iterations_per_epoch": self.iters_per_epoch, "val_iterations": self.val_iters,
+                                "epochs": self.epochs},
+            "grad_scaler_state": self.step.scaler.state_dict(),
+            "best_metric": self.state.best_metric,
+            "training_seconds": self.state.seconds,
+            "mirror_axes": self.mirror_axes,
+            "rng_state": capture_rng_state(),
+            "iterations_done": self.state.iterations,
+            "training_log": self.log.state_dict(),
+            "seed": self.opts.seed,
+        }
+
+    def save(self, kind: str) -> None:
+        if self.dist.is_main:
+            self.store.save(kind, self.checkpoint())
+
+    def restore(self) -> bool:
+        """Load the newest checkpoint (final, latest, best); False when there is none."""
+        path = self.store.resume_candidate()
+        if path is None:
+            logger.warning("--resume: no checkpoint in %s; starting from scratch", self.store.folder)
+            return False
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if ckpt["network_name"] != self.setup.network_name:
+            raise CheckpointError(f"checkpoint is for network {ckpt['network_name']!r}, not "
+                                  f"{self.setup.network_name!r}", path=path)
+        unwrap(self.network).load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        sched = dict(ckpt["scheduler_state"])
+        self.budget_plan = sched.pop("budget_plan", None)
+        self.iters_per_epoch = sched.pop("iterations_per_epoch", self.iters_per_epoch)
+        self.val_iters = sched.pop("val_iterations", self.val_iters)
+        self.epochs = sched.pop("epochs", self.epochs)
+        self.schedule.load_state_dict(sched)
+        if self.budget_plan is not None:
+            if self.budget is not None and abs(self.budget - self.budget_plan["budget_seconds"]) > 1e-6:
+                logger.warning("--resume keeps the original time budget of %.0f s", self.budget_plan["budget_seconds"])
+            self.budget = float(self.budget_plan["budget_seconds"])  # time already spent counts against it
+        if ckpt["grad_scaler_state"]:
+            self.step.scaler.load_state_dict(ckpt["grad_scaler_state"])
+        self.state = RunState(ckpt["epoch"], ckpt.get("iterations_done", ckpt["epoch"] * self.iters_per_epoch),
+                              ckpt["training_seconds"], ckpt["best_metric"])
+        self.log.load_state_dict(ckpt.get("training_log", {}))
+        restore_rng_state(ckpt["rng_state"])
+        logger.info("resumed from %s: epoch %d, iteration %d, %.0f s trained", path.name, self.state.epoch,
+                    self.state.iterations, self.state.seconds)
+        return True
+
+    # -- loop ---------------------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        """Seconds trained, including earlier sessions; under DDP rank 0's clock for every rank,
+        so all ranks apply the same time-driven LR and stop at the same iteration."""
+        local = self.state.seconds + (time.perf_counter() - self._session_start)
+        if self.budget is None or not self.dist.enabled:
+            return local
+        return ddp.broadcast_float(local, self.device)
+
+    def _out_of_time(self, elapsed: float | None = None) -> bool:
+        if self.budget is None:
+            return False
+        return self.schedule.finished(self.state.iterations, self._elapsed() if elapsed is None else elapsed)
+
+    def _train_iteration(self, loader, elapsed: float | None = None) -> tuple[float, bool]:
+        self.schedule.apply(self.optimizer, self.state.iterations, self._elapsed() if elapsed is None else elapsed)
+        image, seg = next(loader)
+        result = self.step(image, seg)
+        self.state.iterations += 1
+        return result.loss, result.skipped
+
+    def _validate(self, epoch: int, n: int) -> tuple[float, list[float]]:
+        self.model.eval()
+        stream = iter(BatchStream(self.val_source, epoch * n))
+        losses, tp, fp, fn = [], 0, 0, 0
+        for _ in range(n):
+            loss, a, b, c = self.val_step(*next(stream))
+            losses.append(loss)
+            tp, fp, fn = tp + a, fp + b, fn + c
+        self.model.train()
+        counts = ddp.all_reduce_sum(torch.stack([tp, fp, fn]).to(self.device)).cpu()
+        val_loss = ddp.mean_over_ranks(sum(losses) / len(losses), self.device)
+        return val_loss, pseudo_dice(counts[0], counts[1], counts[2])
+
+    def _measure_budget(self, loader) -> None:
+        """Warm-up iterations at the warm-up LR, timed, then the schedule derived from the rates."""
+        assert self.budget is not None
+        self.schedule.total_iterations = 10**12  # until measured, progress is time only
+        for _ in range(DISCARD_ITERS):
+            self._train_iteration(loader)
+        t0, n = time.perf_counter(), 0
+        while n < MEASURE_ITERS and self._elapsed() < MEASURE_MAX_FRACTION * self.budget:
+            self._train_iteration(loader)
+            n += 1
+        sec_it = (time.perf_counter() - t0) / max(1, n) if n else self._elapsed() / DISCARD_ITERS
+        t0 = time.perf_counter()
+        self._validate(0, 2)
+        sec_val = (time.perf_counter() - t0) / 2
+        t0 = time.perf_counter()
+        self.state.seconds, self._session_start = self._elapsed(), time.perf_counter()
+        self.save("latest")
+        overhead = time.perf_counter() - t0 + 0.3  # + log/plot write, measured ~0.3 s (progress.png, Agg)
+        plan = derive_budget_plan(self.budget, self._elapsed(), self.state.iterations, sec_it, sec_val, overhead,
+                                  self.opts.iterations_per_epoch, self.opts.val_iterations)
+        plan = ddp.broadcast_object(plan)
+        self.budget_plan = {**plan.to_dict(), "measured_iterations": n, "warmup_iterations": DISCARD_ITERS + n,
+                            "reserved_seconds_for_last_epoch_end": plan.val_iterations * sec_val + overhead}
+        self.iters_per_epoch, self.val_iters = plan.iterations_per_epoch, plan.val_iterations
+        # Time drives the schedule: the LR reaches its end value when the time left for training
+        # (budget minus the last epoch's validation and checkpoint) is spent, and the run stops
+        # there; the planned epoch count is what that time is expected to hold, not a stop rule,
+        # so a rate that drifts after the measurement neither overruns nor wastes the budget.
+        reserve = ddp.broadcast_float(plan.val_iterations * sec_val + overhead, self.device)
+        self.schedule.budget_seconds = max(self.budget - reserve, 0.5 * self.budget)
+        self.epochs = 10**9
+        self.log.meta["time_budget"] = self.budget_plan
+        logger.info("time budget %.0f s: %.3f s/iteration measured -> %d epochs x %d iterations, %d val",
+                    self.budget, sec_it, plan.epochs, plan.iterations_per_epoch, plan.val_iterations)
+
+    def run(self) -> None:
+        from tqdm import tqdm
+
+        if self.opts.resume:
+            self.restore()
+        self.log.meta.update({
+            "network": self.setup.network_name, "configuration": self.setup.configuration, "fold": self.setup.fold,
+            "optimizer": self.setup.optimizer_name, "optimizer_kwargs": self.setup.optimizer_kwargs,
+            "precision": self.precision.describe(), "device": str(self.device),
+            "world_size": self.dist.world_size, "seed": self.opts.seed, "num_workers": self.num_workers,
+            "batch_size": self.setup.config.batch_size, "patch_size": list(self.setup.patch_size),
+        })
+        self.model.train()
+        self._session_start = time.perf_counter()
+        loader = make_loader(self.train_source, self.state.iterations, self.num_workers)
+        if self.budget is not None and self.budget_plan is None:
+            self._measure_budget(loader)
+        stop = self.state.epoch >= self.epochs or (self.budget is not None and self._out_of_time())
+        while not stop:
+            epoch, t_epoch = self.state.epoch, time.perf_counter()
+            losses, skipped = [], 0
+            it_start = self.state.iterations
+            bar = tqdm(range(self.iters_per_epoch), desc=f"epoch {epoch}", leave=False,
+                       disable=not (self.opts.progress_bar and self.dist.is_main))
+            for _ in bar:
+                elapsed = self._elapsed()
+                if self._out_of_time(elapsed):
+                    stop = True
+                    break
+                loss, was_skipped = self._train_iteration(loader, elapsed)
+                skipped += was_skipped
+                if not was_skipped:
+                    losses.append(loss)
+                bar.set_postfix(loss=f"{loss:.4f}")
+            n_done = self.state.iterations - it_start
+            train_s = time.perf_counter() - t_epoch
+            train_loss = ddp.mean_over_ranks(sum(losses) / len(losses) if losses else float("nan"), self.device)
+            val_loss, dice = self._validate(epoch, self.val_iters)
+            stepped = ddp.all_reduce_sum(torch.tensor([1.0 if n_done - skipped > 0 else 0.0], device=self.device))
+            self.state.epoch += 1
+            self.state.seconds, self._session_start = self._elapsed(), time.perf_counter()
+            record = self.log.record_epoch({
+                "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "pseudo_dice": dice,
+                "lr": self.optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t_epoch,
+                "iterations": n_done, "iterations_per_second": n_done / train_s if train_s > 0 else None,
+                "skipped_steps": skipped, "iterations_done": self.state.iterations,
+                "ranks_stepped": int(stepped.item()),
+                "training_seconds": self.state.seconds,
+            })
+            if self.dist.is_main:
+                logger.info("epoch %d: train %.4f val %.4f pseudo-Dice %s EMA %s lr %.2e %.1f s", epoch, train_loss,
+                            val_loss, [round(d, 4) for d in dice], record["ema_fg_dice"], record["lr"],
+                            record["epoch_seconds"])
+            ema = record["ema_fg_dice"]
+            if ema is not None and (self.state.best_metric is None or ema > self.state.best_metric):
+                self.state.best_metric = ema
+                self.save("best")
+            self.state.seconds = self._elapsed()
+            self._session_start = time.perf_counter()
+            self.log.meta["training_seconds"] = self.state.seconds
+            if self.dist.is_main:
+                self.log.write()
+            self.save("latest")
+            stop = stop or self.state.epoch >= self.epochs or self._out_of_time()
+        self.schedule.apply(self.optimizer, self.state.iterations, self._elapsed())
+        self.state.seconds = self._elapsed()
+        self.log.meta.update({"training_seconds": self.state.seconds, "final_lr": self.schedule.last_lr,
+                              "final_progress": self.schedule.last_progress, "finished": True})
+        del loader  # stops the loader's worker processes
+        self.save("final")
+        if self.dist.is_main:
+            self.log.write()
+        ddp.barrier()
+
+
+def train(opts: TrainOptions) -> TrainingSetup:
+    """Run one fold end to end (DDP when launched by torchrun). Returns the resolved setup."""
+    from medmamba.training.setup import resolve_setup
+    from medmamba.training.validation import run_final_validation
+
+    device = resolve_device(opts.device)
+    dist_info = ddp.init_distributed(device.type)
+    try:
+        if device.type == "cuda" and dist_info.enabled:
+            device = torch.device("cuda", dist_info.local_rank)
+        setup = resolve_setup(opts, write_splits=dist_info.is_main)
+        if dist_info.is_main:
+            setup.output_folder.mkdir(parents=True, exist_ok=True)
+        logger.info("training %s fold %s: %d train / %d val cases, network %s -> %s", setup.configuration,
+                    setup.fold, len(setup.train_ids), len(setup.val_ids), setup.network_name, setup.output_folder)
+        trainer = Trainer(setup, opts, dist_info, device)
+        existing = trainer.store.resume_candidate()
+        if existing is not None and not opts.resume and not opts.overwrite:
+            raise ConfigurationError("this fold already has checkpoints; pass --resume to continue it or "
+                                     "--overwrite to train it again from scratch", path=setup.output_folder)
+        already_final = opts.resume and trainer.store.path("final").is_file()
+        if already_final:
+            trainer.restore()
+            logger.info("checkpoint_final.pt exists: training is complete, running validation only")
+        else:
+            trainer.run()
+        if opts.final_validation and dist_info.is_main:
+            run_final_validation(setup, trainer, best=opts.val_best)
+        ddp.barrier()
+        return setup
+    finally:
+        ddp.shutdown_distributed()

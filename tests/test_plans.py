@@ -1,0 +1,253 @@
+"""Planner numbers on hand-made fingerprints, the plans schema, and the stored cost fits."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from medmamba.errors import PlansError
+from medmamba.plans.memory_model import FIT_FILE, cost_model, fit_line, load_fits
+from medmamba.plans.planner import (
+    CPU_BATCH_SIZE,
+    CPU_SECONDS_PER_ITERATION,
+    MAX_DATASET_FRACTION_PER_BATCH,
+    fullres_target_spacing,
+    plan_experiment,
+    transpose_for,
+)
+from medmamba.plans.schema import Plans, load_plans, save_plans
+from medmamba.plans.topology import pool_and_conv_props
+from medmamba.preprocessing.resampling import separate_z_axis
+
+TOPOLOGY_NAMES = {"n_stages", "features_per_stage", "kernel_sizes", "strides"}
+# Hand-made cost fits (bytes, seconds) so these tests do not depend on the measured file.
+FITS = {"networks": {"umamba_bot": {
+    "3": {"memory": {"fixed_bytes": 2e8, "bytes_per_voxel": 4000.0},
+          "throughput": {"seconds_fixed": 0.05, "seconds_per_voxel": 2e-5}},
+    "2": {"memory": {"fixed_bytes": 1e8, "bytes_per_voxel": 2000.0},
+          "throughput": {"seconds_fixed": 0.02, "seconds_per_voxel": 1e-5}}}}}
+MRI = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "tumour": 1}, "file_ending": ".nii.gz"}
+
+
+def fingerprint(spacings, shapes, relative=0.9, n_channels=1):
+    stats = {"mean": 100.0, "median": 90.0, "std": 20.0, "min": 0.0, "max": 300.0,
+             "percentile_00_5": 10.0, "percentile_99_5": 250.0}
+    return {"spacings": spacings, "shapes_after_crop": shapes, "median_relative_size_after_cropping": relative,
+            "foreground_intensity_properties_per_channel": {str(c): dict(stats) for c in range(n_channels)}}
+
+
+def plan(fp, dataset_json=MRI, **kw):
+    kw.setdefault("fits", FITS)
+    kw.setdefault("target", "gpu")
+    return plan_experiment(fp, dataset_json, "Dataset001_Test", accepts=lambda name: set(TOPOLOGY_NAMES), **kw)
+
+
+def assert_bottleneck_ok(config):
+    kwargs = config.network.kwargs
+    topo = pool_and_conv_props(config.spacing, config.patch_size)
+    assert kwargs["strides"] == [list(s) for s in topo.strides]
+    assert kwargs["n_stages"] == len(kwargs["strides"]) == len(kwargs["kernel_sizes"])
+    divisor = [math.prod(s[a] for s in kwargs["strides"]) for a in range(config.spatial_dims)]
+    for p, d in zip(config.patch_size, divisor):
+        assert p % d == 0
+        # bottleneck >= 4 voxels per axis unless the axis is never pooled (then it is the patch)
+        assert p // d >= 4 or d == 1
+
+
+def test_isotropic_plan():
+    fp = fingerprint([[1.0, 1.0, 1.0]] * 20, [[160, 160, 160]] * 20)
+    plans = plan(fp)
+    # patch 96^3 covers < 25% of 160^3, but lowres would not halve the image: dropped (nnU-Net rule)
+    assert list(plans.configurations) == ["2d", "3d_fullres"]
+    full = plans.configuration("3d_fullres")
+    assert full.spacing == [1.0, 1.0, 1.0]
+    assert plans.transpose_forward == [0, 1, 2] and plans.transpose_backward == [0, 1, 2]
+    assert full.patch_size[0] == full.patch_size[1] == full.patch_size[2]
+    assert full.predicted_memory_gb <= 8.0
+    assert full.batch_size >= 2
+    assert full.network.name == "umamba_bot" and full.network.kwargs["spatial_dims"] == 3
+    assert full.network.kwargs["features_per_stage"][:4] == [32, 64, 128, 256]
+    assert max(full.network.kwargs["features_per_stage"]) <= 320
+    assert_bottleneck_ok(full)
+    assert_bottleneck_ok(plans.configuration("2d"))
+    assert full.mirror_axes == [0, 1, 2] and plans.configuration("2d").mirror_axes == [0, 1]
+
+
+def test_anisotropic_spacing_transpose_and_separate_z():
+    spacings = [[0.8, 0.8, z] for z in (4.0, 5.0, 5.0, 6.0, 5.0, 4.5, 5.5, 5.0, 6.0, 4.0)]
+    shapes = [[256, 256, 20]] * 10
+    assert fullres_target_spacing(spacings, shapes)[2] == pytest.approx(4.0)  # 10th percentile of z
+    plans = plan(fingerprint(spacings, shapes))
+    assert plans.transpose_forward == [2, 0, 1]
+    assert plans.transpose_backward == [1, 2, 0]
+    full = plans.configuration("3d_fullres")
+    assert full.spacing[0] == pytest.approx(4.0) and full.spacing[1:] == [0.8, 0.8]
+    assert full.network.kwargs["kernel_sizes"][0] == [1, 3, 3]  # nnU-Net: no conv across coarse z early
+    assert full.network.kwargs["strides"][1][0] == 1
+    assert plans.configuration("2d").spacing == [0.8, 0.8]
+    assert_bottleneck_ok(full)
+    assert separate_z_axis([5.0, 0.8, 0.8], full.spacing) == 0
+    assert separate_z_axis([1.0, 1.0, 1.0], [1.2, 1.0, 1.0]) is None
+
+
+def test_nnunet_topology_examples():
+    topo = pool_and_conv_props([1.0, 1.0, 1.0], [128, 128, 128])
+    assert topo.n_stages == 6 and topo.pools_per_axis == (5, 5, 5)
+    topo = pool_and_conv_props([3.0, 0.8, 0.8], [40, 224, 224])
+    assert topo.pools_per_axis == (3, 5, 5)
+    assert topo.strides[:3] == ((1, 1, 1), (1, 2, 2), (2, 2, 2)) and topo.strides[-1] == (1, 2, 2)
+    assert topo.kernel_sizes[0] == (1, 3, 3)
+    assert pool_and_conv_props([1.0, 1.0], [512, 512]).n_stages == 8
+
+
+def test_transpose_puts_coarsest_axis_first():
+    assert transpose_for([1.0, 3.0, 1.0]) == ([1, 0, 2], [1, 0, 2])
+
+
+def test_ct_vs_mri_normalization():
+    dj = {"channel_names": {"0": "CT", "1": "T2", "2": "noNorm"}, "labels": {"background": 0, "a": 1},
+          "file_ending": ".nii.gz"}
+    shapes = [[100, 100, 100]] * 4
+    masked = plan(fingerprint([[1.0] * 3] * 4, shapes, relative=0.5, n_channels=3), dj)
+    c = masked.configuration("3d_fullres")
+    assert c.normalization_schemes == ["CTNormalization", "ZScoreNormalization", "NoNormalization"]
+    assert c.use_mask_for_norm == [False, True, False]
+    unmasked = plan(fingerprint([[1.0] * 3] * 4, shapes, relative=0.9, n_channels=3), dj)
+    assert unmasked.configuration("3d_fullres").use_mask_for_norm == [False, False, False]
+    assert c.network.kwargs["in_channels"] == 3 and c.network.kwargs["num_classes"] == 2
+
+
+def test_lowres_trigger():
+    small = plan(fingerprint([[1.0] * 3] * 10, [[64, 64, 64]] * 10))
+    assert "3d_lowres" not in small.configurations
+    assert small.configuration("3d_fullres").batch_dice is False
+    big = plan(fingerprint([[1.0] * 3] * 10, [[400, 400, 400]] * 10))
+    low, full = big.configuration("3d_lowres"), big.configuration("3d_fullres")
+    assert math.prod(full.patch_size) / 400 ** 3 < 0.25
+    assert min(low.spacing) > 1.0
+    assert math.prod(low.patch_size) / math.prod(low.median_image_size_in_voxels) >= 0.25 - 1e-6
+    assert full.batch_dice is True and low.data_identifier != full.data_identifier
+
+
+def test_batch_capped_at_5_percent_of_dataset_and_floored_at_2():
+    tiny = plan(fingerprint([[1.0] * 3] * 2, [[48, 48, 48]] * 2), memory_target_gb=80)
+    assert tiny.configuration("3d_fullres").batch_size == 2  # cap would be < 1: floor 2
+    many = plan(fingerprint([[1.0] * 3] * 1000, [[48, 48, 48]] * 1000), memory_target_gb=80)
+    full = many.configuration("3d_fullres")
+    cap = round(MAX_DATASET_FRACTION_PER_BATCH * 48 ** 3 * 1000 / math.prod(full.patch_size))
+    assert 2 < full.batch_size <= cap
+    assert full.predicted_memory_gb <= 80
+
+
+def test_memory_target_shrinks_patch():
+    fp = fingerprint([[1.0] * 3] * 10, [[200, 200, 200]] * 10)
+    big = plan(fp, memory_target_gb=16).configuration("3d_fullres")
+    small = plan(fp, memory_target_gb=2).configuration("3d_fullres")
+    assert math.prod(small.patch_size) < math.prod(big.patch_size)
+    assert small.predicted_memory_gb <= 2.0
+
+
+def test_2d_images_get_only_2d():
+    plans = plan(fingerprint([[999.0, 0.5, 0.5]] * 5, [[1, 300, 200]] * 5))
+    assert list(plans.configurations) == ["2d"]
+    assert plans.configuration("2d").spacing == [0.5, 0.5]
+    with pytest.raises(PlansError, match="not applicable"):
+        plan(fingerprint([[999.0, 0.5, 0.5]] * 5, [[1, 300, 200]] * 5), configurations=["3d_fullres"])
+
+
+def test_cpu_target_patch_and_batch():
+    fp = fingerprint([[1.0] * 3] * 10, [[200, 200, 200]] * 10)
+    plans = plan(fp, target="cpu", target_reason="test")
+    assert plans.target == "cpu" and plans.target_reason == "test"
+    full = plans.configuration("3d_fullres")
+    assert full.batch_size == CPU_BATCH_SIZE and full.target == "cpu"
+    assert math.prod(full.patch_size) <= 64 ** 3
+    assert full.predicted_seconds_per_iteration <= CPU_SECONDS_PER_ITERATION
+    two = plans.configuration("2d")
+    assert math.prod(two.patch_size) <= 256 ** 2 and two.batch_size == CPU_BATCH_SIZE
+    slow = {"networks": {"umamba_bot": {d: {**FITS["networks"]["umamba_bot"][d],
+                                             "throughput": {"seconds_fixed": 0.0, "seconds_per_voxel": 1e-4}}
+                                         for d in ("2", "3")}}}
+    slow_full = plan(fp, target="cpu", fits=slow).configuration("3d_fullres")
+    assert math.prod(slow_full.patch_size) < math.prod(full.patch_size)  # time budget shrinks the patch
+    assert slow_full.predicted_seconds_per_iteration <= CPU_SECONDS_PER_ITERATION
+
+
+def test_plan_is_a_pure_function_of_its_inputs():
+    fp = fingerprint([[0.9, 0.9, 2.5]] * 6, [[180, 170, 60]] * 6)
+    assert plan(fp).to_dict() == plan(fp).to_dict()
+
+
+def test_real_registry_kwargs_build_network():
+    import torch
+
+    from medmamba.networks.registry import build_network
+
+    fp = fingerprint([[1.0] * 3] * 4, [[40, 40, 40]] * 4)
+    for name in ("umamba_bot", "segmamba"):
+        fits = {"networks": {name: FITS["networks"]["umamba_bot"]}}
+        c = plan_experiment(fp, MRI, "Dataset001_Test", fits=fits, networks={"*": name},
+                            target="cpu").configuration("2d")
+        if name == "segmamba":
+            assert "strides" not in c.network.kwargs and all(p % 16 == 0 for p in c.patch_size)
+        net = build_network(c.network.name, **{**c.network.kwargs, "deep_supervision": False}).eval()
+        with torch.no_grad():
+            out = net(torch.zeros(1, 1, *c.patch_size))
+        assert tuple(out.shape) == (1, 2, *c.patch_size)
+    # anisotropic 3D: kernel 1 and stride 1 along the coarse axis in early stages
+    aniso = fingerprint([[0.8, 0.8, 4.0]] * 4, [[40, 40, 10]] * 4)
+    c = plan_experiment(aniso, MRI, "Dataset001_Test", fits=FITS, target="cpu").configuration("3d_fullres")
+    assert c.network.kwargs["kernel_sizes"][0] == [1, 3, 3]
+    net = build_network(c.network.name, **{**c.network.kwargs, "deep_supervision": False}).eval()
+    with torch.no_grad():
+        assert tuple(net(torch.zeros(1, 1, *c.patch_size)).shape) == (1, 2, *c.patch_size)
+
+
+def test_schema_round_trip_and_errors(tmp_path):
+    plans = plan(fingerprint([[1.0] * 3] * 4, [[100, 100, 100]] * 4))
+    path = tmp_path / "plans.json"
+    save_plans(plans, path)
+    again = load_plans(path)
+    assert again.to_dict() == plans.to_dict()
+    assert again.num_classes == 2 and again.num_input_channels == 1
+    raw = json.loads(path.read_text())
+    raw["configurations"]["3d_fullres_bs4"] = {"inherits_from": "3d_fullres", "batch_size": 4}
+    path.write_text(json.dumps(raw))
+    derived = load_plans(path).configuration("3d_fullres_bs4")
+    assert derived.batch_size == 4 and derived.patch_size == plans.configuration("3d_fullres").patch_size
+    with pytest.raises(PlansError, match="no configuration"):
+        again.configuration("3d_cascade")
+    raw["format_version"] = 99
+    path.write_text(json.dumps(raw))
+    with pytest.raises(PlansError, match="newer"):
+        load_plans(path)
+    del raw["transpose_forward"]
+    raw["format_version"] = 1
+    path.write_text(json.dumps(raw))
+    with pytest.raises(PlansError, match="transpose_forward"):
+        load_plans(path)
+    with pytest.raises(PlansError, match="not found"):
+        load_plans(tmp_path / "missing.json")
+    assert Plans.from_dict(plans.to_dict()).configuration("2d").network.name == "umamba_bot"
+
+
+def test_fit_line_and_cost_model_fallback():
+    line = fit_line([1.0, 2.0, 3.0], [3.0, 5.0, 7.0])
+    assert line.slope == pytest.approx(2.0) and line.intercept == pytest.approx(1.0)
+    cm = cost_model(FITS, "not_measured", 3)
+    assert cm.source == "fallback:umamba_bot"
+
+
+def test_stored_fit_loads_and_is_monotonic():
+    fits = load_fits()
+    assert FIT_FILE.name == "memory_fit.json" and "profile_memory" in fits["method"]
+    assert "umamba_bot" in fits["networks"]
+    for name, per_dims in fits["networks"].items():
+        for dims in per_dims:
+            cm = cost_model(fits, name, int(dims))
+            assert cm.memory_bytes_per_voxel > 0 and cm.memory_fixed_bytes > 0
+            for v in (1e3, 1e5, 1e7):
+                assert cm.memory_bytes(2 * v, 1) > cm.memory_bytes(v, 1)
+                assert cm.memory_bytes(v, 4) > cm.memory_bytes(v, 2)
+                assert cm.seconds_per_iteration(2 * v, 2) >= cm.seconds_per_iteration(v, 2)

@@ -1,0 +1,81 @@
+"""Tiny preprocessed dataset written directly in the docs/internals.md format (no preprocessing run),
+shared by the tests/test_training_*.py modules. Collected by pytest but holds only a format check."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+DATASET = "Dataset901_TrainTiny"
+
+
+def _case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One bright sphere (label 1) in noise: data float32 (1, s, s, s), seg int16 (1, s, s, s)."""
+    grid = np.stack(np.meshgrid(*[np.arange(size)] * 3, indexing="ij"), -1).astype(np.float32)
+    centre = rng.uniform(size * 0.3, size * 0.7, 3)
+    radius = rng.uniform(size * 0.18, size * 0.3)
+    seg = (np.linalg.norm(grid - centre, axis=-1) <= radius).astype(np.int16)[None]
+    data = (seg.astype(np.float32) * 2.0 - 1.0 + rng.normal(0, 0.5, seg.shape)).astype(np.float32)
+    return data, seg
+
+
+def make_preprocessed(root: Path, n_cases: int = 6, size: int = 20, patch3d=(16, 16, 16), patch2d=(16, 16),
+                      network: str = "plain_unet", network_kwargs: dict | None = None, batch_size: int = 2,
+                      seed: int = 0) -> Path:
+    """Write ``root/Dataset901_TrainTiny`` with 3d_fullres and 2d configurations; returns the folder."""
+    folder = Path(root) / DATASET
+    rng = np.random.default_rng(seed)
+    kwargs = network_kwargs if network_kwargs is not None else {
+        "n_stages": 3, "features_per_stage": [4, 8, 16]}
+    configs = {}
+    for name, patch in (("3d_fullres", patch3d), ("2d", patch2d)):
+        ndim = len(patch)
+        configs[name] = {
+            "data_identifier": f"medmambaPlans_{name}", "spatial_dims": ndim, "spacing": [1.0] * ndim,
+            "patch_size": list(patch), "batch_size": batch_size, "median_image_size_in_voxels": [size] * ndim,
+            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+            "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False], "resampling": {},
+            "network": {"name": network, "kwargs": {"spatial_dims": ndim, "in_channels": 1, "num_classes": 2,
+                                                    "deep_supervision": True, **kwargs}},
+            "mirror_axes": list(range(ndim)), "batch_dice": True,
+        }
+    plans = {
+        "format_version": 1, "dataset_name": DATASET, "plans_name": "medmambaPlans",
+        "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": [size] * 3,
+        "foreground_intensity_properties_per_channel": {"0": {"mean": 1.0, "median": 1.0, "std": 0.5, "min": -1.0,
+                                                              "max": 3.0, "percentile_00_5": -0.5,
+                                                              "percentile_99_5": 2.5}},
+        "channel_names": {"0": "MR"}, "labels": {"background": 0, "sphere": 1}, "file_ending": ".nii.gz",
+        "configurations": configs,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plans.json").write_text(json.dumps(plans, indent=1))
+    dataset_json = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "sphere": 1},
+                    "numTraining": n_cases, "file_ending": ".nii.gz"}
+    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    for i in range(n_cases):
+        data, seg = _case(rng, size)
+        locs = np.argwhere(seg[0] == 1)
+        for name in configs:
+            sub = folder / f"medmambaPlans_{name}"
+            sub.mkdir(exist_ok=True)
+            np.save(sub / f"case_{i:03d}.npy", data)
+            np.save(sub / f"case_{i:03d}_seg.npy", seg)
+            props = {"class_locations": {"1": np.concatenate([np.zeros((len(locs), 1), int), locs], 1).tolist()}}
+            (sub / f"case_{i:03d}.json").write_text(json.dumps(props))
+    return folder
+
+
+def test_fixture_matches_internals_format(tmp_path):
+    folder = make_preprocessed(tmp_path, n_cases=2, size=8)
+    data = np.load(folder / "medmambaPlans_3d_fullres" / "case_000.npy", mmap_mode="r")
+    seg = np.load(folder / "medmambaPlans_3d_fullres" / "case_000_seg.npy", mmap_mode="r")
+    assert data.dtype == np.float32 and seg.dtype == np.int16
+    assert data.shape == seg.shape == (1, 8, 8, 8)
+    from medmamba.plans.schema import load_plans
+
+    plans = load_plans(folder / "plans.json")
+    assert plans.configuration("2d").patch_size == [16, 16]

@@ -1,0 +1,204 @@
+"""End-to-end `medmamba train` runs on a tiny generated preprocessed dataset (CPU, seconds each).
+
+Dice floors: on this sphere-in-noise data (tests/test_training_fixture.py) these exact runs
+(deterministic on CPU) reach a final validation Dice of 0.92 (plain_unet 3D, 30 iterations), 0.82
+(umamba_bot 3D, 30 iterations) and 0.55 (plain_unet 2D, 120 iterations). Labelling everything as
+sphere scores 2v/(1+v) ~ 0.05-0.2 (v = sphere fraction, 2.5-11% of the volume). The floors (3D 0.6,
+2D 0.4) sit well above that and leave margin below what we measured.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medmamba.cli.main import main
+from medmamba.training.checkpoint import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_training_fixture import DATASET, make_preprocessed  # noqa: E402
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _args(pre, res, config="3d_fullres", epochs=3, ipe=10, *extra):
+    return ["train", "-d", "901", "-c", config, "-f", "0", "--epochs", str(epochs), "--iters-per-epoch", str(ipe),
+            "--val-iters", "3", "--num-workers", "0", "--no-progress", "--device", "cpu", "--preprocessed", str(pre),
+            "--results", str(res), *extra]
+
+
+def _fold(res, network="plain_unet", config="3d_fullres", fold="fold_0") -> Path:
+    return Path(res) / DATASET / f"{network}__medmambaPlans__{config}" / fold
+
+
+def _log(fold: Path) -> dict:
+    return json.loads((fold / "training_log.json").read_text())
+
+
+def _dice(fold: Path) -> float:
+    return json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pre")
+    make_preprocessed(root)
+    return root
+
+
+@pytest.mark.parametrize("network,config,epochs,ipe,floor", [
+    ("plain_unet", "3d_fullres", 3, 10, 0.6),
+    ("umamba_bot", "3d_fullres", 3, 10, 0.6),
+    ("plain_unet", "2d", 8, 15, 0.4),
+])
+def test_short_training_learns(dataset, tmp_path, network, config, epochs, ipe, floor):
+    assert main(_args(dataset, tmp_path, config, epochs, ipe, "--network", network)) == 0
+    fold = _fold(tmp_path, network, config)
+    log = _log(fold)
+    losses = [e["train_loss"] for e in log["epochs"]]
+    assert len(losses) == epochs and losses[-1] < losses[0] - 0.2  # loss falls
+    assert log["epochs"][-1]["lr"] < log["epochs"][0]["lr"]  # poly decay
+    assert log["final_lr"] == 0.0
+    assert _dice(fold) >= floor
+    for kind in ("latest", "best", "final"):
+        ckpt = load_checkpoint(fold / f"checkpoint_{kind}.pt")
+        ndim = len(ckpt["plans"]["configurations"][config]["patch_size"])
+        assert ckpt["network_name"] == network and ckpt["mirror_axes"] == list(range(ndim))
+    final = load_checkpoint(fold / "checkpoint_final.pt")
+    assert final["epoch"] == epochs
+    from medmamba.networks.registry import build_network
+
+    net = build_network(final["network_name"], **final["network_kwargs"])
+    net.load_state_dict(final["state_dict"])  # inference can rebuild the network from the checkpoint alone
+    assert (fold / "progress.png").stat().st_size > 1000
+    assert json.loads((dataset / DATASET / "splits.json").read_text())[0]["val"]  # splits written once
+
+
+def test_nan_batches_are_skipped_not_saved(dataset, tmp_path):
+    """One case holds NaN: batches drawing it give a NaN loss; those steps are skipped, training goes on."""
+    import numpy as np
+    import shutil
+
+    pre = tmp_path / "pre"
+    shutil.copytree(dataset, pre)
+    bad = pre / DATASET / "medmambaPlans_3d_fullres"
+    train_case = json.loads((pre / DATASET / "splits.json").read_text())[0]["train"][0]
+    data = np.load(bad / f"{train_case}.npy")
+    data[:] = np.nan
+    np.save(bad / f"{train_case}.npy", data)
+    assert main(_args(pre, tmp_path / "res", "3d_fullres", 3, 10)) == 0
+    fold = _fold(tmp_path / "res")
+    log = _log(fold)
+    assert sum(e["skipped_steps"] for e in log["epochs"]) > 0
+    assert all(math.isfinite(e["train_loss"]) for e in log["epochs"])
+    for kind in ("latest", "final"):
+        sd = load_checkpoint(fold / f"checkpoint_{kind}.pt")["state_dict"]
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "medmamba.cli", *args]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
+    epochs, ipe = 5, 20
+    ref = tmp_path / "ref"
+    assert main(_args(dataset, ref, "3d_fullres", epochs, ipe, "--no-validation")) == 0
+    res = tmp_path / "res"
+    fold = _fold(res)
+    proc = subprocess.Popen(_cli(*_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation")), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (fold / "training_log.json").is_file() and len(_log(fold)["epochs"]) >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.15)  # into the next epoch
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (fold / "checkpoint_final.pt").exists(), "the run finished before it could be killed"
+    killed_at = load_checkpoint(fold / "checkpoint_latest.pt")["epoch"]
+    assert 1 <= killed_at < epochs
+    assert main(_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation", "--resume")) == 0
+    a, b = load_checkpoint(_fold(ref) / "checkpoint_final.pt"), load_checkpoint(fold / "checkpoint_final.pt")
+    assert b["epoch"] == epochs
+    log_a, log_b = _log(_fold(ref)), _log(fold)
+    assert [e["epoch"] for e in log_b["epochs"]] == list(range(epochs))  # no epoch lost or repeated
+    assert [e["lr"] for e in log_a["epochs"]] == pytest.approx([e["lr"] for e in log_b["epochs"]], rel=1e-12)
+    assert [e["train_loss"] for e in log_a["epochs"]] == pytest.approx([e["train_loss"] for e in log_b["epochs"]],
+                                                                        rel=1e-4, abs=1e-5)
+    for key, value in a["state_dict"].items():  # optimizer momentum, RNG and sampler all resumed exactly
+        assert torch.allclose(value, b["state_dict"][key], atol=1e-5), key
+    mom_a = [s["momentum_buffer"] for s in a["optimizer_state"]["state"].values()]
+    mom_b = [s["momentum_buffer"] for s in b["optimizer_state"]["state"].values()]
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(mom_a, mom_b))
+
+
+def test_time_budget_stops_on_time(dataset, tmp_path):
+    budget_min = 0.4  # 24 s
+    t0 = time.perf_counter()
+    assert main(_args(dataset, tmp_path, "3d_fullres", 1000, 250, "--time-budget", str(budget_min),
+                      "--no-validation")) == 0
+    wall = time.perf_counter() - t0
+    fold = _fold(tmp_path)
+    log = _log(fold)
+    budget = budget_min * 60
+    assert abs(log["training_seconds"] - budget) <= 0.15 * budget
+    assert wall <= 1.15 * budget + 10  # + process-independent set-up (data index, network build)
+    assert log["final_lr"] == 0.0 and log["final_progress"] == 1.0
+    plan = log["time_budget"]
+    assert plan["seconds_per_iteration"] > 0 and plan["epochs"] >= 2
+    assert load_checkpoint(fold / "checkpoint_final.pt")["scheduler_state"]["budget_plan"]["epochs"] == plan["epochs"]
+
+
+def test_ddp_two_cpu_processes_match_single_process(dataset, tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main(_args(dataset, single, "3d_fullres", 2, 4, "--no-validation")) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "medmamba.cli", *_args(dataset, multi, "3d_fullres", 2, 4, "--no-validation")]
+    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    folds = list((multi / DATASET).glob("*/fold_*"))
+    assert folds == [_fold(multi)]  # one set of files
+    assert sorted(p.name for p in folds[0].iterdir()) == sorted(p.name for p in _fold(single).iterdir())
+    log_s, log_m = _log(_fold(single)), _log(_fold(multi))
+    assert log_m["world_size"] == 2 and all(e["ranks_stepped"] == 2 for e in log_m["epochs"])
+    assert [e["train_loss"] for e in log_m["epochs"]] == pytest.approx([e["train_loss"] for e in log_s["epochs"]],
+                                                                        rel=1e-3, abs=1e-4)
+    a = load_checkpoint(_fold(single) / "checkpoint_final.pt")["state_dict"]
+    b = load_checkpoint(_fold(multi) / "checkpoint_final.pt")["state_dict"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_time_budget_survives_sigkill_and_resume(dataset, tmp_path):
+    """--resume keeps the budget: time trained before the kill counts, the total still ends on budget."""
+    budget = 15.0
+    args = _args(dataset, tmp_path, "3d_fullres", 1000, 250, "--time-budget", str(budget / 60), "--no-validation")
+    fold = _fold(tmp_path)
+    proc = subprocess.Popen(_cli(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (fold / "training_log.json").is_file() and len(_log(fold)["epochs"]) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (fold / "checkpoint_final.pt").exists()
+    spent = load_checkpoint(fold / "checkpoint_latest.pt")["training_seconds"]
+    assert 0 < spent < budget
+    t0 = time.perf_counter()
+    assert main([*args[:-3], "--resume", "--no-validation"]) == 0  # no --time-budget given: the stored one holds
+    session = time.perf_counter() - t0
+    log = _log(fold)
+    assert session < budget - spent + 8  # only what was left of the budget (+ set-up)
+    assert abs(log["training_seconds"] - budget) <= 0.15 * budget
+    assert log["final_lr"] == 0.0
+    assert [e["epoch"] for e in log["epochs"]] == list(range(len(log["epochs"])))

@@ -1,0 +1,217 @@
+"""Unit tests of the training pieces on in-test arrays: splits, sampler, augmentation, loss,
+schedule, time-budget planner, checkpoint store, NaN guard."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medmamba.errors import CheckpointError, PlansError, TrainingError
+from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation, initial_patch_size
+from medmamba.training.cases import PreprocessedCase, locations_from_seg
+from medmamba.training.checkpoint import REQUIRED_KEYS, CheckpointStore, load_checkpoint
+from medmamba.training.loss import DeepSupervisionLoss, SoftDiceLoss, deep_supervision_weights
+from medmamba.training.sampler import BatchSource, PatchSampler, crop_padded, forced_foreground, make_loader, rank_slice
+from medmamba.training.schedule import derive_budget_plan, poly_lr
+from medmamba.training.splits import cases_for_fold, kfold_splits, load_or_create_splits
+from medmamba.training.steps import Precision, TrainStep
+
+
+def test_kfold_splits_partition_and_sizes():
+    ids = [f"c{i:02d}" for i in range(12)]
+    splits = kfold_splits(ids)
+    assert len(splits) == 5
+    vals = [v for s in splits for v in s["val"]]
+    assert sorted(vals) == ids  # every case validated exactly once
+    assert [len(s["val"]) for s in splits] == [3, 3, 2, 2, 2]  # first n % k folds get one more
+    for s in splits:
+        assert not set(s["train"]) & set(s["val"])
+    assert kfold_splits(list(reversed(ids))) == splits  # sorted ids, fixed seed
+
+
+def test_splits_written_once_and_reused(tmp_path):
+    f = tmp_path / "splits.json"
+    ids = [f"c{i}" for i in range(6)]
+    first = load_or_create_splits(f, ids)
+    f.write_text('[{"train": ["c0", "c1"], "val": ["c2"]}]')  # a hand-written split wins
+    assert load_or_create_splits(f, ids) == [{"train": ["c0", "c1"], "val": ["c2"]}]
+    assert first != load_or_create_splits(f, ids)
+    train, val = cases_for_fold("all", [], ids)
+    assert train == val == sorted(ids)
+    with pytest.raises(PlansError):
+        cases_for_fold(0, [{"train": ["zz"], "val": ["c1"]}], ids)
+
+
+def test_crop_padded_pads_outside():
+    arr = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    out = crop_padded(arr, np.array([-1, 2]), (3, 3), -1)
+    assert out.shape == (1, 3, 3)
+    assert out[0, 0].tolist() == [-1, -1, -1]
+    assert out[0, 1].tolist() == [2, 3, -1]
+
+
+def _cases(tmp_path, n=3, shape=(12, 12, 12)):
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(n):
+        seg = np.zeros((1, *shape), np.int16)
+        seg[0, 2:4, 3:5, 4:6] = 1  # a small object: random patches often miss it
+        data = rng.normal(size=(1, *shape)).astype(np.float32)
+        np.save(tmp_path / f"c{i}.npy", data)
+        np.save(tmp_path / f"c{i}_seg.npy", seg)
+        c = PreprocessedCase(f"c{i}", tmp_path / f"c{i}.npy", tmp_path / f"c{i}_seg.npy")
+        c.class_locations = locations_from_seg(seg, [1])
+        cases.append(c)
+    return cases
+
+
+def test_forced_foreground_rule():
+    assert [forced_foreground(2, j) for j in range(2)] == [False, True]  # nnU-Net: bs 2 -> 1 of 2
+    assert sum(forced_foreground(9, j) for j in range(9)) == 3
+
+
+def test_sampler_deterministic_rank_split_and_worker_independent(tmp_path):
+    cases = _cases(tmp_path)
+    patch = (8, 8, 8)
+    aug = AugmentationPipeline(patch, configure_augmentation(patch))
+    single = BatchSource(PatchSampler(cases, patch), aug, batch_size=4, seed=3)
+    img, seg = single.make_batch(5)
+    assert img.shape == (4, 1, 8, 8, 8) and img.dtype == torch.float32
+    assert seg.shape == (4, 1, 8, 8, 8) and seg.dtype == torch.int64 and int(seg.min()) >= 0
+    assert torch.equal(img, single.make_batch(5)[0])  # pure function of (seed, iteration)
+    assert not torch.equal(img, single.make_batch(6)[0])
+    # two DDP ranks together make exactly the single-process global batch
+    parts = [BatchSource(PatchSampler(cases, patch), aug, 4, 3, rank=r, world_size=2).make_batch(5) for r in (0, 1)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), img)
+    assert list(rank_slice(5, 1, 2)) == [3, 4]
+    # forced-foreground samples (the last of each batch) contain the object
+    plain = BatchSource(PatchSampler(cases, patch), None, batch_size=2, seed=1)
+    assert all(int(plain.make_batch(i)[1][1].sum()) > 0 for i in range(10))
+    # background workers deliver the same stream in the same order
+    it0, it2 = make_loader(plain, 3, 0), make_loader(plain, 3, 2)
+    for _ in range(4):
+        a, b = next(it0), next(it2)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    del it2
+
+
+def test_sampler_2d_patch_from_3d_stack(tmp_path):
+    cases = _cases(tmp_path, n=1)
+    src = BatchSource(PatchSampler(cases, (8, 8)), None, batch_size=3, seed=0)
+    img, seg = src.make_batch(0)
+    assert img.shape == (3, 1, 8, 8) and seg.shape == (3, 1, 8, 8)
+
+
+def test_augmentation_shapes_labels_and_initial_patch():
+    params = configure_augmentation((16, 16, 16))
+    assert params.rotation_deg == ((-30.0, 30.0),) * 3 and not params.dummy_2d
+    assert configure_augmentation((8, 64, 64)).dummy_2d  # aspect > 3 -> in-plane only
+    assert configure_augmentation((32, 64)).rotation_deg == ((-15.0, 15.0),)
+    big = initial_patch_size((128, 128, 128), params)
+    assert all(190 <= s <= 215 for s in big)  # nnunet.md §5.5: 128^3 -> ~205^3
+    patch = (12, 12, 12)
+    always = type(params)(**{**params.__dict__, "p_rotation": 1.0, "p_scale": 1.0, "p_noise": 1.0, "p_blur": 1.0,
+                             "p_brightness": 1.0, "p_contrast": 1.0, "p_lowres": 1.0, "p_gamma": 1.0,
+                             "p_gamma_inverted": 1.0})
+    pipe = AugmentationPipeline(patch, always)
+    rng = np.random.default_rng(0)
+    crop = np.random.default_rng(1).normal(size=(2, *pipe.crop_size)).astype(np.float32)
+    seg = np.zeros((1, *pipe.crop_size), np.int16)
+    seg[0, 5:15, 5:15, 5:15] = 1
+    spatial = pipe.draw_spatial(rng)
+    img, sg = pipe(crop, seg, rng, spatial)
+    assert img.shape == (2, *patch) and sg.shape == (1, *patch)
+    assert np.isfinite(img).all() and set(np.unique(sg)) <= {0, 1}
+
+
+def test_deep_supervision_weights_match_nnunet():
+    assert np.allclose(deep_supervision_weights(5), [0.5333, 0.2667, 0.1333, 0.0667, 0.0], atol=1e-4)
+    assert deep_supervision_weights(1) == [1.0]
+    assert 0 < deep_supervision_weights(3, distributed=True)[-1] < 1e-5
+
+
+def test_dice_loss_perfect_prediction_and_ds_downsampling():
+    target = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    target[:, :, 2:6, 2:6] = 1
+    logits = torch.where(torch.cat([target == 0, target == 1], 1), 20.0, -20.0)
+    assert SoftDiceLoss(batch_dice=True)(logits, target).item() == pytest.approx(-1.0, abs=1e-4)
+    small = logits[:, :, ::2, ::2]
+    loss = DeepSupervisionLoss(batch_dice=False)([logits, small, small[:, :, ::2, ::2]], target)
+    assert loss.item() == pytest.approx(-1.0, abs=1e-3)  # CE ~0, Dice -1 at every scale
+
+
+def test_poly_lr_and_budget_plan():
+    assert poly_lr(0.01, 0.0) == 0.01 and poly_lr(0.01, 1.0) == 0.0
+    assert poly_lr(0.01, 0.5) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(0.01, 0.05, warmup=0.1) == pytest.approx(0.005)
+    plan = derive_budget_plan(600, 30, 10, sec_per_iter=0.1, sec_per_val_iter=0.05, epoch_overhead=0.5,
+                              iterations_per_epoch=250, val_iterations=50)
+    per_epoch = plan.iterations_per_epoch * 0.1 + plan.val_iterations * 0.05 + 0.5
+    assert plan.epochs >= 10 and plan.epochs * per_epoch <= 570 + 1e-6
+    assert plan.epochs * per_epoch > 0.85 * 570  # the budget is used, not wasted
+    assert plan.total_iterations == 10 + plan.epochs * plan.iterations_per_epoch
+
+
+def _tiny_net():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+
+
+def _ckpt(net, **extra):
+    base = {k: None for k in REQUIRED_KEYS}
+    base.update(format_version=1, state_dict=net.state_dict(), **extra)
+    return base
+
+
+def test_nan_guard_skips_then_stops(tmp_path):
+    torch.manual_seed(0)
+    net = _tiny_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    step = TrainStep(net, DeepSupervisionLoss(True), opt, Precision.choose(torch.device("cpu")), max_bad_steps=3)
+    img, seg = torch.randn(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).long()
+    assert not step(img, seg).skipped
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    bad = img.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    res = step(bad, seg)
+    assert res.skipped and math.isnan(res.loss)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # weights untouched
+    assert not step(img, seg).skipped and step.consecutive_bad == 0  # training continues
+    step(bad, seg)
+    step(bad, seg)
+    with pytest.raises(TrainingError, match="consecutive"):
+        step(bad, seg)
+    assert all(torch.isfinite(v).all() for v in net.state_dict().values())
+
+
+def test_checkpoint_store_atomic_and_refuses_nan(tmp_path):
+    net = _tiny_net()
+    store = CheckpointStore(tmp_path)
+    store.save("latest", _ckpt(net, epoch=3))
+    assert load_checkpoint(store.path("latest"))["epoch"] == 3
+    assert store.resume_candidate() == store.path("latest")
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingError):
+        store.save("latest", _ckpt(net, epoch=4))
+    assert load_checkpoint(store.path("latest"))["epoch"] == 3  # the good file survives
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pt"]  # no temp file left
+    (tmp_path / "broken.pt").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+@pytest.mark.parametrize("patch", [(10, 10), (8, 8, 8)])
+def test_optional_elastic_deformation_keeps_labels(patch):
+    params = configure_augmentation(patch, elastic=True)
+    assert params.p_elastic > 0
+    pipe = AugmentationPipeline(patch, type(params)(**{**params.__dict__, "p_elastic": 1.0}))
+    rng = np.random.default_rng(0)
+    spatial = pipe.draw_spatial(rng)
+    assert "elastic" in spatial
+    crop = np.random.default_rng(1).normal(size=(1, *pipe.crop_size)).astype(np.float32)
+    seg = np.zeros((1, *pipe.crop_size), np.int16)
+    seg[(0, *[slice(2, s - 2) for s in pipe.crop_size])] = 1
+    img, sg = pipe(crop, seg, rng, spatial)
+    assert img.shape == (1, *patch) and set(np.unique(sg)) <= {0, 1} and sg.sum() > 0
