@@ -1,0 +1,320 @@
+"""Render benchmarks/results/REPORT.md from the benchmark JSON dicts (pure functions, no I/O).
+
+``render_report(sources, meta, pngs) -> str`` where ``sources`` maps a JSON file name
+(``kernels_cpu.json``, ``networks.json``, ``train_cpu.json``, ``predict_cpu.json``,
+``pipeline_cpu.json``, …) to ``{"benchmark", "file", "status" ("ran"|"reused"|"failed"),
+"detail", "data" (the parsed JSON or None), "mtime" (file modification time, ISO)}``.
+Missing, skipped and failed entries are shown as such, never dropped.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# Targets of GitHub issue 10 (item "kernels"), checked on the 2D 64x64 case of benchmarks/kernels.py
+# (batch 1, K 4 cross2d routes, 192 channels, N 16, L 4096; reference/performance.md §4.2 sizes).
+TARGET_FWD_NS_PER_LANE_STEP = 1.0  # CPU forward, torch backend
+TARGET_FWDBWD_OVER_FWD = 3.0  # backward ≈ 1.7-2x forward bytes + recomputed exps (performance.md §4.2)
+TARGET_GRID = (64, 64)
+KERNEL_BACKENDS = ["reference", "torch", "triton", "unfused"]
+MODES = ["fwd", "fwd+bwd"]
+MISSING = "—"
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """Number with ``digits`` decimals; None/missing as an em dash."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def describe_machine(machine: Any) -> str:
+    """One line from a JSON's ``machine`` (a dict in most files, a string in train/predict)."""
+    if machine is None:
+        return "not recorded"
+    if isinstance(machine, str):
+        return machine
+    cpu = machine.get("cpu_model") or machine.get("processor") or machine.get("platform") or "CPU"
+    cores = machine.get("cpu_count") or machine.get("cpus")
+    threads = machine.get("torch_threads") or machine.get("omp_num_threads") or machine.get("threads")
+    parts = [cpu]
+    if cores:
+        parts.append(f"{cores} cores")
+    if threads:
+        parts.append(f"{threads} torch thread(s)")
+    if machine.get("torch"):
+        parts.append(f"torch {machine['torch']}")
+    if machine.get("cuda"):
+        parts.append("CUDA")
+    return ", ".join(str(p) for p in parts)
+
+
+def source_date(entry: dict[str, Any]) -> str:
+    """The JSON's own date (``created`` or ``date``), else its file's modification time."""
+    data = entry.get("data") or {}
+    if data.get("created") or data.get("date"):
+        return str(data.get("created") or data.get("date"))
+    return f"{entry.get('mtime', 'unknown')} (file time)" if entry.get("mtime") else "unknown"
+
+
+def source_machine(data: dict[str, Any]) -> str:
+    machine = data.get("machine")
+    text = describe_machine(machine)
+    if isinstance(machine, str) and data.get("torch"):
+        text += f", torch {data['torch']}" + (f", {data['torch_threads']} thread(s)" if data.get("torch_threads") else "")
+    return text
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def sources_section(sources: dict[str, dict[str, Any]]) -> list[str]:
+    rows = []
+    for file, e in sources.items():
+        data = e.get("data")
+        status = {"ran": "re-run by run_all.py", "reused": "reused (not re-run)",
+                  "failed": f"re-run FAILED: {e.get('detail', '')}"}.get(e.get("status", ""), e.get("status", ""))
+        if data is None:
+            rows.append([e.get("benchmark", ""), f"`{file}`", status + "; file missing", MISSING, MISSING, MISSING])
+            continue
+        if e.get("status") == "failed":
+            status += "; numbers below are the previous file"
+        if data.get("command"):
+            command = f"`{data['command']}`"
+        elif e.get("documented_command"):
+            command = f"`{e['documented_command']}` (not recorded in the JSON; the script's documented command)"
+        else:
+            command = MISSING
+        rows.append([e.get("benchmark", ""), f"`{file}`", status, source_date(e), source_machine(data), command])
+    return ["## Sources", ""] + table(["benchmark", "JSON", "status", "date", "machine", "command"], rows) + [""]
+
+
+# ---------------------------------------------------------------- kernels
+def _kernel_row(results: list[dict], grid: tuple, backend: str, mode: str) -> dict | None:
+    for r in results:
+        if tuple(r["grid"]) == grid and r["backend"] == backend and r["mode"] == mode:
+            return r
+    return None
+
+
+def _grids(data: dict) -> list[tuple]:
+    seen: dict[tuple, None] = {}
+    for r in list(data.get("results", [])) + list(data.get("skipped", [])):
+        seen.setdefault(tuple(r["grid"]), None)
+    return list(seen)
+
+
+def kernels_section(file: str, data: dict) -> list[str]:
+    results, skipped = data.get("results", []), data.get("skipped", [])
+    backends = [b for b in KERNEL_BACKENDS if any(r["backend"] == b for r in results + skipped)]
+    header = ["grid", "L"] + [f"{b} {m}" for b in backends for m in MODES]
+    reasons: dict[str, int] = {}
+    rows = []
+    for grid in _grids(data):
+        length = next((r["L"] for r in results if tuple(r["grid"]) == grid), None)
+        row = ["×".join(map(str, grid)), fmt(length, 0)]
+        for b in backends:
+            for m in MODES:
+                r = _kernel_row(results, grid, b, m)
+                if r is not None:
+                    row.append(fmt(r["ns_per_lane_step"]))
+                    continue
+                skip = next((s for s in skipped if tuple(s["grid"]) == grid and s["backend"] == b
+                             and s["mode"] == m), None)
+                if skip is None:
+                    row.append("not run")
+                else:
+                    n = reasons.setdefault(skip.get("reason", "no reason given"), len(reasons) + 1)
+                    row.append(f"skipped ({n})")
+        rows.append(row)
+    out = [f"### `{file}` — {describe_machine(data.get('machine'))}", "",
+           f"ns per lane-step (lane-step = {data.get('lane_step', 'batch*K*channels*N*L')}), "
+           f"{data.get('dtype', 'float32')}, device {data.get('device', 'cpu')}:", ""]
+    out += table(header, rows)
+    if reasons:
+        out += [""] + [f"({n}) {reason}" for reason, n in reasons.items()]
+    fused = []
+    for r in results:
+        if r["backend"] not in ("torch", "triton"):
+            continue
+        other = _kernel_row(results, tuple(r["grid"]), "unfused", r["mode"])
+        if other is None:
+            continue
+        fused.append(["×".join(map(str, r["grid"])), r["mode"], r["backend"], fmt(r["seconds"] * 1e3, 1),
+                      fmt(other["seconds"] * 1e3, 1), fmt(r["seconds"] / other["seconds"]),
+                      fmt(r["peak_bytes"] / 2**20, 1), fmt(other["peak_bytes"] / 2**20, 1),
+                      fmt(r["peak_bytes"] / max(1, other["peak_bytes"]))])
+    if fused:
+        out += ["", "Fused (route gather/scatter inside the scan) vs unfused (K permuted copies):", ""]
+        out += table(["grid", "mode", "fused backend", "fused ms", "unfused ms", "time ratio", "fused peak MiB",
+                      "unfused peak MiB", "peak ratio"], fused)
+    return out + [""]
+
+
+# ---------------------------------------------------------------- networks
+def networks_section(data: dict) -> list[str]:
+    rows = []
+    for r in data.get("results", []):
+        ok = r.get("status") == "ok"
+        status = "ok" if ok else f"{r.get('status', 'unknown')}: {r.get('reason', '')}".rstrip(": ")
+        rows.append([r.get("network", ""), f"{r.get('dims', '')}D", "×".join(map(str, r.get("size", []))),
+                     status, fmt(r["params"] / 1e6) if ok and r.get("params") is not None else MISSING,
+                     fmt(r.get("forward_s") if ok else None, 3), fmt(r.get("forward_backward_s") if ok else None, 3),
+                     fmt(r.get("peak_forward_mb") if ok else None, 0),
+                     fmt(r.get("peak_forward_backward_mb") if ok else None, 0)])
+    out = [f"Batch {data.get('batch', '?')}; memory: {data.get('memory_note', 'not described')}.", ""]
+    baselines: dict[str, set[str]] = {}
+    for r in data.get("results", []):
+        if str(r.get("network", "")).startswith("monai_"):
+            status = "ok" if r.get("status") == "ok" else f"{r.get('status')}: {r.get('reason', '')}"
+            baselines.setdefault(r["network"], set()).add(status)
+    if baselines:
+        parts = []
+        for name, statuses in baselines.items():
+            ran = "ok" in statuses
+            failed = sorted(s for s in statuses if s.startswith("error"))
+            parts.append(f"{name} " + ("ran" if ran else "did not run") + (f" ({'; '.join(failed)})" if failed else ""))
+        out += ["MONAI baselines: " + ", ".join(parts) + ".", ""]
+    return out + table(["network", "dims", "size", "status", "params (M)", "fwd s", "fwd+bwd s", "peak fwd MB",
+                        "peak fwd+bwd MB"], rows) + [""]
+
+
+# ---------------------------------------------------------------- pipeline
+def _nnunet_cell(nnunet: dict | None, key: str) -> str:
+    if not nnunet:
+        return "not measured"
+    if nnunet.get("status") != "ok":
+        return f"{nnunet.get('status', 'not measured')}: {nnunet.get('reason', '')}"
+    value = nnunet.get(key)
+    return fmt(value, 1) if isinstance(value, (int, float)) else str(value or "not measured")
+
+
+def pipeline_section(pipeline: dict | None, train: dict | None, predict: dict | None) -> list[str]:
+    out: list[str] = []
+    if pipeline is None:
+        out += ["`pipeline_cpu.json`: not available (file missing).", ""]
+    else:
+        med, nn = pipeline.get("medmamba") or {}, pipeline.get("nnunet")
+        out += [f"End to end on {pipeline.get('dataset', 'the demo dataset')} through the CLI, "
+                f"{describe_machine(pipeline.get('machine'))}; training runs `{' '.join(pipeline.get('train_args', []))}`"
+                " (seconds per iteration of the last epoch, from training_log.json).", ""]
+        rows = [["plan_and_preprocess (wall s)", fmt(med.get("plan_and_preprocess_seconds"), 1),
+                 _nnunet_cell(nn, "plan_and_preprocess_seconds")]]
+        for r in med.get("train", []):
+            label = (f"train s/iteration, {r['configuration']}, {r['network']}"
+                     f"{' (planned default)' if r.get('default') else ''}, patch "
+                     f"{'×'.join(map(str, r.get('patch_size') or []))}, batch {r.get('batch_size')}")
+            rows.append([label, fmt(r.get("seconds_per_iteration")), _nnunet_cell(nn, "train")])
+        for r in med.get("predict", []):
+            label = (f"predict s/case, {r['configuration']}, {r['network']}, "
+                     f"{'mirror TTA' if r.get('tta') else 'no TTA'} ({r.get('cases')} case(s))")
+            rows.append([label, fmt(r.get("seconds_per_case"), 1), _nnunet_cell(nn, "predict")])
+        out += table(["step", "medmamba", "nnU-Net v2"], rows)
+        out += ["", "predict s/case = wall time of `medmamba predict` / cases (process start and model load "
+                "included).", ""]
+    if train is None:
+        out += ["`train_cpu.json`: not available (file missing).", ""]
+    else:
+        out += ["Training iteration at a fixed topology (`train_cpu.json`: sample + augment + forward + "
+                "deep-supervision loss + backward + SGD step, in-process):", ""]
+        rows = [[r.get("config", ""), r.get("network", ""), "×".join(map(str, r.get("patch", []))),
+                 str(r.get("batch", "")), fmt(r["parameters"] / 1e6) if r.get("parameters") else MISSING,
+                 fmt(r.get("seconds_per_iteration_median")), fmt(r.get("seconds_per_iteration_min")),
+                 fmt(r.get("data_seconds_median"), 3)] for r in train.get("results", [])]
+        out += table(["config", "network", "patch", "batch", "params (M)", "s/iter median", "s/iter min",
+                      "data s/iter"], rows) + [""]
+    if predict is None:
+        out += ["`predict_cpu.json`: not available (file missing).", ""]
+    else:
+        out += [f"Sliding window (`predict_cpu.json`: {predict.get('network', '')}, image "
+                f"{'×'.join(map(str, predict.get('image_shape', [])))}, patch "
+                f"{'×'.join(map(str, predict.get('patch_size', [])))}, step {predict.get('step')}):", ""]
+        rows = [[r.get("tta", ""), str(r.get("batch_windows", "")), str(r.get("forward_tiles", "")),
+                 fmt(r.get("seconds"), 3), fmt(r.get("tiles_per_second"), 1)]
+                for r in predict.get("sliding_window", [])]
+        out += table(["TTA", "tiles per forward", "forward tiles", "seconds", "tiles/s"], rows)
+        m = predict.get("metrics_per_case")
+        if m:
+            out += ["", f"Metrics per case ({'×'.join(map(str, m.get('shape', [])))}, {m.get('labels')} labels): "
+                    f"overlap only {fmt(m.get('overlap_only_seconds'), 3)} s, with HD95 + NSD "
+                    f"{fmt(m.get('with_hd95_nsd_seconds'), 3)} s."]
+        out += [""]
+    return out
+
+
+# ---------------------------------------------------------------- targets
+def evaluate_targets(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue targets, one row per kernels JSON: {target, source, value (str), status met|missed|not measured}."""
+    rows: list[dict[str, Any]] = []
+    for file, entry in sources.items():
+        data = entry.get("data")
+        if entry.get("benchmark") != "kernels":
+            continue
+        if data is None:
+            rows.append({"target": "kernel targets", "source": file, "value": MISSING,
+                         "status": "not measured"})
+            continue
+        results = data.get("results", [])
+        fwd = _kernel_row(results, TARGET_GRID, "torch", "fwd")
+        both = _kernel_row(results, TARGET_GRID, "torch", "fwd+bwd")
+        value = fwd["ns_per_lane_step"] if fwd else None
+        rows.append({"target": f"CPU forward ≤ {TARGET_FWD_NS_PER_LANE_STEP} ns/lane-step (2D 64×64, torch)",
+                     "source": file, "value": fmt(value),
+                     "status": "not measured" if value is None
+                     else ("met" if value <= TARGET_FWD_NS_PER_LANE_STEP else "missed")})
+        ratio = both["seconds"] / fwd["seconds"] if fwd and both else None
+        rows.append({"target": f"fwd+bwd ≤ {TARGET_FWDBWD_OVER_FWD:g}× fwd (2D 64×64, torch)", "source": file,
+                     "value": fmt(ratio) + ("×" if ratio is not None else ""),
+                     "status": "not measured" if ratio is None
+                     else ("met" if ratio <= TARGET_FWDBWD_OVER_FWD else "missed")})
+        pairs = [(r, _kernel_row(results, tuple(r["grid"]), "unfused", r["mode"])) for r in results
+                 if r["backend"] == "torch"]
+        pairs = [(a, b) for a, b in pairs if b is not None]
+        for what, key, ok in (("time", "seconds", lambda x: x <= 1.0), ("peak memory", "peak_bytes", lambda x: x < 1.0)):
+            ratios = [a[key] / max(b[key], 1e-30) for a, b in pairs]
+            met = sum(ok(x) for x in ratios)
+            rows.append({"target": f"fused {what} {'≤' if what == 'time' else '<'} unfused, every grid and mode",
+                         "source": file,
+                         "value": f"{met}/{len(ratios)} points; worst ratio {fmt(max(ratios))}" if ratios else MISSING,
+                         "status": "not measured" if not ratios else ("met" if met == len(ratios) else "missed")})
+    return rows
+
+
+def targets_section(sources: dict[str, dict[str, Any]]) -> list[str]:
+    rows = [[r["target"], f"`{r['source']}`", r["value"], r["status"]] for r in evaluate_targets(sources)]
+    return ["## Targets (GitHub issue 10)", ""] + table(["target", "source", "measured", "status"], rows) + [""]
+
+
+# ---------------------------------------------------------------- whole report
+def render_report(sources: dict[str, dict[str, Any]], meta: dict[str, Any], pngs: list[str]) -> str:
+    """REPORT.md text. ``meta``: ``created`` (ISO date of this render), ``machine`` (dict or str),
+    ``command``; ``pngs``: plot file names (relative to the report) that exist."""
+    def data(file: str) -> dict | None:
+        return (sources.get(file) or {}).get("data")
+
+    out = ["# medmamba benchmark report", "",
+           f"Generated {meta.get('created', 'unknown')} by `{meta.get('command', 'benchmarks/run_all.py')}` on "
+           f"{describe_machine(meta.get('machine'))}. Every number below comes from the JSON named with it; a "
+           "reused JSON keeps its own date and machine (Sources table). CPU timings on a shared 2-core machine "
+           "vary run to run: compare ratios measured in one run.", ""]
+    out += sources_section(sources)
+    out += ["## Kernels (multi_route_scan)", ""]
+    kernel_files = [f for f, e in sources.items() if e.get("benchmark") == "kernels"]
+    for file in kernel_files:
+        d = data(file)
+        out += kernels_section(file, d) if d is not None else [f"`{file}`: not available (file missing).", ""]
+    out += ["## Networks (params, time, memory; MONAI baselines included)", ""]
+    nets = data("networks.json")
+    out += networks_section(nets) if nets is not None else ["`networks.json`: not available (file missing).", ""]
+    out += ["## Pipeline (plan_and_preprocess, training, prediction)", ""]
+    out += pipeline_section(data("pipeline_cpu.json"), data("train_cpu.json"), data("predict_cpu.json"))
+    out += targets_section(sources)
+    out += ["## Plots", ""]
+    out += [f"- [{p}]({p})" for p in pngs] if pngs else ["No plots found."]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,228 @@
+"""REPORT.md rendering (benchmarks/report_markdown.py) on small hand-made benchmark JSON dicts."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _load("report_markdown")
+
+
+def _kernel(grid, backend, mode, seconds, peak, ns):
+    return {"grid": list(grid), "L": int(__import__("math").prod(grid)), "K": 4, "channels": 192, "N": 16,
+            "batch": 1, "backend": backend, "mode": mode, "seconds": seconds, "repeats": 3, "peak_bytes": peak,
+            "ns_per_lane_step": ns}
+
+
+def kernels_json(fwd_ns=0.9, fwd_s=0.05, both_s=0.14, unfused_peak=4 * 2**20):
+    results = [
+        _kernel((64, 64), "torch", "fwd", fwd_s, 2**20, fwd_ns),
+        _kernel((64, 64), "torch", "fwd+bwd", both_s, 2 * 2**20, 3.0),
+        _kernel((64, 64), "unfused", "fwd", 0.1, unfused_peak, 2.0),
+        _kernel((64, 64), "unfused", "fwd+bwd", 0.3, 8 * 2**20, 6.0),
+    ]
+    skipped = [{"grid": [64, 64], "backend": "reference", "mode": "fwd", "reason": "too slow at this L"}]
+    return {"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 1, "torch": "2.13"},
+            "device": "cpu", "dtype": "float32", "lane_step": "batch*K*channels*N*L", "results": results,
+            "skipped": skipped}
+
+
+def networks_json():
+    return {"created": "2026-01-02T03:04:05+00:00", "command": "networks.py", "batch": 2, "memory_note": "RSS",
+            "machine": {"processor": "Test CPU", "cpus": 2, "torch": "2.13"},
+            "results": [
+                {"network": "umamba_bot", "dims": 3, "size": [32, 32, 32], "status": "ok", "params": 22_500_000,
+                 "forward_s": 0.4, "forward_backward_s": 1.1, "peak_forward_mb": 262.0, "peak_forward_backward_mb": 640.0},
+                {"network": "monai_swinunetr", "dims": 3, "size": [32, 32, 32], "status": "error",
+                 "reason": "ModuleNotFoundError: No module named 'einops'"},
+                {"network": "monai_unetr", "dims": 3, "size": [64, 64, 64], "status": "skipped",
+                 "reason": "a smaller size was skipped or failed"},
+            ]}
+
+
+def pipeline_json(nnunet=None):
+    return {"created": "2026-01-02T05:00:00+00:00", "date": "2026-01-02", "command": "python benchmarks/pipeline.py",
+            "machine": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 2, "torch": "2.13"},
+            "dataset": "Dataset999_Demo", "train_args": ["--epochs", "2"],
+            "medmamba": {"plan_and_preprocess_seconds": 42.25,
+                         "train": [{"configuration": "3d_fullres", "network": "umamba_bot", "default": True,
+                                    "seconds_per_iteration": 3.456, "patch_size": [32, 40, 40], "batch_size": 2},
+                                   {"configuration": "3d_fullres", "network": "plain_unet", "default": False,
+                                    "seconds_per_iteration": 1.234, "patch_size": [32, 40, 40], "batch_size": 2}],
+                         "predict": [{"configuration": "3d_fullres", "network": "umamba_bot", "tta": False,
+                                      "cases": 4, "seconds_per_case": 9.87},
+                                     {"configuration": "3d_fullres", "network": "umamba_bot", "tta": True,
+                                      "cases": 1, "seconds_per_case": 55.5}]},
+            "nnunet": nnunet or {"status": "not measured",
+                                 "reason": "nnunetv2 not installed in a side venv: not measured"}}
+
+
+def sources(**overrides):
+    out = {
+        "kernels_cpu.json": {"benchmark": "kernels", "file": "kernels_cpu.json", "status": "reused",
+                             "data": kernels_json(), "mtime": "2026-01-01T00:00:00+00:00",
+                             "documented_command": "OMP_NUM_THREADS=1 python benchmarks/kernels.py --threads 1"},
+        "networks.json": {"benchmark": "networks", "file": "networks.json", "status": "ran", "data": networks_json()},
+        "train_cpu.json": {"benchmark": "train", "file": "train_cpu.json", "status": "reused", "data": None},
+        "predict_cpu.json": {"benchmark": "predict", "file": "predict_cpu.json", "status": "failed",
+                             "detail": "`python benchmarks/predict.py` exited with 1", "data": None},
+        "pipeline_cpu.json": {"benchmark": "pipeline", "file": "pipeline_cpu.json", "status": "ran",
+                              "data": pipeline_json()},
+    }
+    out.update(overrides)
+    return out
+
+
+def render(src=None, pngs=("kernels_cpu.png",)):
+    meta = {"created": "2026-01-03T00:00:00+00:00", "command": "python benchmarks/run_all.py",
+            "machine": {"cpu_model": "Render CPU", "cpu_count": 2, "torch_threads": 2, "torch": "2.13"}}
+    return report.render_report(src or sources(), meta, list(pngs))
+
+
+def rows_of(text: str, first_cell: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(f"| {first_cell} ")]
+
+
+def source_row(text: str, file: str) -> list[str]:
+    (row,) = [r for r in rows_of(text, file.split("_")[0].split(".")[0]) if r[1] == f"`{file}`"]
+    return row
+
+
+def test_header_and_sources_state_dates_machines_and_reuse():
+    text = render()
+    assert text.startswith("# medmamba benchmark report")
+    assert "2026-01-03T00:00:00+00:00" in text and "Render CPU, 2 cores, 2 torch thread(s)" in text
+    kern = source_row(text, "kernels_cpu.json")
+    assert kern[2] == "reused (not re-run)"
+    assert kern[3] == "2026-01-01T00:00:00+00:00 (file time)"  # no date inside: the file's time, labelled
+    assert "documented command" in kern[5]
+    net = source_row(text, "networks.json")
+    assert net[2] == "re-run by run_all.py" and net[3] == "2026-01-02T03:04:05+00:00"
+    train = source_row(text, "train_cpu.json")
+    assert "file missing" in train[2]
+    pred = source_row(text, "predict_cpu.json")
+    assert "FAILED" in pred[2] and "exited with 1" in pred[2]
+
+
+def test_kernel_table_rows_and_skipped_cells():
+    text = render()
+    (row,) = rows_of(text, "64×64")[:1]
+    header = next(line for line in text.splitlines() if line.startswith("| grid | L |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    cell = dict(zip(cols, row))
+    assert cell["L"] == "4096"
+    assert cell["torch fwd"] == "0.90" and cell["torch fwd+bwd"] == "3.00"
+    assert cell["reference fwd"] == "skipped (1)" and cell["reference fwd+bwd"] == "not run"
+    assert "(1) too slow at this L" in text
+    fused = [r for r in rows_of(text, "64×64") if r[1] in ("fwd", "fwd+bwd")]
+    assert [r[1] for r in fused] == ["fwd", "fwd+bwd"]
+    assert fused[0][5] == "0.50"  # time ratio 0.05 / 0.1
+    assert fused[0][8] == "0.25"  # peak 1 MiB / 4 MiB
+
+
+def test_network_table_shows_errors_and_skips_honestly():
+    text = render()
+    (ok,) = rows_of(text, "umamba_bot")[:1]
+    assert ok[3] == "ok" and ok[4] == "22.50" and ok[5] == "0.400" and ok[8] == "640"
+    (swin,) = rows_of(text, "monai_swinunetr")
+    assert swin[3] == "error: ModuleNotFoundError: No module named 'einops'" and swin[4:] == ["—"] * 5
+    (unetr,) = rows_of(text, "monai_unetr")
+    assert unetr[3].startswith("skipped: a smaller size") and unetr[2] == "64×64×64"
+    assert ("MONAI baselines: monai_swinunetr did not run (error: ModuleNotFoundError: No module named 'einops'), "
+            "monai_unetr did not run.") in text
+
+
+def test_pipeline_table_and_missing_files():
+    text = render()
+    (pp,) = rows_of(text, "plan_and_preprocess (wall s)")
+    assert pp[1] == "42.2" or pp[1] == "42.3"
+    assert pp[2] == "not measured: nnunetv2 not installed in a side venv: not measured"
+    train = [r for r in rows_of(text, "train s/iteration, 3d_fullres,")]
+    assert [r[1] for r in train] == ["3.46", "1.23"]
+    assert "(planned default)" in train[0][0] and "patch 32×40×40" in train[0][0]
+    pred = rows_of(text, "predict s/case, 3d_fullres, umamba_bot,")
+    assert [r[1] for r in pred] == ["9.9", "55.5"]
+    assert "no TTA (4 case(s))" in pred[0][0] and "mirror TTA (1 case(s))" in pred[1][0]
+    assert "`train_cpu.json`: not available (file missing)." in text
+    assert "`predict_cpu.json`: not available (file missing)." in text
+    assert "- [kernels_cpu.png](kernels_cpu.png)" in text
+
+
+def test_pipeline_nnunet_measured_cell():
+    nn = {"status": "ok", "plan_and_preprocess_seconds": 61.0, "train": "not measured: x", "predict": "not measured: y"}
+    src = sources(**{"pipeline_cpu.json": {"benchmark": "pipeline", "file": "pipeline_cpu.json", "status": "ran",
+                                           "data": pipeline_json(nn)}})
+    text = render(src)
+    (pp,) = rows_of(text, "plan_and_preprocess (wall s)")
+    assert pp[2] == "61.0"
+    assert all(r[2] == "not measured: x" for r in rows_of(text, "train s/iteration"))
+
+
+@pytest.mark.parametrize("fwd_ns, fwd_s, both_s, unfused_peak, expected", [
+    (0.9, 0.05, 0.14, 4 * 2**20, ["met", "met", "met", "met"]),          # 2.8x <= 3x; fused smaller
+    (1.2, 0.05, 0.16, 4 * 2**20, ["missed", "missed", "met", "met"]),    # 1.2 ns; 3.2x
+    (1.0, 0.05, 0.15, 2**20, ["met", "met", "met", "missed"]),           # boundaries: 1.0 and 3.0 met; equal peak missed
+])
+def test_targets_met_and_missed(fwd_ns, fwd_s, both_s, unfused_peak, expected):
+    src = sources(**{"kernels_cpu.json": {"benchmark": "kernels", "file": "kernels_cpu.json", "status": "ran",
+                                          "data": kernels_json(fwd_ns, fwd_s, both_s, unfused_peak)}})
+    rows = report.evaluate_targets(src)
+    assert [r["status"] for r in rows] == expected
+    assert rows[1]["value"] == f"{both_s / fwd_s:.2f}×"
+    text = render(src)
+    statuses = [r[3] for r in rows_of(text, "CPU forward ≤ 1.0 ns/lane-step (2D 64×64, torch)")]
+    assert statuses == expected[:1]
+
+
+def test_targets_not_measured_when_case_or_file_missing():
+    data = kernels_json()
+    data["results"] = [r for r in data["results"] if r["grid"] != [64, 64] or r["backend"] != "torch"]
+    src = sources(**{"kernels_cpu.json": {"benchmark": "kernels", "file": "kernels_cpu.json", "status": "ran",
+                                          "data": data},
+                     "kernels_cpu_2threads.json": {"benchmark": "kernels", "file": "kernels_cpu_2threads.json",
+                                                   "status": "reused", "data": None}})
+    rows = report.evaluate_targets(src)
+    assert [r["status"] for r in rows] == ["not measured"] * 5
+    assert rows[-1]["source"] == "kernels_cpu_2threads.json"
+    assert "`kernels_cpu_2threads.json`: not available (file missing)." in render(src)
+
+
+def test_seconds_per_iteration_from_training_log():
+    pipeline = _load("pipeline")
+    log = {"batch_size": 2, "patch_size": [8, 8, 8],
+           "epochs": [{"iterations_per_second": 0.25}, {"iterations_per_second": 0.5}]}
+    out = pipeline.seconds_per_iteration(log)
+    assert out["seconds_per_iteration"] == 2.0 and out["seconds_per_iteration_per_epoch"] == [4.0, 2.0]
+    with pytest.raises(ValueError):
+        pipeline.seconds_per_iteration({"epochs": [{"iterations_per_second": None}]})
+
+
+def test_load_sources_and_pipeline_plot(tmp_path):
+    import json
+
+    run_all = _load("run_all")
+    (tmp_path / "networks.json").write_text(json.dumps(networks_json()))
+    src = run_all.load_sources({"networks": {"status": "ran", "seconds": 1.0, "detail": ""}}, tmp_path)
+    assert set(src) == {f for _, files in run_all.BENCHMARKS.values() for f in files}
+    assert src["networks.json"]["status"] == "ran" and src["networks.json"]["data"]["batch"] == 2
+    assert src["kernels_cpu.json"]["status"] == "reused" and src["kernels_cpu.json"]["data"] is None
+    assert src["kernels_cpu_2threads.json"]["documented_command"].endswith("--threads 2 --tag 2threads")
+    png = tmp_path / "report_pipeline.png"
+    assert run_all.plot_pipeline(pipeline_json(), png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not run_all.plot_pipeline({"medmamba": {}}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
