@@ -5,6 +5,7 @@ Writes ``medmamba/plans/memory_fit.json`` (read by medmamba/plans/memory_model.p
     python benchmarks/memory_model.py                      # every registered network, 2D and 3D
     python benchmarks/memory_model.py --networks umamba_bot plain_unet --dims 3
     python benchmarks/memory_model.py --preprocessing-ram --merge   # only the preprocessing RAM fit
+    python benchmarks/memory_model.py --reduction-savings --merge   # only the memory-rule factors
 
 How a point is measured (batch 1, one forward + backward + SGD step, float32):
 * memory: there is no peak-memory counter on CPU. Two measurements per point:
@@ -62,9 +63,12 @@ def patch_sizes(network: str, dims: int) -> list[list[int]]:
     return [[m * divisor for m in multiples] for multiples in FIXED_EDGE_MULTIPLES[dims]]
 
 
-def measure(network: str, dims: int, patch: list[int], timed_iterations: int) -> dict:
+def measure(network: str, dims: int, patch: list[int], timed_iterations: int,
+            overrides: dict | None = None, activations_only: bool = False) -> dict:
+    """One point (see module docstring); ``overrides`` replace planned kwargs (e.g. ``d_state``);
+    ``activations_only`` skips the profiler peak and the timing (activation_bytes only)."""
     topo = pool_and_conv_props([1.0] * dims, patch)
-    kwargs = network_kwargs(network, dims, 1, 2, topo)
+    kwargs = {**network_kwargs(network, dims, 1, 2, topo), **(overrides or {})}
     net = build_network(network, **kwargs)
     net.train()
     params = list(net.parameters())
@@ -96,6 +100,9 @@ def measure(network: str, dims: int, patch: list[int], timed_iterations: int) ->
         return sum(saved.values())
 
     activation_bytes = step(True)  # also the warm-up (creates the momentum buffers)
+    if activations_only:
+        return {"patch": list(patch), "voxels": math.prod(patch), "activation_bytes": activation_bytes,
+                "parameter_bytes": param_bytes}
     peak_above_start = _profiled_peak(lambda: step(False))
     times = []
     for _ in range(timed_iterations):
@@ -106,6 +113,50 @@ def measure(network: str, dims: int, patch: list[int], timed_iterations: int) ->
             "parameter_bytes": param_bytes, "saved_total_bytes": activation_bytes + 3 * param_bytes,
             "peak_bytes": peak_above_start + 2 * param_bytes,
             "seconds_per_iteration": min(times)}
+
+
+# --reduction-savings: networks and patches measured (small: the whole run is about a minute of CPU).
+REDUCTION_TARGETS = (("vmunet", 2, ([64, 64], [96, 96])), ("umamba_bot", 3, ([16, 16, 16], [24, 24, 24])),
+                     ("hrvmamba", 2, ([64, 64], [96, 96])), ("vmunet", 3, ([32, 32, 64],)),
+                     ("umamba_enc", 3, ([16, 16, 16], [24, 24, 24])))
+
+
+def measure_reduction_savings() -> dict:
+    """Activation-bytes factor of each memory reduction of the planner's rule, applied in its order
+    (medmamba/plans/memory_reductions.py): ``d_state_1`` = bytes(N=1) / bytes(planned N);
+    ``rotate_routes`` = bytes(N=1, rotating one route per layer) / bytes(N=1, all routes). The
+    factor is the largest ratio over the measured patches (the least saving: conservative)."""
+    from medmamba.plans.memory_reductions import REDUCTION_ORDER, reduction_overrides
+
+    out: dict = {}
+    for network, dims, patches in REDUCTION_TARGETS:
+        per_reduction: dict = {}
+        for patch in patches:
+            topo = pool_and_conv_props([1.0] * dims, patch)
+            kwargs = network_kwargs(network, dims, 1, 2, topo)
+            previous = measure(network, dims, patch, 0, activations_only=True)["activation_bytes"]
+            overrides: dict = {}
+            for name in REDUCTION_ORDER:
+                step = reduction_overrides(name, network, dims, {**kwargs, **overrides})
+                if step is None:
+                    continue
+                overrides.update(step)
+                now = measure(network, dims, patch, 0, overrides=dict(overrides), activations_only=True)
+                entry = per_reduction.setdefault(name, {"kwargs": step, "points": []})
+                entry["points"].append({"patch": list(patch), "activation_bytes_before": previous,
+                                        "activation_bytes_after": now["activation_bytes"],
+                                        "ratio": round(now["activation_bytes"] / previous, 4)})
+                print(f"{network} {dims}D {patch} {name}: {previous / 1e6:.1f} -> "
+                      f"{now['activation_bytes'] / 1e6:.1f} MB", flush=True)
+                previous = now["activation_bytes"]
+        for entry in per_reduction.values():
+            entry["factor"] = max(p["ratio"] for p in entry["points"])
+        if per_reduction:
+            out.setdefault(network, {})[str(dims)] = per_reduction
+    return {"networks": out,
+            "method": "activation bytes (tensors saved for backward, as the memory fit) at batch 1 with the "
+                      "planner's kwargs, then with each reduction added in REDUCTION_ORDER; factor = largest "
+                      "after/before ratio over the patches"}
 
 
 def _profiled_peak(run) -> int:
@@ -193,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true", help="keep entries of networks not measured this run")
     parser.add_argument("--preprocessing-ram", action="store_true",
                         help="measure only the preprocessing RAM fit (use with --merge to keep the network fits)")
+    parser.add_argument("--reduction-savings", action="store_true",
+                        help="measure only the planner's memory-reduction factors (use with --merge)")
     parser.add_argument("--refit", action="store_true",
                         help="measure nothing: recompute every fit from the points stored in --output")
     args = parser.parse_args(argv)
@@ -207,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refitted {out_path}")
         return 0
     torch.manual_seed(0)
-    names = [] if args.preprocessing_ram else (args.networks or list_networks())
+    names = [] if (args.preprocessing_ram or args.reduction_savings) else (args.networks or list_networks())
     result = {"networks": {}}
     if args.merge and out_path.is_file():
         result = json.loads(out_path.read_text())
@@ -238,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         ram = result["preprocessing_ram"]
         print(f"preprocessing RAM: {ram['bytes_per_voxel_base']:.0f} + {ram['bytes_per_voxel_per_channel']:.0f} x C "
               "bytes per voxel")
+    if args.reduction_savings:
+        result["memory_reductions"] = measure_reduction_savings()
+        result["memory_reductions"]["command"] = ("OMP_NUM_THREADS=1 python benchmarks/memory_model.py "
+                                                  + " ".join(argv if argv is not None else sys.argv[1:]))
     result.update({
         "format_version": 1,
         "method": ("CPU measurement, batch 1, float32, forward + backward + SGD(momentum) step. Fitted memory: "

@@ -190,7 +190,7 @@ def _nnunet_cell(nnunet: dict | None, key: str) -> str:
     if not nnunet:
         return "not measured"
     if nnunet.get("status") != "ok":
-        return f"{nnunet.get('status', 'not measured')}: {nnunet.get('reason', '')}"
+        return f"{nnunet.get('status', 'not measured')} (see below)"
     value = nnunet.get(key)
     return fmt(value, 1) if isinstance(value, (int, float)) else str(value or "not measured")
 
@@ -216,8 +216,19 @@ def pipeline_section(pipeline: dict | None, train: dict | None, predict: dict | 
                      f"{'mirror TTA' if r.get('tta') else 'no TTA'} ({r.get('cases')} case(s))")
             rows.append([label, fmt(r.get("seconds_per_case"), 1), _nnunet_cell(nn, "predict")])
         out += table(["step", "medmamba", "nnU-Net v2"], rows)
+        if nn and nn.get("status") != "ok":
+            out += ["", f"nnU-Net v2 column: {nn.get('status', 'not measured')} — {nn.get('reason', 'no reason recorded')}."]
+        elif not nn:
+            out += ["", "nnU-Net v2 column: not measured (pipeline_cpu.json has no nnunet entry)."]
         out += ["", "predict s/case = wall time of `medmamba predict` / cases (process start and model load "
-                "included).", ""]
+                "included)."]
+        start = (pipeline.get("machine") or {}).get("load_average_at_start")
+        end = pipeline.get("load_average_at_end")
+        if start or end:
+            out += [f"Load average (1 min) at start {fmt(start[0] if start else None)}, at end "
+                    f"{fmt(end[0] if end else None)}, on {(pipeline.get('machine') or {}).get('cpu_count', '?')} "
+                    "cores: other jobs shared the machine, so absolute times are rough."]
+        out += [""]
     if train is None:
         out += ["`train_cpu.json`: not available (file missing).", ""]
     else:

@@ -55,7 +55,8 @@ def networks_json():
 
 def pipeline_json(nnunet=None):
     return {"created": "2026-01-02T05:00:00+00:00", "date": "2026-01-02", "command": "python benchmarks/pipeline.py",
-            "machine": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 2, "torch": "2.13"},
+            "machine": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 2, "torch": "2.13",
+                        "load_average_at_start": [1.5, 1.0, 1.0]}, "load_average_at_end": [2.5, 2.0, 1.0],
             "dataset": "Dataset999_Demo", "train_args": ["--epochs", "2"],
             "medmamba": {"plan_and_preprocess_seconds": 42.25,
                          "train": [{"configuration": "3d_fullres", "network": "umamba_bot", "default": True,
@@ -150,7 +151,8 @@ def test_pipeline_table_and_missing_files():
     text = render()
     (pp,) = rows_of(text, "plan_and_preprocess (wall s)")
     assert pp[1] == "42.2" or pp[1] == "42.3"
-    assert pp[2] == "not measured: nnunetv2 not installed in a side venv: not measured"
+    assert pp[2] == "not measured (see below)"
+    assert "nnU-Net v2 column: not measured — nnunetv2 not installed in a side venv: not measured." in text
     train = [r for r in rows_of(text, "train s/iteration, 3d_fullres,")]
     assert [r[1] for r in train] == ["3.46", "1.23"]
     assert "(planned default)" in train[0][0] and "patch 32×40×40" in train[0][0]
@@ -160,6 +162,7 @@ def test_pipeline_table_and_missing_files():
     assert "`train_cpu.json`: not available (file missing)." in text
     assert "`predict_cpu.json`: not available (file missing)." in text
     assert "- [kernels_cpu.png](kernels_cpu.png)" in text
+    assert "Load average (1 min) at start 1.50, at end 2.50, on 2 cores" in text
 
 
 def test_pipeline_nnunet_measured_cell():

@@ -251,3 +251,96 @@ def test_stored_fit_loads_and_is_monotonic():
                 assert cm.memory_bytes(2 * v, 1) > cm.memory_bytes(v, 1)
                 assert cm.memory_bytes(v, 4) > cm.memory_bytes(v, 2)
                 assert cm.seconds_per_iteration(2 * v, 2) >= cm.seconds_per_iteration(v, 2)
+
+
+# --- issue 6: routes, d_state and the memory-demand rule (medmamba/plans/memory_reductions.py) ---
+
+def _cost(bytes_per_voxel=1000.0, fixed=1e8):
+    from medmamba.plans.memory_model import CostModel
+
+    return CostModel("vmunet", 2, "vmunet", fixed, bytes_per_voxel)
+
+
+def _candidates():
+    from medmamba.plans.memory_reductions import Reduction
+
+    return [Reduction("d_state_1", {"d_state": 1}, 0.5, "hand"),
+            Reduction("rotate_routes", {"routes": {"spec": "cross2d", "mode": "rotate", "routes_per_layer": 1}},
+                      0.5, "hand")]
+
+
+def test_memory_rule_fires_only_when_short_and_in_order():
+    from medmamba.plans.memory_reductions import choose_reductions
+
+    voxels, batch = 1e5, 2  # activations: 2 * 1000 * 1e5 = 2e8 bytes; fixed 1e8 -> 0.3 GB predicted
+    applied, costs = choose_reductions(_cost(), voxels, batch, 0.3e9, _candidates())
+    assert applied == [] and costs == _cost()  # fits: nothing changes
+    applied, costs = choose_reductions(_cost(), voxels, batch, 0.25e9, _candidates())
+    assert [r.name for r in applied] == ["d_state_1"]  # N=1 alone suffices: 1e8 + 1e8 <= 0.25e9
+    assert costs.memory_bytes_per_voxel == 500.0 and costs.memory_bytes(voxels, batch) <= 0.25e9
+    applied, costs = choose_reductions(_cost(), voxels, batch, 0.16e9, _candidates())
+    assert [r.name for r in applied] == ["d_state_1", "rotate_routes"]
+    assert costs.memory_bytes_per_voxel == 250.0 and costs.source == "vmunet+d_state_1+rotate_routes"
+    applied, _ = choose_reductions(_cost(), voxels, batch, 0.01e9, _candidates())
+    assert len(applied) == 2  # still short: everything available is applied, nothing more
+
+
+def test_reduction_candidates_and_factors():
+    from medmamba.plans.memory_reductions import reduction_candidates, saving_factor
+
+    fits = {"memory_reductions": {"networks": {
+        "vmunet": {"2": {"d_state_1": {"factor": 0.7}, "rotate_routes": {"factor": 0.8}}},
+        "umamba_bot": {"3": {"d_state_1": {"factor": 0.99}}}}}}
+    vm = reduction_candidates("vmunet", 2, {"routes": "cross2d", "d_state": 16}, fits)
+    assert [(r.name, r.factor) for r in vm] == [("d_state_1", 0.7), ("rotate_routes", 0.8)]
+    assert vm[1].kwargs == {"routes": {"spec": "cross2d", "mode": "rotate", "routes_per_layer": 1}}
+    # N already 1 (HRVMamba), a single raster route, RouteMamba networks and plain_unet: nothing to do
+    assert [r.name for r in reduction_candidates("vmunet", 2, {"routes": "cross2d", "d_state": 1}, fits)] \
+        == ["rotate_routes"]
+    assert [r.name for r in reduction_candidates("umamba_bot", 2, {"routes": "raster", "d_state": 16}, fits)] \
+        == ["d_state_1"]
+    assert reduction_candidates("segmamba", 3, {"routes": "tom", "d_state": 1}, fits) == []
+    assert reduction_candidates("plain_unet", 3, {"n_stages": 5}, fits) == []
+    # fallbacks are conservative: own other dims, else the least saving factor measured anywhere
+    assert saving_factor(fits, "d_state_1", "umamba_bot", 2) == (0.99, "fallback:umamba_bot/3")
+    assert saving_factor(fits, "d_state_1", "segmamba", 2) == (0.99, "fallback:umamba_bot/3")
+    assert saving_factor({}, "d_state_1", "vmunet", 2) is None
+
+
+def test_planner_records_reductions_and_routes():
+    import torch
+
+    from medmamba.networks.registry import build_network, list_networks
+    from medmamba.kernels.routes import ROUTE_SETS, route_names
+
+    fits = load_fits()
+    fp = fingerprint([[1.0] * 3] * 4, [[200, 200, 200]] * 4)
+    two_d = fingerprint([[1.0, 1.0, 1.0]] * 4, [[96, 96, 1]] * 4)
+    roomy = plan_experiment(fp, MRI, "Dataset001_Test", fits=fits, networks={"*": "vmunet"},
+                            memory_target_gb=8).configuration("3d_fullres")
+    assert roomy.network.kwargs["routes"] == "cross3d" and roomy.network.kwargs["d_state"] == 16
+    assert "memory_reductions" not in roomy.extra  # memory is not short: the paper settings stay
+    for name in list_networks():
+        c = plan_experiment(two_d, MRI, "Dataset001_Test", fits=fits, networks={"*": name},
+                            memory_target_gb=0.05).configuration("2d")
+        kwargs = c.network.kwargs
+        applied = [r["reduction"] for r in c.extra.get("memory_reductions", [])]
+        assert applied in ([], ["d_state_1"], ["rotate_routes"], ["d_state_1", "rotate_routes"])
+        if name == "plain_unet":
+            assert "routes" not in kwargs and "d_state" not in kwargs and applied == []
+        else:
+            routes = kwargs["routes"]
+            spec = routes["spec"] if isinstance(routes, dict) else routes
+            assert spec in ROUTE_SETS[2] or spec in route_names(2)
+        if name == "vmunet":
+            assert applied == ["d_state_1", "rotate_routes"] and kwargs["d_state"] == 1
+            assert kwargs["routes"] == {"spec": "cross2d", "mode": "rotate", "routes_per_layer": 1}
+            assert "0.05 GB" in c.extra["memory_reductions"][0]["reason"]
+        net = build_network(name, **kwargs)  # every planned kwargs dict builds
+        if name == "vmunet":  # the rotated schedule runs (smallest fixed-depth 2D patch)
+            net.eval()
+            with torch.no_grad():
+                assert net(torch.zeros(1, 1, 32, 64)).shape == (1, 2, 32, 64)
+    saved = Plans.from_dict(json.loads(json.dumps(plan_experiment(
+        two_d, MRI, "Dataset001_Test", fits=fits, networks={"*": "vmunet"}, memory_target_gb=0.05).to_dict())))
+    assert saved.configuration("2d").extra["memory_reductions"][1]["reduction"] == "rotate_routes"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmamba.errors import DatasetError
+from medmamba.errors import DatasetError, MedmambaError
 
 logger = logging.getLogger("medmamba.datasets")
 
@@ -56,34 +56,51 @@ def _available(raw_root: Path) -> list[str]:
 
 
 def resolve_dataset_folder(dataset_id_or_name: str | int, raw_root: str | os.PathLike) -> Path:
-    """Find a dataset folder from ``5``, ``"5"``, ``"005"`` or ``"Dataset005_Prostate"``.
+    """Find a raw dataset folder from ``5``, ``"5"``, ``"005"`` or ``"Dataset005_Prostate"``.
 
-    An existing folder given as a path (absolute, or containing a path separator) is accepted as is. Raises DatasetError for an unknown id/name
-    (listing the datasets that exist) or when two folders share one id.
+    An existing folder given as a path (absolute, or containing a path separator) is accepted as
+    is. Raises DatasetError for an unknown id/name (listing the datasets that exist) or when two
+    folders share one id.
     """
-    raw_root = Path(raw_root)
+    return find_dataset_folder(dataset_id_or_name, raw_root, "raw", "--raw, $MEDMAMBA_RAW or $nnUNet_raw")
+
+
+def find_dataset_folder(
+    dataset_id_or_name: str | int,
+    root: str | os.PathLike,
+    kind: str,
+    root_settings: str,
+    missing_hint: str = "",
+    error: type[MedmambaError] = DatasetError,
+) -> Path:
+    """``<root>/DatasetXXX_Name`` for a dataset id or name, under any of the three roots.
+
+    ``kind`` ("raw", "preprocessed", "results") and ``root_settings`` (the flag/variables that set
+    that root) only shape the messages; ``missing_hint`` is appended when nothing matches (e.g.
+    which command creates the folder). Raises ``error`` with a one-line message naming ``root``.
+    """
+    root = Path(root)
     text = str(dataset_id_or_name).strip()
     candidate = Path(text)
     if (candidate.is_absolute() or os.sep in text) and candidate.is_dir():
         return candidate.absolute()
-    if not raw_root.is_dir():
-        raise DatasetError(
-            "raw folder does not exist (set --raw, $MEDMAMBA_RAW or $nnUNet_raw)", path=raw_root
-        )
-    available = _available(raw_root)
-    hint = f"available: {', '.join(available)}" if available else "the raw folder holds no DatasetXXX_Name folders"
+    if not root.is_dir():
+        raise error(f"{kind} folder does not exist (set {root_settings})", path=root)
+    available = _available(root)
+    hint = f"available: {', '.join(available)}" if available else f"the {kind} folder holds no DatasetXXX_Name folders"
+    hint += f"; {missing_hint}" if missing_hint else ""
     if text.isdigit():
         dataset_id = int(text)
         matches = [n for n in available if parse_dataset_folder_name(n)[0] == dataset_id]  # type: ignore[index]
         if not matches:
-            raise DatasetError(f"no dataset with id {dataset_id} ({hint})", path=raw_root)
+            raise error(f"no dataset with id {dataset_id} ({hint})", path=root)
         if len(matches) > 1:
-            raise DatasetError(f"dataset id {dataset_id} is ambiguous: {', '.join(matches)}", path=raw_root)
-        return raw_root / matches[0]
-    folder = raw_root / text
+            raise error(f"dataset id {dataset_id} is ambiguous: {', '.join(matches)}", path=root)
+        return root / matches[0]
+    folder = root / text
     if folder.is_dir():
         return folder
-    raise DatasetError(f"no dataset named {text!r} ({hint})", path=raw_root)
+    raise error(f"no dataset named {text!r} ({hint})", path=root)
 
 
 def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:

@@ -8,7 +8,6 @@ Only the keys inference needs are read; nothing here imports :mod:`medmamba.trai
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,29 +20,14 @@ CHECKPOINT_KINDS = ("final", "best", "latest")
 # Keys of docs/internals.md that inference reads.
 INFERENCE_KEYS = ("network_name", "network_kwargs", "state_dict", "plans", "configuration", "dataset_json",
                   "mirror_axes")
-_DATASET_FOLDER = re.compile(r"^Dataset(\d{3,})_.+$")
 
 
 def resolve_results_dataset(results_root: str | Path, dataset: str | int) -> Path:
     """``<results>/DatasetXXX_Name`` from ``5``, ``"005"``, ``"Dataset005_Name"`` or a folder path."""
-    root = Path(results_root)
-    text = str(dataset).strip()
-    if Path(text).is_absolute() and Path(text).is_dir():
-        return Path(text)
-    if not root.is_dir():
-        raise ConfigurationError("results folder does not exist (set --results, $MEDMAMBA_RESULTS or $nnUNet_results)",
-                                 path=root)
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and _DATASET_FOLDER.match(p.name))
-    if text.isdigit():
-        matches = [n for n in names if int(_DATASET_FOLDER.match(n).group(1)) == int(text)]  # type: ignore[union-attr]
-    else:
-        matches = [n for n in names if n == text]
-    if len(matches) == 1:
-        return root / matches[0]
-    if not matches:
-        hint = ", ".join(names) if names else "none"
-        raise ConfigurationError(f"no trained models for dataset {text!r} (datasets with results: {hint})", path=root)
-    raise ConfigurationError(f"dataset id {text} is ambiguous: {', '.join(matches)}", path=root)
+    from medmamba.datasets.raw_dataset import find_dataset_folder
+
+    return find_dataset_folder(dataset, results_root, "results", "--results, $MEDMAMBA_RESULTS or $nnUNet_results",
+                               "train a model first (`medmamba train`)", error=ConfigurationError)
 
 
 def model_folders(dataset_folder: Path) -> list[Path]:

@@ -10,7 +10,8 @@ Both are linear fits stored in ``medmamba/plans/memory_fit.json``, produced by
 
 Fits are keyed by network registry name and spatial dims ("2"/"3"). A network without a fit of
 its own uses the most expensive fitted network of the same dims (conservative), and the plan
-records which fit it used.
+records which fit it used. The file's ``memory_reductions`` key holds the saving factors of the
+planner's memory-demand rule (read by medmamba/plans/memory_reductions.py).
 """
 from __future__ import annotations
 

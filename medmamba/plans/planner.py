@@ -11,6 +11,11 @@ chosen Mamba network instead of nnU-Net's conv feature-map count:
 * ``target="cpu"``: patch volume at most 64³ (3D) / 256² (2D), batch 2, shrunk further while the
   predicted seconds per iteration exceed :data:`CPU_SECONDS_PER_ITERATION`, so a training budget of
   tens of minutes still runs hundreds of iterations.
+
+Network kwargs also carry the paper's ``routes`` and SSM state size ``d_state`` (issue 6). When the
+smallest patch the shrink loop accepts is still predicted over the memory target at batch 2, the
+memory-demand rule of medmamba/plans/memory_reductions.py sets N = 1, then rotating routes, re-plans
+with the measured saving factors and records what it did in ``extra["memory_reductions"]``.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import numpy as np
 
 from medmamba.errors import PlansError
 from medmamba.plans.memory_model import CostModel, cost_model, load_fits
+from medmamba.plans.memory_reductions import choose_reductions, paper_d_state, paper_routes, reduction_candidates
 from medmamba.plans.schema import (
     DEFAULT_PLANS_NAME,
     ConfigurationPlan,
@@ -44,6 +50,9 @@ MAX_DATASET_FRACTION_PER_BATCH = 0.05
 LOWRES_TRIGGER = 0.25
 LOWRES_SPACING_GROWTH = 1.03
 DEFAULT_MEMORY_TARGET_GB = 8.0
+# Fewest U-Net stages a planned patch may give: networks/blocks/conv.py refuses n_stages < 2 (a
+# U-Net needs one downsampling), so the shrink loop stops there (then the memory rule may act).
+MIN_STAGES = 2
 # medmamba's CPU target (issue 12): patch volume caps and a per-iteration time budget. 4 s per
 # iteration gives 450 iterations in a 30-minute budget ("tens of minutes does many iterations");
 # medmamba/plans/memory_fit.json measured umamba_bot 3D at 32^3, batch 1, one thread: ~1.7 s.
@@ -128,7 +137,7 @@ def resampled_median_shape(spacings, shapes_after_crop, target_spacing) -> list[
     return [float(v) for v in np.median(np.asarray(shapes, dtype=float), axis=0)]
 
 
-def _accepted_kwargs(network: str) -> set[str] | None:
+def accepted_kwargs(network: str) -> set[str] | None:
     """Keyword names the registered builder accepts; a class whose ``__init__`` forwards
     ``**kwargs`` to its base adds the base's names; None when that chain ends open-ended."""
     from medmamba.networks.registry import get_network_entry
@@ -146,7 +155,7 @@ def _accepted_kwargs(network: str) -> set[str] | None:
 
 
 def network_kwargs(network: str, spatial_dims: int, in_channels: int, num_classes: int, topology: Topology,
-                   accepts: Callable[[str], set[str] | None] = _accepted_kwargs) -> dict[str, Any]:
+                   accepts: Callable[[str], set[str] | None] = accepted_kwargs) -> dict[str, Any]:
     """kwargs for ``build_network(network, **kwargs)``: the common four plus the topology knobs
     (``n_stages``, ``features_per_stage``, ``kernel_sizes``, ``strides``) the builder accepts."""
     kwargs: dict[str, Any] = {"spatial_dims": spatial_dims, "in_channels": in_channels,
@@ -161,7 +170,25 @@ def network_kwargs(network: str, spatial_dims: int, in_channels: int, num_classe
     for key in TOPOLOGY_KWARGS:
         if accepted is None or key in accepted:
             kwargs[key] = topo[key]
+    # Issue 6: the paper's routes and SSM state size, explicit so a user can edit them in plans.json.
+    config = _default_config(network)
+    routes = paper_routes(network, spatial_dims, config)
+    if routes is not None and (accepted is None or "routes" in accepted):
+        kwargs["routes"] = routes
+    if (accepted is None and "d_state" in config) or (accepted is not None and "d_state" in accepted):
+        kwargs["d_state"] = paper_d_state(config)
     return kwargs
+
+
+def _default_config(network: str) -> dict[str, Any]:
+    """The registry's default_config of ``network`` ({} for names the registry does not know)."""
+    from medmamba.errors import MedmambaError
+    from medmamba.networks.registry import get_network_entry
+
+    try:
+        return dict(get_network_entry(network).default_config or {})
+    except (MedmambaError, KeyError):
+        return {}
 
 
 def fixed_divisor(network: str, accepted: set[str] | None) -> int | None:
@@ -222,6 +249,8 @@ def plan_patch_and_batch(
         new_topo = _topology(spacing, smaller, divisor)
         if math.prod(new_topo.patch_size) >= math.prod(topo.patch_size):
             break  # padding undid the step: nothing smaller exists with this topology rule
+        if new_topo.n_stages < MIN_STAGES:
+            break  # smaller would leave no downsampling: the smallest patch the planner accepts
         topo = new_topo
     voxels = math.prod(topo.patch_size)
     if target == "cpu":
@@ -264,7 +293,7 @@ def plan_experiment(
     configurations: Sequence[str] | None = None,
     fits: Mapping[str, Any] | None = None,
     plans_name: str = DEFAULT_PLANS_NAME,
-    accepts: Callable[[str], set[str] | None] = _accepted_kwargs,
+    accepts: Callable[[str], set[str] | None] = accepted_kwargs,
 ) -> Plans:
     """Plans from a fingerprint (see fingerprint.py for its keys) and dataset.json.
 
@@ -306,6 +335,12 @@ def plan_experiment(
         divisor = fixed_divisor(net, accepts(net))
         topo, batch = plan_patch_and_batch(spacing, median, costs, target, memory_target_gb, approx_voxels,
                                            divisor)
+        kwargs = network_kwargs(net, dims, in_channels, num_classes, topo, accepts)
+        extra: dict[str, Any] = {"cost_model": costs.source}
+        costs, topo, batch, kwargs = _reduce_memory_if_short(
+            net, dims, costs, topo, batch, kwargs, extra, fits,
+            lambda c: plan_patch_and_batch(spacing, median, c, target, memory_target_gb, approx_voxels, divisor),
+            lambda t: network_kwargs(net, dims, in_channels, num_classes, t, accepts), memory_target_gb)
         voxels = math.prod(topo.patch_size)
         secs = costs.seconds_per_iteration(voxels, batch) if target == "cpu" else None
         return ConfigurationPlan(
@@ -321,13 +356,13 @@ def plan_experiment(
             normalization_schemes=list(schemes),
             use_mask_for_norm=list(use_mask),
             resampling=ResamplingSettings(anisotropy_threshold=ANISO_THRESHOLD),
-            network=NetworkSpec(net, network_kwargs(net, dims, in_channels, num_classes, topo, accepts)),
+            network=NetworkSpec(net, kwargs),
             mirror_axes=list(range(dims)),
             batch_dice=batch_dice,
             target=target,
             predicted_memory_gb=round(costs.memory_bytes(voxels, batch) / 1e9, 4),
             predicted_seconds_per_iteration=None if secs is None else round(secs, 4),
-            extra={"cost_model": costs.source},
+            extra=extra,
         )
 
     planned: dict[str, ConfigurationPlan] = {}
@@ -363,6 +398,36 @@ def plan_experiment(
         target_reason=target_reason,
         memory_target_gb=float(memory_target_gb),
     )
+
+
+def _reduce_memory_if_short(network: str, dims: int, costs: CostModel, topo: Topology, batch: int,
+                            kwargs: dict[str, Any], extra: dict[str, Any], fits: Mapping[str, Any],
+                            replan: Callable[[CostModel], tuple[Topology, int]],
+                            rebuild_kwargs: Callable[[Topology], dict[str, Any]], memory_target_gb: float,
+                            ) -> tuple[CostModel, Topology, int, dict[str, Any]]:
+    """Issue 6's memory-demand rule (medmamba/plans/memory_reductions.py): when the planned patch,
+    the smallest the shrink loop accepts, is still predicted over the target at batch 2, apply
+    N = 1 then rotated routes as far as needed, re-plan the patch with the reduced cost model and
+    record the reductions (``extra["memory_reductions"]``)."""
+    budget = memory_target_gb * 1e9
+    voxels = math.prod(topo.patch_size)
+    before = costs.memory_bytes(voxels, MIN_BATCH_SIZE)
+    if before <= budget:
+        return costs, topo, batch, kwargs
+    applied, reduced = choose_reductions(costs, voxels, MIN_BATCH_SIZE, budget,
+                                         reduction_candidates(network, dims, kwargs, fits))
+    if not applied:
+        return costs, topo, batch, kwargs
+    reason = (f"smallest patch {list(topo.patch_size)} at batch {MIN_BATCH_SIZE} predicted "
+              f"{before / 1e9:.2f} GB > target {memory_target_gb:g} GB")
+    topo, batch = replan(reduced)
+    overrides: dict[str, Any] = {}
+    for r in applied:
+        overrides.update(r.kwargs)
+    extra["memory_reductions"] = [{"reduction": r.name, "kwargs": r.kwargs, "activation_factor": r.factor,
+                                   "factor_source": r.factor_source, "reason": reason} for r in applied]
+    extra["cost_model"] = reduced.source
+    return reduced, topo, batch, {**rebuild_kwargs(topo), **overrides}
 
 
 def _plan_lowres(fullres: ConfigurationPlan, spacing_t: list[float], median_t: list[float],

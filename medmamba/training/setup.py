@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,21 +108,10 @@ def resolve_device(name: str) -> "torch.device":
 
 def find_dataset_folder(root: Path, dataset: str) -> Path:
     """``5`` / ``005`` / ``Dataset005_Name`` under the preprocessed root."""
-    if not root.is_dir():
-        raise PlansError("preprocessed folder does not exist (set --preprocessed or $MEDMAMBA_PREPROCESSED)",
-                         path=root)
-    text = str(dataset).strip()
-    if (root / text).is_dir():
-        return root / text
-    if text.isdigit():
-        pattern = re.compile(rf"^Dataset{int(text):03d}_.+")
-        matches = sorted(p for p in root.iterdir() if p.is_dir() and pattern.match(p.name))
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise PlansError(f"dataset id {text} is ambiguous: {', '.join(m.name for m in matches)}", path=root)
-    raise PlansError(f"no preprocessed dataset {text!r}; run `medmamba plan_and_preprocess -d {text}` first",
-                     path=root)
+    from medmamba.datasets.raw_dataset import find_dataset_folder as find_folder
+
+    return find_folder(dataset, root, "preprocessed", "--preprocessed or $MEDMAMBA_PREPROCESSED",
+                       f"run `medmamba plan_and_preprocess -d {dataset}` first", error=PlansError)
 
 
 def _read_json(path: Path) -> dict:
@@ -155,7 +143,7 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     data_folder = folder / config.data_identifier
     if not data_folder.is_dir():
         raise PlansError(f"no preprocessed data for configuration {opts.configuration!r}; run "
-                         f"`medmamba preprocess -d {opts.dataset} -c {opts.configuration}`", path=data_folder)
+                         f"`medmamba plan_and_preprocess -d {opts.dataset} -c {opts.configuration}`", path=data_folder)
     case_ids = sorted(p.name[:-4] for p in data_folder.glob("*.npy") if not p.name.endswith("_seg.npy"))
     if not case_ids:
         raise PlansError("no preprocessed cases (*.npy)", path=data_folder)
@@ -190,15 +178,15 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
 
 def _accepted_kwargs(network_name: str, plan_kwargs: dict) -> dict:
     """The plan's kwargs that another network's builder also accepts (e.g. the U-Net topology
-    shared by plain_unet and umamba_*); a builder taking ``**kwargs`` gets none (no guessing)."""
-    import inspect
+    shared by plain_unet and umamba_*), minus the per-network ones (routes, SSM state size): those
+    were chosen for the planned network and would silently replace the other network's defaults."""
+    from medmamba.plans.memory_reductions import PER_NETWORK_KWARGS
+    from medmamba.plans.planner import accepted_kwargs as accepted_names
 
-    from medmamba.networks.registry import get_network_entry
-
-    params = inspect.signature(get_network_entry(network_name).builder).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    accepted = accepted_names(network_name)
+    if accepted is None:  # a builder taking open-ended **kwargs gets none (no guessing)
         return {}
-    return {k: v for k, v in plan_kwargs.items() if k in params}
+    return {k: v for k, v in plan_kwargs.items() if k in accepted and k not in PER_NETWORK_KWARGS}
 
 
 def build_optimizer(name: str, params, kwargs: dict) -> "torch.optim.Optimizer":
