@@ -229,3 +229,17 @@ def test_load_sources_and_pipeline_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not run_all.plot_pipeline({"medmamba": {}}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_find_nnunet_needs_an_executable_in_the_side_venv(tmp_path, monkeypatch):
+    pipeline = _load("pipeline")
+    monkeypatch.delenv("NNUNET_VENV", raising=False)
+    assert pipeline.find_nnunet() is None
+    monkeypatch.setenv("NNUNET_VENV", str(tmp_path))
+    assert pipeline.find_nnunet() is None  # no bin/nnUNetv2_plan_and_preprocess
+    exe = tmp_path / "bin" / "nnUNetv2_plan_and_preprocess"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    assert pipeline.find_nnunet() is None  # not executable
+    exe.chmod(0o755)
+    assert pipeline.find_nnunet() == tmp_path / "bin"
