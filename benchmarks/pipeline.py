@@ -10,7 +10,7 @@ included:
    ``train`` (``--epochs 2 --iters-per-epoch 3 --val-iters 1 --no-validation``); seconds per
    iteration are read from ``training_log.json`` (``iterations_per_second`` of the last epoch:
    epoch 0 also pays one-off kernel/allocator warm-up);
-4. ``predict`` with the default network's fold 0 on ``imagesTs``, without TTA and with mirror
+4. ``predict`` with each network's fold 0 (the default and plain_unet) on ``imagesTs``, without TTA and with mirror
    TTA (all test cases unless ``--tta-cases N`` limits TTA to the first N, copied to a scratch
    folder); seconds per case = wall seconds of the command / cases, so process start and model
    load are included.
@@ -28,6 +28,7 @@ Run (writes benchmarks/results/pipeline_cpu.json; ~5-6 min on 2 shared cores):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -134,7 +135,7 @@ def bench_medmamba(work: Path, env: dict[str, str], configurations: list[str], t
             row = {"configuration": config, "network": network, "default": network == planned,
                    "wall_seconds": wall, **seconds_per_iteration(tl)}
             train_rows.append(row)
-        for tta in (False, True):
+        for network, tta in itertools.product(dict.fromkeys([planned, "plain_unet"]), (False, True)):
             source = images_ts
             n = n_test
             if tta and tta_cases is not None and tta_cases < n_test:
@@ -146,11 +147,11 @@ def bench_medmamba(work: Path, env: dict[str, str], configurations: list[str], t
                     if p.name.rsplit("_", 1)[0] in keep:
                         shutil.copy2(p, source / p.name)
                 n = tta_cases
-            dest = work / f"pred_{config}_{'tta' if tta else 'notta'}"
+            dest = work / f"pred_{config}_{network}_{'tta' if tta else 'notta'}"
             wall = run_timed(medmamba_cmd("predict", "-i", str(source), "-o", str(dest), "-d", str(DATASET_ID),
-                                          "-c", config, "-f", "0", "--network", planned, "--results", str(res),
+                                          "-c", config, "-f", "0", "--network", network, "--results", str(res),
                                           "--no-progress", *([] if tta else ["--no-tta"])), env, log)
-            predict_rows.append({"configuration": config, "network": planned, "tta": tta, "cases": n,
+            predict_rows.append({"configuration": config, "network": network, "tta": tta, "cases": n,
                                  "wall_seconds": wall, "seconds_per_case": wall / n,
                                  "note": "wall time of the command / cases: includes process start and model load"})
     out["train"] = train_rows

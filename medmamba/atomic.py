@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -52,8 +53,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN/±Inf floats (not valid JSON) replaced by ``None`` (written as null)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2, sort_keys: bool = False) -> None:
+    """Write strict JSON (NaN/Inf → null, so every JSON reader accepts the file) atomically."""
+    text = json.dumps(json_safe(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:

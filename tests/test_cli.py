@@ -102,3 +102,12 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_atomic_json_is_strict(tmp_path):
+    import json
+    import math
+
+    target = tmp_path / "m.json"
+    atomic_write_json(target, {"dice": math.nan, "hd": [1.0, math.inf], "ok": 0.5})
+    assert json.loads(target.read_text()) == {"dice": None, "hd": [1.0, None], "ok": 0.5}

@@ -241,3 +241,24 @@ def test_degenerate_grids(shape, spec):
     grad = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(out, leaves, grad), torch.autograd.grad(ref, leaves, grad)):
         assert rel_err(a, b) <= 1e-4
+
+
+def test_runs_under_cpu_bf16_autocast():
+    """Regression: under autocast the torch backend mixed fp32 and bf16 in index_add_.
+    The op picks its own precision, so autocast around it must not change the result."""
+    torch.manual_seed(0)
+    b, K, L, ch, N = 1, 2, 16, 4, 3
+    routes = build_routes("bidirectional", (4, 4))
+    u = torch.randn(b, L, ch, requires_grad=True)
+    w = torch.randn(ch, ch)
+    delta, A = torch.rand(b, K, L, ch), -torch.rand(K, ch, N)
+    B, C = torch.randn(b, K, L, N), torch.randn(b, K, L, N)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x = torch.nn.functional.linear(u, w)  # bf16 under autocast
+        y = multi_route_scan(x, delta, A, B, C, D=torch.ones(K, ch), routes=routes, backend="torch")
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert torch.isfinite(u.grad).all()
+    expected = multi_route_scan(x.detach().float(), delta, A, B, C, D=torch.ones(K, ch), routes=routes,
+                                backend="reference")
+    torch.testing.assert_close(y.float(), expected, rtol=2e-2, atol=2e-2)

@@ -122,19 +122,9 @@ def find_best_configuration(
             "models": {r.name: {"score": r.score(metric), "folds": r.folds, "missing_folds": r.missing,
                                 "foreground_mean": (r.summary or {}).get("foreground_mean")} for r in results},
         }
-        atomic_write_json(dataset_folder / "inference_information.json", _json_safe(info))
+        atomic_write_json(dataset_folder / "inference_information.json", info)
         atomic_write_text(dataset_folder / "inference_instructions.txt", inference_instructions(best, folds))
     return best, results
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def inference_instructions(best: ModelResult, folds: Sequence[str | int]) -> str:

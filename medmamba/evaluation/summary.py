@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from medmamba.atomic import atomic_write_text
+from medmamba.atomic import atomic_write_json
 from medmamba.errors import MedmambaError
 from medmamba.evaluation.metrics import Label, aggregate, label_key
 
@@ -35,16 +35,6 @@ CONVENTIONS = (
 )
 
 SUMMARY_METRICS = ("Dice", "IoU", "HD95", "NSD")
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 def _none_to_nan(obj: Any, key: str | None = None) -> Any:
@@ -76,8 +66,7 @@ def build_summary(
 
 def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
     """Write ``summary`` atomically as strict JSON (NaN → null), keys sorted like nnU-Net."""
-    text = json.dumps(_nan_to_none(summary), indent=2, sort_keys=True, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_json(path, summary, sort_keys=True)
 
 
 def load_summary(path: str | Path) -> dict[str, Any]:

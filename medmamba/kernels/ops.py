@@ -275,5 +275,8 @@ def multi_route_scan(
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
     op_backend = "triton_auto" if name == "triton" and backend == "auto" else name
-    out, _, _ = _scan_op(u, delta, A, B, C, D, z, delta_bias, routes, bool(delta_softplus), op_backend, save)
+    # The op chooses its own precision (fp32 state and sums); autocast must not re-type the ops
+    # inside the backends (under CPU bf16 autocast it mixed dtypes in index_add_).
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        out, _, _ = _scan_op(u, delta, A, B, C, D, z, delta_bias, routes, bool(delta_softplus), op_backend, save)
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 from medmamba.atomic import atomic_path, atomic_write_json
 
@@ -18,17 +17,6 @@ EMA_DECAY = 0.9  # nnU-Net nnunet_logger.py
 def _nanmean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return sum(finite) / len(finite) if finite else float("nan")
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/Inf are not JSON: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 class TrainingLog:
@@ -59,7 +47,7 @@ class TrainingLog:
         self.ema = state.get("ema")
 
     def write(self) -> None:
-        atomic_write_json(self.folder / "training_log.json", _json_safe({**self.meta, "epochs": self.epochs}))
+        atomic_write_json(self.folder / "training_log.json", {**self.meta, "epochs": self.epochs})
         self.plot()
 
     def plot(self) -> None:

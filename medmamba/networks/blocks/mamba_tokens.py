@@ -138,15 +138,13 @@ class RouteMamba(nn.Module):
             dbc = F.linear(u, self.x_proj_weight[k])    # (B, L, R + 2N)
             dt_low, b_, c_ = dbc.split([r, n, n], dim=-1)
             delta = F.linear(dt_low, self.dt_proj_weight[k])   # bias goes in as delta_bias (§1.4 step 4)
-            # The kernel picks its own precision (fp32 state, §7.3); autocast must not re-type the
-            # ops inside the torch backend (it mixes dtypes in index_add_ under CPU bf16 autocast).
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                y_k = multi_route_scan(
-                    u.contiguous(), delta.unsqueeze(1).contiguous(), A[k:k + 1],
-                    b_.unsqueeze(1).contiguous(), c_.unsqueeze(1).contiguous(),
-                    D=self.D[k:k + 1].float(), z=z.contiguous(),
-                    delta_bias=self.dt_proj_bias[k:k + 1].float(), routes=routes[k:k + 1],
-                    delta_softplus=True, backend=self.backend)
+            # multi_route_scan turns autocast off inside and keeps fp32 state itself (§7.3)
+            y_k = multi_route_scan(
+                u.contiguous(), delta.unsqueeze(1).contiguous(), A[k:k + 1],
+                b_.unsqueeze(1).contiguous(), c_.unsqueeze(1).contiguous(),
+                D=self.D[k:k + 1].float(), z=z.contiguous(),
+                delta_bias=self.dt_proj_bias[k:k + 1].float(), routes=routes[k:k + 1],
+                delta_softplus=True, backend=self.backend)
             y = y_k if y is None else y + y_k
         return self.out_proj(y)
 
