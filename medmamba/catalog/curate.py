@@ -20,7 +20,7 @@ from typing import Any
 
 from medmamba.atomic import atomic_write_text
 from medmamba.catalog import vocab
-from medmamba.catalog.schema import CatalogRecord
+from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.catalog.seed_records import SEED_RECORDS
 from medmamba.errors import CatalogError
 
@@ -200,16 +200,6 @@ def curate(source_records: list[dict[str, Any]]) -> list[CatalogRecord]:
     records = [CatalogRecord.from_dict(r, where=f"curated record {i + 1}") for i, r in enumerate(out)]
     check_unique_names(records)
     return records
-
-
-def check_unique_names(records: list[CatalogRecord], path: str | Path | None = None) -> None:
-    """Raise CatalogError if two records share a name or alias (compared by :func:`vocab.normalise_key`)."""
-    seen: dict[str, str] = {}
-    for record in records:
-        for name in dict.fromkeys(vocab.normalise_key(n) for n in record.names()):
-            if name in seen:
-                raise CatalogError(f"name {name!r} of record {record.name!r} is also used by {seen[name]!r}", path=path)
-            seen[name] = record.name
 
 
 def read_source(path: Path) -> list[dict[str, Any]]:

@@ -195,3 +195,14 @@ class CatalogRecord:
             source=text("source", allow_empty=False),
             curation=text("curation"),
         )
+
+
+def check_unique_names(records: "list[CatalogRecord] | tuple[CatalogRecord, ...]",
+                       path: str | Path | None = None) -> None:
+    """Raise CatalogError if two records share a name or alias (compared by :func:`vocab.normalise_key`)."""
+    seen: dict[str, str] = {}
+    for record in records:
+        for key in dict.fromkeys(vocab.normalise_key(n) for n in record.names()):
+            if key in seen:
+                raise CatalogError(f"record {record.name!r}: name {key!r} already used by {seen[key]!r}", path=path)
+            seen[key] = record.name

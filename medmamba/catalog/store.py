@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from medmamba.catalog import vocab
-from medmamba.catalog.schema import CatalogRecord
+from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.errors import CatalogError
 
 CATALOG_PATH = Path(__file__).resolve().parent / "catalog.jsonl"
@@ -35,12 +35,7 @@ def read_catalog(path: str | Path) -> tuple[CatalogRecord, ...]:
         except json.JSONDecodeError as err:
             raise CatalogError(f"line {number}: not valid JSON ({err.msg})", path=path) from None
         records.append(CatalogRecord.from_dict(obj, where=f"line {number}", path=path))
-    seen: dict[str, str] = {}
-    for record in records:
-        for key in dict.fromkeys(vocab.normalise_key(n) for n in record.names()):
-            if key in seen:
-                raise CatalogError(f"record {record.name!r}: name {key!r} already used by {seen[key]!r}", path=path)
-            seen[key] = record.name
+    check_unique_names(records, path=path)
     return tuple(records)
 
 

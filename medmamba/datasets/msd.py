@@ -9,7 +9,6 @@ name -> int, ``numTraining``, ``file_ending``) - what ``nnUNetv2_convert_MSD_dat
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ from typing import Any
 
 from medmamba.atomic import atomic_write_json
 from medmamba.datasets.image_io import read_image, write_image
-from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name
+from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name, read_json_object
 from medmamba.errors import DatasetError
 
 logger = logging.getLogger("medmamba.datasets.msd")
@@ -33,12 +32,7 @@ _KEPT_KEYS = ("name", "description", "reference", "licence", "release", "tensorI
 
 def _msd_json(task: Path) -> dict[str, Any]:
     path = task / "dataset.json"
-    if not path.is_file():
-        raise DatasetError("dataset.json not found (is this an MSD TaskXX_Name folder?)", path=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"invalid JSON ({err})", path=path) from err
+    data = read_json_object(path, "is this an MSD TaskXX_Name folder?")
     for key in ("modality", "labels"):
         if not isinstance(data.get(key), dict) or not data[key]:
             raise DatasetError(f"MSD dataset.json needs a non-empty {key!r} object", path=path)
