@@ -344,3 +344,53 @@ def test_planner_records_reductions_and_routes():
     saved = Plans.from_dict(json.loads(json.dumps(plan_experiment(
         two_d, MRI, "Dataset001_Test", fits=fits, networks={"*": "vmunet"}, memory_target_gb=0.05).to_dict())))
     assert saved.configuration("2d").extra["memory_reductions"][1]["reduction"] == "rotate_routes"
+
+
+def test_lateralized_labels_keep_left_right_unmirrored():
+    from medmamba.plans.planner import lateralized_labels
+
+    assert lateralized_labels({"background": 0, "left_lung": 1, "right_lung": 2})
+    assert lateralized_labels({"background": 0, "Frontal L": 1, "Frontal R": 2})
+    assert not lateralized_labels({"background": 0, "left_kidney": 1, "liver": 2})  # one side only
+    assert not lateralized_labels({"background": 0, "lrtumour": 1, "spleen": 2})
+    lobes = {**MRI, "labels": {"background": 0, "frontal_left": 1, "frontal_right": 2}}
+    # anisotropic in z (canonical axis 2): transpose [2, 0, 1] puts left-right at internal axis 1
+    spacings, shapes = [[0.8, 0.8, 5.0]] * 10, [[200, 220, 30]] * 10
+    plans = plan(fingerprint(spacings, shapes), lobes)
+    assert plans.transpose_forward == [2, 0, 1]
+    assert plans.configuration("3d_fullres").mirror_axes == [0, 2]
+    assert plans.configuration("2d").mirror_axes == [1]  # 2D axes are internal 1, 2 -> left-right is 2D axis 0
+    assert "left-right" in plans.configuration("2d").extra["mirroring"]
+    assert plan(fingerprint(spacings, shapes)).configuration("3d_fullres").mirror_axes == [0, 1, 2]
+    # 2D images (lifted: canonical axis 0 has one voxel) have no left-right axis to leave out
+    flat = plan(fingerprint([[999.0, 1.0, 1.0]] * 10, [[1, 200, 200]] * 10), lobes)
+    assert flat.configuration("2d").mirror_axes == [0, 1]
+
+
+def test_lateralized_isotropic_data_slices_2d_axially():
+    from medmamba.plans.planner import transpose_for
+
+    assert transpose_for([1.5, 1.5, 1.5]) == ([0, 1, 2], [0, 1, 2])  # nnU-Net: first of the tied axes
+    assert transpose_for([1.5, 1.5, 1.5], keep_left_right_in_plane=True) == ([2, 0, 1], [1, 2, 0])
+    assert transpose_for([3.0, 1.0, 1.0], keep_left_right_in_plane=True)[0] == [0, 1, 2]  # no tie: coarsest
+    lobes = {**MRI, "labels": {"background": 0, "frontal_left": 1, "frontal_right": 2}}
+    plans = plan(fingerprint([[1.5, 1.5, 1.5]] * 10, [[113, 137, 113]] * 10), lobes)
+    assert plans.transpose_forward == [2, 0, 1]  # 2D slices are axial: left-right stays in plane
+    assert plans.configuration("2d").mirror_axes == [1]  # ... and is not mirrored
+    assert plans.configuration("3d_fullres").mirror_axes == [0, 2]
+
+
+def test_cpu_plans_carry_the_measured_short_budget_recipe(tmp_path):
+    from medmamba.plans.planner import CPU_OPTIMIZER, CPU_RECIPE
+    from medmamba.training.setup import TrainOptions, TrainingRecipe, resolve_recipe
+
+    fp = fingerprint([[1.0, 1.0, 1.0]] * 10, [[100, 100, 100]] * 10)
+    cpu = plan(fp, target="cpu").configuration("3d_fullres")
+    gpu = plan(fp, target="gpu").configuration("3d_fullres")
+    assert cpu.extra["optimizer"] == CPU_OPTIMIZER and cpu.extra["recipe"] == CPU_RECIPE
+    assert "optimizer" not in gpu.extra and "recipe" not in gpu.extra  # GPU plans keep nnU-Net's recipe
+    # the planned recipe is valid for the trainer, and a flag still overrides it
+    opts = TrainOptions(dataset="1", configuration="3d_fullres")
+    assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path) == TrainingRecipe(**CPU_RECIPE)
+    opts.augmentation = "default"
+    assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path).augmentation == "default"

@@ -202,3 +202,14 @@ def test_time_budget_survives_sigkill_and_resume(dataset, tmp_path):
     assert abs(log["training_seconds"] - budget) <= 0.15 * budget
     assert log["final_lr"] == 0.0
     assert [e["epoch"] for e in log["epochs"]] == list(range(len(log["epochs"])))
+
+
+def test_recipe_flags_reach_the_run(dataset, tmp_path):
+    """--no-deep-supervision / --augmentation none / --oversample are what the run trains with."""
+    assert main(_args(dataset, tmp_path, "3d_fullres", 1, 3, "--no-validation", "--no-deep-supervision",
+                      "--augmentation", "none", "--oversample", "1.0")) == 0
+    fold = _fold(tmp_path)
+    assert _log(fold)["recipe"] == {"oversample": 1.0, "deep_supervision": False, "augmentation": "none"}
+    ckpt = load_checkpoint(fold / "checkpoint_final.pt")
+    assert ckpt["network_kwargs"]["deep_supervision"] is False
+    assert ckpt["mirror_axes"] == []  # trained without mirroring: no mirror TTA at prediction

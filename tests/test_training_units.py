@@ -215,3 +215,35 @@ def test_optional_elastic_deformation_keeps_labels(patch):
     seg[(0, *[slice(2, s - 2) for s in pipe.crop_size])] = 1
     img, sg = pipe(crop, seg, rng, spatial)
     assert img.shape == (1, *patch) and set(np.unique(sg)) <= {0, 1} and sg.sum() > 0
+
+
+def test_augmentation_levels():
+    from medmamba.training.augmentation import INTENSITY_PROBABILITIES, configure_augmentation
+
+    full = configure_augmentation((32, 32, 32))
+    light = configure_augmentation((32, 32, 32), level="light")
+    none = configure_augmentation((32, 32, 32), level="none")
+    assert all(getattr(full, p) > 0 for p in INTENSITY_PROBABILITIES)
+    assert all(getattr(light, p) == 0 for p in INTENSITY_PROBABILITIES)
+    assert (light.p_rotation, light.p_scale, light.p_mirror) == (full.p_rotation, full.p_scale, full.p_mirror)
+    assert none.p_rotation == none.p_scale == none.p_mirror == none.p_elastic == 0
+    assert all(getattr(none, p) == 0 for p in INTENSITY_PROBABILITIES)
+    with pytest.raises(ValueError, match="augmentation level"):
+        configure_augmentation((32, 32), level="strong")
+
+
+def test_recipe_resolution_order_and_errors(tmp_path):
+    from medmamba.errors import ConfigurationError, PlansError
+    from medmamba.training.setup import TrainingRecipe, TrainOptions, resolve_recipe
+
+    opts = TrainOptions(dataset="1", configuration="2d")
+    assert resolve_recipe(opts, {}, tmp_path) == TrainingRecipe()
+    planned = {"oversample": 1.0, "augmentation": "light", "deep_supervision": False}
+    assert resolve_recipe(opts, planned, tmp_path) == TrainingRecipe(1.0, False, "light")
+    opts = TrainOptions(dataset="1", configuration="2d", oversample=0.5, deep_supervision=True, augmentation="none")
+    assert resolve_recipe(opts, planned, tmp_path) == TrainingRecipe(0.5, True, "none")  # flags win
+    with pytest.raises(PlansError, match="unknown recipe keys"):
+        resolve_recipe(TrainOptions(dataset="1", configuration="2d"), {"lr": 1}, tmp_path)
+    for bad in ({"oversample": 1.5}, {"oversample": True}, {"augmentation": "max"}, {"deep_supervision": "yes"}):
+        with pytest.raises(ConfigurationError):
+            resolve_recipe(TrainOptions(dataset="1", configuration="2d"), bad, tmp_path)

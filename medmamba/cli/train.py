@@ -9,7 +9,8 @@ HELP = "train a network on one fold of a preprocessed dataset (results/<dataset>
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from medmamba.training.setup import (
-        DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH, DEFAULT_PLANS_NAME, DEFAULT_SEED, DEFAULT_VAL_ITERATIONS,
+        AUGMENTATION_LEVELS, DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH, DEFAULT_PLANS_NAME, DEFAULT_SEED,
+        DEFAULT_VAL_ITERATIONS,
     )
 
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (5, 005, Dataset005_Prostate)")
@@ -37,6 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, help="data augmentation worker processes")
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (AMP is CUDA-only anyway)")
     parser.add_argument("--elastic", action="store_true", help="enable elastic deformation (p 0.2)")
+    parser.add_argument("--oversample", type=float, metavar="FRACTION",
+                        help="fraction of each batch forced to contain foreground (default: plan's recipe, else 0.33)")
+    parser.add_argument("--deep-supervision", dest="deep_supervision", action="store_const", const=True,
+                        help="train with deep supervision (default: plan's recipe, else on)")
+    parser.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_const", const=False,
+                        help="train on the full-resolution output only")
+    parser.add_argument("--augmentation", choices=AUGMENTATION_LEVELS,
+                        help="augmentation strength: nnU-Net's full pipeline, spatial + mirroring only, or "
+                             "none (default: plan's recipe, else 'default')")
     parser.add_argument("--no-validation", action="store_true", help="skip the final sliding-window validation")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, $nnUNet_preprocessed)")
@@ -60,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained=args.pretrained, seed=args.seed, val_best=args.val_best, time_budget_minutes=args.time_budget,
         preprocessed=args.preprocessed, results=args.results, num_workers=args.num_workers,
         optimizer=args.optimizer, lr=args.lr, amp=not args.no_amp, elastic=args.elastic,
+        oversample=args.oversample, deep_supervision=args.deep_supervision, augmentation=args.augmentation,
         final_validation=not args.no_validation, progress_bar=not args.no_progress,
     )
     setup = train(opts)

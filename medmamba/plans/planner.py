@@ -10,7 +10,8 @@ chosen Mamba network instead of nnU-Net's conv feature-map count:
   capped so one batch holds at most 5% of the dataset's voxels, floored at 2.
 * ``target="cpu"``: patch volume at most 64³ (3D) / 256² (2D), batch 2, shrunk further while the
   predicted seconds per iteration exceed :data:`CPU_SECONDS_PER_ITERATION`, so a training budget of
-  tens of minutes still runs hundreds of iterations.
+  tens of minutes still runs hundreds of iterations; the configuration also carries the measured
+  short-budget recipe (:data:`CPU_OPTIMIZER`, :data:`CPU_RECIPE`).
 
 Network kwargs also carry the paper's ``routes`` and SSM state size ``d_state`` (issue 6). When the
 smallest patch the shrink loop accepts is still predicted over the memory target at batch 2, the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -59,6 +61,13 @@ MIN_STAGES = 2
 CPU_PATCH_EDGE = {2: 256, 3: 64}
 CPU_BATCH_SIZE = 2
 CPU_SECONDS_PER_ITERATION = 4.0
+# Short-budget training recipe written into CPU-target plans (GPU plans keep nnU-Net's). Measured:
+# benchmarks/results/budget_recipe.md (5-minute runs, 2d umamba_bot, fold-0 validation of a real-anatomy
+# brain-lobe dataset): AdamW 1e-3 (VM-UNet's optimizer) 0.377 vs nnU-Net's SGD 1e-2 0.117; then, on top
+# of AdamW, no augmentation 0.709 vs nnU-Net's 0.377, light 0.289; oversampling 1.0 (0.263) and no deep
+# supervision (0.353) did not help, so they keep nnU-Net's values.
+CPU_OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}
+CPU_RECIPE = {"oversample": 0.33, "deep_supervision": True, "augmentation": "none"}
 # Default network per spatial dims: U-Mamba-Bot, a conv U-Net with Mamba only at the bottleneck,
 # the safe hybrid default of the issue (cheap on memory because the scan runs at low resolution).
 DEFAULT_NETWORK = {2: "umamba_bot", 3: "umamba_bot"}
@@ -83,6 +92,41 @@ SCHEME_BY_CHANNEL_NAME = {
 # it does so when cropping to nonzero removed enough (median relative size < 0.75, nnU-Net).
 MASKABLE_SCHEMES = ("ZScoreNormalization",)
 MASK_FOR_NORM_MAX_RELATIVE_SIZE = 0.75
+
+
+# Label names that say which side of the body a structure is on. When both sides occur, mirroring
+# along the left-right axis would swap the classes of a pair (a mirrored left lobe looks like a
+# right lobe but keeps its label), so that axis is left out of mirror_axes for augmentation and
+# TTA. nnU-Net mirrors every axis and leaves this to the user (a no-mirroring trainer).
+SIDE_TOKENS = {"left": "l", "right": "r", "l": "l", "r": "r", "lh": "l", "rh": "r", "lt": "l", "rt": "r"}
+
+
+def lateralized_labels(labels: Mapping[str, Any]) -> bool:
+    """True when label names mention both a left and a right side (``left_lung``, ``Lobe R``...)."""
+    sides = set()
+    for name in labels:
+        for token in re.split(r"[^a-z]+", str(name).lower()):
+            if token in SIDE_TOKENS:
+                sides.add(SIDE_TOKENS[token])
+    return sides == {"l", "r"}
+
+
+def mirror_axes_for(dims: int, transpose_forward: Sequence[int], median_canonical: Sequence[float],
+                    lateralized: bool) -> tuple[list[int], str | None]:
+    """Axes of a ``dims``-D patch to mirror, and why one was left out (None when none was).
+
+    Arrays are in closest-RAS order before the transpose (medmamba/preprocessing/orientation.py),
+    so canonical axis 0 is left-right; a 2D configuration's axes are the last two of the transpose.
+    """
+    axes = list(range(dims))
+    if not lateralized or median_canonical[0] <= 1:  # 2D images lifted to 3D have no such axis
+        return axes, None
+    internal = list(transpose_forward).index(0) - (3 - dims)
+    if internal < 0:  # a 2D configuration slicing along left-right: no in-plane left-right axis
+        return axes, None
+    axes.remove(internal)
+    return axes, (f"axis {internal} (left-right) not mirrored: label names name both sides, and mirroring "
+                  "would swap their classes")
 
 
 def normalization_scheme(channel_name: str) -> str:
@@ -122,9 +166,19 @@ def fullres_target_spacing(spacings: Sequence[Sequence[float]], shapes_after_cro
     return [float(t) for t in target]
 
 
-def transpose_for(target_spacing: Sequence[float]) -> tuple[list[int], list[int]]:
-    """Coarsest axis first, the others in their order (nnunet.md §3.3); returns (forward, backward)."""
+def transpose_for(target_spacing: Sequence[float], keep_left_right_in_plane: bool = False
+                  ) -> tuple[list[int], list[int]]:
+    """Coarsest axis first, the others in their order (nnunet.md §3.3); returns (forward, backward).
+
+    Axis 0 is the 2D configuration's slicing axis. With ``keep_left_right_in_plane`` (lateralized
+    labels) and a tie for the coarsest spacing, the last tied axis is chosen instead of canonical
+    axis 0 (left-right): a 2D network slicing left-right sees one hemisphere per slice and cannot
+    tell a left structure from its right twin; slicing along superior-inferior (axial) can.
+    """
     worst = int(np.argmax(target_spacing))
+    if keep_left_right_in_plane and worst == 0:
+        tied = [a for a in range(1, len(target_spacing)) if np.isclose(target_spacing[a], target_spacing[0])]
+        worst = tied[-1] if tied else 0
     forward = [worst] + [a for a in range(len(target_spacing)) if a != worst]
     backward = [int(i) for i in np.argsort(forward)]
     return forward, backward
@@ -321,7 +375,8 @@ def plan_experiment(
     schemes, use_mask = normalization_plan(channel_names, fingerprint["median_relative_size_after_cropping"])
 
     fullres_spacing = fullres_target_spacing(spacings, shapes)
-    tf, tb = transpose_for(fullres_spacing)
+    lateralized = lateralized_labels(labels)
+    tf, tb = transpose_for(fullres_spacing, keep_left_right_in_plane=lateralized)
     median_shape = resampled_median_shape(spacings, shapes, fullres_spacing)
     spacing_t = [fullres_spacing[a] for a in tf]
     median_t = [median_shape[a] for a in tf]
@@ -337,12 +392,17 @@ def plan_experiment(
                                            divisor)
         kwargs = network_kwargs(net, dims, in_channels, num_classes, topo, accepts)
         extra: dict[str, Any] = {"cost_model": costs.source}
+        if target == "cpu":
+            extra.update(optimizer=dict(CPU_OPTIMIZER), recipe=dict(CPU_RECIPE))
         costs, topo, batch, kwargs = _reduce_memory_if_short(
             net, dims, costs, topo, batch, kwargs, extra, fits,
             lambda c: plan_patch_and_batch(spacing, median, c, target, memory_target_gb, approx_voxels, divisor),
             lambda t: network_kwargs(net, dims, in_channels, num_classes, t, accepts), memory_target_gb)
         voxels = math.prod(topo.patch_size)
         secs = costs.seconds_per_iteration(voxels, batch) if target == "cpu" else None
+        mirror_axes, mirror_note = mirror_axes_for(dims, tf, median_shape, lateralized)
+        if mirror_note:
+            extra["mirroring"] = mirror_note
         return ConfigurationPlan(
             name=name,
             data_identifier=f"{plans_name}_{name}",
@@ -357,7 +417,7 @@ def plan_experiment(
             use_mask_for_norm=list(use_mask),
             resampling=ResamplingSettings(anisotropy_threshold=ANISO_THRESHOLD),
             network=NetworkSpec(net, kwargs),
-            mirror_axes=list(range(dims)),
+            mirror_axes=mirror_axes,
             batch_dice=batch_dice,
             target=target,
             predicted_memory_gb=round(costs.memory_bytes(voxels, batch) / 1e9, 4),

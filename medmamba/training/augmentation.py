@@ -11,11 +11,13 @@ mirroring p 0.5 per axis, mask by ``use_mask_for_norm``, seg -1 -> 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from medmamba.training.setup import AUGMENTATION_LEVELS
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,22 @@ class AugmentationParams:
     mask_channels: tuple[int, ...] = field(default_factory=tuple)  # channels with use_mask_for_norm
 
 
+# Intensity transforms switched off by ``level="light"``.
+INTENSITY_PROBABILITIES = ("p_noise", "p_blur", "p_brightness", "p_contrast", "p_lowres", "p_gamma_inverted",
+                           "p_gamma")
+
+
 def configure_augmentation(patch_size: tuple[int, ...], mask_channels: tuple[int, ...] = (),
-                           elastic: bool = False) -> AugmentationParams:
+                           elastic: bool = False, level: str = "default") -> AugmentationParams:
     """nnU-Net's ``configure_rotation_dummyDA_mirroring_and_inital_patch_size`` rules (§5.5).
 
     3D: +-30 deg per axis, "dummy 2D" (in-plane +-180 deg only) when max(patch)/patch[0] > 3.
     2D: +-180 deg, or +-15 deg when the patch aspect ratio max/min > 1.5.
+    ``level``: "default" (all of nnU-Net's transforms), "light" (mirroring, rotation and scaling;
+    no intensity transforms), "none" (no transform at all: plain random crops).
     """
+    if level not in AUGMENTATION_LEVELS:
+        raise ValueError(f"augmentation level must be one of {', '.join(AUGMENTATION_LEVELS)}, got {level!r}")
     ndim = len(patch_size)
     full = (-180.0, 180.0)
     if ndim == 2:
@@ -65,10 +76,16 @@ def configure_augmentation(patch_size: tuple[int, ...], mask_channels: tuple[int
     else:
         dummy = max(patch_size) / patch_size[0] > 3
         rotation = ((full,) if dummy else ((-30.0, 30.0),) * 3)
-    return AugmentationParams(
+    params = AugmentationParams(
         rotation_deg=rotation, dummy_2d=dummy, mirror_axes=tuple(range(ndim)),
         mask_channels=tuple(mask_channels), p_elastic=0.2 if elastic else 0.0,  # 0.2 as nnU-Net v1's optional elastic
     )
+    off = {name: 0.0 for name in INTENSITY_PROBABILITIES}
+    if level == "light":
+        params = replace(params, **off)
+    elif level == "none":
+        params = replace(params, **off, p_rotation=0.0, p_scale=0.0, p_elastic=0.0, p_mirror=0.0)
+    return params
 
 
 def _rotated_extent(size: np.ndarray, angles: list[float]) -> np.ndarray:

@@ -31,6 +31,27 @@ DEFAULT_ITERATIONS_PER_EPOCH = 250  # nnU-Net (reference/nnunet.md §5.1)
 DEFAULT_VAL_ITERATIONS = 50  # nnU-Net
 DEFAULT_EPOCHS = 1000  # nnU-Net
 DEFAULT_SEED = 12345
+# Augmentation strengths (--augmentation): "default" is nnU-Net v2's pipeline (§5.5); "light" keeps
+# mirroring and the spatial transform (rotation/scaling) and drops the intensity transforms;
+# "none" trains on plain random crops. benchmarks/results/budget_recipe.md compares them.
+AUGMENTATION_LEVELS = ("default", "light", "none")
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """The knobs benchmarks/recipe.py compares under a time budget (issue 12).
+
+    Resolved per run: ``medmamba train`` flag > the plan configuration's ``recipe`` entry (the CPU
+    planner writes the measured short-budget recipe there) > nnU-Net's defaults below.
+    """
+
+    oversample: float = 0.33  # nnU-Net oversample_foreground_percent (reference/nnunet.md §5.1)
+    deep_supervision: bool = True  # nnU-Net
+    augmentation: str = "default"  # nnU-Net's full pipeline
+
+    def to_dict(self) -> dict:
+        return {"oversample": self.oversample, "deep_supervision": self.deep_supervision,
+                "augmentation": self.augmentation}
 
 
 @dataclass
@@ -59,6 +80,9 @@ class TrainOptions:
     lr: float | None = None
     amp: bool = True
     elastic: bool = False
+    oversample: float | None = None
+    deep_supervision: bool | None = None
+    augmentation: str | None = None
     final_validation: bool = True
     progress_bar: bool = True
 
@@ -80,6 +104,7 @@ class TrainingSetup:
     val_ids: list[str]
     optimizer_name: str
     optimizer_kwargs: dict = field(default_factory=dict)
+    recipe: TrainingRecipe = field(default_factory=TrainingRecipe)
 
     @property
     def config(self):
@@ -151,8 +176,9 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     splits = load_or_create_splits(splits_file, case_ids, write=write_splits) if str(opts.fold) != "all" else []
     train_ids, val_ids = cases_for_fold(opts.fold, splits, case_ids, splits_file)
 
+    recipe = resolve_recipe(opts, config.extra.get("recipe") or {}, plans_file)
     base_kwargs = {"spatial_dims": config.spatial_dims, "in_channels": plans.num_input_channels,
-                   "num_classes": plans.num_classes, "deep_supervision": True}
+                   "num_classes": plans.num_classes, "deep_supervision": recipe.deep_supervision}
     if opts.network is None or opts.network.lower() == config.network_name.lower():
         name, kwargs = config.network_name, {**config.network_kwargs, **base_kwargs}
     else:
@@ -173,7 +199,29 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     fold_name = "fold_all" if str(opts.fold) == "all" else f"fold_{int(opts.fold)}"
     out = results_root(opts.results) / folder.name / f"{name}__{plans.plans_name}__{opts.configuration}" / fold_name
     return TrainingSetup(folder, plans, opts.configuration, dataset_json, str(opts.fold), name, kwargs, out,
-                         data_folder, train_ids, val_ids, opt_name, opt_kwargs)
+                         data_folder, train_ids, val_ids, opt_name, opt_kwargs, recipe)
+
+
+def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> TrainingRecipe:
+    """CLI flag > plan configuration's ``recipe`` > :class:`TrainingRecipe` defaults, validated."""
+    default = TrainingRecipe()
+    unknown = set(planned) - set(default.to_dict())
+    if unknown:
+        raise PlansError(f"unknown recipe keys {sorted(unknown)} (known: {sorted(default.to_dict())})",
+                         path=plans_file)
+    values = {**default.to_dict(), **planned}
+    for key in ("oversample", "deep_supervision", "augmentation"):
+        if getattr(opts, key) is not None:
+            values[key] = getattr(opts, key)
+    oversample = values["oversample"]
+    if isinstance(oversample, bool) or not isinstance(oversample, (int, float)) or not 0.0 <= oversample <= 1.0:
+        raise ConfigurationError(f"foreground oversampling must be a fraction in [0, 1], got {oversample!r}")
+    if values["augmentation"] not in AUGMENTATION_LEVELS:
+        raise ConfigurationError(f"augmentation must be one of {', '.join(AUGMENTATION_LEVELS)}, "
+                                 f"got {values['augmentation']!r}")
+    if not isinstance(values["deep_supervision"], bool):
+        raise ConfigurationError(f"deep_supervision must be true or false, got {values['deep_supervision']!r}")
+    return TrainingRecipe(float(oversample), values["deep_supervision"], values["augmentation"])
 
 
 def _accepted_kwargs(network_name: str, plan_kwargs: dict) -> dict:

@@ -90,14 +90,17 @@ class Trainer:
         train_cases = load_cases(setup.data_folder, setup.train_ids, fg)
         val_cases = load_cases(setup.data_folder, setup.val_ids, fg)
         mask_channels = tuple(i for i, m in enumerate(config.use_mask_for_norm) if m)
-        params = configure_augmentation(setup.patch_size, mask_channels, opts.elastic)
+        params = configure_augmentation(setup.patch_size, mask_channels, opts.elastic, setup.recipe.augmentation)
         self.mirror_axes = [int(a) for a in (config.mirror_axes if config.mirror_axes is not None
                                              else params.mirror_axes)]
+        if params.p_mirror == 0.0:
+            self.mirror_axes = []  # never trained on mirrored patches: mirror TTA would not help
         params = dataclasses.replace(params, mirror_axes=tuple(self.mirror_axes))
         augment = AugmentationPipeline(setup.patch_size, params)
         bs = config.batch_size
         self.train_source = BatchSource(PatchSampler(list(train_cases.values()), setup.patch_size), augment, bs,
-                                        opts.seed, dist_info.rank, dist_info.world_size)
+                                        opts.seed, dist_info.rank, dist_info.world_size,
+                                        oversample=setup.recipe.oversample)
         # validation patches: no augmentation, their own seed so they do not mirror training patches
         self.val_source = BatchSource(PatchSampler(list(val_cases.values()), setup.patch_size), None, bs,
                                       opts.seed + 1, dist_info.rank, dist_info.world_size)
@@ -245,6 +248,7 @@ class Trainer:
             "precision": self.precision.describe(), "device": str(self.device),
             "world_size": self.dist.world_size, "seed": self.opts.seed, "num_workers": self.num_workers,
             "batch_size": self.setup.config.batch_size, "patch_size": list(self.setup.patch_size),
+            "recipe": self.setup.recipe.to_dict(),
         })
         self.model.train()
         self._session_start = time.perf_counter()
