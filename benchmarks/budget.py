@@ -24,9 +24,14 @@ that venv's trainer folder), predicted without TTA and scored by the same ``medm
 
 Examples (the commands behind benchmarks/results/budget_*.json):
 
-    python benchmarks/budget.py --demo --work /tmp/budget_demo --budgets 5 15 --name demo
-    python benchmarks/budget.py --raw /tmp/realmri/raw -d 501 --work /tmp/budget_mri --budgets 5 15 45 \\
-        --name mri --source-json /tmp/realmri/SOURCE.json
+    python benchmarks/budget.py --demo --work /tmp/budget_demo2 --budgets 15 5 --nnunet-venv /tmp/nnunet-venv \\
+        --nnunet-budgets 5 --name demo --parallel 1
+    python benchmarks/budget.py --raw /tmp/realmri/raw -d 501 --work /tmp/budget_mri --budgets 45 15 5 \\
+        --nnunet-venv /tmp/nnunet-venv --name mri --source-json /tmp/realmri/raw/SOURCE.json -c 2d
+    python benchmarks/budget.py --table benchmarks/results/budget_mri.json   # the Markdown table
+
+An interrupted run resumes: a job whose folder holds a finished ``row.json`` is not run again
+(``--finished-only`` writes the report from those alone).
 """
 from __future__ import annotations
 
@@ -237,6 +242,30 @@ def dice_table(summary_file: Path) -> dict[str, Any]:
             "cases": len(summary["metric_per_case"])}
 
 
+def fmt_dice(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """Test Dice vs training minutes, one row per (system, budget), per class included."""
+    rows = sorted((r for r in report["runs"] if r.get("status") == "ok"),
+                  key=lambda r: (r["system"], r["budget_minutes"]))
+    classes = sorted({k for r in rows for k in r["test"]["dice_per_class"]}, key=lambda k: int(k) if k.isdigit() else k)
+    head = ["system", "minutes", "network", "iterations", "train s", "test mean Dice",
+            *[f"class {c}" for c in classes]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        t = r["test"]
+        cells = [r["system"], f"{r['budget_minutes']:g}", str(r.get("network")), str(r.get("iterations")),
+                 f"{r.get('training_seconds') or 0:.0f}", f"**{t['mean_dice']:.3f}**",
+                 *[fmt_dice(t["dice_per_class"].get(c)) for c in classes]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [f"| {r['system']} | {r['budget_minutes']:g} | error: {r.get('error', '')[-80:].strip()} |"
+              for r in report["runs"] if r.get("status") != "ok"]
+    lines += [f"| {name} | not run |" for name in report.get("not_run", [])]
+    return "\n".join(lines)
+
+
 def run_jobs(jobs: list[Job], work: Path, raw: Path, dataset: str, threads: int, parallel: int,
              tta: bool = False) -> list[dict[str, Any]]:
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -271,12 +300,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = ap.add_mutually_exclusive_group(required=True)
+    src = ap.add_mutually_exclusive_group()
     src.add_argument("--demo", action="store_true", help="generate the demo dataset (Dataset999_Demo) in WORK/raw")
     src.add_argument("--raw", type=Path, help="raw root holding the dataset (with imagesTs/labelsTs)")
     ap.add_argument("-d", "--dataset", default=str(DEMO_ID), help="dataset id or name (default: the demo's)")
-    ap.add_argument("--work", type=Path, required=True, help="work folder (preprocessed data, models, predictions)")
-    ap.add_argument("--name", required=True, help="result name: writes benchmarks/results/budget_NAME.{json,png}")
+    ap.add_argument("--work", type=Path, help="work folder (preprocessed data, models, predictions)")
+    ap.add_argument("--name", help="result name: writes benchmarks/results/budget_NAME.{json,png}")
     ap.add_argument("-c", "--configuration", default=None, help="configuration (default: 2d, the CPU default)")
     ap.add_argument("--budgets", type=float, nargs="+", default=[5, 15, 45], help="minutes (default 5 15 45)")
     ap.add_argument("--systems", nargs="*", default=["default", "plain_unet"],
@@ -288,7 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source-json", type=Path, help="JSON describing the dataset's source and licence")
     ap.add_argument("--nnunet-venv", type=Path, help="side venv with nnunetv2: adds the system 'nnunet'")
     ap.add_argument("--nnunet-budgets", type=float, nargs="+", help="budgets for nnunet (default: --budgets)")
+    ap.add_argument("--table", type=Path, help="print the Markdown table of an existing result JSON and exit")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="write the report from the jobs an earlier run finished (WORK/jobs/*/row.json); "
+                         "list the others under not_run")
     args = ap.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
+    if not (args.demo or args.raw) or args.work is None or args.name is None:
+        ap.error("--demo or --raw, --work and --name are required to run the benchmark")
 
     started = datetime.now(timezone.utc)
     work = args.work.resolve()
@@ -308,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [Job(f"nnunet_{budget:g}min", configuration, budget, "nnunet", nnunet_venv=venv)
                  for budget in (args.nnunet_budgets or args.budgets)]
     jobs.sort(key=lambda j: -j.budget_minutes)  # longest first: the pool finishes sooner
+    not_run = []
+    if args.finished_only:  # report what earlier (interrupted) runs finished; train nothing
+        not_run = [j.name for j in jobs if not (work / "jobs" / j.name / "row.json").is_file()]
+        jobs = [j for j in jobs if j.name not in not_run]
     rows = run_jobs(jobs, work, raw, args.dataset, args.threads, args.parallel, args.tta)
     for row, job in zip(rows, jobs):
         row["system"] = "default" if job.network is None else job.network
@@ -319,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(), "threads_per_job": args.threads, "parallel_jobs": args.parallel,
         "dataset": {"id": args.dataset, "folder": dataset_folder_name(raw, args.dataset), **source},
         "configuration": configuration, "prepared": prepared, "tta": args.tta, "runs": rows,
-        "nnunet": nnunet,
+        "nnunet": nnunet, "not_run": not_run,
         "load_average_at_end": list(os.getloadavg()),
     }
     out = RESULTS / f"budget_{args.name}.json"

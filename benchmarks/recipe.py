@@ -26,7 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget import RESULTS, Job, dataset_folder_name, machine_info, prepare, run_jobs, thread_env  # noqa: E402
+from budget import (RESULTS, Job, dataset_folder_name, fmt_dice, machine_info, prepare,  # noqa: E402
+                    run_jobs, thread_env)
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 
@@ -61,13 +62,9 @@ def markdown(report: dict[str, Any]) -> str:
         v = r["validation"]
         sec = (r["time_budget"] or {}).get("seconds_per_iteration")
         cells = [r["variant"], r["configuration"], str(r["iterations"]), f"{sec:.3f}" if sec else "-",
-                 f"{v['mean_dice']:.3f}", *[_fmt(v["dice_per_class"].get(c)) for c in classes]]
+                 f"{v['mean_dice']:.3f}", *[fmt_dice(v["dice_per_class"].get(c)) for c in classes]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

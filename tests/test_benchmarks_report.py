@@ -243,3 +243,24 @@ def test_find_nnunet_needs_an_executable_in_the_side_venv(tmp_path, monkeypatch)
     assert pipeline.find_nnunet() is None  # not executable
     exe.chmod(0o755)
     assert pipeline.find_nnunet() == tmp_path / "bin"
+
+
+def test_budget_markdown_table_sorts_rows_and_lists_unfinished_jobs():
+    budget = _load("budget")
+
+    def run(system, minutes, mean, per_class, status="ok"):
+        return {"system": system, "budget_minutes": minutes, "network": system, "iterations": 10,
+                "training_seconds": minutes * 60.0, "status": status,
+                "test": {"mean_dice": mean, "dice_per_class": per_class, "cases": 2}}
+
+    report = {"runs": [run("plain_unet", 15, 0.9, {"1": 0.95, "2": 0.85}),
+                       run("default", 15, 0.8, {"1": 0.7, "2": 0.9}),
+                       run("default", 5, 0.5, {"2": 0.5, "1": 0.5}),
+                       {"system": "nnunet", "budget_minutes": 5, "status": "error", "error": "boom"}],
+              "not_run": ["nnunet_45min"]}
+    lines = budget.markdown_table(report).splitlines()
+    assert lines[0].split("|")[-3:-1] == [" class 1 ", " class 2 "]
+    assert [line.split("|")[1:3] for line in lines[2:5]] == [
+        [" default ", " 5 "], [" default ", " 15 "], [" plain_unet ", " 15 "]]
+    assert "**0.800** | 0.700 | 0.900 |" in lines[3]
+    assert lines[5:] == ["| nnunet | 5 | error: boom |", "| nnunet_45min | not run |"]
