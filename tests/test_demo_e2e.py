@@ -4,9 +4,10 @@ evaluate — then check the Dice, the output geometry and that every expected fi
 Floor: the run below (6 training cases, 40³ voxels, 2d configuration, ~1 minute of training at
 one thread on a busy 2-core machine, 2026-11-25) measured a test mean foreground Dice of 0.857
 (liver 0.943, kidney 0.806, vessel 0.865, lesion 0.814) with nnU-Net's recipe, and 0.840 (0.937,
-0.886, 0.852, 0.684) with the CPU plans' short-budget recipe (AdamW, no augmentation). The floor is set well below that so
-that CPU-speed noise (fewer iterations on a slower or busier machine) does not fail CI, but far
-above what an untrained or collapsed model scores (0.0 for all-background, < 0.1 for random labels).
+0.886, 0.852, 0.684) with the CPU plans' short-budget recipe (AdamW, no augmentation). The floor
+is set well below that so that CPU-speed noise (fewer iterations on a slower or busier machine)
+does not fail CI, but far above what an untrained or collapsed model scores (0.0 for
+all-background, < 0.1 for random labels).
 """
 import json
 import os

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +50,7 @@ class TrainingRecipe:
     augmentation: str = "default"  # nnU-Net's full pipeline
 
     def to_dict(self) -> dict:
-        return {"oversample": self.oversample, "deep_supervision": self.deep_supervision,
-                "augmentation": self.augmentation}
+        return asdict(self)
 
 
 @dataclass
@@ -210,7 +209,7 @@ def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> Train
         raise PlansError(f"unknown recipe keys {sorted(unknown)} (known: {sorted(default.to_dict())})",
                          path=plans_file)
     values = {**default.to_dict(), **planned}
-    for key in ("oversample", "deep_supervision", "augmentation"):
+    for key in default.to_dict():  # TrainOptions has one optional field per recipe knob
         if getattr(opts, key) is not None:
             values[key] = getattr(opts, key)
     oversample = values["oversample"]
