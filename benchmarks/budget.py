@@ -234,7 +234,7 @@ def _run_job(job: Job, folder: Path, work: Path, raw: Path, dataset: str, thread
 
 def dice_table(summary_file: Path) -> dict[str, Any]:
     """Mean foreground Dice and Dice per class from an evaluate/validation ``summary.json``."""
-    from medmamba.evaluation.summary import load_summary
+    from medmamba.formats.summary import load_summary
 
     summary = load_summary(summary_file)
     per_class = {str(k): v.get("Dice") for k, v in summary["mean"].items()}

@@ -207,7 +207,7 @@ def measure_preprocessing_ram(work: Path) -> dict:
     from medmamba.datasets.raw_dataset import list_cases, load_dataset_json
     from medmamba.plans.fingerprint import extract_fingerprint
     from medmamba.plans.planner import plan_experiment
-    from medmamba.preprocessing.case import preprocess_case
+    from medmamba.preprocessing.case_transform import preprocess_case
 
     points = []
     for channels in (1, 2):

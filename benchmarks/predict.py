@@ -30,7 +30,7 @@ def _time(fn, repeats=2):
 def main() -> None:
     import medmamba.networks.plain_unet  # noqa: F401
     from medmamba.evaluation.metrics import compute_metrics
-    from medmamba.inference.predict_case import predict_preprocessed_case
+    from medmamba.inference.array_prediction import predict_preprocessed_case
     from medmamba.inference.sliding_window import compute_window_starts
 
     torch.set_num_threads(1)

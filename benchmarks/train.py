@@ -20,7 +20,8 @@ import torch
 
 from medmamba.networks.registry import build_network
 from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation
-from medmamba.training.cases import PreprocessedCase, locations_from_seg
+from medmamba.formats.preprocessed_case import PreprocessedCase
+from medmamba.preprocessing.foreground import locations_by_label
 from medmamba.training.loss import DeepSupervisionLoss
 from medmamba.training.sampler import BatchSource, PatchSampler
 from medmamba.training.steps import Precision, TrainStep
@@ -40,7 +41,7 @@ def _case(folder: Path, shape: tuple[int, ...]) -> PreprocessedCase:
     np.save(folder / "c.npy", rng.normal(size=(1, *shape)).astype(np.float32))
     np.save(folder / "c_seg.npy", seg)
     case = PreprocessedCase("c", folder / "c.npy", folder / "c_seg.npy")
-    case.class_locations = locations_from_seg(seg, [1])
+    case.class_locations = locations_by_label(seg, [1])
     return case
 
 

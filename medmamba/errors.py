@@ -1,4 +1,5 @@
-"""Error types that the CLI reports as one line (``medmamba: <file>: <problem>``) with exit code 1.
+"""Error types that the CLI reports as one line with exit code 1:
+``medmamba <command>: error: <file>: <problem>`` (``<file>: `` only when the error names one).
 
 Anything that is not a :class:`MedmambaError` is a bug in medmamba and keeps its traceback.
 """
@@ -34,6 +35,10 @@ class ImageReadError(DatasetError):
 
 class GeometryError(DatasetError):
     """Images or labels whose geometry (shape, spacing, origin, direction) does not match."""
+
+
+class FileFormatError(MedmambaError):
+    """A stage's file (JSON, array, checkpoint) that is missing, unreadable or of the wrong shape."""
 
 
 class PlansError(MedmambaError):

@@ -7,7 +7,8 @@ import pytest
 from medmamba.cli.main import main
 from medmamba.evaluation.find_best_configuration import find_best_configuration
 from medmamba.evaluation.metrics import compute_metrics
-from medmamba.evaluation.summary import build_summary, load_summary, write_summary
+from medmamba.evaluation.summary import build_summary
+from medmamba.formats.summary import load_summary, write_summary
 
 
 def _fold_summary(path, dices):

@@ -7,7 +7,8 @@ import pytest
 
 from medmamba.errors import DatasetError, GeometryError
 from medmamba.evaluation.metrics import aggregate, compute_metrics, image_diagonal_mm
-from medmamba.evaluation.summary import build_summary, load_summary, write_summary
+from medmamba.evaluation.summary import build_summary
+from medmamba.formats.summary import load_summary, write_summary
 
 
 def test_overlap_metrics_hand_computed():

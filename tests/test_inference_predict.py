@@ -26,7 +26,7 @@ NET_KWARGS = {"spatial_dims": 3, "in_channels": 2, "num_classes": 2, "n_stages":
 
 
 def tiny_plans() -> dict:
-    """A valid plans dict (medmamba/plans/schema.py) for 2-channel 3D images at 1 mm."""
+    """A valid plans dict (medmamba/formats/plans.py) for 2-channel 3D images at 1 mm."""
     config = {
         "data_identifier": "medmambaPlans_3d_fullres", "spatial_dims": 3, "spacing": [1.0, 1.0, 1.0],
         "patch_size": PATCH, "batch_size": 2, "median_image_size_in_voxels": [14, 12, 10],

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from medmamba.inference.predict_case import mirror_subsets, predict_preprocessed_case
+from medmamba.inference.array_prediction import mirror_subsets, predict_preprocessed_case
 from medmamba.inference.sliding_window import (
     compute_window_starts, gaussian_importance_map, padding_for_patch, sliding_window_logits)
 
@@ -132,7 +132,7 @@ def test_fold_average_is_mean_of_fold_probabilities():
 
 
 def test_gather_input_cases(tmp_path):
-    from medmamba.inference.input_cases import check_output_folder, gather_input_cases
+    from medmamba.inference.input_folder import check_output_folder, gather_input_cases
     from medmamba.errors import ConfigurationError
 
     for name in ("a_0000.nii.gz", "a_0001.nii.gz", "b_0000.nrrd", "b_0001.nrrd", "c_0000.nii.gz", "c_0000.mha",

@@ -16,7 +16,8 @@ from medmamba.plans.planner import (
     plan_experiment,
     transpose_for,
 )
-from medmamba.plans.schema import Plans, load_plans, save_plans
+from medmamba.atomic import atomic_write_json
+from medmamba.formats.plans import Plans, load_plans
 from medmamba.plans.topology import pool_and_conv_props
 from medmamba.preprocessing.resampling import separate_z_axis
 
@@ -207,7 +208,7 @@ def test_real_registry_kwargs_build_network():
 def test_schema_round_trip_and_errors(tmp_path):
     plans = plan(fingerprint([[1.0] * 3] * 4, [[100, 100, 100]] * 4))
     path = tmp_path / "plans.json"
-    save_plans(plans, path)
+    atomic_write_json(path, plans.to_dict())
     again = load_plans(path)
     assert again.to_dict() == plans.to_dict()
     assert again.num_classes == 2 and again.num_input_channels == 1
@@ -382,7 +383,7 @@ def test_lateralized_isotropic_data_slices_2d_axially():
 
 def test_cpu_plans_carry_the_measured_short_budget_recipe(tmp_path):
     from medmamba.plans.planner import CPU_OPTIMIZER, CPU_RECIPE
-    from medmamba.training.setup import TrainOptions, TrainingRecipe, resolve_recipe
+    from medmamba.training.run_setup import TrainOptions, TrainingRecipe, resolve_recipe
 
     fp = fingerprint([[1.0, 1.0, 1.0]] * 10, [[100, 100, 100]] * 10)
     cpu = plan(fp, target="cpu").configuration("3d_fullres")

@@ -11,10 +11,12 @@ import pytest
 
 from medmamba.datasets.geometry import ImageGeometry
 from medmamba.datasets.image_io import read_image, write_image
-from medmamba.plans.fingerprint import fingerprint_dataset, load_fingerprint
+from medmamba.formats.fingerprint import load_fingerprint
+from medmamba.plans.fingerprint import fingerprint_dataset
 from medmamba.plans.planner import plan_experiment
-from medmamba.preprocessing import export_segmentation, load_preprocessed_case, preprocess_case, revert_preprocessing
-from medmamba.preprocessing.cropping import crop_to_nonzero
+from medmamba.formats.preprocessed_case import load_preprocessed_case
+from medmamba.preprocessing import export_segmentation, preprocess_case, revert_preprocessing
+from medmamba.datasets.cropping import crop_to_nonzero
 from medmamba.preprocessing.normalization import normalize_channel
 from medmamba.preprocessing.resampling import resample_data_or_seg
 
@@ -234,7 +236,7 @@ def test_fingerprint_is_cached_unless_clean(demo_raw, tmp_path):
 
 def test_cli_end_to_end(demo_raw, tmp_path):
     from medmamba.cli.main import main
-    from medmamba.plans.schema import load_plans
+    from medmamba.formats.plans import load_plans
 
     pre = tmp_path / "pre"
     argv = ["plan_and_preprocess", "-d", "999", "--raw", str(demo_raw), "--preprocessed", str(pre), "-np", "1",

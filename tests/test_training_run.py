@@ -1,6 +1,6 @@
 """End-to-end `medmamba train` runs on a tiny generated preprocessed dataset (CPU, seconds each).
 
-Dice floors: on this sphere-in-noise data (tests/test_training_fixture.py) these exact runs
+Dice floors: on this sphere-in-noise data (tests/conftest.py) these exact runs
 (deterministic on CPU) reach a final validation Dice of 0.92 (plain_unet 3D, 30 iterations), 0.82
 (umamba_bot 3D, 30 iterations) and 0.55 (plain_unet 2D, 120 iterations). Labelling everything as
 sphere scores 2v/(1+v) ~ 0.05-0.2 (v = sphere fraction, 2.5-11% of the volume). The floors (3D 0.6,
@@ -21,10 +21,9 @@ import pytest
 import torch
 
 from medmamba.cli.main import main
-from medmamba.training.checkpoint import load_checkpoint
+from medmamba.formats.checkpoint import read_checkpoint
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_training_fixture import DATASET, make_preprocessed  # noqa: E402
+DATASET = "Dataset901_TrainTiny"  # what the make_preprocessed fixture (tests/conftest.py) writes
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -48,9 +47,9 @@ def _dice(fold: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
+def dataset(tmp_path_factory, make_preprocessed):
     root = tmp_path_factory.mktemp("pre")
-    make_preprocessed(root)
+    assert make_preprocessed(root).name == DATASET
     return root
 
 
@@ -69,10 +68,10 @@ def test_short_training_learns(dataset, tmp_path, network, config, epochs, ipe, 
     assert log["final_lr"] == 0.0
     assert _dice(fold) >= floor
     for kind in ("latest", "best", "final"):
-        ckpt = load_checkpoint(fold / f"checkpoint_{kind}.pt")
+        ckpt = read_checkpoint(fold / f"checkpoint_{kind}.pt")
         ndim = len(ckpt["plans"]["configurations"][config]["patch_size"])
         assert ckpt["network_name"] == network and ckpt["mirror_axes"] == list(range(ndim))
-    final = load_checkpoint(fold / "checkpoint_final.pt")
+    final = read_checkpoint(fold / "checkpoint_final.pt")
     assert final["epoch"] == epochs
     from medmamba.networks.registry import build_network
 
@@ -100,7 +99,7 @@ def test_nan_batches_are_skipped_not_saved(dataset, tmp_path):
     assert sum(e["skipped_steps"] for e in log["epochs"]) > 0
     assert all(math.isfinite(e["train_loss"]) for e in log["epochs"])
     for kind in ("latest", "final"):
-        sd = load_checkpoint(fold / f"checkpoint_{kind}.pt")["state_dict"]
+        sd = read_checkpoint(fold / f"checkpoint_{kind}.pt")["state_dict"]
         assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
 
 
@@ -125,10 +124,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (fold / "checkpoint_final.pt").exists(), "the run finished before it could be killed"
-    killed_at = load_checkpoint(fold / "checkpoint_latest.pt")["epoch"]
+    killed_at = read_checkpoint(fold / "checkpoint_latest.pt")["epoch"]
     assert 1 <= killed_at < epochs
     assert main(_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation", "--resume")) == 0
-    a, b = load_checkpoint(_fold(ref) / "checkpoint_final.pt"), load_checkpoint(fold / "checkpoint_final.pt")
+    a, b = read_checkpoint(_fold(ref) / "checkpoint_final.pt"), read_checkpoint(fold / "checkpoint_final.pt")
     assert b["epoch"] == epochs
     log_a, log_b = _log(_fold(ref)), _log(fold)
     assert [e["epoch"] for e in log_b["epochs"]] == list(range(epochs))  # no epoch lost or repeated
@@ -156,7 +155,7 @@ def test_time_budget_stops_on_time(dataset, tmp_path):
     assert log["final_lr"] == 0.0 and log["final_progress"] == 1.0
     plan = log["time_budget"]
     assert plan["seconds_per_iteration"] > 0 and plan["epochs"] >= 2
-    assert load_checkpoint(fold / "checkpoint_final.pt")["scheduler_state"]["budget_plan"]["epochs"] == plan["epochs"]
+    assert read_checkpoint(fold / "checkpoint_final.pt")["scheduler_state"]["budget_plan"]["epochs"] == plan["epochs"]
 
 
 def test_ddp_two_cpu_processes_match_single_process(dataset, tmp_path):
@@ -173,8 +172,8 @@ def test_ddp_two_cpu_processes_match_single_process(dataset, tmp_path):
     assert log_m["world_size"] == 2 and all(e["ranks_stepped"] == 2 for e in log_m["epochs"])
     assert [e["train_loss"] for e in log_m["epochs"]] == pytest.approx([e["train_loss"] for e in log_s["epochs"]],
                                                                         rel=1e-3, abs=1e-4)
-    a = load_checkpoint(_fold(single) / "checkpoint_final.pt")["state_dict"]
-    b = load_checkpoint(_fold(multi) / "checkpoint_final.pt")["state_dict"]
+    a = read_checkpoint(_fold(single) / "checkpoint_final.pt")["state_dict"]
+    b = read_checkpoint(_fold(multi) / "checkpoint_final.pt")["state_dict"]
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
@@ -192,7 +191,7 @@ def test_time_budget_survives_sigkill_and_resume(dataset, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (fold / "checkpoint_final.pt").exists()
-    spent = load_checkpoint(fold / "checkpoint_latest.pt")["training_seconds"]
+    spent = read_checkpoint(fold / "checkpoint_latest.pt")["training_seconds"]
     assert 0 < spent < budget
     t0 = time.perf_counter()
     assert main([*args[:-3], "--resume", "--no-validation"]) == 0  # no --time-budget given: the stored one holds
@@ -210,6 +209,6 @@ def test_recipe_flags_reach_the_run(dataset, tmp_path):
                       "--augmentation", "none", "--oversample", "1.0")) == 0
     fold = _fold(tmp_path)
     assert _log(fold)["recipe"] == {"oversample": 1.0, "deep_supervision": False, "augmentation": "none"}
-    ckpt = load_checkpoint(fold / "checkpoint_final.pt")
+    ckpt = read_checkpoint(fold / "checkpoint_final.pt")
     assert ckpt["network_kwargs"]["deep_supervision"] is False
     assert ckpt["mirror_axes"] == []  # trained without mirroring: no mirror TTA at prediction

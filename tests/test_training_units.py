@@ -10,8 +10,11 @@ import torch
 
 from medmamba.errors import CheckpointError, PlansError, TrainingError
 from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation, initial_patch_size
-from medmamba.training.cases import PreprocessedCase, locations_from_seg
-from medmamba.training.checkpoint import REQUIRED_KEYS, CheckpointStore, load_checkpoint
+from medmamba.formats.checkpoint import CHECKPOINT_KEYS, read_checkpoint
+from medmamba.formats.plans import load_plans
+from medmamba.formats.preprocessed_case import PreprocessedCase, load_training_cases
+from medmamba.preprocessing.foreground import locations_by_label
+from medmamba.training.checkpoint_store import CheckpointStore
 from medmamba.training.loss import DeepSupervisionLoss, SoftDiceLoss, deep_supervision_weights
 from medmamba.training.sampler import BatchSource, PatchSampler, crop_padded, forced_foreground, make_loader, rank_slice
 from medmamba.training.schedule import derive_budget_plan, poly_lr
@@ -62,7 +65,7 @@ def _cases(tmp_path, n=3, shape=(12, 12, 12)):
         np.save(tmp_path / f"c{i}.npy", data)
         np.save(tmp_path / f"c{i}_seg.npy", seg)
         c = PreprocessedCase(f"c{i}", tmp_path / f"c{i}.npy", tmp_path / f"c{i}_seg.npy")
-        c.class_locations = locations_from_seg(seg, [1])
+        c.class_locations = locations_by_label(seg, [1])
         cases.append(c)
     return cases
 
@@ -159,7 +162,7 @@ def _tiny_net():
 
 
 def _ckpt(net, **extra):
-    base = {k: None for k in REQUIRED_KEYS}
+    base = {k: None for k in CHECKPOINT_KEYS}
     base.update(format_version=1, state_dict=net.state_dict(), **extra)
     return base
 
@@ -189,17 +192,17 @@ def test_checkpoint_store_atomic_and_refuses_nan(tmp_path):
     net = _tiny_net()
     store = CheckpointStore(tmp_path)
     store.save("latest", _ckpt(net, epoch=3))
-    assert load_checkpoint(store.path("latest"))["epoch"] == 3
+    assert read_checkpoint(store.path("latest"))["epoch"] == 3
     assert store.resume_candidate() == store.path("latest")
     with torch.no_grad():
         net[0].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(TrainingError):
         store.save("latest", _ckpt(net, epoch=4))
-    assert load_checkpoint(store.path("latest"))["epoch"] == 3  # the good file survives
+    assert read_checkpoint(store.path("latest"))["epoch"] == 3  # the good file survives
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pt"]  # no temp file left
     (tmp_path / "broken.pt").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError):
-        load_checkpoint(tmp_path / "broken.pt")
+        read_checkpoint(tmp_path / "broken.pt")
 
 
 @pytest.mark.parametrize("patch", [(10, 10), (8, 8, 8)])
@@ -234,7 +237,7 @@ def test_augmentation_levels():
 
 def test_recipe_resolution_order_and_errors(tmp_path):
     from medmamba.errors import ConfigurationError, PlansError
-    from medmamba.training.setup import TrainingRecipe, TrainOptions, resolve_recipe
+    from medmamba.training.run_setup import TrainingRecipe, TrainOptions, resolve_recipe
 
     opts = TrainOptions(dataset="1", configuration="2d")
     assert resolve_recipe(opts, {}, tmp_path) == TrainingRecipe()
@@ -247,3 +250,16 @@ def test_recipe_resolution_order_and_errors(tmp_path):
     for bad in ({"oversample": 1.5}, {"oversample": True}, {"augmentation": "max"}, {"deep_supervision": "yes"}):
         with pytest.raises(ConfigurationError):
             resolve_recipe(TrainOptions(dataset="1", configuration="2d"), bad, tmp_path)
+
+
+def test_tiny_fixture_reads_through_the_formats_readers(tmp_path, make_preprocessed):
+    folder = make_preprocessed(tmp_path, n_cases=2, size=8)
+    cases = load_training_cases(folder / "medmambaPlans_3d_fullres")
+    assert sorted(cases) == ["case_000", "case_001"]
+    for case in cases.values():
+        data, seg = case.data(), case.seg()
+        assert data.dtype == np.float32 and seg.dtype == np.int16 and data.shape == seg.shape == (1, 8, 8, 8)
+        locs = case.class_locations[1]  # the fixture's channel-prefixed locations lose the channel index
+        assert locs.shape[1] == 3 and len(locs) == int((seg[0] == 1).sum())
+        assert (seg[0][tuple(locs.T)] == 1).all()
+    assert load_plans(folder / "plans.json").configuration("2d").patch_size == [16, 16]

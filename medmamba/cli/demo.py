@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 def _finish(work: Path, raw_dataset: Path, predictions: Path, results: Path, configuration: str,
             seconds: float) -> None:
     from medmamba.evaluation.demo_report import render_demo_report
-    from medmamba.evaluation.summary import load_summary
+    from medmamba.formats.summary import load_summary
 
     summary = load_summary(predictions / "summary.json")
     names = {str(v): k for k, v in json.loads((raw_dataset / "dataset.json").read_text())["labels"].items()}

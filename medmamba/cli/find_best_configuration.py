@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medmamba.evaluation.find_best_configuration import find_best_configuration, format_ranking
-    from medmamba.inference.checkpoints import resolve_results_dataset
+    from medmamba.inference.model_folder import resolve_results_dataset
     from medmamba.paths import resolve_root
 
     dataset_folder = resolve_results_dataset(resolve_root("results", args.results).path, args.dataset)

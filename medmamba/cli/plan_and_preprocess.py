@@ -92,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from medmamba.paths import resolve_root
     from medmamba.plans.fingerprint import FOREGROUND_SAMPLES_TOTAL, fingerprint_dataset
     from medmamba.plans.memory_model import load_fits
+    from medmamba.formats.plans import Plans
     from medmamba.plans.planner import DEFAULT_MEMORY_TARGET_GB, add_network_variant, plan_experiment
-    from medmamba.plans.schema import Plans
     from medmamba.preprocessing.preprocess_dataset import (
         available_memory_bytes,
         copy_user_splits,

@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medmamba.errors import ConfigurationError
-    from medmamba.inference.checkpoints import find_model_folder
-    from medmamba.inference.input_cases import check_output_folder
+    from medmamba.inference.model_folder import find_model_folder
+    from medmamba.inference.input_folder import check_output_folder
     from medmamba.inference.predictor import Predictor
     from medmamba.paths import resolve_root
 

@@ -8,9 +8,9 @@ HELP = "train a network on one fold of a preprocessed dataset (results/<dataset>
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from medmamba.training.setup import (
-        AUGMENTATION_LEVELS, DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH, DEFAULT_PLANS_NAME, DEFAULT_SEED,
-        DEFAULT_VAL_ITERATIONS,
+    from medmamba.formats.constants import DEFAULT_PLANS_NAME
+    from medmamba.training.run_setup import (
+        AUGMENTATION_LEVELS, DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH, DEFAULT_SEED, DEFAULT_VAL_ITERATIONS,
     )
 
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (5, 005, Dataset005_Prostate)")
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medmamba.errors import ConfigurationError
-    from medmamba.training.setup import TrainOptions
+    from medmamba.training.run_setup import TrainOptions
     from medmamba.training.trainer import train
 
     for flag in ("epochs", "iters_per_epoch", "val_iters"):

@@ -266,9 +266,10 @@ def make_demo_dataset(
 
 
 def _existing_record(folder: Path) -> dict[str, Any] | None:
-    import json
+    from medmamba.errors import MedmambaError
+    from medmamba.formats.json_io import read_json
 
     try:
-        return json.loads((folder / "dataset.json").read_text()).get("medmamba_demo")
-    except (OSError, ValueError, AttributeError):
+        return read_json(folder / "dataset.json", dict, "dataset.json").get("medmamba_demo")
+    except MedmambaError:
         return None

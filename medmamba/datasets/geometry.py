@@ -23,10 +23,6 @@ SPACING_RTOL = 1e-5
 ORIGIN_ATOL_MM = 1e-4
 DIRECTION_ATOL = 1e-5
 
-# LPS letter for the positive / negative world direction of each world axis.
-_LPS_POSITIVE = "LPS"
-_LPS_NEGATIVE = "RAI"
-
 
 @dataclass(frozen=True)
 class ImageGeometry:
@@ -90,19 +86,6 @@ class ImageGeometry:
         flip = np.ones(self.ndim + 1)
         flip[: min(2, self.ndim)] = -1.0
         return np.diag(flip) @ self.affine_lps()
-
-    def orientation_codes(self) -> str:
-        """Closest LPS-letter code per array axis, e.g. ``"LPS"`` (identity) or ``"RAS"``.
-
-        Letters name the world direction in which each array index *increases*; for 2D images
-        only the first two world axes are considered.
-        """
-        d = self.direction_matrix
-        codes = []
-        for a in range(self.ndim):
-            w = int(np.argmax(np.abs(d[:, a])))
-            codes.append(_LPS_POSITIVE[w] if d[w, a] > 0 else _LPS_NEGATIVE[w])
-        return "".join(codes)
 
     def replace(self, **changes: Any) -> "ImageGeometry":
         """A copy with some fields changed (e.g. ``shape``/``spacing`` after resampling)."""

@@ -19,8 +19,9 @@ from typing import Any
 
 from medmamba.atomic import atomic_write_json
 from medmamba.datasets.image_io import read_image, write_image
-from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name, read_json_object
+from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name
 from medmamba.errors import DatasetError
+from medmamba.formats.json_io import read_json
 
 logger = logging.getLogger("medmamba.datasets.msd")
 
@@ -32,7 +33,7 @@ _KEPT_KEYS = ("name", "description", "reference", "licence", "release", "tensorI
 
 def _msd_json(task: Path) -> dict[str, Any]:
     path = task / "dataset.json"
-    data = read_json_object(path, "is this an MSD TaskXX_Name folder?")
+    data = read_json(path, dict, "dataset.json", DatasetError, "is this an MSD TaskXX_Name folder?")
     for key in ("modality", "labels"):
         if not isinstance(data.get(key), dict) or not data[key]:
             raise DatasetError(f"MSD dataset.json needs a non-empty {key!r} object", path=path)

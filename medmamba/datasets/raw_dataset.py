@@ -13,7 +13,6 @@ Layout (nnunet.md §1.1)::
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medmamba.errors import DatasetError, MedmambaError
+from medmamba.formats.json_io import read_json
 
 logger = logging.getLogger("medmamba.datasets")
 
@@ -103,19 +103,6 @@ def find_dataset_folder(
     raise error(f"no dataset named {text!r} ({hint})", path=root)
 
 
-def read_json_object(path: Path, missing_hint: str = "") -> dict[str, Any]:
-    """A JSON file whose top level is an object; DatasetError naming ``path`` otherwise."""
-    if not path.is_file():
-        raise DatasetError(f"{path.name} not found{f' ({missing_hint})' if missing_hint else ''}", path=path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DatasetError(f"invalid JSON ({err})", path=path) from err
-    if not isinstance(data, dict):
-        raise DatasetError("top level must be a JSON object", path=path)
-    return data
-
-
 def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``<folder>/dataset.json``.
 
@@ -124,7 +111,7 @@ def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
     Raises DatasetError naming dataset.json for a missing file, bad JSON or a missing/invalid key.
     """
     path = Path(folder) / "dataset.json"
-    data = read_json_object(path)
+    data = read_json(path, dict, "dataset.json", DatasetError)
     if "channel_names" not in data and "modality" in data:
         logger.warning("%s: legacy key 'modality' used as 'channel_names'", path)
         data["channel_names"] = data["modality"]

@@ -5,7 +5,6 @@ so it can be redrawn for any run: ``render_demo_report(...)``.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from medmamba.atomic import atomic_path
+from medmamba.formats.json_io import read_json
 
 # Distinct colours per label (tab10 without the greys), alpha-blended over the image.
 _LABEL_ALPHA = 0.45
@@ -77,7 +77,7 @@ def render_demo_report(
     fig.tight_layout()
     curve_ax.set_position([0.08, 0.04, 0.82, 0.75 / (rows + 1)])
     if training_log is not None and Path(training_log).is_file():
-        log = json.loads(Path(training_log).read_text())
+        log = read_json(training_log, dict, "training log")
         epochs = log.get("epochs", [])
         ep = [e.get("epoch") for e in epochs]
         curve_ax.plot(ep, [e.get("train_loss") for e in epochs], "b-", label="train loss")

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from medmamba.errors import DatasetError, GeometryError, ImageReadError
 from medmamba.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, Label, compute_metrics, normalise_label
-from medmamba.evaluation.summary import build_summary, write_summary
+from medmamba.evaluation.summary import build_summary
+from medmamba.formats.summary import write_summary
 
 logger = logging.getLogger("medmamba.evaluation")
 

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 from medmamba.atomic import atomic_write_json, atomic_write_text
 from medmamba.errors import ConfigurationError, MedmambaError
-from medmamba.evaluation.summary import build_summary, load_summary, write_summary
+from medmamba.evaluation.summary import build_summary
+from medmamba.formats.summary import load_summary, write_summary
 
 DEFAULT_FOLDS = (0, 1, 2, 3, 4)  # nnU-Net's 5-fold cross-validation
 HIGHER_IS_BETTER = ("Dice", "IoU", "NSD")

@@ -40,8 +40,6 @@ Label = Union[int, tuple[int, ...]]
 # 1-3 mm; 1 mm is the MSD/MONAI tutorial default and does not assume a particular organ.
 DEFAULT_NSD_TOLERANCE_MM = 1.0
 
-METRIC_NAMES = ("Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred")
-
 
 def normalise_label(label) -> Label:
     """An int, or a tuple of ints for a region (accepts numpy integers and lists)."""

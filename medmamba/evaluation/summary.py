@@ -1,29 +1,9 @@
-"""``summary.json``: per-case metrics plus means, written by ``evaluate`` and by training's validation.
-
-Layout (nnU-Net v2's keys, reference/nnunet.md §6.4, plus ours)::
-
-    {
-      "foreground_mean": {"Dice": .., "IoU": .., "HD95": .., "NSD": .., ...},
-      "mean": {"1": {"Dice": ..}, "(1, 2)": {..}},          # per label / region, over cases
-      "metric_per_case": [
-          {"case": "case_001", "reference_file": "...", "prediction_file": "...",
-           "spacing": [..], "metrics": {"1": {"Dice": .., ...}}}
-      ],
-      "labels": ["1", "(1, 2)"], "nsd_tolerance_mm": 1.0, "conventions": "..."
-    }
-
-NaN (a metric undefined for a case, see :mod:`medmamba.evaluation.metrics`) is stored as JSON
-``null`` so every JSON reader accepts the file; :func:`load_summary` turns it back into NaN.
-"""
+"""Build and print ``summary.json`` (format, reader and writer: :mod:`medmamba.formats.summary`)."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
-from medmamba.atomic import atomic_write_json
-from medmamba.errors import MedmambaError
 from medmamba.evaluation.metrics import Label, aggregate, label_key
 
 CONVENTIONS = (
@@ -35,16 +15,6 @@ CONVENTIONS = (
 )
 
 SUMMARY_METRICS = ("Dice", "IoU", "HD95", "NSD")
-
-
-def _none_to_nan(obj: Any, key: str | None = None) -> Any:
-    if obj is None and key is not None and key not in ("reference_file", "prediction_file", "case"):
-        return float("nan")
-    if isinstance(obj, dict):
-        return {k: _none_to_nan(v, k) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_none_to_nan(v, key) for v in obj]
-    return obj
 
 
 def build_summary(
@@ -62,26 +32,6 @@ def build_summary(
         "nsd_tolerance_mm": nsd_tolerance_mm,
         "conventions": CONVENTIONS,
     }
-
-
-def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
-    """Write ``summary`` atomically as strict JSON (NaN → null), keys sorted like nnU-Net."""
-    atomic_write_json(path, summary, sort_keys=True)
-
-
-def load_summary(path: str | Path) -> dict[str, Any]:
-    """Read a ``summary.json`` (null metrics → NaN); :class:`MedmambaError` if unreadable."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise MedmambaError("summary file does not exist", path=path) from None
-    except (OSError, ValueError) as err:
-        raise MedmambaError(f"cannot read summary ({err})", path=path) from None
-    if not isinstance(data, dict) or "metric_per_case" not in data:
-        raise MedmambaError("not a medmamba/nnU-Net summary.json (no 'metric_per_case')", path=path)
-    return _none_to_nan(data)
 
 
 def _fmt(value: float) -> str:

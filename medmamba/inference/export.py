@@ -7,7 +7,6 @@ and ``CASE.json`` (the case's preprocessing properties, which hold the input geo
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,7 +15,8 @@ import numpy as np
 
 from medmamba.atomic import atomic_write_json, atomic_write_with
 from medmamba.errors import ConfigurationError, DatasetError
-from medmamba.inference.predict_case import probabilities_to_labels
+from medmamba.formats.json_io import read_json
+from medmamba.inference.array_prediction import probabilities_to_labels
 
 logger = logging.getLogger("medmamba.inference")
 
@@ -50,13 +50,20 @@ def probabilities_to_label_map(probabilities: np.ndarray, layout: Mapping[str, A
     return lookup[indices]
 
 
-def _json_default(obj: Any) -> Any:
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays, tuples and paths turned into plain JSON values."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _plain(obj.tolist())
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
@@ -69,8 +76,7 @@ def save_probabilities(folder: Path, case_id: str, probabilities: np.ndarray, pr
             np.savez_compressed(fh, **{PROBABILITIES_KEY: probs})
 
     atomic_write_with(folder / f"{case_id}.npz", write)
-    props = json.loads(json.dumps(dict(properties), default=_json_default))
-    atomic_write_json(folder / f"{case_id}.json", props)
+    atomic_write_json(folder / f"{case_id}.json", _plain(properties))
 
 
 def load_probabilities(folder: Path, case_id: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -81,16 +87,12 @@ def load_probabilities(folder: Path, case_id: str) -> tuple[np.ndarray, dict[str
             probs = np.asarray(data[PROBABILITIES_KEY], dtype=np.float32)
     except (OSError, KeyError, ValueError) as err:
         raise DatasetError(f"cannot read saved probabilities ({type(err).__name__}: {err})", path=npz) from None
-    try:
-        properties = json.loads(props.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"cannot read properties ({err})", path=props) from None
-    return probs, properties
+    return probs, read_json(props, dict, "case properties", DatasetError)
 
 
 def write_label_map(labels: np.ndarray, properties: Mapping[str, Any], path: Path) -> None:
     """Write a label map with the input's exact geometry (preprocessing's ``export_segmentation``)."""
-    from medmamba.preprocessing.case import export_segmentation
+    from medmamba.preprocessing.case_transform import export_segmentation
 
     export_segmentation(labels, properties, path)
 
@@ -134,10 +136,11 @@ def ensemble_folders(
             diff = sorted(cases ^ case_sets[0])
             raise DatasetError(f"holds different cases than {folders[0]} (e.g. {', '.join(diff[:3])})", path=folder)
     dataset_json_path = folders[0] / "dataset.json"
+    dataset_json = read_json(dataset_json_path, dict, "dataset.json", DatasetError,
+                             "it is written by `medmamba predict`")
     try:
-        dataset_json = json.loads(dataset_json_path.read_text(encoding="utf-8"))
         layout = label_layout(dataset_json["labels"], dataset_json)
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise DatasetError(f"cannot read the label definition ({err}); it is written by `medmamba predict`",
                            path=dataset_json_path) from None
     output.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """``Predictor``: trained fold checkpoints → predictions for a folder of raw images.
 
 Per case (reference/nnunet.md §6): read → preprocess exactly as in training with the case's own
-geometry (:func:`medmamba.preprocessing.case.preprocess_case`) → sliding window with gaussian
+geometry (:func:`medmamba.preprocessing.case_transform.preprocess_case`) → sliding window with gaussian
 weighting → mirror TTA over the checkpoint's ``mirror_axes`` → mean of the folds' probabilities
 → :func:`revert_preprocessing` → label map written with the input's spacing, origin, direction
 and shape. Reading/preprocessing and export run in background threads so the network is kept
@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 from medmamba.atomic import atomic_write_json
+from medmamba.devices import resolve_device
 from medmamba.errors import CheckpointError, DatasetError, MedmambaError
-from medmamba.inference.checkpoints import (
-    build_network_from_checkpoint, fold_checkpoint_paths, load_inference_checkpoint, resolve_device)
+from medmamba.inference.model_folder import (
+    build_network_from_checkpoint, fold_checkpoint_paths, load_inference_checkpoint)
 from medmamba.inference.export import label_layout, probabilities_to_label_map, save_probabilities, write_label_map
-from medmamba.inference.input_cases import InputCase, check_output_folder, gather_input_cases
-from medmamba.inference.predict_case import predict_preprocessed_case
+from medmamba.inference.input_folder import InputCase, check_output_folder, gather_input_cases
+from medmamba.inference.array_prediction import predict_preprocessed_case
 from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP
 
 logger = logging.getLogger("medmamba.inference")
@@ -59,7 +60,7 @@ class Predictor:
 
     Args:
         networks: registry networks (eval mode, on ``device``), one per fold.
-        plans: the plans dict (or :class:`~medmamba.plans.schema.Plans`) the networks were trained with.
+        plans: the plans dict (or :class:`~medmamba.formats.plans.Plans`) the networks were trained with.
         configuration: configuration name in ``plans``.
         dataset_json: the dataset's dataset.json (labels; regions_class_order for region models).
         mirror_axes: patch axes mirrored for TTA (the checkpoint's ``mirror_axes``).
@@ -70,7 +71,7 @@ class Predictor:
                  dataset_json: Mapping[str, Any], mirror_axes: Sequence[int] | None = None,
                  step: float = DEFAULT_STEP, use_tta: bool = True, use_gaussian: bool = True,
                  batch_windows: int = DEFAULT_BATCH_WINDOWS, device: torch.device | str = "cpu", amp: bool = True) -> None:
-        from medmamba.plans.schema import plans_from_any
+        from medmamba.formats.plans import plans_from_any
 
         self.networks = list(networks)
         self.plans = plans_from_any(plans)
@@ -126,7 +127,8 @@ class Predictor:
 
     def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
         """Read and preprocess one case as in training; checks the image dimensionality."""
-        from medmamba.preprocessing.case import LIFTED_AXIS_SPACING, preprocess_case
+        from medmamba.formats.constants import LIFTED_AXIS_SPACING
+        from medmamba.preprocessing.case_transform import preprocess_case
 
         data, _, properties = preprocess_case(list(image_files), self.plans, self.configuration)
         trained_2d = LIFTED_AXIS_SPACING in [float(s) for s in self.plans.original_median_spacing_after_transp]
@@ -139,15 +141,9 @@ class Predictor:
 
     def revert(self, probabilities: torch.Tensor | np.ndarray, properties: Mapping[str, Any]) -> np.ndarray:
         """Probabilities on the preprocessed grid → ``(K, *original array shape)`` float32."""
-        from medmamba.preprocessing.case import revert_preprocessing
+        from medmamba.preprocessing.case_transform import revert_preprocessing
 
         return revert_preprocessing(probabilities, properties, self.plans, self.configuration)
-
-    def predict_case(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """One case's files → ``(label map, probabilities (K, *original shape), properties)``."""
-        data, properties = self.preprocess(image_files)
-        probabilities = self.revert(self.predict_preprocessed(data), properties)
-        return probabilities_to_label_map(probabilities, self.layout), probabilities, properties
 
     def _export(self, case: InputCase, probabilities: torch.Tensor, properties: dict[str, Any], target: Path,
                 save_probs: bool) -> None:

@@ -1,24 +1,5 @@
-"""Fingerprint, planner and the plans.json schema (``load_plans`` / ``ConfigurationPlan``)."""
-from medmamba.plans.schema import (
-    DEFAULT_PLANS_NAME,
-    PLANS_FORMAT_VERSION,
-    ConfigurationPlan,
-    NetworkSpec,
-    Plans,
-    ResamplingSettings,
-    load_plans,
-    plans_from_any,
-    save_plans,
-)
+"""Fingerprint and planner: pure decisions from the dataset's fingerprint to plans.json.
 
-__all__ = [
-    "DEFAULT_PLANS_NAME",
-    "PLANS_FORMAT_VERSION",
-    "ConfigurationPlan",
-    "NetworkSpec",
-    "Plans",
-    "ResamplingSettings",
-    "load_plans",
-    "plans_from_any",
-    "save_plans",
-]
+The plans.json schema itself (``Plans``, ``ConfigurationPlan``, ``load_plans``) is a file contract
+and lives in :mod:`medmamba.formats.plans`.
+"""

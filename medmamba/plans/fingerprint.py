@@ -30,24 +30,23 @@ from typing import Any, Sequence
 import numpy as np
 
 from medmamba.atomic import atomic_write_json
-from medmamba.errors import DatasetError, MedmambaError, PlansError
+from medmamba.errors import DatasetError, MedmambaError
+from medmamba.formats.constants import LIFTED_AXIS_SPACING
+from medmamba.formats.fingerprint import FINGERPRINT_FORMAT_VERSION, load_fingerprint
 
 logger = logging.getLogger("medmamba.plans")
 
-FINGERPRINT_FORMAT_VERSION = 1
 # nnU-Net: 10e7 foreground samples for the whole dataset, seed 1234 (reference nnunet.md §2).
 FOREGROUND_SAMPLES_TOTAL = int(1e8)
 SEED = 1234
-LIFTED_AXIS_SPACING = 999.0  # nnU-Net's NaturalImage2DIO spacing for the missing axis
 
 
 def case_fingerprint(image_files: Sequence[str | os.PathLike], label_file: str | os.PathLike,
                      samples_per_case: int, seed: int = SEED) -> dict[str, Any]:
     """Fingerprint of one case; ``samples`` is a list per channel of float32 arrays."""
-    from medmamba.preprocessing.case import read_case_and_label
-    from medmamba.preprocessing.cropping import crop_to_nonzero
-
-    from medmamba.preprocessing.orientation import canonical_reorientation
+    from medmamba.datasets.case_reader import read_case_and_label
+    from medmamba.datasets.cropping import crop_to_nonzero
+    from medmamba.datasets.orientation import canonical_reorientation
 
     data, seg, geometry = read_case_and_label(image_files, label_file)
     reorientation = canonical_reorientation(geometry.direction)  # as preprocessing does
@@ -140,17 +139,6 @@ def extract_fingerprint(cases: Sequence[Any], num_channels: int, dataset_name: s
         "seed": SEED,
         "foreground_intensity_properties_per_channel": stats,
     }
-
-
-def load_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise PlansError(f"cannot read fingerprint ({err})", path=p) from None
-    if not isinstance(data, dict) or data.get("format_version") != FINGERPRINT_FORMAT_VERSION:
-        raise PlansError("not a medmamba fingerprint of this version; rerun with --clean", path=p)
-    return data
 
 
 def fingerprint_dataset(cases: Sequence[Any], num_channels: int, output_file: str | os.PathLike,

@@ -15,12 +15,12 @@ planner's memory-demand rule (read by medmamba/plans/memory_reductions.py).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from medmamba.errors import PlansError
+from medmamba.formats.json_io import read_json
 
 FIT_FILE = Path(__file__).with_name("memory_fit.json")
 
@@ -85,12 +85,7 @@ def fit_line(xs: list[float], ys: list[float]) -> LinearFit:
 def load_fits(path: str | Path | None = None) -> dict[str, Any]:
     """Read the fit file (default: the packaged medmamba/plans/memory_fit.json)."""
     p = FIT_FILE if path is None else Path(path)
-    if not p.is_file():
-        raise PlansError("memory/throughput fit file not found; run benchmarks/memory_model.py", path=p)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise PlansError(f"cannot read fit file ({err})", path=p) from None
+    data = read_json(p, dict, "memory/throughput fit", PlansError, "run benchmarks/memory_model.py")
     if not isinstance(data.get("networks"), dict):
         raise PlansError("fit file lacks a 'networks' object", path=p)
     return data

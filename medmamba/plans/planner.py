@@ -28,15 +28,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from medmamba.errors import PlansError
+from medmamba.formats.constants import ANISOTROPY_THRESHOLD, DEFAULT_PLANS_NAME
+from medmamba.formats.plans import ConfigurationPlan, NetworkSpec, Plans, ResamplingSettings
 from medmamba.plans.memory_model import CostModel, cost_model, load_fits
 from medmamba.plans.memory_reductions import choose_reductions, paper_d_state, paper_routes, reduction_candidates
-from medmamba.plans.schema import (
-    DEFAULT_PLANS_NAME,
-    ConfigurationPlan,
-    NetworkSpec,
-    Plans,
-    ResamplingSettings,
-)
 from medmamba.plans.topology import (
     Topology,
     features_per_stage,
@@ -46,7 +41,6 @@ from medmamba.plans.topology import (
 )
 
 # nnU-Net constants (reference nnunet.md §3.1).
-ANISO_THRESHOLD = 3.0
 MIN_BATCH_SIZE = 2
 MAX_DATASET_FRACTION_PER_BATCH = 0.05
 LOWRES_TRIGGER = 0.25
@@ -115,7 +109,7 @@ def mirror_axes_for(dims: int, transpose_forward: Sequence[int], median_canonica
                     lateralized: bool) -> tuple[list[int], str | None]:
     """Axes of a ``dims``-D patch to mirror, and why one was left out (None when none was).
 
-    Arrays are in closest-RAS order before the transpose (medmamba/preprocessing/orientation.py),
+    Arrays are in closest-RAS order before the transpose (medmamba/datasets/orientation.py),
     so canonical axis 0 is left-right; a 2D configuration's axes are the last two of the transpose.
     """
     axes = list(range(dims))
@@ -156,8 +150,8 @@ def fullres_target_spacing(spacings: Sequence[Sequence[float]], shapes_after_cro
     others = [a for a in range(len(target)) if a != worst]
     if not others:
         return target.tolist()
-    has_aniso_spacing = target[worst] > ANISO_THRESHOLD * max(target[others])
-    has_aniso_voxels = median_size[worst] * ANISO_THRESHOLD < min(median_size[others])
+    has_aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max(target[others])
+    has_aniso_voxels = median_size[worst] * ANISOTROPY_THRESHOLD < min(median_size[others])
     if has_aniso_spacing and has_aniso_voxels:
         coarse = float(np.percentile(sp[:, worst], 10))
         if coarse < max(target[others]):
@@ -415,7 +409,7 @@ def plan_experiment(
             transpose_backward=list(tb),
             normalization_schemes=list(schemes),
             use_mask_for_norm=list(use_mask),
-            resampling=ResamplingSettings(anisotropy_threshold=ANISO_THRESHOLD),
+            resampling=ResamplingSettings(anisotropy_threshold=ANISOTROPY_THRESHOLD),
             network=NetworkSpec(net, kwargs),
             mirror_axes=mirror_axes,
             batch_dice=batch_dice,

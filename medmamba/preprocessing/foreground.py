@@ -32,3 +32,10 @@ def sample_foreground_locations(seg: np.ndarray, labels: Iterable[int], seed: in
         chosen = coords[rng.choice(n, k, replace=False)] if k < n else coords
         out[str(label)] = chosen.astype(int).tolist()
     return out
+
+
+def locations_by_label(seg: np.ndarray, labels: Iterable[int], seed: int = SEED) -> dict[int, np.ndarray]:
+    """:func:`sample_foreground_locations` as label -> int64 ``(k, ndim)`` arrays (the sampler's form)."""
+    ndim = seg.ndim - 1
+    sampled = sample_foreground_locations(np.asarray(seg), labels, seed)
+    return {int(k): np.asarray(v, dtype=np.int64).reshape(-1, ndim) for k, v in sampled.items()}

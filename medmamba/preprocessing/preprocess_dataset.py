@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmamba.errors import MedmambaError
-from medmamba.plans.schema import Plans
+from medmamba.formats.plans import Plans
 
 logger = logging.getLogger("medmamba.preprocessing")
 
 
 def _preprocess_job(args: tuple) -> str:
-    from medmamba.preprocessing.case import preprocess_case
-    from medmamba.preprocessing.storage import save_preprocessed_case
+    from medmamba.formats.preprocessed_case import save_preprocessed_case
+    from medmamba.preprocessing.case_transform import preprocess_case
 
     case_id, image_files, label_file, plans_dict, configuration, out_folder = args
     data, seg, properties = preprocess_case(image_files, plans_dict, configuration, label_file)
@@ -32,10 +32,13 @@ def preprocess_dataset(cases: Sequence[Any], plans: Plans, configurations: Seque
     """Preprocess ``cases`` (``case_id``, ``image_files``, ``label_file``) for each configuration.
 
     Writes ``<preprocessed_dataset_folder>/<data_identifier>/<case>.{npy,_seg.npy,json}``;
-    configurations sharing a data identifier are processed once. Returns configuration → folder.
+    configurations sharing a data identifier are processed once. Labelled cases' label files are
+    copied to ``gt_segmentations/`` (training's final validation scores against them there).
+    Returns configuration → folder.
     """
     from tqdm import tqdm
 
+    copy_ground_truth(cases, preprocessed_dataset_folder, plans.file_ending)
     plans_dict = plans.to_dict()
     folders: dict[str, Path] = {}
     done: dict[str, Path] = {}
@@ -66,10 +69,28 @@ def preprocess_dataset(cases: Sequence[Any], plans: Plans, configurations: Seque
     return folders
 
 
+def copy_ground_truth(cases: Sequence[Any], preprocessed_dataset_folder: str | os.PathLike, file_ending: str) -> Path:
+    """Copy each labelled case's label file to ``<preprocessed>/gt_segmentations/<case><file_ending>``
+    (atomically; an identical copy is kept), so later stages read only this stage's output."""
+    import filecmp
+    import shutil
+
+    from medmamba.atomic import atomic_write_with
+    from medmamba.formats.preprocessed_case import ground_truth_path
+
+    for case in cases:
+        if case.label_file is None:
+            continue
+        target = ground_truth_path(preprocessed_dataset_folder, case.case_id, file_ending)
+        if not (target.is_file() and filecmp.cmp(case.label_file, target, shallow=False)):
+            atomic_write_with(target, lambda tmp, src=case.label_file: shutil.copyfile(src, tmp))
+    return Path(preprocessed_dataset_folder) / "gt_segmentations"
+
+
 def _remove_stale_cases(folder: Path, keep: set[str]) -> None:
     """Delete preprocessed files of cases no longer in the dataset (we wrote them; training would
     otherwise pick them up)."""
-    from medmamba.preprocessing.storage import case_paths, list_preprocessed_cases
+    from medmamba.formats.preprocessed_case import case_paths, list_preprocessed_cases
 
     for case_id in list_preprocessed_cases(folder):
         if case_id not in keep:
@@ -83,35 +104,27 @@ def copy_user_splits(raw_dataset_folder: str | os.PathLike, preprocessed_dataset
     """Copy a user's ``splits_final.json`` (nnU-Net's name, a list of ``{"train": [...], "val": [...]}``)
     from the raw dataset to ``<preprocessed>/splits.json``, which training then reuses (nnunet.md
     §3.9). An existing splits.json is kept (a warning names a difference). Returns True if copied."""
-    import json
+    from medmamba.errors import DatasetError, MedmambaError
+    from medmamba.formats.splits import SPLITS_FILE, USER_SPLITS_FILE, read_splits, write_splits
 
-    from medmamba.atomic import atomic_write_json
-    from medmamba.errors import DatasetError
-
-    source = Path(raw_dataset_folder) / "splits_final.json"
+    source = Path(raw_dataset_folder) / USER_SPLITS_FILE
     if not source.is_file():
         return False
-    try:
-        splits = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DatasetError(f"cannot read splits ({err})", path=source) from None
+    splits = read_splits(source, DatasetError)
     known = set(case_ids)
-    if not isinstance(splits, list) or not splits or not all(
-            isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list) for s in splits):
-        raise DatasetError('splits must be a list of {"train": [case ids], "val": [case ids]}', path=source)
     unknown = sorted({c for s in splits for c in s["train"] + s["val"]} - known)
     if unknown:
         raise DatasetError(f"splits name unknown case(s) {', '.join(unknown[:5])}", path=source)
-    target = Path(preprocessed_dataset_folder) / "splits.json"
+    target = Path(preprocessed_dataset_folder) / SPLITS_FILE
     if target.is_file():
         try:
-            same = json.loads(target.read_text(encoding="utf-8")) == splits
-        except (OSError, ValueError):
+            same = read_splits(target) == splits
+        except MedmambaError:
             same = False
         if not same:
             logger.warning("%s differs from %s; keeping the existing one (delete it to use yours)", target, source)
         return False
-    atomic_write_json(target, splits)
+    write_splits(target, splits)
     logger.info("copied user splits %s to %s", source, target)
     return True
 

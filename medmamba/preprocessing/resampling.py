@@ -6,13 +6,17 @@
 * Anisotropic cases ("separate z"): when the current (else the target) spacing's max/min ratio
   exceeds the anisotropy threshold (3) and exactly one axis is the coarse one, every slice
   across that axis is resized in-plane with the order above, and the coarse axis is then
-  interpolated with ``order_z`` (0 = nearest) using half-voxel-centre coordinates.
+  interpolated with ``order_z`` (0 = nearest, 1 = linear, 2-5 = spline of that order) using
+  half-voxel-centre coordinates.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+
+from medmamba.errors import PlansError
+from medmamba.formats.constants import ANISOTROPY_THRESHOLD
 
 
 def compute_new_shape(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> list[int]:
@@ -28,7 +32,7 @@ def _coarse_axes(spacing: Sequence[float]) -> list[int]:
 def separate_z_axis(
     spacing: Sequence[float],
     new_spacing: Sequence[float],
-    threshold: float = 3.0,
+    threshold: float = ANISOTROPY_THRESHOLD,
     force_separate_z: bool | None = None,
 ) -> int | None:
     """The axis to resample separately (with ``order_z``), or None for a joint N-D resize.
@@ -82,12 +86,20 @@ def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
 
 
 def _interp_along_axis(x: np.ndarray, axis: int, n_out: int, order: int, is_seg: bool) -> np.ndarray:
-    """Resample one axis of ``x`` to ``n_out`` samples (order 0 nearest, else linear / one-hot linear)."""
+    """Resample one axis of ``x`` to ``n_out`` samples: order 0 nearest, 1 linear (one-hot linear for
+    labels), 2-5 a spline of that order (one-hot for labels)."""
+    if not 0 <= order <= 5:
+        raise PlansError(f"resampling order along the coarse axis must be 0-5, got {order}")
     n_in = x.shape[axis]
     if n_in == n_out:
         return x
     if order == 0:
         return np.take(x, _nearest_index(n_in, n_out), axis=axis)
+    if order >= 2:
+        # Resizing only this axis: the other axes keep their grid, so this is a 1-D spline of ``order``.
+        out_shape = list(x.shape)
+        out_shape[axis] = n_out
+        return resize_segmentation(x, out_shape, order) if is_seg else _resize(x, out_shape, order).astype(x.dtype)
     coords = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
     lo = np.floor(coords).astype(np.int64)
     hi = np.minimum(lo + 1, n_in - 1)
@@ -128,7 +140,7 @@ def resample_data_or_seg(
     order: int = 3,
     order_z: int = 0,
     force_separate_z: bool | None = None,
-    anisotropy_threshold: float = 3.0,
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
 ) -> np.ndarray:
     """Resample ``data`` (C, *spatial) to (C, *new_shape).
 

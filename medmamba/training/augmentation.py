@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medmamba.training.setup import AUGMENTATION_LEVELS
+from medmamba.training.run_setup import AUGMENTATION_LEVELS
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from medmamba.training.augmentation import AugmentationPipeline
-from medmamba.training.cases import PreprocessedCase
+from medmamba.formats.preprocessed_case import PreprocessedCase
 
 FOREGROUND_OVERSAMPLING = 0.33  # nnU-Net ``oversample_foreground_percent`` (reference/nnunet.md §5.1)
 

@@ -6,13 +6,12 @@ sorted case ids; a fold index beyond the stored splits gets a seeded random 80:2
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError, PlansError
+from medmamba.formats.splits import read_splits, write_splits
 
 NUM_FOLDS = 5  # nnU-Net default (reference/nnunet.md §5.6)
 SPLIT_SEED = 12345  # nnU-Net default (reference/nnunet.md §5.6)
@@ -50,18 +49,10 @@ def load_or_create_splits(splits_file: Path, case_ids: list[str], write: bool = 
     """
     splits_file = Path(splits_file)
     if splits_file.is_file():
-        try:
-            splits = json.loads(splits_file.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise PlansError(f"cannot read splits: {err}", path=splits_file) from None
-        if not isinstance(splits, list) or not all(
-            isinstance(s, dict) and "train" in s and "val" in s for s in splits
-        ):
-            raise PlansError('expected a list of {"train": [...], "val": [...]} objects', path=splits_file)
-        return splits
+        return read_splits(splits_file)
     splits = kfold_splits(case_ids)
     if write:
-        atomic_write_json(splits_file, splits)
+        write_splits(splits_file, splits)
     return splits
 
 

@@ -1,6 +1,6 @@
 """The short trainer: composes sampler, augmentation, step, schedule, checkpoint store and log.
 
-``train(options)`` runs one fold: builds everything from :mod:`medmamba.training.setup`, trains
+``train(options)`` runs one fold: builds everything from :mod:`medmamba.training.run_setup`, trains
 ``epochs x iterations`` (or as many as ``--time-budget`` allows), keeps ``checkpoint_latest.pt``
 after every epoch, ``checkpoint_best.pt`` on a better pseudo-Dice EMA, ``checkpoint_final.pt`` at
 the end, then runs the final validation. Under DDP every rank trains, rank 0 alone writes.
@@ -18,20 +18,30 @@ import torch
 from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.training import distributed as ddp
 from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation
-from medmamba.training.cases import load_cases
-from medmamba.training.checkpoint import (
-    FORMAT_VERSION, CheckpointStore, capture_rng_state, load_checkpoint, restore_rng_state, unwrap,
-)
+from medmamba.devices import resolve_device
+from medmamba.formats.checkpoint import CHECKPOINT_FORMAT_VERSION, read_checkpoint
+from medmamba.formats.preprocessed_case import load_training_cases
+from medmamba.preprocessing.foreground import locations_by_label
+from medmamba.training.checkpoint_store import CheckpointStore, capture_rng_state, restore_rng_state, unwrap
 from medmamba.training.loss import DeepSupervisionLoss
 from medmamba.training.sampler import BatchSource, BatchStream, PatchSampler, make_loader
 from medmamba.training.schedule import (
     BUDGET_WARMUP_FRACTION, DISCARD_ITERS, MEASURE_ITERS, MEASURE_MAX_FRACTION, LRSchedule, derive_budget_plan,
 )
-from medmamba.training.setup import TrainingSetup, TrainOptions, build_optimizer, load_pretrained, resolve_device
+from medmamba.training.run_setup import TrainingSetup, TrainOptions, build_optimizer, load_pretrained
 from medmamba.training.steps import Precision, TrainStep, ValidationStep, pseudo_dice
 from medmamba.training.training_log import TrainingLog
 
 logger = logging.getLogger("medmamba.training")
+
+
+def _load_cases(folder, case_ids, labels):
+    """The fold's preprocessed cases; a case whose properties lack foreground locations gets them sampled."""
+    cases = load_training_cases(folder, case_ids)
+    for case in cases.values():
+        if not case.class_locations and labels:
+            case.class_locations = {k: v for k, v in locations_by_label(case.seg(), labels).items() if k > 0}
+    return cases
 
 
 @dataclass
@@ -87,8 +97,8 @@ class Trainer:
                                    budget_seconds=self.budget)
         self.budget_plan: dict | None = None
         fg = [v for k, v in setup.plans.labels.items() if k != "background" and int(v) > 0]
-        train_cases = load_cases(setup.data_folder, setup.train_ids, fg)
-        val_cases = load_cases(setup.data_folder, setup.val_ids, fg)
+        train_cases = _load_cases(setup.data_folder, setup.train_ids, fg)
+        val_cases = _load_cases(setup.data_folder, setup.val_ids, fg)
         mask_channels = tuple(i for i, m in enumerate(config.use_mask_for_norm) if m)
         params = configure_augmentation(setup.patch_size, mask_channels, opts.elastic, setup.recipe.augmentation)
         self.mirror_axes = [int(a) for a in (config.mirror_axes if config.mirror_axes is not None
@@ -109,7 +119,7 @@ class Trainer:
     # -- checkpoints --------------------------------------------------------------------------
     def checkpoint(self) -> dict:
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
             "network_name": self.setup.network_name,
             "network_kwargs": self.setup.network_kwargs,
             "state_dict": unwrap(self.network).state_dict(),
@@ -142,7 +152,7 @@ class Trainer:
         if path is None:
             logger.warning("--resume: no checkpoint in %s; starting from scratch", self.store.folder)
             return False
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = read_checkpoint(path, map_location=self.device)
         if ckpt["network_name"] != self.setup.network_name:
             raise CheckpointError(f"checkpoint is for network {ckpt['network_name']!r}, not "
                                   f"{self.setup.network_name!r}", path=path)
@@ -315,7 +325,7 @@ class Trainer:
 
 def train(opts: TrainOptions) -> TrainingSetup:
     """Run one fold end to end (DDP when launched by torchrun). Returns the resolved setup."""
-    from medmamba.training.setup import resolve_setup
+    from medmamba.training.run_setup import resolve_setup
     from medmamba.training.validation import run_final_validation
 
     device = resolve_device(opts.device)

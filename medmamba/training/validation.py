@@ -2,45 +2,44 @@
 
 Uses the inference package's ``predict_preprocessed_case`` (Gaussian tiles, step 0.5, mirror TTA
 over the checkpoint's ``mirror_axes``, as nnU-Net's final validation, reference/nnunet.md §5.7).
-When the case's ground truth file is available (``<preprocessed>/<dataset>/gt_segmentations/`` or
-the raw ``labelsTr/``) and its properties allow inverting preprocessing, the prediction is
-resampled back, written with the input's geometry and scored in the original space; otherwise it
-is scored on the preprocessed grid against ``<case>_seg.npy`` and the summary says so.
+Reads only the preprocessing stage's output: when preprocessing copied the case's label file to
+``<preprocessed>/<dataset>/gt_segmentations/`` and the case's properties allow inverting
+preprocessing, the prediction is resampled back, written with the input's geometry and scored in
+the original space; otherwise it is scored on the preprocessed grid against ``<case>_seg.npy``
+and the summary says so.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from medmamba.formats.preprocessed_case import ground_truth_path, load_preprocessed_case
+
 logger = logging.getLogger("medmamba.training")
 
 
 def _reference_file(setup, case_id: str) -> Path | None:
-    from medmamba.paths import resolve_root
-
-    ending = setup.plans.file_ending
-    candidates = [setup.dataset_folder / "gt_segmentations" / f"{case_id}{ending}"]
-    raw = resolve_root("raw", None, log=False).path
-    candidates.append(raw / setup.dataset_folder.name / "labelsTr" / f"{case_id}{ending}")
-    return next((c for c in candidates if c.is_file()), None)
+    path = ground_truth_path(setup.dataset_folder, case_id, setup.plans.file_ending)
+    return path if path.is_file() else None
 
 
 def run_final_validation(setup, trainer, best: bool = False) -> Path:
     """Predict and score every validation case; returns the path of ``validation/summary.json``."""
     from tqdm import tqdm
 
-    from medmamba.evaluation.summary import build_summary, write_summary
+    from medmamba.evaluation.summary import build_summary
+    from medmamba.formats.summary import write_summary
     from medmamba.evaluation.metrics import compute_metrics
-    from medmamba.inference.predict_case import predict_preprocessed_case, probabilities_to_labels
-    from medmamba.training.checkpoint import load_checkpoint, unwrap
+    from medmamba.inference.array_prediction import predict_preprocessed_case, probabilities_to_labels
+    from medmamba.formats.checkpoint import read_checkpoint
+    from medmamba.training.checkpoint_store import unwrap
 
     network = unwrap(trainer.network)
     if best and trainer.store.path("best").is_file():
-        network.load_state_dict(load_checkpoint(trainer.store.path("best"), trainer.device)["state_dict"])
+        network.load_state_dict(read_checkpoint(trainer.store.path("best"), map_location=trainer.device)["state_dict"])
         logger.info("final validation with checkpoint_best.pt")
     network.eval()
     out = setup.output_folder / "validation"
@@ -48,16 +47,14 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
     labels = sorted(int(v) for k, v in setup.plans.labels.items() if int(v) > 0)
     entries, spaces = [], set()
     for case_id in tqdm(setup.val_ids, desc="final validation", leave=False):
-        data = np.load(setup.data_folder / f"{case_id}.npy", mmap_mode="r")
-        props_file = setup.data_folder / f"{case_id}.json"
-        props = json.loads(props_file.read_text()) if props_file.is_file() else {}
+        data, seg, props = load_preprocessed_case(setup.data_folder, case_id)
         probs = predict_preprocessed_case(network, np.array(data), setup.patch_size,
                                           mirror_axes=trainer.mirror_axes, device=trainer.device)
         reference = _reference_file(setup, case_id)
         entry: dict
         if reference is not None and "geometry" in props:
             from medmamba.datasets.image_io import read_image
-            from medmamba.preprocessing.case import export_segmentation, revert_preprocessing
+            from medmamba.preprocessing.case_transform import export_segmentation, revert_preprocessing
 
             full = revert_preprocessing(probs, props, setup.plans, setup.configuration)
             pred = probabilities_to_labels(full)
@@ -69,7 +66,7 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
                      "spacing": list(geometry.spacing), "metrics": metrics}
             spaces.add("original")
         else:
-            seg = np.asarray(np.load(setup.data_folder / f"{case_id}_seg.npy", mmap_mode="r"))[0]
+            seg = np.asarray(seg)[0]
             pred = torch.as_tensor(probs).argmax(0).numpy()
             spacing = list(setup.config.spacing)
             if len(spacing) != seg.ndim:  # 2D configuration over a 3D stack: slice spacing unknown here

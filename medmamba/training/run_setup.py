@@ -5,7 +5,6 @@ configuration's data folder; decides the network, optimizer, fold cases and outp
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,11 +15,12 @@ if TYPE_CHECKING:
     import torch
 
 from medmamba.errors import CheckpointError, ConfigurationError, PlansError
+from medmamba.formats.constants import DEFAULT_PLANS_NAME
+from medmamba.formats.json_io import read_json
 from medmamba.training.splits import cases_for_fold, load_or_create_splits
 
 logger = logging.getLogger("medmamba.training")
 
-DEFAULT_PLANS_NAME = "medmambaPlans"
 # Optimizers: nnU-Net SGD (reference/nnunet.md §5.1); AdamW as VM-UNet trains (lr 1e-3, weight
 # decay 1e-2, arXiv 2402.02491 §4.2). A configuration may carry {"optimizer": {...}} to override.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
@@ -91,7 +91,7 @@ class TrainingSetup:
     """Resolved inputs of one fold's training run."""
 
     dataset_folder: Path
-    plans: Any  # medmamba.plans.schema.Plans
+    plans: Any  # medmamba.formats.plans.Plans
     configuration: str
     dataset_json: dict
     fold: str
@@ -118,18 +118,6 @@ class TrainingSetup:
         return tuple(int(p) for p in self.config.patch_size)
 
 
-def resolve_device(name: str) -> "torch.device":
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError("--device cuda requested but torch sees no CUDA device (see `medmamba info`)")
-    if name not in ("cpu", "cuda"):
-        raise ConfigurationError(f"--device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
 def find_dataset_folder(root: Path, dataset: str) -> Path:
     """``5`` / ``005`` / ``Dataset005_Name`` under the preprocessed root."""
     from medmamba.datasets.raw_dataset import find_dataset_folder as find_folder
@@ -138,19 +126,10 @@ def find_dataset_folder(root: Path, dataset: str) -> Path:
                        f"run `medmamba plan_and_preprocess -d {dataset}` first", error=PlansError)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlansError("file not found", path=path) from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise PlansError(f"cannot read JSON ({err})", path=path) from None
-
-
 def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetup:
     """Find plans, data and cases; choose network and optimizer; name the output folder."""
     from medmamba.paths import preprocessed_root, results_root
-    from medmamba.plans.schema import load_plans
+    from medmamba.formats.plans import load_plans
 
     folder = find_dataset_folder(preprocessed_root(opts.preprocessed), opts.dataset)
     plans_file = folder / "plans.json"
@@ -158,7 +137,7 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
         plans_file = folder / f"{opts.plans_name}.json"
     plans = load_plans(plans_file)
     config = plans.configuration(opts.configuration)
-    dataset_json = _read_json(folder / "dataset.json")
+    dataset_json = read_json(folder / "dataset.json", dict, "dataset.json", PlansError)
     if any(isinstance(v, (list, tuple)) for k, v in plans.labels.items() if k != "ignore"):
         raise ConfigurationError("region-based labels are not supported by `medmamba train` yet", path=plans_file)
     if "ignore" in plans.labels:
@@ -250,9 +229,9 @@ def load_pretrained(network: "torch.nn.Module", path: str | os.PathLike) -> tupl
 
     Returns (copied, skipped); :class:`CheckpointError` when nothing matches.
     """
-    from medmamba.training.checkpoint import load_checkpoint
+    from medmamba.formats.checkpoint import read_checkpoint
 
-    source = load_checkpoint(path)["state_dict"]
+    source = read_checkpoint(path)["state_dict"]
     target = network.state_dict()
     copied = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if not copied:

@@ -1,4 +1,4 @@
-"""Find a trained model's folder and load its fold checkpoints for inference.
+"""Find a trained model's folder, its fold checkpoints, and build the network a checkpoint holds.
 
 Layout (docs/internals.md)::
 
@@ -13,13 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
-from medmamba.checkpoint_format import read_checkpoint
 from medmamba.errors import CheckpointError, ConfigurationError
-
-CHECKPOINT_KINDS = ("final", "best", "latest")
-# Keys of docs/internals.md that inference reads.
-INFERENCE_KEYS = ("network_name", "network_kwargs", "state_dict", "plans", "configuration", "dataset_json",
-                  "mirror_axes")
+from medmamba.formats.checkpoint import CHECKPOINT_KINDS, INFERENCE_KEYS, read_checkpoint
 
 
 def resolve_results_dataset(results_root: str | Path, dataset: str | int) -> Path:
@@ -113,15 +108,3 @@ def build_network_from_checkpoint(ckpt: dict[str, Any], device: torch.device | s
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(f"weights do not fit network {ckpt['network_name']!r} ({first})", path=where) from None
     return network.to(device).eval()
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigurationError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigurationError("--device cuda requested but torch sees no CUDA device (use --device cpu)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigurationError(f"unknown device {device!r}; use auto, cpu or cuda") from None

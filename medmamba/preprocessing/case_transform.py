@@ -13,27 +13,21 @@ foreground locations → segmentation as int16.
 """
 from __future__ import annotations
 
-import logging
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medmamba.errors import GeometryError, ImageReadError, PlansError
-from medmamba.plans.schema import ConfigurationPlan, Plans, plans_from_any
-from medmamba.preprocessing.cropping import crop_to_nonzero
+from medmamba.datasets.case_reader import read_case_and_label
+from medmamba.datasets.cropping import crop_to_nonzero
+from medmamba.datasets.orientation import Reorientation, canonical_reorientation
+from medmamba.errors import PlansError
+from medmamba.formats.constants import LIFTED_AXIS_SPACING
+from medmamba.formats.plans import ConfigurationPlan, Plans, plans_from_any
+from medmamba.formats.preprocessed_case import PROPERTIES_FORMAT_VERSION
 from medmamba.preprocessing.foreground import sample_foreground_locations
 from medmamba.preprocessing.normalization import normalize_channel
-from medmamba.preprocessing.orientation import Reorientation, canonical_reorientation
 from medmamba.preprocessing.resampling import compute_new_shape, resample_data_or_seg
-
-logger = logging.getLogger("medmamba.preprocessing")
-
-PROPERTIES_FORMAT_VERSION = 1
-# Spacing given to the singleton axis a 2D image is lifted to (nnU-Net's NaturalImage2DIO uses 999).
-LIFTED_AXIS_SPACING = 999.0
-
 
 def foreground_label_values(plans: Plans) -> list[int]:
     """Integer foreground label values of the plans' label map (regions contribute their members)."""
@@ -52,35 +46,6 @@ def internal_target_spacing(config: ConfigurationPlan, spacing_internal: Sequenc
     if config.spatial_dims == 2:
         return [float(spacing_internal[0]), *map(float, config.spacing)]
     return [float(s) for s in config.spacing]
-
-
-def read_case_and_label(image_files: Sequence[str | os.PathLike], label_file: str | os.PathLike | None
-                        ) -> tuple[np.ndarray, np.ndarray | None, Any]:
-    """Read a case's channels (C, *spatial) float32 and its label (1, *spatial) int16 or None, plus
-    the image geometry. NaN/Inf voxels, non-integer labels and a label whose shape or spacing
-    differs from the image raise errors naming the file; origin/direction differences only warn."""
-    from medmamba.datasets.geometry import geometry_differences
-    from medmamba.datasets.image_io import read_case, read_image
-
-    data, geometry = read_case(list(image_files))
-    for c in range(data.shape[0]):
-        if not np.isfinite(data[c]).all():
-            raise ImageReadError("image contains NaN or infinite values", path=image_files[c])
-    seg = None
-    if label_file is not None:
-        seg_arr, seg_geo = read_image(label_file)
-        problems = geometry_differences(geometry, seg_geo)
-        hard = [p for p in problems if p.startswith(("shape", "spacing", "dimensionality"))]
-        if hard:
-            raise GeometryError(f"label does not match image {Path(image_files[0]).name}: " + "; ".join(hard),
-                                path=label_file)
-        if problems:
-            logger.warning("%s: label geometry differs from the image (%s); using the image's", label_file,
-                           "; ".join(problems))
-        if not np.isfinite(seg_arr).all() or np.any(seg_arr != np.round(seg_arr)):
-            raise ImageReadError("label map has non-integer or non-finite values", path=label_file)
-        seg = seg_arr.astype(np.int16)[None]
-    return data, seg, geometry
 
 
 def preprocess_case(

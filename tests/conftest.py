@@ -1,11 +1,12 @@
-"""Tiny preprocessed dataset written directly in the docs/internals.md format (no preprocessing run),
-shared by the tests/test_training_*.py modules. Collected by pytest but holds only a format check."""
+"""Shared fixtures: a tiny preprocessed dataset written directly in the docs/internals.md format
+(no preprocessing run), used by the tests/test_training_*.py modules."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 DATASET = "Dataset901_TrainTiny"
 
@@ -20,7 +21,7 @@ def _case(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     return data, seg
 
 
-def make_preprocessed(root: Path, n_cases: int = 6, size: int = 20, patch3d=(16, 16, 16), patch2d=(16, 16),
+def _make_preprocessed(root: Path, n_cases: int = 6, size: int = 20, patch3d=(16, 16, 16), patch2d=(16, 16),
                       network: str = "plain_unet", network_kwargs: dict | None = None, batch_size: int = 2,
                       seed: int = 0) -> Path:
     """Write ``root/Dataset901_TrainTiny`` with 3d_fullres and 2d configurations; returns the folder."""
@@ -69,13 +70,8 @@ def make_preprocessed(root: Path, n_cases: int = 6, size: int = 20, patch3d=(16,
     return folder
 
 
-def test_fixture_matches_internals_format(tmp_path):
-    folder = make_preprocessed(tmp_path, n_cases=2, size=8)
-    data = np.load(folder / "medmambaPlans_3d_fullres" / "case_000.npy", mmap_mode="r")
-    seg = np.load(folder / "medmambaPlans_3d_fullres" / "case_000_seg.npy", mmap_mode="r")
-    assert data.dtype == np.float32 and seg.dtype == np.int16
-    assert data.shape == seg.shape == (1, 8, 8, 8)
-    from medmamba.plans.schema import load_plans
-
-    plans = load_plans(folder / "plans.json")
-    assert plans.configuration("2d").patch_size == [16, 16]
+@pytest.fixture(scope="session")
+def make_preprocessed():
+    """``make_preprocessed(root, n_cases=6, size=20, ...)`` writes ``root/Dataset901_TrainTiny`` (a sphere in
+    noise per case; 3d_fullres and 2d configurations) and returns that folder."""
+    return _make_preprocessed

@@ -9,7 +9,7 @@ transpose, per-channel foreground intensity statistics, channel names and labels
 Axis conventions
 ----------------
 * ``transpose_forward`` maps the canonical array axes (the file's voxels reoriented to the
-  closest-RAS order, medmamba/preprocessing/orientation.py; see docs/internals.md) to the internal
+  closest-RAS order, medmamba/datasets/orientation.py; see docs/internals.md) to the internal
   order: ``internal = canonical.transpose(transpose_forward)``; ``transpose_backward`` is its inverse. Both are lists of length 3: 2D images are lifted to 3D
   with a leading singleton axis of spacing 999 mm before transposing (nnU-Net's convention for
   natural 2D images, reference nnunet.md §1.3).
@@ -25,18 +25,16 @@ mechanism, reference nnunet.md §3.9); :func:`load_plans` resolves it.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from medmamba.atomic import atomic_write_json
 from medmamba.errors import PlansError
+from medmamba.formats.constants import ANISOTROPY_THRESHOLD
+from medmamba.formats.json_io import read_json
 
 # Bump when a reader of an older file would misinterpret it; readers refuse newer versions.
 PLANS_FORMAT_VERSION = 1
-DEFAULT_PLANS_NAME = "medmambaPlans"
 
 
 @dataclass
@@ -54,7 +52,7 @@ class ResamplingSettings:
     probabilities_order: int = 1
     order_z: int = 0
     force_separate_z: bool | None = None
-    anisotropy_threshold: float = 3.0
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD
 
 
 @dataclass
@@ -280,19 +278,8 @@ def _resolve_inheritance(raw_configs: dict[str, Any], name: str, path, seen: tup
 
 def load_plans(path: str | os.PathLike) -> Plans:
     """Read and validate a plans.json; :class:`PlansError` naming the file on any problem."""
-    p = Path(path)
-    if not p.is_file():
-        raise PlansError("plans file not found; run `medmamba plan_and_preprocess` first", path=p)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PlansError(f"cannot read plans ({err})", path=p) from None
-    return Plans.from_dict(raw, path=p)
-
-
-def save_plans(plans: Plans, path: str | os.PathLike) -> None:
-    """Write ``plans`` atomically as indented JSON."""
-    atomic_write_json(path, plans.to_dict())
+    raw = read_json(path, dict, "plans", PlansError, "run `medmamba plan_and_preprocess` first")
+    return Plans.from_dict(raw, path=path)
 
 
 def plans_from_any(plans: "Plans | dict[str, Any]") -> Plans:

@@ -32,10 +32,6 @@ class Reorientation:
     def from_dict(cls, d: Mapping[str, Any]) -> "Reorientation":
         return cls(tuple(int(p) for p in d["permutation"]), tuple(bool(f) for f in d["flips"]))
 
-    @property
-    def is_identity(self) -> bool:
-        return self.permutation == tuple(range(len(self.permutation))) and not any(self.flips)
-
     def apply(self, array: np.ndarray) -> np.ndarray:
         """File order → canonical, for ``array`` shaped ``(C, *spatial)``."""
         out = np.transpose(array, (0, *(p + 1 for p in self.permutation)))

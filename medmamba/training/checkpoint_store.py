@@ -1,7 +1,6 @@
-"""Checkpoint store: ``checkpoint_{latest,best,final}.pt`` in a fold folder, written atomically.
+"""Checkpoint store of one fold folder (``checkpoint_{latest,best,final}.pt``) and the run state it saves.
 
-Keys follow docs/internals.md; ``load_checkpoint`` checks them so a truncated or foreign file is a
-:class:`CheckpointError`, never a crash deep inside ``load_state_dict``.
+The file format and its reader live in :mod:`medmamba.formats.checkpoint`.
 """
 from __future__ import annotations
 
@@ -12,10 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmamba.atomic import atomic_path
-from medmamba.checkpoint_format import FORMAT_VERSION, REQUIRED_KEYS, read_checkpoint  # noqa: F401 (re-export)
-
-KINDS = ("latest", "best", "final")
+from medmamba.formats.checkpoint import checkpoint_path, write_checkpoint
 
 
 def capture_rng_state() -> dict:
@@ -45,11 +41,6 @@ def unwrap(network: torch.nn.Module) -> torch.nn.Module:
             return network
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a checkpoint dict (all keys of docs/internals.md present)."""
-    return read_checkpoint(path, REQUIRED_KEYS, map_location)
-
-
 class CheckpointStore:
     """Writes and finds the three checkpoints of one fold folder."""
 
@@ -57,22 +48,14 @@ class CheckpointStore:
         self.folder = Path(folder)
 
     def path(self, kind: str) -> Path:
-        if kind not in KINDS:
-            raise ValueError(f"checkpoint kind must be one of {KINDS}")
-        return self.folder / f"checkpoint_{kind}.pt"
+        return checkpoint_path(self.folder, kind)
 
     def save(self, kind: str, checkpoint: dict[str, Any]) -> Path:
-        missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
-        if missing:  # a bug in the trainer, not user input
-            raise ValueError(f"checkpoint lacks keys {missing}")
-        _check_finite(checkpoint["state_dict"])
-        target = self.path(kind)
-        with atomic_path(target, suffix=".pt.tmp") as tmp:
-            torch.save(checkpoint, tmp)
-        return target
+        _check_finite(checkpoint.get("state_dict", {}))
+        return write_checkpoint(self.path(kind), checkpoint)
 
     def resume_candidate(self) -> Path | None:
-        """nnU-Net order for ``--resume``: final, else latest, else best (reference/nnunet.md §5.7)."""
+        """nnU-Net order for ``--resume``: final, else latest, else best."""
         for kind in ("final", "latest", "best"):
             if self.path(kind).is_file():
                 return self.path(kind)

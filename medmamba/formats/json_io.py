@@ -1,0 +1,38 @@
+"""The one JSON file reader: a missing, unreadable or wrongly shaped file is a one-line error naming it."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from medmamba.errors import FileFormatError, MedmambaError
+
+_TYPE_NAMES = {dict: "a JSON object", list: "a JSON list"}
+
+
+def read_json(path: str | os.PathLike, expect: type | None = dict, what: str = "JSON",
+              error: type[MedmambaError] = FileFormatError, missing_hint: str = "") -> Any:
+    """Parse the JSON file at ``path``.
+
+    ``expect`` (``dict``, ``list`` or None for any) is the required top-level type; ``what`` names
+    the file's role in messages ("plans", "splits", ...); ``error`` is the :class:`MedmambaError`
+    subclass raised, always with the path, e.g. ``PlansError("<path>: invalid JSON in plans (...)")``;
+    ``missing_hint`` tells the user how to create a missing file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        hint = f"; {missing_hint}" if missing_hint else ""
+        raise error(f"{what} file not found{hint}", path=p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"cannot read {what} file ({type(err).__name__}: {err})", path=p) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"invalid JSON in {what} file ({err})", path=p) from None
+    if expect is not None and not isinstance(data, expect):
+        wanted = _TYPE_NAMES.get(expect, expect.__name__)
+        raise error(f"{what} file must hold {wanted} at the top level, not {type(data).__name__}", path=p)
+    return data
