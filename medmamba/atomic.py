@@ -1,7 +1,7 @@
 """Atomic file writes: write to a temporary file in the same folder, then ``os.replace``.
 
 A crash mid-write never leaves a truncated file under the final name, and an existing file is
-only replaced once the new one is complete.
+only replaced once the new one is complete and flushed to disk (fsync).
 """
 from __future__ import annotations
 
@@ -9,39 +9,68 @@ import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
 def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path``; on success rename it to ``final_path``.
+    """Yield a temporary path beside ``final_path``; on success flush it to disk and rename it to ``final_path``.
 
     ``suffix`` defaults to the final file's full suffix (e.g. ``.nii.gz``) so that writers that
-    pick a format from the extension still work.
+    pick a format from the extension still work. Safe to use from several threads at once.
     """
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(final.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
-    os.close(fd)
-    # mkstemp creates 0600; give the final file the permissions a plain open() would.
-    os.chmod(tmp, 0o666 & ~_current_umask())
-    tmp_path = Path(tmp)
+    tmp_path = _create_temporary(final, suffix)
     try:
         yield tmp_path
+        _fsync_file(tmp_path)
         os.replace(tmp_path, final)
+        _fsync_directory(final.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temporary(final: Path, suffix: str) -> Path:
+    """A new empty file beside ``final``. Created with mode 0o666 so the kernel applies the process
+    umask as a plain ``open()`` would (no umask read-and-restore, which races with other threads)."""
+    for _ in range(100):
+        candidate = final.parent / f".{final.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise FileExistsError(f"cannot create a temporary file beside {final}")
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush the written bytes to the disk, so a crash after the rename cannot leave an empty file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Persist the rename itself (POSIX); not possible on every platform or file system, so best effort."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -9,14 +9,15 @@ import sys
 import numpy as np
 import pytest
 
+from medmamba.datasets.cropping import crop_to_nonzero
 from medmamba.datasets.geometry import ImageGeometry
 from medmamba.datasets.image_io import read_image, write_image
+from medmamba.errors import PlansError
 from medmamba.formats.fingerprint import load_fingerprint
+from medmamba.formats.preprocessed_case import load_preprocessed_case
 from medmamba.plans.fingerprint import fingerprint_dataset
 from medmamba.plans.planner import plan_experiment
-from medmamba.formats.preprocessed_case import load_preprocessed_case
 from medmamba.preprocessing import export_segmentation, preprocess_case, revert_preprocessing
-from medmamba.datasets.cropping import crop_to_nonzero
 from medmamba.preprocessing.normalization import normalize_channel
 from medmamba.preprocessing.resampling import resample_data_or_seg
 
@@ -322,3 +323,22 @@ def test_cli_errors_are_one_line(demo_raw, tmp_path):
     assert len(errors) == 1 and "998" in errors[0]
     out = run("-d", "999", "--raw", str(demo_raw), "--preprocessed", str(tmp_path), "--network", "nonet")
     assert out.returncode == 1 and "unknown network" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_separate_z_spline_order_above_one_is_honoured():
+    """order_z 3 along the coarse axis is a cubic spline (skimage's, as for the in-plane axes), not linear."""
+    from skimage.transform import resize
+
+    z = np.linspace(0, 1, 6)
+    data = np.broadcast_to((np.sin(4 * z) + z ** 3)[None, None, None, :], (1, 5, 5, 6)).astype(np.float32)
+    args = dict(spacing=(1.0, 1.0, 4.0), new_spacing=(1.0, 1.0, 1.0), order=3, force_separate_z=True)
+    cubic = resample_data_or_seg(data, (5, 5, 22), order_z=3, **args)
+    linear = resample_data_or_seg(data, (5, 5, 22), order_z=1, **args)
+    expected = resize(data[0].astype(np.float64), (5, 5, 22), order=3, mode="edge", anti_aliasing=False, clip=True)
+    np.testing.assert_allclose(cubic[0], expected, atol=1e-5)
+    assert np.abs(cubic - linear).max() > 1e-3
+    seg = (data > data.mean()).astype(np.int16)
+    seg_cubic = resample_data_or_seg(seg, (5, 5, 22), is_seg=True, order_z=3, **args)
+    assert seg_cubic.dtype == np.int16 and set(np.unique(seg_cubic)) <= {0, 1}
+    with pytest.raises(PlansError, match="0-5"):
+        resample_data_or_seg(data, (5, 5, 22), order_z=7, **args)
