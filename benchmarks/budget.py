@@ -17,17 +17,16 @@ The output JSON holds per job: training seconds (the budget's clock), iterations
 iteration, the derived schedule, wall seconds of each command, and test Dice per class; the PNG
 plots test mean foreground Dice against training minutes, one line per system.
 
-``--nnunet-venv VENV`` (a side venv with nnunetv2, installed as reference/nnunet.md "Problems"
-says) adds the system ``nnunet``: nnU-Net v2's stock 2d/3d_fullres plans and trainer, with its
+``--nnunet-venv VENV`` (a side venv with nnunetv2 and a CPU torch) adds the system ``nnunet``: nnU-Net v2's stock 2d/3d_fullres plans and trainer, with its
 epochs x iterations cut to the same budget by benchmarks/nnunet_budget_trainer.py (copied into
 that venv's trainer folder), predicted without TTA and scored by the same ``medmamba evaluate``.
 
 Examples (the commands behind benchmarks/results/budget_*.json):
 
-    python benchmarks/budget.py --demo --work /tmp/budget_demo2 --budgets 15 5 --nnunet-venv /tmp/nnunet-venv \\
+    python benchmarks/budget.py --demo --work WORK --budgets 15 5 --nnunet-venv NNUNET_VENV \\
         --nnunet-budgets 5 --name demo --parallel 1
-    python benchmarks/budget.py --raw /tmp/realmri/raw -d 501 --work /tmp/budget_mri --budgets 45 15 5 \\
-        --nnunet-venv /tmp/nnunet-venv --name mri --source-json /tmp/realmri/raw/SOURCE.json -c 2d
+    python benchmarks/budget.py --raw RAW -d 501 --work WORK --budgets 45 15 5 \\
+        --nnunet-venv NNUNET_VENV --name mri --source-json RAW/SOURCE.json -c 2d
     python benchmarks/budget.py --table benchmarks/results/budget_mri.json   # the Markdown table
 
 An interrupted run resumes: a job whose folder holds a finished ``row.json`` is not run again

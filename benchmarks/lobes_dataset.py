@@ -22,7 +22,7 @@ synthetic. A model that learns here learns real lobe boundaries on real T1 contr
 cases are not other people's brains: this checks learning under a time budget, not generalisation
 across subjects.
 
-    python benchmarks/lobes_dataset.py --deepmriprep /tmp/deepmriprep-0.3.0 --raw /tmp/realmri/raw
+    python benchmarks/lobes_dataset.py --deepmriprep deepmriprep-0.3.0 --raw RAW
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Not part of medmamba: benchmarks/budget.py copies this file into a side venv's
 ``nnunetv2/training/nnUNetTrainer/`` (the only place nnU-Net's trainer lookup finds a custom
-trainer beside a CPU torch, reference/nnunet.md "Problems") and runs
+trainer beside a CPU torch) and runs
 ``nnUNetv2_train ... -tr nnUNetTrainer_medmambaBudget``.
 
 Everything is nnU-Net's default (network, plans, loss, augmentation, SGD 1e-2 poly LR, oversampling)

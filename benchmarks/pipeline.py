@@ -18,8 +18,8 @@ included:
 nnU-Net v2 is timed on the same raw dataset and cores only when the environment variable
 ``NNUNET_VENV`` names a venv whose ``bin/`` holds ``nnUNetv2_plan_and_preprocess``: then its
 ``plan_and_preprocess`` (2d + 3d_fullres) is timed. Its training and prediction are not: nnU-Net
-has no iterations-per-epoch option (an epoch is 250 iterations, reference/nnunet.md §5.1) and its
-shorter-schedule trainers do not import beside a CPU torch (reference/nnunet.md, "Problems").
+has no iterations-per-epoch option (an epoch is 250 iterations) and its
+shorter-schedule trainers do not import beside a CPU torch.
 
 Run (writes benchmarks/results/pipeline_cpu.json; ~5-6 min on 2 shared cores):
 
@@ -178,7 +178,7 @@ def bench_nnunet(bin_dir: Path, work: Path, env: dict[str, str], log: Path) -> d
                          "3d_fullres", "-np", n_proc, n_proc, "-npfp", n_proc], nn_env, log)
     return {"status": "ok", "venv": str(bin_dir.parent), "plan_and_preprocess_seconds": seconds,
             "train": "not measured: nnU-Net v2 has no iterations-per-epoch option (250 per epoch) and its "
-                     "short-schedule trainers do not import beside a CPU torch (reference/nnunet.md)",
+                     "short-schedule trainers do not import beside a CPU torch",
             "predict": "not measured: needs a trained nnU-Net model"}
 
 

@@ -11,7 +11,7 @@ deep supervision on/off, augmentation (default / light / none), and the configur
 
 Writes benchmarks/results/recipe_NAME.json and a Markdown table (``--markdown``) from it:
 
-    python benchmarks/recipe.py --raw /tmp/realmri/raw -d 501 --work /tmp/recipe_mri --minutes 5 --name mri
+    python benchmarks/recipe.py --raw RAW -d 501 --work WORK --minutes 5 --name mri
     python benchmarks/recipe.py --table benchmarks/results/recipe_mri.json
 """
 from __future__ import annotations

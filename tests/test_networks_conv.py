@@ -123,7 +123,7 @@ def _conv(i, o, k, bias=True):
 
 
 def test_plain_unet_param_count_matches_nnunet_topology():
-    """Count of nnU-Net's PlainConvUNet (nnunet.md §5.2) derived by hand for 3D, 6 stages, 128^3 plan."""
+    """Count of nnU-Net's PlainConvUNet derived by hand for 3D, 6 stages, 128^3 plan."""
     f = [32, 64, 128, 256, 320, 320]
     k, cin, ncls = 27, 1, 2
     expected = 0
@@ -150,7 +150,7 @@ def _mamba_params(c, k_routes=1, n=16, d_conv=4):
 
 
 def test_umamba_bot_param_count_matches_public_layout():
-    """Hand count of U-Mamba_Bot (architectures.md §6.1) incl. its deep-half block thinning."""
+    """Hand count of U-Mamba_Bot incl. its deep-half block thinning."""
     f, k, cin, ncls, n = [32, 64, 128, 256, 320], 27, 1, 2, 5
 
     def res_block(i, o, proj):  # conv-IN-act-conv-IN (+1x1 projection)

@@ -35,7 +35,7 @@ def _seed():
 
 # ----------------------------------------------------------------------------- parameter counts
 def test_param_counts_match_papers(capsys):
-    """Paper configurations within ±5% of reference/architectures.md (built on the meta device).
+    """Paper configurations within ±5% of the papers' published parameter counts (built on the meta device).
 
     HRVMamba is counted as the published (pose) backbone: no segmentation head, and the last
     module fuses only into branch 0 (mmpose HRNet ``multiscale_output=False``). Its Tiny size is

@@ -254,7 +254,7 @@ def test_stored_fit_loads_and_is_monotonic():
                 assert cm.seconds_per_iteration(2 * v, 2) >= cm.seconds_per_iteration(v, 2)
 
 
-# --- issue 6: routes, d_state and the memory-demand rule (medmamba/plans/memory_reductions.py) ---
+# --- routes, d_state and the memory-demand rule (medmamba/plans/memory_reductions.py) ---
 
 def _cost(bytes_per_voxel=1000.0, fixed=1e8):
     from medmamba.plans.memory_model import CostModel

@@ -113,7 +113,7 @@ def test_augmentation_shapes_labels_and_initial_patch():
     assert configure_augmentation((8, 64, 64)).dummy_2d  # aspect > 3 -> in-plane only
     assert configure_augmentation((32, 64)).rotation_deg == ((-15.0, 15.0),)
     big = initial_patch_size((128, 128, 128), params)
-    assert all(190 <= s <= 215 for s in big)  # nnunet.md §5.5: 128^3 -> ~205^3
+    assert all(190 <= s <= 215 for s in big)  # nnU-Net v2: 128^3 -> ~205^3
     patch = (12, 12, 12)
     always = type(params)(**{**params.__dict__, "p_rotation": 1.0, "p_scale": 1.0, "p_noise": 1.0, "p_blur": 1.0,
                              "p_brightness": 1.0, "p_contrast": 1.0, "p_lowres": 1.0, "p_gamma": 1.0,

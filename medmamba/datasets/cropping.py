@@ -1,4 +1,4 @@
-"""Crop a case to the bounding box of its nonzero region (nnU-Net's rule, reference nnunet.md §2 step 2).
+"""Crop a case to the bounding box of its nonzero region (nnU-Net's rule).
 
 The nonzero mask is "any channel != 0", with holes filled; voxels of the segmentation that are
 background *and* outside that mask become -1, which later lets z-score normalisation ignore them

@@ -38,7 +38,7 @@ DEMO_CHANNELS = {"0": "T1", "1": "T2"}
 DEMO_FORMAT_VERSION = 1
 
 # Voxel spacings (mm) cycled through the cases; the last two are anisotropic (thick slices).
-# ~1.5-2 mm keeps ~48-64 voxels per axis over a ~100 mm field of view (issue 3, item 8).
+# ~1.5-2 mm keeps ~48-64 voxels per axis over a ~100 mm field of view.
 _SPACINGS = ((1.8, 1.8, 1.8), (1.5, 1.5, 1.5), (2.0, 2.0, 2.0), (1.6, 1.6, 3.0), (1.8, 1.8, 2.5))
 # Oblique storage: 12 degrees about z then 8 degrees about x (arbitrary, clearly non-axis-aligned).
 _OBLIQUE_DEG = (12.0, 8.0)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 # Tolerances for "same geometry". nnU-Net's integrity check uses np.allclose defaults
-# (rtol 1e-5) for spacing (nnunet.md §1.1/§8.12). Header values are float32, whose round-off is
+# (rtol 1e-5) for spacing. Header values are float32, whose round-off is
 # ~1e-7 relative, so these accept files written by different tools yet reject any real shift.
 SPACING_RTOL = 1e-5
 ORIGIN_ATOL_MM = 1e-4

@@ -4,8 +4,8 @@ MSD layout: ``dataset.json`` with ``modality`` (index -> name) and ``labels`` (i
 ``imagesTr/{case}.nii.gz`` holding all modalities in one 4D file, ``labelsTr/{case}.nii.gz``,
 ``imagesTs/``. The output ``DatasetXXX_Name`` has one 3D file per channel (``{case}_{cccc}``),
 labels copied byte for byte, and a v2 dataset.json (``channel_names``, ``labels`` inverted to
-name -> int, ``numTraining``, ``file_ending``) - what ``nnUNetv2_convert_MSD_dataset`` does
-(nnunet.md §7). The input folder is only read; the output appears atomically.
+name -> int, ``numTraining``, ``file_ending``) - what ``nnUNetv2_convert_MSD_dataset`` does.
+The input folder is only read; the output appears atomically.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def convert_msd_labels(msd_labels: dict[str, str], path: Path) -> dict[str, int]
         raise DatasetError(f"MSD labels must map integer strings to names, got {msd_labels}", path=path) from err
     for value, name in items:
         if value == 0:
-            name = "background"  # v2 requires this exact name for 0 (nnunet.md §1.2)
+            name = "background"  # v2 requires this exact name for 0
         if name in out:
             raise DatasetError(f"label name {name!r} used twice", path=path)
         out[name] = value

@@ -1,6 +1,6 @@
 """The nnU-Net v2 raw dataset format: find a dataset folder, read dataset.json, list cases.
 
-Layout (nnunet.md §1.1)::
+Layout::
 
     <raw root>/DatasetXXX_Name/
         dataset.json            channel_names, labels, numTraining, file_ending

@@ -5,7 +5,7 @@ numTraining wrong, unreadable/corrupt files, 4D or multi-component images where 
 expected, NaN/Inf voxels, image/label shape or geometry (spacing, origin, direction) mismatch,
 non-integer labels or label values not declared in dataset.json.
 Warnings: a training label that is all background, hidden files, label values declared but never
-seen. nnU-Net checks the same things in ``verify_dataset_integrity.py`` (nnunet.md §1, §8.3/4/12)
+seen. nnU-Net checks the same things in ``verify_dataset_integrity.py``
 but stops at the first failure.
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def verify_dataset(folder: str | os.PathLike, progress: bool = True) -> VerifyRe
 
 
 def _check_label_declaration(path: Path, dataset_json: dict[str, Any], report: VerifyReport) -> None:
-    """nnU-Net requires consecutive label integers 0..n (nnunet.md §1.1); regions/ignore aside."""
+    """nnU-Net requires consecutive label integers 0..n; regions/ignore aside."""
     plain = sorted(v for v in dataset_json["labels"].values() if not isinstance(v, list))
     if any(isinstance(v, list) for v in dataset_json["labels"].values()):
         if "regions_class_order" not in dataset_json:

@@ -3,7 +3,7 @@
 Reads only ``<results>/<DatasetXXX_Name>/<network>__<plans>__<configuration>/fold_<k>/validation/summary.json``
 (written by training's final validation). Per model, the per-case metrics of all requested folds
 are pooled — every training case appears in exactly one fold's validation — and averaged as one
-cross-validation summary (nnU-Net's ``accumulate_cv_results``, reference/nnunet.md §6.3). The
+cross-validation summary (nnU-Net's ``accumulate_cv_results``). The
 winner has the highest pooled ``foreground_mean`` of the chosen metric; ties go to the first
 model in name order. Ensembles of models are not ranked here (they need saved validation
 probabilities); ``medmamba ensemble`` combines predictions once chosen.

@@ -2,7 +2,7 @@
 
 Conventions (documented in ``medmamba evaluate --help`` and the README):
 
-* Overlap metrics follow nnU-Net v2 ``evaluate_predictions.py`` (reference/nnunet.md §6.4):
+* Overlap metrics follow nnU-Net v2 ``evaluate_predictions.py``:
   ``Dice = 2TP / (2TP + FP + FN)``, ``IoU = TP / (TP + FP + FN)``; both are **NaN when the
   reference and the prediction are both empty** (TP + FP + FN = 0) and NaN is excluded from means.
   Reference empty but prediction not (or the reverse) gives Dice = IoU = 0.

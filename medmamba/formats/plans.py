@@ -1,6 +1,6 @@
 """The versioned ``plans.json`` schema: what the planner decides and every later stage reads.
 
-A plans file is plain JSON a person can read and edit (nnU-Net's habit, reference nnunet.md §3.9).
+A plans file is plain JSON a person can read and edit (nnU-Net's habit).
 Top level (:class:`Plans`) holds what is shared by all configurations — dataset name, the axis
 transpose, per-channel foreground intensity statistics, channel names and labels — and
 ``configurations``: one :class:`ConfigurationPlan` per configuration name (``2d``, ``3d_fullres``,
@@ -12,15 +12,15 @@ Axis conventions
   closest-RAS order, medmamba/datasets/orientation.py; see docs/internals.md) to the internal
   order: ``internal = canonical.transpose(transpose_forward)``; ``transpose_backward`` is its inverse. Both are lists of length 3: 2D images are lifted to 3D
   with a leading singleton axis of spacing 999 mm before transposing (nnU-Net's convention for
-  natural 2D images, reference nnunet.md §1.3).
+  natural 2D images).
 * ``spacing`` of a 3D configuration has 3 entries (mm, internal order). A ``2d`` configuration has
   2 entries: the in-plane spacing of internal axes 1 and 2; the spacing of internal axis 0 is kept
-  as it is (slices are never resampled across), as in nnU-Net (reference nnunet.md §4).
+  as it is (slices are never resampled across), as in nnU-Net.
 * A ``2d`` configuration's preprocessed arrays are still stored as ``(C, Z, X, Y)`` stacks of
   slices along internal axis 0; ``patch_size`` has 2 entries ``(X, Y)``; training samples slices.
 
 A configuration may say ``"inherits_from": "<other>"`` and override any key (nnU-Net's
-mechanism, reference nnunet.md §3.9); :func:`load_plans` resolves it.
+mechanism); :func:`load_plans` resolves it.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ PLANS_FORMAT_VERSION = 1
 class ResamplingSettings:
     """Interpolation orders (scipy/skimage spline orders) used to resample to and from the target spacing.
 
-    Defaults are nnU-Net's (reference nnunet.md §3.7, §4.2): data order 3, segmentation order 1 via
+    Defaults are nnU-Net's: data order 3, segmentation order 1 via
     one-hot linear interpolation, probabilities order 1 at export, order 0 across the coarse
     axis when resampling ``separate_z``; ``force_separate_z=None`` decides automatically when the
     spacing ratio exceeds ``anisotropy_threshold`` (3, nnU-Net's ANISO_THRESHOLD).
@@ -181,7 +181,7 @@ class Plans:
 
     ``foreground_intensity_properties_per_channel`` is keyed by channel index as a string
     (``"0"``, ``"1"`` ...) with keys ``mean``, ``median``, ``std``, ``min``, ``max``,
-    ``percentile_00_5``, ``percentile_99_5`` (foreground voxel intensities, reference nnunet.md §2).
+    ``percentile_00_5``, ``percentile_99_5`` (foreground voxel intensities).
     ``labels`` is dataset.json's label map (name → int, or name → list of ints for regions).
     """
 

@@ -116,7 +116,7 @@ def predict_preprocessed_case(
             logits = mirrored_logits(network, tensor, patch_size, mirror_axes, accumulate_device=accumulate, **kwargs)
         except torch.cuda.OutOfMemoryError:
             # The full-image sums do not fit next to the network: keep them in host memory
-            # (nnU-Net does the same, reference/nnunet.md §6).
+            # (nnU-Net does the same).
             torch.cuda.empty_cache()
             accumulate = torch.device("cpu")
             tensor = tensor.cpu()

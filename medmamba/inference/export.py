@@ -1,6 +1,6 @@
 """Turn probabilities on the original grid into files: label maps, saved probabilities, ensembles.
 
-Saved probabilities (``--save-probabilities``, nnU-Net's ``.npz`` + ``.pkl``, reference/nnunet.md §6)
+Saved probabilities (``--save-probabilities``, nnU-Net's ``.npz`` + ``.pkl``)
 are ``CASE.npz`` (key ``probabilities``: float32 ``(K, *original array shape)``, file voxel order)
 and ``CASE.json`` (the case's preprocessing properties, which hold the input geometry).
 ``medmamba ensemble`` averages them across folders.

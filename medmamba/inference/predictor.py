@@ -1,6 +1,6 @@
 """``Predictor``: trained fold checkpoints → predictions for a folder of raw images.
 
-Per case (reference/nnunet.md §6): read → preprocess exactly as in training with the case's own
+Per case: read → preprocess exactly as in training with the case's own
 geometry (:func:`medmamba.preprocessing.case_transform.preprocess_case`) → sliding window with gaussian
 weighting → mirror TTA over the checkpoint's ``mirror_axes`` → mean of the folds' probabilities
 → :func:`revert_preprocessing` → label map written with the input's spacing, origin, direction

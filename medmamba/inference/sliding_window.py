@@ -1,6 +1,6 @@
 """Sliding-window prediction of one preprocessed case with gaussian importance weighting.
 
-Follows nnU-Net v2's predictor (reference/nnunet.md §6): tile step 0.5 of the patch, tiles evenly
+Follows nnU-Net v2's predictor: tile step 0.5 of the patch, tiles evenly
 spread, logits of every tile multiplied by a gaussian importance map (σ = patch/8, max 10) and
 divided by the accumulated weights; images smaller than the patch are zero-padded and the padding
 removed afterwards; a 2D configuration on 3D data runs slice by slice over the first spatial axis.
@@ -20,7 +20,7 @@ import torch
 
 from medmamba.errors import ConfigurationError, NetworkError
 
-# nnU-Net v2 defaults (reference/nnunet.md §6): σ = patch_size / 8, map scaled to a maximum of 10.
+# nnU-Net v2 defaults: σ = patch_size / 8, map scaled to a maximum of 10.
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8.0
 GAUSSIAN_VALUE_SCALE = 10.0
 DEFAULT_STEP = 0.5  # tile step as a fraction of the patch size (nnU-Net default)

@@ -1,4 +1,4 @@
-"""Dataset fingerprint (reference nnunet.md §2) → ``<preprocessed>/<dataset>/fingerprint.json``.
+"""Dataset fingerprint → ``<preprocessed>/<dataset>/fingerprint.json``.
 
 Per training case: spacing, shape before/after crop-to-nonzero and, per channel, a sample of
 foreground intensities: ``N_case = int(samples_total // num_cases)`` values drawn uniformly with
@@ -36,7 +36,7 @@ from medmamba.formats.fingerprint import FINGERPRINT_FORMAT_VERSION, load_finger
 
 logger = logging.getLogger("medmamba.plans")
 
-# nnU-Net: 10e7 foreground samples for the whole dataset, seed 1234 (reference nnunet.md §2).
+# nnU-Net: 10e7 foreground samples for the whole dataset, seed 1234.
 FOREGROUND_SAMPLES_TOTAL = int(1e8)
 SEED = 1234
 

@@ -1,12 +1,12 @@
-"""Routes, SSM state size and the memory-demand rule of the planner (GitHub issue 6).
+"""Routes, SSM state size and the memory-demand rule of the planner.
 
-Issue 6: network kwargs carry "routes; N=1 or rotated routes at high-resolution stages where memory
+Requirement: network kwargs carry "routes; N=1 or rotated routes at high-resolution stages where memory
 demands it". So the planner writes each SSM network's paper routes and state size ``d_state``
 explicitly into plans.json (a user can edit them), and when even the smallest patch it would
 accept is predicted over the memory target at batch 2, it applies, in this order and only as far
 as needed:
 
-1. ``d_state_1``: SSM state size N = 1 (HRVMamba's choice, reference/architectures.md §5: its DVSS
+1. ``d_state_1``: SSM state size N = 1 (HRVMamba's choice: its DVSS
    blocks run N = 1), shrinking the saved ``(B, K, C, N, L)`` scan states;
 2. ``rotate_routes``: one route per layer, rotating through the route set across layers (LinGen's
    rotary-major idea, :class:`medmamba.kernels.routes.RouteSchedule` ``mode="rotate"``), for
@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from medmamba.plans.memory_model import CostModel
 
-# Paper routes per network and spatial dims (reference/architectures.md): VM-UNet and HRVMamba run
+# Paper routes per network and spatial dims: VM-UNet and HRVMamba run
 # VMamba's SS2D cross scan (§2.1, §3, §5; our 3D form: cross3d); MHS-VM its multi-head scan
 # patterns (§4.2-4.3); SegMamba its tri-orientated ToM (§6.2); U-Mamba one raster Mamba (plain
 # Mamba on flattened tokens, umamba.py's "raster").
@@ -40,14 +40,14 @@ PAPER_ROUTES: dict[str, dict[int, str]] = {
 # takes a RouteSchedule dict; U-Mamba/SegMamba's RouteMamba takes route names only and MHS-VM's
 # default "mhs" mixer has fixed per-head routes, so they cannot rotate.
 ROTATABLE_NETWORKS = ("vmunet", "hrvmamba")
-# Mamba's default state size N (Gu & Dao 2023, reference/architectures.md §1) for networks whose
+# Mamba's default state size N (Gu & Dao 2023) for networks whose
 # registry default_config does not name one.
 MAMBA_D_STATE = 16
 REDUCED_D_STATE = 1
 # kwargs that belong to the planned network's paper (not shared with other networks the way the
 # U-Net topology is): a consumer switching networks should drop them.
 PER_NETWORK_KWARGS = ("routes", "d_state")
-# The order the rule applies them in (issue 6: "N=1 or rotated routes").
+# The order the rule applies them in ("N=1 or rotated routes").
 REDUCTION_ORDER = ("d_state_1", "rotate_routes")
 
 

@@ -1,6 +1,6 @@
 """The experiment planner: pure functions from a fingerprint (+ dataset.json + stored cost fits) to plans.
 
-Rules follow nnU-Net v2's default ExperimentPlanner (reference nnunet.md §3) — target spacing,
+Rules follow nnU-Net v2's default ExperimentPlanner — target spacing,
 transpose, which configurations, topology, normalization, resampling — with one change: patch
 and batch size come from medmamba's measured cost models (medmamba/plans/memory_model.py) for the
 chosen Mamba network instead of nnU-Net's conv feature-map count:
@@ -13,7 +13,7 @@ chosen Mamba network instead of nnU-Net's conv feature-map count:
   tens of minutes still runs hundreds of iterations; the configuration also carries the measured
   short-budget recipe (:data:`CPU_OPTIMIZER`, :data:`CPU_RECIPE`).
 
-Network kwargs also carry the paper's ``routes`` and SSM state size ``d_state`` (issue 6). When the
+Network kwargs also carry the paper's ``routes`` and SSM state size ``d_state``. When the
 smallest patch the shrink loop accepts is still predicted over the memory target at batch 2, the
 memory-demand rule of medmamba/plans/memory_reductions.py sets N = 1, then rotating routes, re-plans
 with the measured saving factors and records what it did in ``extra["memory_reductions"]``.
@@ -40,7 +40,7 @@ from medmamba.plans.topology import (
     shrink_step,
 )
 
-# nnU-Net constants (reference nnunet.md §3.1).
+# nnU-Net constants.
 MIN_BATCH_SIZE = 2
 MAX_DATASET_FRACTION_PER_BATCH = 0.05
 LOWRES_TRIGGER = 0.25
@@ -49,7 +49,7 @@ DEFAULT_MEMORY_TARGET_GB = 8.0
 # Fewest U-Net stages a planned patch may give: networks/blocks/conv.py refuses n_stages < 2 (a
 # U-Net needs one downsampling), so the shrink loop stops there (then the memory rule may act).
 MIN_STAGES = 2
-# medmamba's CPU target (issue 12): patch volume caps and a per-iteration time budget. 4 s per
+# medmamba's CPU target: patch volume caps and a per-iteration time budget. 4 s per
 # iteration gives 450 iterations in a 30-minute budget ("tens of minutes does many iterations");
 # medmamba/plans/memory_fit.json measured umamba_bot 3D at 32^3, batch 1, one thread: ~1.7 s.
 CPU_PATCH_EDGE = {2: 256, 3: 64}
@@ -74,7 +74,7 @@ TOPOLOGY_KWARGS = ("n_stages", "features_per_stage", "kernel_sizes", "strides")
 FIXED_DIVISOR = {"vmunet": 32, "mhsvm": 32, "segmamba": 16, "hrvmamba": 32}
 DEFAULT_FIXED_DIVISOR = 32
 
-# Channel name (case-insensitive) → normalisation scheme (reference nnunet.md §3.6); else z-score.
+# Channel name (case-insensitive) → normalisation scheme; else z-score.
 SCHEME_BY_CHANNEL_NAME = {
     "ct": "CTNormalization",
     "nonorm": "NoNormalization",
@@ -139,7 +139,7 @@ def normalization_plan(channel_names: Mapping[str, str], median_relative_size_af
 
 def fullres_target_spacing(spacings: Sequence[Sequence[float]], shapes_after_crop: Sequence[Sequence[int]]
                            ) -> list[float]:
-    """Median spacing per axis, except for strongly anisotropic data (nnunet.md §3.2): if the
+    """Median spacing per axis, except for strongly anisotropic data: if the
     coarsest axis is > 3x coarser than the others AND has < 1/3 as many voxels, use its 10th
     percentile (never below the finer axes' max + 1e-5)."""
     sp = np.asarray(spacings, dtype=float)
@@ -162,7 +162,7 @@ def fullres_target_spacing(spacings: Sequence[Sequence[float]], shapes_after_cro
 
 def transpose_for(target_spacing: Sequence[float], keep_left_right_in_plane: bool = False
                   ) -> tuple[list[int], list[int]]:
-    """Coarsest axis first, the others in their order (nnunet.md §3.3); returns (forward, backward).
+    """Coarsest axis first, the others in their order; returns (forward, backward).
 
     Axis 0 is the 2D configuration's slicing axis. With ``keep_left_right_in_plane`` (lateralized
     labels) and a tie for the coarsest spacing, the last tied axis is chosen instead of canonical
@@ -218,7 +218,7 @@ def network_kwargs(network: str, spatial_dims: int, in_channels: int, num_classe
     for key in TOPOLOGY_KWARGS:
         if accepted is None or key in accepted:
             kwargs[key] = topo[key]
-    # Issue 6: the paper's routes and SSM state size, explicit so a user can edit them in plans.json.
+    # The paper's routes and SSM state size, explicit so a user can edit them in plans.json.
     config = _default_config(network)
     routes = paper_routes(network, spatial_dims, config)
     if routes is not None and (accepted is None or "routes" in accepted):
@@ -459,7 +459,7 @@ def _reduce_memory_if_short(network: str, dims: int, costs: CostModel, topo: Top
                             replan: Callable[[CostModel], tuple[Topology, int]],
                             rebuild_kwargs: Callable[[Topology], dict[str, Any]], memory_target_gb: float,
                             ) -> tuple[CostModel, Topology, int, dict[str, Any]]:
-    """Issue 6's memory-demand rule (medmamba/plans/memory_reductions.py): when the planned patch,
+    """The memory-demand rule (medmamba/plans/memory_reductions.py): when the planned patch,
     the smallest the shrink loop accepts, is still predicted over the target at batch 2, apply
     N = 1 then rotated routes as far as needed, re-plan the patch with the reduced cost model and
     record the reductions (``extra["memory_reductions"]``)."""
@@ -486,7 +486,7 @@ def _reduce_memory_if_short(network: str, dims: int, costs: CostModel, topo: Top
 
 def _plan_lowres(fullres: ConfigurationPlan, spacing_t: list[float], median_t: list[float],
                  make: Callable[..., ConfigurationPlan]) -> ConfigurationPlan | None:
-    """nnU-Net's 3d_lowres loop (nnunet.md §3.4): coarsen the spacing by 1.03 (only the finer
+    """nnU-Net's 3d_lowres loop: coarsen the spacing by 1.03 (only the finer
     axes while any is < half the coarsest) until the patch covers >= 25% of the median image;
     dropped when that does not halve the median image's voxels."""
     if math.prod(fullres.patch_size) / math.prod(median_t) >= LOWRES_TRIGGER:

@@ -1,4 +1,4 @@
-"""Patch-size and encoder topology rules of nnU-Net (reference nnunet.md §3.5), as pure functions.
+"""Patch-size and encoder topology rules of nnU-Net, as pure functions.
 
 The topology (pooling strides and conv kernel sizes per stage) depends only on the target spacing
 and the patch size; Mamba networks in medmamba take the same ``n_stages`` / ``strides`` /
@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-# nnU-Net defaults (reference nnunet.md §3.1): bottleneck edge >= 4 voxels, 32 base features,
+# nnU-Net defaults: bottleneck edge >= 4 voxels, 32 base features,
 # 320 (3D) / 512 (2D) max features; initial patch volume 256^3 (3D) / 2048^2 (2D).
 MIN_BOTTLENECK_EDGE = 4
 BASE_FEATURES = 32

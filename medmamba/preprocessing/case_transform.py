@@ -1,10 +1,9 @@
 """Preprocess one case and invert it: the entry points shared by ``plan_and_preprocess`` and ``predict``.
 
-Order per case (nnU-Net's run_case_npy, reference nnunet.md §4, plus one step of ours): read →
-reorient to the closest-RAS voxel order (permutations and flips only, exact inverse; cases of one
-dataset are often stored in different orientations, nnU-Net's problem #10 in reference nnunet.md
-§8) → lift 2D images to 3D (leading singleton axis, spacing 999 mm) → float32 → transpose to the
-internal axis order →
+Order per case (nnU-Net's run_case_npy, plus one step of ours): read → reorient to the
+closest-RAS voxel order (permutations and flips only, exact inverse; cases of one dataset are
+often stored in different orientations, which nnU-Net does not handle) → lift 2D images to 3D
+(leading singleton axis, spacing 999 mm) → float32 → transpose to the internal axis order →
 crop to nonzero → normalise (before resampling, so the nonzero mask still fits) → resample data
 (order 3) and segmentation (one-hot order 1), "separate z" for anisotropic cases → sample
 foreground locations → segmentation as int16.

@@ -1,4 +1,4 @@
-"""Foreground voxel locations per class, sampled once at preprocessing for oversampling (reference nnunet.md §4.3)."""
+"""Foreground voxel locations per class, sampled once at preprocessing for oversampling."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Per-channel intensity normalisation schemes (reference nnunet.md §3.6, §4.1).
+"""Per-channel intensity normalisation schemes.
 
 Which scheme a channel gets is the planner's decision (medmamba/plans/planner.py, from the
 channel name); this module only applies the scheme named in the plans.
@@ -11,7 +11,7 @@ import numpy as np
 
 from medmamba.errors import ImageReadError
 
-# nnU-Net's epsilon guarding divisions by a zero std (reference nnunet.md §4.1).
+# nnU-Net's epsilon guarding divisions by a zero std.
 EPS = 1e-8
 
 SCHEMES = ("CTNormalization", "NoNormalization", "ZScoreNormalization", "RescaleTo01Normalization",

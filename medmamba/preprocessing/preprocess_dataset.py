@@ -102,8 +102,7 @@ def _remove_stale_cases(folder: Path, keep: set[str]) -> None:
 def copy_user_splits(raw_dataset_folder: str | os.PathLike, preprocessed_dataset_folder: str | os.PathLike,
                      case_ids: Sequence[str]) -> bool:
     """Copy a user's ``splits_final.json`` (nnU-Net's name, a list of ``{"train": [...], "val": [...]}``)
-    from the raw dataset to ``<preprocessed>/splits.json``, which training then reuses (nnunet.md
-    §3.9). An existing splits.json is kept (a warning names a difference). Returns True if copied."""
+    from the raw dataset to ``<preprocessed>/splits.json``, which training then reuses (as nnU-Net does). An existing splits.json is kept (a warning names a difference). Returns True if copied."""
     from medmamba.errors import DatasetError, MedmambaError
     from medmamba.formats.splits import SPLITS_FILE, USER_SPLITS_FILE, read_splits, write_splits
 

@@ -1,4 +1,4 @@
-"""Resampling to a target spacing with nnU-Net's rules (reference nnunet.md §4.2).
+"""Resampling to a target spacing with nnU-Net's rules.
 
 * Data: spline order 3 (skimage ``resize``, edge mode, no anti-aliasing).
 * Segmentations: one-hot per label, each interpolated with order 1 and thresholded at 0.5

@@ -1,4 +1,4 @@
-"""Dice + cross-entropy with deep supervision, as nnU-Net v2 (reference/nnunet.md §5.3).
+"""Dice + cross-entropy with deep supervision, as nnU-Net v2.
 
 ``loss = CE + (-SoftDice)``: soft Dice on softmax, background excluded, smooth 1e-5, TP/FP/FN
 summed over the batch when ``batch_dice`` (and over all DDP ranks, differentiably), so the loss
@@ -20,7 +20,7 @@ DICE_SMOOTH = 1e-5  # nnU-Net MemoryEfficientSoftDiceLoss smooth
 def deep_supervision_weights(num_outputs: int, distributed: bool = False) -> list[float]:
     """``[1, 1/2, 1/4, ...]`` with the last set to 0 (1e-6 under DDP), normalised to sum 1.
 
-    5 outputs -> 0.533, 0.267, 0.133, 0.067, 0 (reference/nnunet.md §5.3). One output -> [1].
+    5 outputs -> 0.533, 0.267, 0.133, 0.067, 0. One output -> [1].
     """
     if num_outputs == 1:
         return [1.0]

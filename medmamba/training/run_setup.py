@@ -21,13 +21,13 @@ from medmamba.training.splits import cases_for_fold, load_or_create_splits
 
 logger = logging.getLogger("medmamba.training")
 
-# Optimizers: nnU-Net SGD (reference/nnunet.md §5.1); AdamW as VM-UNet trains (lr 1e-3, weight
+# Optimizers: nnU-Net SGD; AdamW as VM-UNet trains (lr 1e-3, weight
 # decay 1e-2, arXiv 2402.02491 §4.2). A configuration may carry {"optimizer": {...}} to override.
 OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
     "sgd": {"lr": 1e-2, "weight_decay": 3e-5, "momentum": 0.99},
     "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
 }
-DEFAULT_ITERATIONS_PER_EPOCH = 250  # nnU-Net (reference/nnunet.md §5.1)
+DEFAULT_ITERATIONS_PER_EPOCH = 250  # nnU-Net
 DEFAULT_VAL_ITERATIONS = 50  # nnU-Net
 DEFAULT_EPOCHS = 1000  # nnU-Net
 DEFAULT_SEED = 12345
@@ -39,13 +39,13 @@ AUGMENTATION_LEVELS = ("default", "light", "none")
 
 @dataclass(frozen=True)
 class TrainingRecipe:
-    """The knobs benchmarks/recipe.py compares under a time budget (issue 12).
+    """The knobs benchmarks/recipe.py compares under a time budget.
 
     Resolved per run: ``medmamba train`` flag > the plan configuration's ``recipe`` entry (the CPU
     planner writes the measured short-budget recipe there) > nnU-Net's defaults below.
     """
 
-    oversample: float = 0.33  # nnU-Net oversample_foreground_percent (reference/nnunet.md §5.1)
+    oversample: float = 0.33  # nnU-Net oversample_foreground_percent
     deep_supervision: bool = True  # nnU-Net
     augmentation: str = "default"  # nnU-Net's full pipeline
 

@@ -21,7 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from medmamba.training.augmentation import AugmentationPipeline
 from medmamba.formats.preprocessed_case import PreprocessedCase
 
-FOREGROUND_OVERSAMPLING = 0.33  # nnU-Net ``oversample_foreground_percent`` (reference/nnunet.md §5.1)
+FOREGROUND_OVERSAMPLING = 0.33  # nnU-Net ``oversample_foreground_percent``
 
 
 def forced_foreground(batch_size: int, index: int, percent: float = FOREGROUND_OVERSAMPLING) -> bool:

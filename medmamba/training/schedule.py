@@ -1,7 +1,7 @@
 """Learning-rate schedule (linear warm-up + poly decay) and the ``--time-budget`` planner.
 
 The schedule is a pure function of *progress* in [0, 1]: ``lr = base * (1 - p)^0.9`` after an
-optional linear warm-up (nnU-Net poly, reference/nnunet.md §5.1). Without a budget, progress is
+optional linear warm-up (nnU-Net poly). Without a budget, progress is
 iterations done / total iterations, which at epoch boundaries equals nnU-Net's per-epoch poly.
 With a budget, progress is ``seconds / budget`` (iterations are set to a huge number), so the LR
 reaches its end value exactly when the budget is spent even if the measured speed drifts.

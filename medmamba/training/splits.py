@@ -1,6 +1,6 @@
 """Cross-validation splits: 5 folds, seed 12345, written once to ``splits.json`` and reused.
 
-Follows nnU-Net v2 ``do_split`` (reference/nnunet.md §5.6): KFold(5, shuffle, seed 12345) over the
+Follows nnU-Net v2 ``do_split``: KFold(5, shuffle, seed 12345) over the
 sorted case ids; a fold index beyond the stored splits gets a seeded random 80:20 split
 (seed 12345 + fold); fold ``all`` trains on everything and validates on the training cases.
 """
@@ -13,8 +13,8 @@ import numpy as np
 from medmamba.errors import ConfigurationError, PlansError
 from medmamba.formats.splits import read_splits, write_splits
 
-NUM_FOLDS = 5  # nnU-Net default (reference/nnunet.md §5.6)
-SPLIT_SEED = 12345  # nnU-Net default (reference/nnunet.md §5.6)
+NUM_FOLDS = 5  # nnU-Net default
+SPLIT_SEED = 12345  # nnU-Net default
 
 
 def kfold_splits(case_ids: list[str], num_folds: int = NUM_FOLDS, seed: int = SPLIT_SEED) -> list[dict]:

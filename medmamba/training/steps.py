@@ -1,8 +1,8 @@
 """One optimisation step (AMP, gradient clipping, NaN/Inf guard) and one validation step.
 
-AMP (CUDA only, as nnU-Net §5.1): autocast to bf16 when the GPU supports it, else fp16, with
-parameters, the loss and the optimizer in fp32 (performance.md §6: SSMs NaN when parameters are
-not fp32). A GradScaler runs on CUDA for both dtypes so a non-finite step also lowers the scale.
+AMP (CUDA only, as nnU-Net): autocast to bf16 when the GPU supports it, else fp16, with
+parameters, the loss and the optimizer in fp32 (selective-scan models produce NaN when their
+parameters are not fp32). A GradScaler runs on CUDA for both dtypes so a non-finite step also lowers the scale.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from medmamba.training.distributed import all_reduce_sum
 
 logger = logging.getLogger("medmamba.training")
 
-GRAD_CLIP_NORM = 12.0  # nnU-Net: global norm 12 after unscaling (reference/nnunet.md §5.1)
+GRAD_CLIP_NORM = 12.0  # nnU-Net: global norm 12 after unscaling
 # A GradScaler starts at 2**16 and halves per bad step: 20 consecutive bad steps take it below 1,
 # so by then the failure is not an overflow the scaler can fix.
 MAX_CONSECUTIVE_BAD_STEPS = 20

@@ -1,7 +1,7 @@
 """Per-epoch training log (``training_log.json``) and the 3-panel ``progress.png``.
 
-Pseudo-Dice EMA follows nnU-Net's logger: ``ema = 0.9 * previous + 0.1 * current``
-(reference/nnunet.md §5.7); a class absent from every validation batch gives NaN and is left out
+Pseudo-Dice EMA follows nnU-Net's logger: ``ema = 0.9 * previous + 0.1 * current``;
+a class absent from every validation batch gives NaN and is left out
 of the mean (NaN-mean), as there.
 """
 from __future__ import annotations

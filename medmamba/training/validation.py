@@ -1,7 +1,7 @@
 """Final validation: sliding-window prediction of the fold's validation cases -> ``validation/``.
 
 Uses the inference package's ``predict_preprocessed_case`` (Gaussian tiles, step 0.5, mirror TTA
-over the checkpoint's ``mirror_axes``, as nnU-Net's final validation, reference/nnunet.md §5.7).
+over the checkpoint's ``mirror_axes``, as nnU-Net's final validation).
 Reads only the preprocessing stage's output: when preprocessing copied the case's label file to
 ``<preprocessed>/<dataset>/gt_segmentations/`` and the case's properties allow inverting
 preprocessing, the prediction is resampled back, written with the input's geometry and scored in
