@@ -256,7 +256,7 @@ def test_folder_errors_and_skipping(results, tmp_path, capsys):
 
 
 def test_save_probabilities_and_ensemble(results, tmp_path, capsys):
-    from medmamba.inference.export import load_probabilities
+    from medmamba.formats.probabilities import load_probabilities
 
     rng = np.random.default_rng(11)
     image, _ = blob_volume(rng)

@@ -1,8 +1,6 @@
-"""Turn probabilities on the original grid into files: label maps, saved probabilities, ensembles.
+"""Turn probabilities on the original grid into files: label maps and ensembles of saved probabilities.
 
-Saved probabilities (``--save-probabilities``, nnU-Net's ``.npz`` + ``.pkl``)
-are ``CASE.npz`` (key ``probabilities``: float32 ``(K, *original array shape)``, file voxel order)
-and ``CASE.json`` (the case's preprocessing properties, which hold the input geometry).
+The saved-probabilities format (``--save-probabilities``) is :mod:`medmamba.formats.probabilities`;
 ``medmamba ensemble`` averages them across folders.
 """
 from __future__ import annotations
@@ -13,15 +11,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from medmamba.atomic import atomic_write_json, atomic_write_with
+from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError, DatasetError
 from medmamba.formats.json_io import read_json
+from medmamba.formats.probabilities import load_probabilities, save_probabilities
 from medmamba.inference.array_prediction import probabilities_to_labels
 
 logger = logging.getLogger("medmamba.inference")
-
-PROBABILITIES_KEY = "probabilities"
-
 
 def label_layout(labels: Mapping[str, Any], dataset_json: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """How network outputs map to label values, from a ``labels`` dict (name → int or list).
@@ -48,46 +44,6 @@ def probabilities_to_label_map(probabilities: np.ndarray, layout: Mapping[str, A
         return indices
     lookup = np.asarray(values, dtype=np.uint16 if max(values) > 255 else np.uint8)
     return lookup[indices]
-
-
-def _plain(obj: Any) -> Any:
-    """``obj`` with numpy scalars/arrays, tuples and paths turned into plain JSON values."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
-def save_probabilities(folder: Path, case_id: str, probabilities: np.ndarray, properties: Mapping[str, Any]) -> None:
-    """Write ``CASE.npz`` (float32 probabilities) and ``CASE.json`` (properties), atomically."""
-    probs = np.asarray(probabilities, dtype=np.float32)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
-            np.savez_compressed(fh, **{PROBABILITIES_KEY: probs})
-
-    atomic_write_with(folder / f"{case_id}.npz", write)
-    atomic_write_json(folder / f"{case_id}.json", _plain(properties))
-
-
-def load_probabilities(folder: Path, case_id: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read what :func:`save_probabilities` wrote; :class:`DatasetError` naming the file if broken."""
-    npz, props = folder / f"{case_id}.npz", folder / f"{case_id}.json"
-    try:
-        with np.load(npz) as data:
-            probs = np.asarray(data[PROBABILITIES_KEY], dtype=np.float32)
-    except (OSError, KeyError, ValueError) as err:
-        raise DatasetError(f"cannot read saved probabilities ({type(err).__name__}: {err})", path=npz) from None
-    return probs, read_json(props, dict, "case properties", DatasetError)
 
 
 def write_label_map(labels: np.ndarray, properties: Mapping[str, Any], path: Path) -> None:

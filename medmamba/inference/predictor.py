@@ -24,7 +24,8 @@ from medmamba.devices import resolve_device
 from medmamba.errors import CheckpointError, DatasetError, MedmambaError
 from medmamba.inference.model_folder import (
     build_network_from_checkpoint, fold_checkpoint_paths, load_inference_checkpoint)
-from medmamba.inference.export import label_layout, probabilities_to_label_map, save_probabilities, write_label_map
+from medmamba.formats.probabilities import save_probabilities
+from medmamba.inference.export import label_layout, probabilities_to_label_map, write_label_map
 from medmamba.inference.input_folder import InputCase, check_output_folder, gather_input_cases
 from medmamba.inference.array_prediction import predict_preprocessed_case
 from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP
