@@ -15,9 +15,17 @@ per branch per module) at strides 4, 8, 16, 32, exchanging features after every 
 Segmentation head (HRNetV2-style, not in the pose code): all branches upsampled to 1/4,
 concatenated, 1×1 conv + BN + ReLU, 1×1 conv to classes, upsampled to the input size.
 Any input size works (zero-padded to a multiple of 32 and cropped back).
+
+Normalization: BatchNorm as in the paper's HRNet layout (§5.2; SyncBN in its dense-prediction
+configs, which the trainer also switches to under DDP), ``norm="instance"`` as an option. In
+training a norm needs more than one value per channel, and the 1/32 branch of a 32-voxel axis has
+one voxel: at batch 1 such an input is refused with a clear error. The registry declares
+``min_deepest_voxels=2`` for this network, so the planner never plans a patch whose 1/32 branch has
+a single voxel and every planned patch trains at any batch size.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -192,7 +200,7 @@ class HRVMamba(nn.Module):
         n_branches = len(modules) + 1
         if len(widths) != n_branches:
             raise NetworkError(f"HRVMamba: {len(widths)} widths for {n_branches} branches (modules {modules})")
-        self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
+        self.spatial_dims, self.deep_supervision, self.norm_kind = spatial_dims, deep_supervision, norm
         self.divisor = 4 * 2 ** (n_branches - 1)
         self.stem = nn.Sequential(
             conv(in_channels, stem_channels, 3, stride=2, padding=1, bias=False),
@@ -240,11 +248,25 @@ class HRVMamba(nn.Module):
         list returned in deep-supervision training; same convention as plain_unet/umamba)."""
         return [tuple(1.0 / s for _ in range(self.spatial_dims)) for s in self.output_strides]
 
+    def _check_trainable(self, batch: int, padded: Sequence[int]) -> None:
+        """Refuse, in one line, an input whose lowest-resolution branch leaves the norm one value
+        per channel (BatchNorm counts the batch too, InstanceNorm only the voxels); torch would
+        fail deep inside with "Expected more than 1 value per channel"."""
+        voxels = math.prod(s // self.divisor for s in padded)
+        values = voxels * (batch if self.norm_kind == "batch" else 1)
+        if values < 2:
+            raise NetworkError(
+                f"hrvmamba: a batch of {batch} at input size {tuple(padded)} leaves one value per channel "
+                f"for {self.norm_kind} norm at the 1/{self.divisor} branch in training; use batch >= 2 or "
+                f"make one axis >= {2 * self.divisor} (the planner does)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.ndim != self.spatial_dims + 2:
             raise NetworkError(f"expected input (B, C, {self.spatial_dims} spatial axes), got {tuple(x.shape)}")
         x, spatial = pad_to_multiple(x, self.divisor)
         padded = x.shape[2:]
+        if self.training:
+            self._check_trainable(x.shape[0], padded)
         xs = [self.stem(x)]
         for trans, stage in zip(self.transitions, self.stages):
             xs = [t(xs[b] if b < len(xs) else xs[-1]) for b, t in enumerate(trans)]
