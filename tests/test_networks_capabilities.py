@@ -140,3 +140,19 @@ def test_hrvmamba_one_voxel_branch_is_a_clear_error_and_never_planned():
         net(torch.randn(1, 1, 32, 32, 32))
     topo, _ = _smallest_planned("hrvmamba", [1.0, 1.0, 1.0])
     assert sorted(topo.patch_size) == [32, 32, 64]
+
+
+def test_training_with_another_network_keeps_only_what_it_declares():
+    """`train --network X` on a plan made for another network: X gets the planned U-Net topology if
+    it is adaptive and SSM settings it declares, never the planned network's routes or d_state."""
+    from medmamba.training.setup import _accepted_kwargs
+
+    planned = {"spatial_dims": 3, "n_stages": 3, "features_per_stage": [32, 64, 128],
+               "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+               "routes": "raster", "d_state": 1, "expand": 3}
+    topology = {k: planned[k] for k in TOPOLOGY_KWARGS}
+    # (the common four come from the run itself, not from the plan)
+    assert _accepted_kwargs("plain_unet", planned) == topology
+    assert _accepted_kwargs("umamba_enc", planned) == {**topology, "expand": 3}
+    assert _accepted_kwargs("segmamba", planned) == {"expand": 3}  # fixed depth
+    assert _accepted_kwargs("vmunet", planned) == {}
