@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from medmamba.catalog import vocab
+import medmamba.catalog.vocab as vocab
 from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.errors import CatalogError
 
