@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from medmamba.errors import PlansError
-from medmamba.networks.registry import TOPOLOGY_KWARGS, NetworkCapabilities, get_capabilities
+from medmamba.networks.registry import NetworkCapabilities, get_capabilities
 from medmamba.plans.memory_model import CostModel, cost_model, load_fits
 from medmamba.plans.memory_reductions import choose_reductions, reduction_candidates
 from medmamba.plans.schema import (
