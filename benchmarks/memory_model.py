@@ -43,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
-from medmamba.networks.registry import build_network, get_network_entry, list_networks  # noqa: E402
+from medmamba.networks.registry import build_network, get_capabilities, get_network_entry, list_networks  # noqa: E402
 from medmamba.plans.memory_model import fit_line  # noqa: E402
-from medmamba.plans.planner import accepted_kwargs, fixed_divisor, network_kwargs  # noqa: E402
+from medmamba.plans.planner import network_kwargs  # noqa: E402
 from medmamba.plans.topology import pool_and_conv_props  # noqa: E402
 
 # Patch edges measured (isotropic; small so the whole script takes minutes on one CPU thread).
@@ -57,7 +57,7 @@ FIXED_EDGE_MULTIPLES = {2: ((2, 2), (3, 3), (4, 4)), 3: ((1, 1, 2), (1, 2, 2))}
 
 
 def patch_sizes(network: str, dims: int) -> list[list[int]]:
-    divisor = fixed_divisor(network, accepted_kwargs(network))
+    divisor = get_capabilities(network).input_divisor
     if divisor is None:
         return [pool_and_conv_props([1.0] * dims, [e] * dims).patch_size for e in EDGES[dims]]
     return [[m * divisor for m in multiples] for multiples in FIXED_EDGE_MULTIPLES[dims]]

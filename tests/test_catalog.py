@@ -81,22 +81,32 @@ def test_network_links_resolve_in_the_registry():
 
     linked = {n for r in catalog.load() for n in r.networks}
     assert {r.name: r.network for r in catalog.find(implemented=True)} == IMPLEMENTED
-    assert linked <= set(vocab.NETWORK_NAMES)  # the fixed list is a superset of every link
+    # the catalog's fixed vocabulary of registry names is exactly the registry's
+    assert set(vocab.NETWORK_NAMES) == set(registry.list_networks()) and linked <= set(vocab.NETWORK_NAMES)
     assert {r.routes for r in catalog.load()} - {None} <= set(vocab.ROUTE_SETS)
     from medmamba.kernels.routes import ROUTE_SETS  # every linked route set exists in the kernels
 
     assert set(vocab.ROUTE_SETS) == set(ROUTE_SETS[2]) | set(ROUTE_SETS[3])
-    registered = set(registry.list_networks())
-    catalog.register_catalog_aliases()
+    # every catalog name of an implemented method builds its network: the networks declare these
+    # aliases themselves, the registry never reads the catalog
     for record in catalog.find(implemented=True):
         for name, network in [(record.name, record.network), *record.network_variants.items()]:
-            if network in registered:  # network module exists: the catalog name must build it
-                assert registry.get_network_entry(name).name == network
-            else:  # not written yet: the alias is still recorded for when it is
-                assert registry._ALIASES[registry._normalise(name)] == network
+            assert registry.get_network_entry(name).name == network
     assert catalog.catalog_name_for_network("vmunet") == "VM-UNet"
     assert catalog.catalog_name_for_network("umamba_enc") == "U-Mamba"
     assert catalog.catalog_name_for_network("plain_unet") is None
+    # ... and the catalog finds a record by any name the registry knows
+    assert catalog.get("umamba_enc").name == catalog.get("U-Mamba_Enc").name == "U-Mamba"
+    assert catalog.registry_name("U-Mamba_Enc") == "umamba_enc" and catalog.registry_name("Vim") is None
+
+
+def test_registry_does_not_import_the_catalog():
+    code = ("import sys; from medmamba.networks import list_networks, build_network; list_networks(); "
+            "build_network('VM-UNet', spatial_dims=2, in_channels=1, num_classes=2, embed_dim=8, depths=[1], "
+            "depths_decoder=[1]); print(any(m.startswith('medmamba.catalog') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_filters_on_known_examples():
@@ -201,6 +211,35 @@ def test_cli_show_every_implemented_network_and_width(capsys):
     assert json.loads(out)["network"] == "vmunet"
     code, _, err = _cli(capsys, "show", "NoSuchMamba")
     assert code == 1 and len(err.strip().splitlines()) == 1 and "NoSuchMamba" in err
+
+
+def _registry_names():
+    from medmamba.networks.registry import list_networks
+
+    return list_networks()
+
+
+@pytest.mark.parametrize("network", _registry_names())
+def test_cli_show_every_registry_name(capsys, network):
+    """The README tells users to run `medmamba catalog show NAME` for every --network name."""
+    code, out, err = _cli(capsys, "show", network)
+    assert code == 0 and err == ""
+    assert f"medmamba plan_and_preprocess -d ID --network {network}" in out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    linked = catalog.catalog_name_for_network(network)
+    if linked is not None:  # the method's record, which lists this network's commands
+        assert out.splitlines()[0].endswith(linked)
+    else:  # no record (the CNN baseline): the registry's entry, paper and capabilities
+        assert out.splitlines()[0].endswith(network) and "topology:" in out and "no record" in out
+    code, out, _ = _cli(capsys, "show", network, "--json")
+    data = json.loads(out)
+    assert code == 0 and network in ([data["network"]] + list(data.get("network_variants", {}).values()))
+
+
+def test_cli_show_plain_unet_json_has_capabilities(capsys):
+    code, out, _ = _cli(capsys, "show", "plain_unet", "--json")
+    caps = json.loads(out)["capabilities"]
+    assert code == 0 and caps["topology"] == "adaptive" and caps["ssm"] is None and caps["norm"] == "instance"
 
 
 def test_cli_search_and_stats(capsys, tmp_path):

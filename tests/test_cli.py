@@ -111,3 +111,11 @@ def test_atomic_json_is_strict(tmp_path):
     target = tmp_path / "m.json"
     atomic_write_json(target, {"dice": math.nan, "hd": [1.0, math.inf], "ok": 0.5})
     assert json.loads(target.read_text()) == {"dice": None, "hd": [1.0, None], "ok": 0.5}
+
+
+@pytest.mark.parametrize("network", ["umamba_enc", "plain_unet"])  # a linked record; no record
+def test_catalog_show_registry_name_as_the_readme_says(network):
+    """README: "Networks (`--network NAME`, see `medmamba catalog show NAME`)"."""
+    out = _run("catalog", "show", network)
+    assert out.returncode == 0, out.stderr
+    assert f"--network {network}" in out.stdout and out.stderr == ""

@@ -23,6 +23,25 @@ def test_kernel_benchmark_quick_run_writes_json_and_png(tmp_path):
     assert {(r["backend"], r["mode"]) for r in rows} == {("torch", "fwd"), ("torch", "fwd+bwd"),
                                                          ("unfused", "fwd"), ("unfused", "fwd+bwd")}
     for r in rows:
-        assert r["seconds"] > 0 and r["ns_per_lane_step"] > 0 and r["peak_bytes"] >= 0
+        assert r["seconds"] > 0 and r["ns_per_lane_step"] > 0 and isinstance(r["peak_bytes"], int)
         lanes = r["batch"] * r["K"] * r["channels"] * r["N"] * r["L"]
         assert abs(r["ns_per_lane_step"] - r["seconds"] / lanes * 1e9) < 1e-6 * r["ns_per_lane_step"]
+
+
+def test_cpu_peak_meter_measures_a_known_allocation():
+    """benchmarks/kernels.py's CPU peak_bytes comes from HeapPeak: a 64 MiB tensor alive inside the
+    block must read as at least 64 MiB and not much more (freed before the block ends)."""
+    import importlib.util
+    import time
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "benchmarks" / "kernels.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    size = 64 * 2 ** 20
+    with bench.HeapPeak() as heap:
+        x = torch.ones(size // 4)  # float32
+        time.sleep(0.05)  # the sampler runs every ~0.2 ms
+        del x
+    assert size <= heap.bytes <= size + 8 * 2 ** 20

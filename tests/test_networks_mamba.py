@@ -11,9 +11,10 @@ from medmamba.errors import NetworkError
 from medmamba.kernels.routes import RouteSchedule, build_route
 from medmamba.networks import build_network, list_networks
 from medmamba.networks.blocks.deformable import DeformableConv
-from medmamba.networks.blocks.gated_cnn import GatedCNNBlock, GatedCNNMixer
+from medmamba.networks.blocks.gated_cnn import GatedCNNMixer
 from medmamba.networks.blocks.patches import PatchEmbed, PatchExpand, PatchMerging, pixel_shuffle_last
-from medmamba.networks.blocks.ssm import DropPath, MambaBlock, MambaMixer, MultiRouteSSM, VSSBlock
+from medmamba.networks.blocks.residual import DropPath
+from medmamba.networks.blocks.ssm import MambaMixer, MultiRouteSSM, VSSBlock
 from medmamba.networks.mhsvm import scan_route_attention
 
 MY_NETWORKS = ("vmunet", "mhsvm", "hrvmamba")
@@ -245,8 +246,13 @@ def test_bidirectional_mamba_is_forward_plus_flipped_backward():
     x = torch.randn(2, 9, 8, dtype=torch.float64)
     # out_proj is linear without bias, so the branch sum commutes with it
     torch.testing.assert_close(bi(x), fwd(x) + bwd(x.flip(1)).flip(1))
-    block = MambaBlock(8, bidirectional=True, d_state=4)
-    assert block(x.float()).shape == x.shape
+    # U-Mamba's layer with routes="bidirectional" is where the networks use this mixer
+    from medmamba.networks.umamba import UMambaLayer
+
+    layer = UMambaLayer(2, 8, routes="bidirectional", d_state=4, backend="torch")
+    assert isinstance(layer.mixer, MambaMixer) and len(layer.mixer.convs) == 2
+    grid = torch.randn(2, 8, 3, 5)
+    assert layer(grid).shape == grid.shape
 
 
 def test_vss_block_and_gated_cnn_block_shapes():
@@ -254,8 +260,12 @@ def test_vss_block_and_gated_cnn_block_shapes():
     for mixer in ("ssm", "gated_cnn"):
         blk = VSSBlock(12, 2, mixer=mixer, mlp_ratio=2.0, drop_path=0.1, d_state=2)
         assert blk(x).shape == x.shape
+    # MambaOut's block x + DropPath(GatedCNN(LN(x))) is the VSS block with the gated-CNN mixer and
+    # no MLP, as every network's mixer="gated_cnn" twin builds it
     x3 = torch.randn(1, 3, 4, 5, 12)
-    assert GatedCNNBlock(12, 3)(x3).shape == x3.shape
+    mambaout = VSSBlock(12, 3, mixer="gated_cnn").eval()
+    assert isinstance(mambaout.mixer, GatedCNNMixer) and mambaout.mlp is None
+    torch.testing.assert_close(mambaout(x3), x3 + mambaout.mixer(mambaout.norm(x3)))
     dp = DropPath(0.5).train()
     y = dp(torch.ones(64, 3))
     assert set(torch.unique(y).tolist()) <= {0.0, 2.0} and 0 < (y[:, 0] == 0).sum() < 64

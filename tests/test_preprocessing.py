@@ -24,7 +24,6 @@ from medmamba.preprocessing.resampling import resample_data_or_seg
 FITS = {"networks": {"umamba_bot": {
     "3": {"memory": {"fixed_bytes": 2e8, "bytes_per_voxel": 4000.0}},
     "2": {"memory": {"fixed_bytes": 1e8, "bytes_per_voxel": 2000.0}}}}}
-TOPOLOGY = lambda name: {"n_stages", "features_per_stage", "kernel_sizes", "strides"}  # noqa: E731
 DATASET_JSON = {"channel_names": {"0": "T1"}, "labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz"}
 
 
@@ -73,7 +72,7 @@ def _plans(spacing_cases):
           "foreground_intensity_properties_per_channel": {"0": {"mean": 300.0, "std": 50.0, "median": 300.0,
                                                                 "min": 150.0, "max": 450.0, "percentile_00_5": 170.0,
                                                                 "percentile_99_5": 430.0}}}
-    return plan_experiment(fp, DATASET_JSON, "Dataset001_T", fits=FITS, accepts=TOPOLOGY, target="cpu")
+    return plan_experiment(fp, DATASET_JSON, "Dataset001_T", fits=FITS, target="cpu")
 
 
 def _dice(a, b, label):
@@ -162,7 +161,7 @@ def test_2d_image_is_lifted_and_reverted(tmp_path):
           "median_relative_size_after_cropping": 1.0,
           "foreground_intensity_properties_per_channel": {"0": {"mean": 5.0, "std": 1.0}}}
     dj = {**DATASET_JSON, "labels": {"background": 0, "a": 1}}
-    plans = plan_experiment(fp, dj, "Dataset002_T", fits=FITS, accepts=TOPOLOGY, target="cpu")
+    plans = plan_experiment(fp, dj, "Dataset002_T", fits=FITS, target="cpu")
     assert list(plans.configurations) == ["2d"]
     data, seg, props = preprocess_case([tmp_path / "x_0000.nii.gz"], plans, "2d", tmp_path / "x.nii.gz")
     assert data.shape == (1, 1, 30, 26) and props["original_ndim"] == 2

@@ -18,12 +18,12 @@ from medmamba.catalog.store import (
     get,
     load,
     read_catalog,
-    register_catalog_aliases,
+    registry_name,
     search,
     stats,
 )
 
 __all__ = [
     "CATALOG_PATH", "CatalogRecord", "catalog_name_for_network", "find", "get", "load", "read_catalog",
-    "register_catalog_aliases", "search", "stats",
+    "registry_name", "search", "stats",
 ]

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import medmamba.catalog.vocab as vocab
 from medmamba.atomic import atomic_write_text
-from medmamba.catalog import vocab
 from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.catalog.seed_records import SEED_RECORDS
 from medmamba.errors import CatalogError

@@ -4,9 +4,12 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from medmamba.catalog.schema import CatalogRecord
+
+if TYPE_CHECKING:  # the registry imports torch; rendering an entry does not need it
+    from medmamba.networks.registry import NetworkEntry
 
 # Terminal budget from the issue: every line the catalog commands print fits 100 columns.
 MAX_WIDTH = 100
@@ -99,6 +102,16 @@ def format_record(record: CatalogRecord) -> str:
         ("source", record.source),
         ("curation", record.curation),
     ]
+    out = _labelled(rows)
+    if record.implemented:
+        out.append("")
+        out.append("run it (replace ID with your dataset id, e.g. 4 or Dataset004_Hippocampus):")
+        out.extend("  " + line for line in train_commands(record))
+    return "\n".join(out)
+
+
+def _labelled(rows: Sequence[tuple[str, str]]) -> list[str]:
+    """``label:  value`` lines, values wrapped to :data:`MAX_WIDTH`, empty values left out."""
     label_width = max(len(k) for k, _ in rows) + 2
     out = []
     for key, value in rows:
@@ -107,10 +120,51 @@ def format_record(record: CatalogRecord) -> str:
         wrapped = textwrap.wrap(value, width=MAX_WIDTH - label_width, break_long_words=True) or [""]
         out.append(f"{key + ':':<{label_width}}{wrapped[0]}")
         out.extend(" " * label_width + line for line in wrapped[1:])
-    if record.implemented:
-        out.append("")
-        out.append("run it (replace ID with your dataset id, e.g. 4 or Dataset004_Hippocampus):")
-        out.extend("  " + line for line in train_commands(record))
+    return out
+
+
+def network_to_dict(entry: "NetworkEntry") -> dict[str, Any]:
+    """A registry entry as JSON-ready data (what ``catalog show --json`` prints for a network)."""
+    caps = entry.capabilities
+    return {
+        "network": entry.name, "paper": entry.paper, "arxiv": entry.arxiv, "aliases": list(entry.aliases),
+        "description": entry.description,
+        "capabilities": {
+            "dims": list(caps.dims), "topology": caps.topology, "input_divisor": caps.input_divisor,
+            "min_deepest_voxels": caps.min_deepest_voxels, "norm": caps.norm,
+            "ssm": None if caps.ssm is None else {
+                "routes": {str(d): r for d, r in caps.ssm.routes.items()}, "d_state": caps.ssm.d_state,
+                "rotatable": caps.ssm.rotatable, "kwargs": list(caps.ssm.kwargs)},
+            "deep_supervision": caps.deep_supervision, "twin_mixers": list(caps.twin_mixers),
+        },
+    }
+
+
+def format_network(entry: "NetworkEntry") -> str:
+    """A registered network that no catalog record links (e.g. the CNN baseline ``plain_unet``):
+    its paper, what it can do, and the commands to run it."""
+    caps = entry.capabilities
+    ssm = ("none (no state-space layer)" if caps.ssm is None else
+           f"routes {', '.join(f'{d}D {r}' for d, r in sorted(caps.ssm.routes.items()))}; d_state {caps.ssm.d_state}")
+    topology = (f"fixed (every input axis a multiple of {caps.input_divisor})" if caps.topology == "fixed"
+                else "adaptive (takes the planned U-Net topology)")
+    rows = [
+        ("network", entry.name),
+        ("aliases", ", ".join(entry.aliases)),
+        ("paper", entry.paper),
+        ("arxiv", f"https://arxiv.org/abs/{entry.arxiv}" if entry.arxiv else ""),
+        ("description", entry.description),
+        ("dims", " and ".join(f"{d}D" for d in caps.dims)),
+        ("topology", topology),
+        ("norm", caps.norm),
+        ("ssm", ssm),
+        ("catalog", "no record: the catalog lists Mamba methods, and this network is none"),
+    ]
+    out = _labelled(rows)
+    configs = [{2: "2d", 3: "3d_fullres"}[d] for d in caps.dims]
+    out += ["", "run it (replace ID with your dataset id, e.g. 4 or Dataset004_Hippocampus):",
+            f"  medmamba plan_and_preprocess -d ID --network {entry.name}"]
+    out += [f"  medmamba train -d ID -c {c} -f 0 --network {entry.name}" for c in configs]
     return "\n".join(out)
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from medmamba.catalog import vocab
+import medmamba.catalog.vocab as vocab
 from medmamba.errors import CatalogError
 
 # How the research step marks records from the survey's companion list (notes §3 "source").

@@ -1,7 +1,8 @@
 """Load the packaged catalog and query it: :func:`load`, :func:`find`, :func:`get`, :func:`search`, :func:`stats`.
 
 Imports only the standard library and :mod:`medmamba.errors`: ``import medmamba.catalog`` must stay
-fast and torch-free (the network registry is imported lazily, only by the functions that need it).
+fast and torch-free. The network registry (which imports torch) is imported only by
+:func:`registry_name`, when a name is no record's; the registry never imports the catalog.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from medmamba.catalog import vocab
+import medmamba.catalog.vocab as vocab
 from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.errors import CatalogError
 
@@ -104,8 +105,20 @@ def find(
     return out
 
 
+def registry_name(name: str) -> str | None:
+    """The network registry name ``name`` (a registry name or a network's alias) stands for, or None.
+
+    Imports the registry, so torch: only called when ``name`` is no record's name.
+    """
+    from medmamba.networks.registry import find_network
+
+    entry = find_network(name)
+    return None if entry is None else entry.name
+
+
 def get(name: str, records: Sequence[CatalogRecord] | None = None) -> CatalogRecord:
-    """The record whose name or alias equals ``name`` (case and punctuation ignored).
+    """The record whose name or alias equals ``name`` (case and punctuation ignored), else the
+    record that links the network registered as ``name`` (``"umamba_enc"`` -> U-Mamba).
 
     Raises CatalogError with the closest names when there is none.
     """
@@ -113,6 +126,10 @@ def get(name: str, records: Sequence[CatalogRecord] | None = None) -> CatalogRec
     key = vocab.normalise_key(name)
     for record in records:
         if key in {vocab.normalise_key(n) for n in record.names()}:
+            return record
+    network = registry_name(name)
+    for record in records if network is not None else ():
+        if network in record.networks:
             return record
     all_names = [n for r in records for n in r.names()]
     close = difflib.get_close_matches(name, all_names, n=3, cutoff=0.6)
@@ -186,24 +203,3 @@ def catalog_name_for_network(network: str) -> str | None:
         if key in record.networks:
             return record.name
     return None
-
-
-def register_catalog_aliases() -> int:
-    """Let the network registry build by catalog name: ``build_network("VM-UNet")`` -> ``vmunet``.
-
-    Registers every implemented record's name, aliases and variant names. Returns how many aliases
-    were registered. Imports the registry lazily (the registry itself does not import torch).
-    """
-    from medmamba.networks.registry import register_alias
-
-    count = 0
-    for record in load():
-        if record.network is None:
-            continue
-        for name in record.names():
-            register_alias(name, record.network)
-            count += 1
-        for variant, network in record.network_variants.items():
-            register_alias(variant, network)
-            count += 1
-    return count

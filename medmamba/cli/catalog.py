@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from medmamba.errors import ConfigurationError
+from medmamba.errors import CatalogError, ConfigurationError
 
 NAME = "catalog"
 HELP = "browse the catalog of Mamba methods in medical imaging (list, show, search, stats)"
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--survey", action="store_true", help="only methods the survey arXiv 2410.02362 cites")
     p.add_argument("--json", action="store_true", help="print the records as a JSON list")
     p = sub.add_parser("show", help="one record in full", description="one record in full")
-    p.add_argument("name", help="record name or alias (case and punctuation ignored)")
+    p.add_argument("name", help="record name or alias, or a network registry name (case and punctuation ignored)")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p = sub.add_parser("search", help="ranked search over name, scan, datasets, modality",
                        description="ranked, case-insensitive search over name, scan, datasets, modality")
@@ -54,7 +54,17 @@ def run(args: argparse.Namespace) -> int:
             print(render.format_list(records))
         return 0
     if action == "show":
-        record = catalog.get(args.name)
+        try:
+            record = catalog.get(args.name)
+        except CatalogError:
+            # a registered network no record links (the CNN baseline): show the registry's entry
+            from medmamba.networks.registry import find_network
+
+            entry = find_network(args.name)
+            if entry is None:
+                raise
+            print(json.dumps(render.network_to_dict(entry), indent=2) if args.json else render.format_network(entry))
+            return 0
         print(json.dumps(record.to_dict(), indent=2, ensure_ascii=False) if args.json else render.format_record(record))
         return 0
     if action == "search":

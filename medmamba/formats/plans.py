@@ -61,7 +61,7 @@ class NetworkSpec:
 
     ``kwargs`` always contain ``spatial_dims``, ``in_channels``, ``num_classes`` and
     ``deep_supervision``; topology kwargs (``n_stages``, ``features_per_stage``,
-    ``kernel_sizes``, ``strides``) are included when the network's builder accepts them.
+    ``kernel_sizes``, ``strides``) are included when the network declares an adaptive topology.
     """
 
     name: str

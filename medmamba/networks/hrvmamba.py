@@ -15,9 +15,17 @@ per branch per module) at strides 4, 8, 16, 32, exchanging features after every 
 Segmentation head (HRNetV2-style, not in the pose code): all branches upsampled to 1/4,
 concatenated, 1×1 conv + BN + ReLU, 1×1 conv to classes, upsampled to the input size.
 Any input size works (zero-padded to a multiple of 32 and cropped back).
+
+Normalization: BatchNorm as in the paper's HRNet layout (§5.2; SyncBN in its dense-prediction
+configs, which the trainer also switches to under DDP), ``norm="instance"`` as an option. In
+training a norm needs more than one value per channel, and the 1/32 branch of a 32-voxel axis has
+one voxel: at batch 1 such an input is refused with a clear error. The registry declares
+``min_deepest_voxels=2`` for this network, so the planner never plans a patch whose 1/32 branch has
+a single voxel and every planned patch trains at any batch size.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -26,8 +34,10 @@ import torch.nn.functional as F
 
 from medmamba.errors import NetworkError
 from medmamba.networks.blocks.patches import crop_to, pad_to_multiple
-from medmamba.networks.blocks.ssm import LN_EPS, DropPath, Mlp, build_mixer, conv_nd
-from medmamba.networks.registry import register_network
+from medmamba.networks.blocks.conv import conv_class
+from medmamba.networks.blocks.residual import LN_EPS, DropPath
+from medmamba.networks.blocks.ssm import Mlp, build_mixer
+from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
 from medmamba.networks.vmunet import drop_path_rates
 
 __all__ = ["DVSSBlock", "HRVMamba"]
@@ -67,7 +77,7 @@ class DVSSBlock(nn.Module):
         self.split = _channel_split(dim, ESINB_GROUPS)
         self.norm0 = nn.LayerNorm(dim, eps=LN_EPS)
         self.convs = nn.ModuleList(
-            conv_nd(spatial_dims)(c, c, 2 * i + 3, padding=i + 1, groups=c) for i, c in enumerate(self.split))
+            conv_class(spatial_dims)(c, c, 2 * i + 3, padding=i + 1, groups=c) for i, c in enumerate(self.split))
         self.norm = nn.LayerNorm(dim, eps=LN_EPS)
         self.mixer = build_mixer(mixer, dim, spatial_dims, routes=routes, layer_index=layer_index,
                                  d_state=d_state, ssm_ratio=ssm_ratio, conv="deformable", gate=False,
@@ -92,7 +102,7 @@ class Bottleneck(nn.Module):
 
     def __init__(self, spatial_dims: int, in_ch: int, planes: int, norm: str) -> None:
         super().__init__()
-        conv = conv_nd(spatial_dims)
+        conv = conv_class(spatial_dims)
         out = planes * 4
         self.body = nn.Sequential(
             conv(in_ch, planes, 1, bias=False), _norm(spatial_dims, planes, norm), nn.ReLU(inplace=True),
@@ -111,7 +121,7 @@ class HRModule(nn.Module):
     def __init__(self, spatial_dims: int, widths: Sequence[int], blocks: int, rates: Sequence[float],
                  norm: str, layer_offset: int, **block_kwargs: Any) -> None:
         super().__init__()
-        conv = conv_nd(spatial_dims)
+        conv = conv_class(spatial_dims)
         n = len(widths)
         self.branches = nn.ModuleList(
             nn.Sequential(*[DVSSBlock(w, spatial_dims, drop_path=rates[b], layer_index=layer_offset + b,
@@ -185,12 +195,12 @@ class HRVMamba(nn.Module):
                  drop_path_rate: float = 0.1, routes: Any = None, mixer: str = "ssm", norm: str = "batch",
                  dcn_pointwise: bool = False, deep_supervision: bool = False, backend: str = "auto") -> None:
         super().__init__()
-        conv = conv_nd(spatial_dims)
+        conv = conv_class(spatial_dims)
         widths, modules = list(widths), list(modules)
         n_branches = len(modules) + 1
         if len(widths) != n_branches:
             raise NetworkError(f"HRVMamba: {len(widths)} widths for {n_branches} branches (modules {modules})")
-        self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
+        self.spatial_dims, self.deep_supervision, self.norm_kind = spatial_dims, deep_supervision, norm
         self.divisor = 4 * 2 ** (n_branches - 1)
         self.stem = nn.Sequential(
             conv(in_channels, stem_channels, 3, stride=2, padding=1, bias=False),
@@ -238,11 +248,25 @@ class HRVMamba(nn.Module):
         list returned in deep-supervision training; same convention as plain_unet/umamba)."""
         return [tuple(1.0 / s for _ in range(self.spatial_dims)) for s in self.output_strides]
 
+    def _check_trainable(self, batch: int, padded: Sequence[int]) -> None:
+        """Refuse, in one line, an input whose lowest-resolution branch leaves the norm one value
+        per channel (BatchNorm counts the batch too, InstanceNorm only the voxels); torch would
+        fail deep inside with "Expected more than 1 value per channel"."""
+        voxels = math.prod(s // self.divisor for s in padded)
+        values = voxels * (batch if self.norm_kind == "batch" else 1)
+        if values < 2:
+            raise NetworkError(
+                f"hrvmamba: a batch of {batch} at input size {tuple(padded)} leaves one value per channel "
+                f"for {self.norm_kind} norm at the 1/{self.divisor} branch in training; use batch >= 2 or "
+                f"make one axis >= {2 * self.divisor} (the planner does)")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if x.ndim != self.spatial_dims + 2:
             raise NetworkError(f"expected input (B, C, {self.spatial_dims} spatial axes), got {tuple(x.shape)}")
         x, spatial = pad_to_multiple(x, self.divisor)
         padded = x.shape[2:]
+        if self.training:
+            self._check_trainable(x.shape[0], padded)
         xs = [self.stem(x)]
         for trans, stage in zip(self.transitions, self.stages):
             xs = [t(xs[b] if b < len(xs) else xs[-1]) for b, t in enumerate(trans)]
@@ -262,7 +286,19 @@ register_network(
     "hrvmamba",
     paper="HRVMamba: High-Resolution Visual State Space Model for Dense Prediction",
     arxiv="2410.03174",
-    dims=(2, 3),
+    aliases=("HRVMamba",),
+    capabilities=NetworkCapabilities(
+        dims=(2, 3),
+        # stem of two stride-2 convs (1/4), then 3 new branches each halving: 4 * 2**3 (§5.2).
+        topology="fixed", input_divisor=32,
+        # HRNet's BatchNorm in the stem, transitions and fusions (§5.2) also runs on the 1/32
+        # branch: in training it needs more than one value per channel, so at batch 1 that map
+        # needs >= 2 voxels.
+        min_deepest_voxels=2, norm="batch",
+        # DSS2D: SS2D's 4 cross routes (3D: cross3d), d_state 1 in every released config (§5.1).
+        ssm=SSMSettings(routes={2: "cross2d", 3: "cross3d"}, d_state=1, rotatable=True,
+                        kwargs=("routes", "d_state", "ssm_ratio")),
+        twin_mixers=("gated_cnn",)),
     default_config=dict(widths=list(SMALL_WIDTHS), modules=[1, 4, 2], blocks=2, stem_channels=64, d_state=1,
                         ssm_ratio=2.0, mlp_ratio=2.0, drop_path_rate=0.1, mixer="ssm", norm="batch",
                         dcn_pointwise=False),

@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from medmamba.errors import NetworkError
 from medmamba.kernels.ops import multi_route_scan
 from medmamba.kernels.routes import build_routes
-from medmamba.networks.blocks.ssm import a_log_init, build_mixer, conv_nd, init_dt_bias
-from medmamba.networks.registry import register_network
+from medmamba.networks.blocks.conv import conv_class
+from medmamba.networks.blocks.ssm import a_log_init, build_mixer, init_dt_bias
+from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
 from medmamba.networks.vmunet import VMUNet
 
 __all__ = ["MultiHeadScanMixer", "scan_route_attention", "MHSVM"]
@@ -63,7 +64,7 @@ class MultiHeadScanMixer(nn.Module):
                  dt_rank: int | str = "auto", sra_threshold: float = 0.0, backend: str = "auto",
                  **_unused: Any) -> None:
         super().__init__()
-        conv_nd(spatial_dims)
+        conv_class(spatial_dims)
         if not 1 <= heads <= 4:
             raise NetworkError(f"MHS-VM supports 1 to 4 heads (patterns C, X, S, Z), got {heads}")
         sub = d_model // heads
@@ -73,7 +74,7 @@ class MultiHeadScanMixer(nn.Module):
         self.spatial_dims, self.heads, self.sub, self.rank, self.d_state = spatial_dims, heads, sub, rank, d_state
         self.threshold, self.backend = sra_threshold, backend
         self.in_proj = nn.Linear(d_model, 2 * d_model, bias=False)
-        self.conv = conv_nd(spatial_dims)(d_model, d_model, 3, padding=1, groups=d_model, bias=True)
+        self.conv = conv_class(spatial_dims)(d_model, d_model, 3, padding=1, groups=d_model, bias=True)
         self.head_proj = nn.Linear(d_model, heads * sub, bias=False)
         K = ROUTES_PER_HEAD
         bound = rank ** -0.5
@@ -152,7 +153,15 @@ register_network(
     "mhsvm",
     paper="MHS-VM: Multi-Head Scanning in Parallel Subspaces for Vision Mamba",
     arxiv="2406.05992",
-    dims=(2, 3),
+    aliases=("MHS-VM",),
+    capabilities=NetworkCapabilities(
+        dims=(2, 3),
+        # VM-UNet's network (architectures.md §4.1): PatchEmbed s4 x 3 PatchMergings = 32.
+        topology="fixed", input_divisor=32,
+        norm="layer",
+        # multi-head scan patterns (§4.2-4.3), N = 16 (§4.2); the heads' routes are fixed per head.
+        ssm=SSMSettings(routes={2: "mhs", 3: "mhs"}, d_state=16, rotatable=False),
+        twin_mixers=("gated_cnn",)),
     default_config=dict(embed_dim=96, depths=[2, 2, 2, 2], depths_decoder=[2, 2, 2, 1], patch_size=4,
                         heads=4, sra_threshold=0.0, d_state=16, drop_path_rate=0.2, mixer="mhs"),
     reference_params={

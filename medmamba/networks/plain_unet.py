@@ -24,7 +24,7 @@ from medmamba.networks.blocks.conv import (
     resolve_topology,
     select_output,
 )
-from medmamba.networks.registry import register_network
+from medmamba.networks.registry import NetworkCapabilities, register_network
 
 
 @register_network(
@@ -32,7 +32,9 @@ from medmamba.networks.registry import register_network
     paper="nnU-Net: a self-configuring method for deep learning-based biomedical image segmentation "
           "(PlainConvUNet)",
     arxiv="1809.10486",
-    dims=(2, 3),
+    aliases=("nnU-Net", "PlainConvUNet"),
+    # nnU-Net's planned topology and InstanceNorm (reference nnunet.md §3.5); no SSM.
+    capabilities=NetworkCapabilities(dims=(2, 3), topology="adaptive", norm="instance"),
     default_config={"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "deep_supervision": True},
     description="nnU-Net v2 PlainConvUNet: plain conv encoder/decoder, InstanceNorm + LeakyReLU, "
                 "strided-conv downsampling, transposed-conv upsampling, deep supervision heads.",

@@ -3,21 +3,28 @@
 Usage::
 
     @register_network("vmunet", paper="VM-UNet: Vision Mamba UNet for Medical Image Segmentation",
-                      arxiv="2402.02491", dims=(2, 3), default_config={...},
+                      arxiv="2402.02491", aliases=("VM-UNet",), default_config={...},
+                      capabilities=NetworkCapabilities(dims=(2, 3), topology="fixed", input_divisor=32, ...),
                       reference_params={"value": 27.43e6, "config": "2d paper", "source": "..."})
     class VMUNet(nn.Module): ...
 
     net = build_network("vmunet", spatial_dims=2, in_channels=3, num_classes=2)
+    get_network_entry("VM-UNet").capabilities.input_divisor   # -> 32
 
 Every registered class takes ``spatial_dims``, ``in_channels``, ``num_classes``,
 ``deep_supervision`` as keyword arguments and returns logits ``(B, num_classes, *spatial)``
 (a list, highest resolution first, when deep supervision is on and the module is training).
+
+What a network can do is declared once, in its :class:`NetworkCapabilities`; the planner and the
+trainer read those declarations and never inspect a builder's signature. Names a user may type
+besides the registry name (the paper's spelling, e.g. ``"U-Mamba_Enc"``) are declared with the
+network as ``aliases``; the catalog looks its names up here, this module never imports it.
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Mapping
 
 from medmamba.errors import NetworkError
 
@@ -32,60 +39,122 @@ _NETWORK_MODULES: tuple[str, ...] = (
     "medmamba.networks.segmamba",
 )
 
+# The U-Net topology knobs an adaptive network takes from the planner (nnU-Net's plans keys).
+TOPOLOGY_KWARGS: tuple[str, ...] = ("n_stages", "features_per_stage", "kernel_sizes", "strides")
+
+
+@dataclass(frozen=True)
+class SSMSettings:
+    """The SSM knobs of a Mamba network that the planner may write into plans.json.
+
+    ``routes``: the paper's route set per spatial dims (a :mod:`medmamba.kernels.routes` set name);
+    ``d_state``: the paper's SSM state size N; ``rotatable``: the ``routes`` kwarg also takes a
+    rotating RouteSchedule (one route per layer), so the memory rule may rotate it;
+    ``kwargs``: the SSM keyword arguments the builder takes (a plan written for another network
+    may carry them; ``routes`` and ``d_state`` always belong to the planned network).
+    """
+
+    routes: Mapping[int, str]
+    d_state: int
+    rotatable: bool = False
+    kwargs: tuple[str, ...] = ("routes", "d_state")
+
+
+@dataclass(frozen=True)
+class NetworkCapabilities:
+    """What a registered network accepts, declared next to it (each number with its source there).
+
+    dims: spatial dims it builds for.
+    topology: ``"adaptive"`` — it takes the planner's U-Net topology (:data:`TOPOLOGY_KWARGS`) and
+        so any planned patch; ``"fixed"`` — its depth and downsampling are the paper's.
+    input_divisor: fixed topology only: the per-axis multiple its downsampling needs (the planner
+        makes every patch axis a multiple of it).
+    min_deepest_voxels: fewest voxels per sample of the deepest (most downsampled) feature map a
+        training step needs; 2 where a normalization there needs more than one value per channel
+        at batch 1 (BatchNorm, InstanceNorm). The planner never plans a patch below it.
+    norm: the normalization of its conv/feature maps: ``"instance"``, ``"batch"`` or ``"layer"``.
+    ssm: the SSM settings the planner may set (None: no SSM, e.g. the CNN baseline).
+    deep_supervision: returns lower-resolution logits in training when asked to.
+    twin_mixers: ``mixer`` values that replace every SSM by another token mixer (the ablation twin).
+    """
+
+    dims: tuple[int, ...] = (2, 3)
+    topology: Literal["adaptive", "fixed"] = "adaptive"
+    input_divisor: int | None = None
+    min_deepest_voxels: int = 1
+    norm: Literal["instance", "batch", "layer"] = "instance"
+    ssm: SSMSettings | None = None
+    deep_supervision: bool = True
+    twin_mixers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.topology not in ("adaptive", "fixed"):
+            raise ValueError(f"topology must be 'adaptive' or 'fixed', got {self.topology!r}")
+        if (self.topology == "fixed") != (self.input_divisor is not None):
+            raise ValueError("a fixed-topology network declares its input_divisor; an adaptive one does not")
+        if self.min_deepest_voxels < 1:
+            raise ValueError(f"min_deepest_voxels must be >= 1, got {self.min_deepest_voxels}")
+
+    @property
+    def is_mamba(self) -> bool:
+        return self.ssm is not None
+
+    def planner_kwargs(self) -> tuple[str, ...]:
+        """Every keyword the planner may set besides the common four."""
+        topo = TOPOLOGY_KWARGS if self.topology == "adaptive" else ()
+        return topo + (self.ssm.kwargs if self.ssm else ())
+
 
 @dataclass(frozen=True)
 class NetworkEntry:
     name: str
     builder: Callable[..., Any]
+    capabilities: NetworkCapabilities
     paper: str = ""
     arxiv: str = ""
-    dims: tuple[int, ...] = (2, 3)
+    aliases: tuple[str, ...] = ()
     default_config: dict[str, Any] = field(default_factory=dict)
     # {"value": float (parameters), "config": "which config", "source": "where the number comes from"}
     reference_params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return self.capabilities.dims
 
 
 _REGISTRY: dict[str, NetworkEntry] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_network(name: str, **meta: Any) -> Callable:
-    """Class/function decorator adding a network builder under ``name`` (lower-case)."""
+def register_network(name: str, *, capabilities: NetworkCapabilities, aliases: tuple[str, ...] = (),
+                     **meta: Any) -> Callable:
+    """Class/function decorator adding a network builder under ``name`` (lower-case), reachable
+    also by each of ``aliases`` (case and punctuation ignored)."""
 
     def decorator(builder: Callable) -> Callable:
         key = name.lower()
         if key in _REGISTRY and _REGISTRY[key].builder is not builder:
             raise ValueError(f"network {key!r} registered twice")
-        _REGISTRY[key] = NetworkEntry(name=key, builder=builder, **meta)
+        for alias in aliases:
+            owner = _ALIASES.get(_normalise(alias))
+            if owner not in (None, key):
+                raise ValueError(f"alias {alias!r} of {key!r} already names {owner!r}")
+            _ALIASES[_normalise(alias)] = key
+        _REGISTRY[key] = NetworkEntry(name=key, builder=builder, capabilities=capabilities,
+                                      aliases=tuple(aliases), **meta)
         return builder
 
     return decorator
-
-
-def register_alias(alias: str, name: str) -> None:
-    """Let ``alias`` (e.g. a catalog record name such as ``"VM-UNet"``) build ``name``."""
-    _ALIASES[_normalise(alias)] = name.lower()
 
 
 def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-_catalog_aliases_loaded = False
-
-
 def _load_all() -> None:
-    global _catalog_aliases_loaded
     for module in _NETWORK_MODULES:
         importlib.import_module(module)
-    if not _catalog_aliases_loaded:
-        _catalog_aliases_loaded = True
-        # Lets build_network accept a catalog name ("VM-UNet", "U-Mamba_Enc"); the catalog is
-        # plain JSON with no torch import, so this stays cheap and works on a bare torch box.
-        from medmamba.catalog import register_catalog_aliases
-
-        register_catalog_aliases()
 
 
 def list_networks() -> list[str]:
@@ -93,15 +162,25 @@ def list_networks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_network_entry(name: str) -> NetworkEntry:
+def find_network(name: str) -> NetworkEntry | None:
+    """The entry registered under ``name`` or one of its aliases, else None."""
     _load_all()
     key = name.lower()
     if key not in _REGISTRY:
         key = _ALIASES.get(_normalise(name), key)
-    if key not in _REGISTRY:
+    return _REGISTRY.get(key)
+
+
+def get_network_entry(name: str) -> NetworkEntry:
+    entry = find_network(name)
+    if entry is None:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise NetworkError(f"unknown network {name!r}; registered networks: {known}")
-    return _REGISTRY[key]
+    return entry
+
+
+def get_capabilities(name: str) -> NetworkCapabilities:
+    return get_network_entry(name).capabilities
 
 
 def build_network(name: str, **kwargs: Any):

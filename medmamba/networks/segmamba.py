@@ -42,7 +42,7 @@ from medmamba.networks.blocks.conv import (
     instance_norm,
     select_output,
 )
-from medmamba.networks.registry import register_network
+from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
 
 
 def _in(spatial_dims: int, channels: int) -> nn.Module:
@@ -128,7 +128,18 @@ def _unetr_res_block(spatial_dims: int, in_channels: int, out_channels: int) -> 
     "segmamba",
     paper="SegMamba: Long-range Sequential Modeling Mamba For 3D Medical Image Segmentation",
     arxiv="2401.13560",
-    dims=(2, 3),
+    aliases=("SegMamba",),
+    capabilities=NetworkCapabilities(
+        dims=(2, 3),
+        # stem conv k7 s2, then 3 downsamplings k2 s2: 2**4 (architectures.md §6.2).
+        topology="fixed", input_divisor=16,
+        # InstanceNorm (§6.2) on the deepest stage needs more than one voxel per sample.
+        min_deepest_voxels=2, norm="instance",
+        # ToM's three routes (§6.2), the vendored Mamba's N = 16 (§1.4); RouteMamba takes route
+        # names only (no rotating schedule).
+        ssm=SSMSettings(routes={2: "tom", 3: "tom"}, d_state=16, rotatable=False,
+                        kwargs=("routes", "d_state", "d_conv", "expand")),
+        twin_mixers=("gated_cnn",)),
     default_config={"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "deep_supervision": True,
                     "feature_size": [48, 96, 192, 384], "depths": [2, 2, 2, 2], "hidden_size": 768,
                     "routes": "tom", "mixer": "ssm"},

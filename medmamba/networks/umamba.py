@@ -45,7 +45,15 @@ from medmamba.networks.blocks.conv import (
     resolve_topology,
     select_output,
 )
-from medmamba.networks.registry import register_network
+from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
+
+# nnU-Net topology from the planner, InstanceNorm (architectures.md §6.1); one raster Mamba route,
+# d_state 16, d_conv 4, expand 2 (§6.1); RouteMamba/MambaMixer take route names only.
+_CAPABILITIES = NetworkCapabilities(
+    dims=(2, 3), topology="adaptive", norm="instance",
+    ssm=SSMSettings(routes={2: "raster", 3: "raster"}, d_state=16, rotatable=False,
+                    kwargs=("routes", "d_state", "d_conv", "expand")),
+    twin_mixers=("gated_cnn",))
 
 
 class UMambaLayer(nn.Module):
@@ -192,7 +200,8 @@ _DEFAULTS = {"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "deep_superv
     "umamba_bot",
     paper="U-Mamba: Enhancing Long-range Dependency for Biomedical Image Segmentation (U-Mamba_Bot)",
     arxiv="2401.04722",
-    dims=(2, 3),
+    aliases=("U-Mamba", "U-Mamba_Bot"),
+    capabilities=_CAPABILITIES,
     default_config=dict(_DEFAULTS),
     description="nnU-Net residual U-Net with one Mamba layer (raster scan) at the bottleneck.",
 )
@@ -204,7 +213,8 @@ class UMambaBot(UMamba):
     "umamba_enc",
     paper="U-Mamba: Enhancing Long-range Dependency for Biomedical Image Segmentation (U-Mamba_Enc)",
     arxiv="2401.04722",
-    dims=(2, 3),
+    aliases=("U-Mamba_Enc",),
+    capabilities=_CAPABILITIES,
     default_config=dict(_DEFAULTS),
     description="nnU-Net residual U-Net with a Mamba layer after every encoder stage "
                 "(alternate stages in 2D).",

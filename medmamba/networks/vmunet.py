@@ -23,8 +23,9 @@ import torch.nn as nn
 
 from medmamba.errors import NetworkError
 from medmamba.networks.blocks.patches import PatchEmbed, PatchExpand, PatchMerging, crop_to, pad_to_multiple
-from medmamba.networks.blocks.ssm import VSSBlock, build_mixer, conv_nd
-from medmamba.networks.registry import register_network
+from medmamba.networks.blocks.conv import conv_class
+from medmamba.networks.blocks.ssm import VSSBlock, build_mixer
+from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
 
 __all__ = ["VMUNet"]
 
@@ -79,7 +80,7 @@ class VMUNet(nn.Module):
         mixer_factory: MixerFactory | None = None,
     ) -> None:
         super().__init__()
-        conv_nd(spatial_dims)
+        conv_class(spatial_dims)
         depths, depths_decoder = list(depths), list(depths_decoder)
         n = len(depths)
         if len(depths_decoder) != n or n < 1:
@@ -130,7 +131,7 @@ class VMUNet(nn.Module):
         # Final_PatchExpand2D: ×patch_size to embed_dim/4 channels, then a 1×1 conv (§3.1).
         final_dim = max(embed_dim // 4, 1)
         self.final_expand = PatchExpand(spatial_dims, embed_dim, final_dim, scale=patch_size)
-        self.final_conv = conv_nd(spatial_dims)(final_dim, num_classes, 1)
+        self.final_conv = conv_class(spatial_dims)(final_dim, num_classes, 1)
         # decoder stages 1..n-1 run at strides patch·2^(n-1-i); listed highest resolution first
         self.output_strides = [1] + [patch_size * 2 ** (n - 1 - i) for i in range(n - 1, 0, -1)][
             : len(self.ds_heads)]
@@ -184,7 +185,17 @@ register_network(
     "vmunet",
     paper="VM-UNet: Vision Mamba UNet for Medical Image Segmentation",
     arxiv="2402.02491",
-    dims=(2, 3),
+    aliases=("VM-UNet",),
+    capabilities=NetworkCapabilities(
+        dims=(2, 3),
+        # PatchEmbed k4 s4, then 3 PatchMergings (x2 each): 4 * 2**3 (architectures.md §3.1).
+        topology="fixed", input_divisor=32,
+        norm="layer",  # LayerNorm only (§3.1): a 1-voxel deepest map trains at batch 1
+        # SS2D: 4 cross routes (3D: our 6-route cross3d), d_state 16 (§3.1, §2.1); MultiRouteSSM
+        # takes a RouteSchedule, so the routes may rotate.
+        ssm=SSMSettings(routes={2: "cross2d", 3: "cross3d"}, d_state=16, rotatable=True,
+                        kwargs=("routes", "d_state", "ssm_ratio", "d_conv")),
+        twin_mixers=("gated_cnn",)),
     default_config=dict(embed_dim=96, depths=[2, 2, 2, 2], depths_decoder=[2, 2, 2, 1], patch_size=4,
                         d_state=16, ssm_ratio=2.0, drop_path_rate=0.2, mixer="ssm"),
     reference_params={

@@ -1,8 +1,8 @@
 """Routes, SSM state size and the memory-demand rule of the planner.
 
-Requirement: network kwargs carry "routes; N=1 or rotated routes at high-resolution stages where memory
-demands it". So the planner writes each SSM network's paper routes and state size ``d_state``
-explicitly into plans.json (a user can edit them), and when even the smallest patch it would
+The planner writes each SSM network's paper routes and state size ``d_state`` (declared in the
+network's registry capabilities, :class:`medmamba.networks.registry.SSMSettings`) explicitly into
+plans.json (a user can edit them), and when even the smallest patch it would
 accept is predicted over the memory target at batch 2, it applies, in this order and only as far
 as needed:
 
@@ -10,11 +10,11 @@ as needed:
    blocks run N = 1), shrinking the saved ``(B, K, C, N, L)`` scan states;
 2. ``rotate_routes``: one route per layer, rotating through the route set across layers (LinGen's
    rotary-major idea, :class:`medmamba.kernels.routes.RouteSchedule` ``mode="rotate"``), for
-   networks whose ``routes`` kwarg takes a schedule.
+   networks whose capabilities declare rotatable routes.
 
 Each step multiplies the fitted activation bytes per voxel by a saving factor measured with
 ``benchmarks/memory_model.py --reduction-savings`` (stored under ``memory_reductions`` in
-medmamba/plans/memory_fit.json). Networks without an SSM (``plain_unet``) accept neither kwarg and
+medmamba/plans/memory_fit.json). Networks without an SSM (``plain_unet``) take neither kwarg and
 are never changed.
 """
 from __future__ import annotations
@@ -22,27 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+from medmamba.networks.registry import get_capabilities
 from medmamba.plans.memory_model import CostModel
 
-# Paper routes per network and spatial dims: VM-UNet and HRVMamba run
-# VMamba's SS2D cross scan (§2.1, §3, §5; our 3D form: cross3d); MHS-VM its multi-head scan
-# patterns (§4.2-4.3); SegMamba its tri-orientated ToM (§6.2); U-Mamba one raster Mamba (plain
-# Mamba on flattened tokens, umamba.py's "raster").
-PAPER_ROUTES: dict[str, dict[int, str]] = {
-    "vmunet": {2: "cross2d", 3: "cross3d"},
-    "hrvmamba": {2: "cross2d", 3: "cross3d"},
-    "mhsvm": {2: "mhs", 3: "mhs"},
-    "segmamba": {2: "tom", 3: "tom"},
-    "umamba_bot": {2: "raster", 3: "raster"},
-    "umamba_enc": {2: "raster", 3: "raster"},
-}
-# Networks whose ``routes`` reaches MultiRouteSSM (networks/blocks/ssm.py as_route_schedule), which
-# takes a RouteSchedule dict; U-Mamba/SegMamba's RouteMamba takes route names only and MHS-VM's
-# default "mhs" mixer has fixed per-head routes, so they cannot rotate.
-ROTATABLE_NETWORKS = ("vmunet", "hrvmamba")
-# Mamba's default state size N (Gu & Dao 2023) for networks whose
-# registry default_config does not name one.
-MAMBA_D_STATE = 16
 REDUCED_D_STATE = 1
 # kwargs that belong to the planned network's paper (not shared with other networks the way the
 # U-Net topology is): a consumer switching networks should drop them.
@@ -61,18 +43,6 @@ class Reduction:
     factor_source: str
 
 
-def paper_routes(network: str, spatial_dims: int, default_config: Mapping[str, Any] | None = None) -> Any:
-    """The route set the network's paper uses at ``spatial_dims``, or None when unknown."""
-    if network in PAPER_ROUTES:
-        return PAPER_ROUTES[network][spatial_dims]
-    return (default_config or {}).get("routes")
-
-
-def paper_d_state(default_config: Mapping[str, Any] | None) -> int:
-    """The network's default SSM state size N (its registry default_config, else Mamba's 16)."""
-    return int((default_config or {}).get("d_state", MAMBA_D_STATE))
-
-
 def rotate_schedule(routes: Any) -> dict[str, Any]:
     """plans.json form of a one-route-per-layer rotating schedule over ``routes`` (a set name)."""
     return {"spec": routes, "mode": "rotate", "routes_per_layer": 1}
@@ -86,7 +56,8 @@ def reduction_overrides(name: str, network: str, spatial_dims: int, kwargs: Mapp
         return {"d_state": REDUCED_D_STATE} if isinstance(d_state, int) and d_state > REDUCED_D_STATE else None
     if name == "rotate_routes":
         routes = kwargs.get("routes")
-        if network not in ROTATABLE_NETWORKS or not isinstance(routes, str):
+        ssm = get_capabilities(network).ssm
+        if ssm is None or not ssm.rotatable or not isinstance(routes, str):
             return None
         from medmamba.kernels.routes import ROUTE_SETS
 

@@ -13,14 +13,17 @@ chosen Mamba network instead of nnU-Net's conv feature-map count:
   tens of minutes still runs hundreds of iterations; the configuration also carries the measured
   short-budget recipe (:data:`CPU_OPTIMIZER`, :data:`CPU_RECIPE`).
 
-Network kwargs also carry the paper's ``routes`` and SSM state size ``d_state``. When the
+What a network accepts comes from its registry capabilities
+(:class:`medmamba.networks.registry.NetworkCapabilities`): an adaptive network gets the planned U-Net
+topology; a fixed one gets a patch whose every axis is a multiple of its declared input divisor,
+never so small that its deepest feature map has fewer voxels than it declares it needs. Network
+kwargs also carry the paper's ``routes`` and SSM state size ``d_state``. When the
 smallest patch the shrink loop accepts is still predicted over the memory target at batch 2, the
 memory-demand rule of medmamba/plans/memory_reductions.py sets N = 1, then rotating routes, re-plans
 with the measured saving factors and records what it did in ``extra["memory_reductions"]``.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -30,8 +33,9 @@ import numpy as np
 from medmamba.errors import PlansError
 from medmamba.formats.constants import ANISOTROPY_THRESHOLD, DEFAULT_PLANS_NAME
 from medmamba.formats.plans import ConfigurationPlan, NetworkSpec, Plans, ResamplingSettings
+from medmamba.networks.registry import NetworkCapabilities, get_capabilities
 from medmamba.plans.memory_model import CostModel, cost_model, load_fits
-from medmamba.plans.memory_reductions import choose_reductions, paper_d_state, paper_routes, reduction_candidates
+from medmamba.plans.memory_reductions import choose_reductions, reduction_candidates
 from medmamba.plans.topology import (
     Topology,
     features_per_stage,
@@ -63,16 +67,8 @@ CPU_SECONDS_PER_ITERATION = 4.0
 CPU_OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}
 CPU_RECIPE = {"oversample": 0.33, "deep_supervision": True, "augmentation": "none"}
 # Default network per spatial dims: U-Mamba-Bot, a conv U-Net with Mamba only at the bottleneck,
-# the safe hybrid default of the issue (cheap on memory because the scan runs at low resolution).
+# the safe hybrid default (cheap on memory because the scan runs at low resolution).
 DEFAULT_NETWORK = {2: "umamba_bot", 3: "umamba_bot"}
-TOPOLOGY_KWARGS = ("n_stages", "features_per_stage", "kernel_sizes", "strides")
-# Fixed-depth networks (no ``strides`` kwarg) need every input axis to be a multiple of their
-# total downsampling: VM-UNet / MHS-VM patch embed 4 x 3 patch merges = 32 (networks/vmunet.py
-# default_config: patch_size 4, 4 stages); SegMamba stride-2 stem x 2 per stage = 2**4 = 16
-# (networks/segmamba.py docstring); HRVMamba stem 4 x 3 branch halvings = 32 (networks/hrvmamba.py
-# pads to that multiple; planning it avoids the padding). Unknown fixed-depth networks: 32.
-FIXED_DIVISOR = {"vmunet": 32, "mhsvm": 32, "segmamba": 16, "hrvmamba": 32}
-DEFAULT_FIXED_DIVISOR = 32
 
 # Channel name (case-insensitive) → normalisation scheme; else z-score.
 SCHEME_BY_CHANNEL_NAME = {
@@ -185,76 +181,37 @@ def resampled_median_shape(spacings, shapes_after_crop, target_spacing) -> list[
     return [float(v) for v in np.median(np.asarray(shapes, dtype=float), axis=0)]
 
 
-def accepted_kwargs(network: str) -> set[str] | None:
-    """Keyword names the registered builder accepts; a class whose ``__init__`` forwards
-    ``**kwargs`` to its base adds the base's names; None when that chain ends open-ended."""
-    from medmamba.networks.registry import get_network_entry
-
-    builder = get_network_entry(network).builder
-    targets = [c.__init__ for c in inspect.getmro(builder) if "__init__" in vars(c)] if inspect.isclass(builder) \
-        else [builder]
-    names: set[str] = set()
-    for target in targets:
-        params = inspect.signature(target).parameters
-        names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return names
-    return None
-
-
-def network_kwargs(network: str, spatial_dims: int, in_channels: int, num_classes: int, topology: Topology,
-                   accepts: Callable[[str], set[str] | None] = accepted_kwargs) -> dict[str, Any]:
-    """kwargs for ``build_network(network, **kwargs)``: the common four plus the topology knobs
-    (``n_stages``, ``features_per_stage``, ``kernel_sizes``, ``strides``) the builder accepts."""
+def network_kwargs(network: str, spatial_dims: int, in_channels: int, num_classes: int,
+                   topology: Topology) -> dict[str, Any]:
+    """kwargs for ``build_network(network, **kwargs)``: the common four, the topology knobs
+    (``n_stages``, ``features_per_stage``, ``kernel_sizes``, ``strides``) when the network's
+    topology is adaptive, and its paper's ``routes`` and ``d_state`` when it has an SSM, explicit so
+    a user can edit them in plans.json."""
+    caps = get_capabilities(network)
     kwargs: dict[str, Any] = {"spatial_dims": spatial_dims, "in_channels": in_channels,
-                              "num_classes": num_classes, "deep_supervision": True}
-    accepted = accepts(network)
-    topo = {
-        "n_stages": topology.n_stages,
-        "features_per_stage": features_per_stage(topology.n_stages, spatial_dims),
-        "kernel_sizes": [list(k) for k in topology.kernel_sizes],
-        "strides": [list(s) for s in topology.strides],
-    }
-    for key in TOPOLOGY_KWARGS:
-        if accepted is None or key in accepted:
-            kwargs[key] = topo[key]
-    # The paper's routes and SSM state size, explicit so a user can edit them in plans.json.
-    config = _default_config(network)
-    routes = paper_routes(network, spatial_dims, config)
-    if routes is not None and (accepted is None or "routes" in accepted):
-        kwargs["routes"] = routes
-    if (accepted is None and "d_state" in config) or (accepted is not None and "d_state" in accepted):
-        kwargs["d_state"] = paper_d_state(config)
+                              "num_classes": num_classes, "deep_supervision": caps.deep_supervision}
+    if caps.topology == "adaptive":
+        kwargs.update(n_stages=topology.n_stages,
+                      features_per_stage=features_per_stage(topology.n_stages, spatial_dims),
+                      kernel_sizes=[list(k) for k in topology.kernel_sizes],
+                      strides=[list(s) for s in topology.strides])
+    if caps.ssm is not None:
+        kwargs["routes"] = caps.ssm.routes[spatial_dims]
+        kwargs["d_state"] = caps.ssm.d_state
     return kwargs
 
 
-def _default_config(network: str) -> dict[str, Any]:
-    """The registry's default_config of ``network`` ({} for names the registry does not know)."""
-    from medmamba.errors import MedmambaError
-    from medmamba.networks.registry import get_network_entry
-
-    try:
-        return dict(get_network_entry(network).default_config or {})
-    except (MedmambaError, KeyError):
-        return {}
-
-
-def fixed_divisor(network: str, accepted: set[str] | None) -> int | None:
-    """Per-axis multiple a fixed-depth network needs its input to be, or None when the network
-    takes the planned topology (``strides`` kwarg) and so adapts to any planned patch."""
-    if accepted is None or "strides" in accepted:
-        return None
-    return FIXED_DIVISOR.get(network, DEFAULT_FIXED_DIVISOR)
-
-
-def _pad_to(patch: Sequence[int], divisor: int) -> list[int]:
-    """Round each axis up to a multiple of ``divisor``; never all axes at one ``divisor``, which
-    would leave a single voxel at the deepest stage (SegMamba refuses it; BatchNorm cannot
-    normalise it at batch 1)."""
+def _pad_to(patch: Sequence[int], divisor: int, min_deepest_voxels: int = 1) -> list[int]:
+    """Round each axis up to a multiple of ``divisor``, then grow the last axis by ``divisor``
+    until the deepest feature map (``patch / divisor`` per axis) holds ``min_deepest_voxels``."""
     out = [max(divisor, int(math.ceil(p / divisor) * divisor)) for p in patch]
-    if all(p == divisor for p in out):
-        out[-1] = 2 * divisor
+    while _deepest_voxels(out, divisor) < min_deepest_voxels:
+        out[-1] += divisor
     return out
+
+
+def _deepest_voxels(patch: Sequence[int], divisor: int) -> int:
+    return math.prod(p // divisor for p in patch)
 
 
 def plan_patch_and_batch(
@@ -264,19 +221,22 @@ def plan_patch_and_batch(
     target: str,
     memory_target_gb: float,
     approx_dataset_voxels: float,
-    divisor: int | None = None,
+    capabilities: NetworkCapabilities,
 ) -> tuple[Topology, int]:
     """Patch topology and batch size for one configuration (see module docstring).
 
-    ``divisor``: for fixed-depth networks, every patch axis is a multiple of it (shrinking steps
-    by it); otherwise the patch follows nnU-Net's topology padding.
+    A fixed-topology network (``capabilities.input_divisor``) gets every patch axis a multiple of
+    its divisor (shrinking steps by it) and at least ``capabilities.min_deepest_voxels`` voxels at its
+    deepest stage; an adaptive one gets nnU-Net's topology padding.
     """
+    divisor = capabilities.input_divisor
+    min_deepest = capabilities.min_deepest_voxels
     dims = len(spacing)
     budget = memory_target_gb * 1e9
     edge = CPU_PATCH_EDGE[dims] if target == "cpu" else None
     start = initial_patch_size(spacing, median_shape, edge)
     if divisor:
-        start = _pad_to(start, divisor)
+        start = _pad_to(start, divisor, min_deepest)
     topo = _topology(spacing, start, divisor)
 
     def too_big(t: Topology) -> bool:
@@ -289,7 +249,7 @@ def plan_patch_and_batch(
 
     while too_big(topo):
         if divisor:
-            smaller = _shrink_fixed(topo.patch_size, median_shape, divisor)
+            smaller = _shrink_fixed(topo.patch_size, median_shape, divisor, min_deepest)
         else:
             smaller = shrink_step(spacing, topo.patch_size, median_shape, topo.divisible_by)
         if smaller is None:
@@ -319,13 +279,16 @@ def _topology(spacing: Sequence[float], patch: Sequence[int], divisor: int | Non
                     tuple([divisor] * len(patch)))
 
 
-def _shrink_fixed(patch: Sequence[int], median_shape: Sequence[float], divisor: int) -> list[int] | None:
+def _shrink_fixed(patch: Sequence[int], median_shape: Sequence[float], divisor: int,
+                  min_deepest_voxels: int = 1) -> list[int] | None:
+    """One divisor off the axis with the largest patch/median ratio that can lose one, keeping
+    ``min_deepest_voxels`` at the deepest stage; None when no axis can."""
     ratios = [p / max(m, 1e-8) for p, m in zip(patch, median_shape)]
     for axis in sorted(range(len(patch)), key=lambda a: ratios[a], reverse=True):
         if patch[axis] > divisor:
             new = list(patch)
             new[axis] -= divisor
-            if any(p > divisor for p in new):  # keep > 1 voxel at the deepest stage (see _pad_to)
+            if _deepest_voxels(new, divisor) >= min_deepest_voxels:
                 return new
     return None
 
@@ -341,7 +304,6 @@ def plan_experiment(
     configurations: Sequence[str] | None = None,
     fits: Mapping[str, Any] | None = None,
     plans_name: str = DEFAULT_PLANS_NAME,
-    accepts: Callable[[str], set[str] | None] = accepted_kwargs,
 ) -> Plans:
     """Plans from a fingerprint (see fingerprint.py for its keys) and dataset.json.
 
@@ -381,17 +343,18 @@ def plan_experiment(
         dims = len(spacing)
         net = networks.get(name) or networks.get("*") or DEFAULT_NETWORK[dims]
         costs = cost_model(fits, net, dims)
-        divisor = fixed_divisor(net, accepts(net))
-        topo, batch = plan_patch_and_batch(spacing, median, costs, target, memory_target_gb, approx_voxels,
-                                           divisor)
-        kwargs = network_kwargs(net, dims, in_channels, num_classes, topo, accepts)
+        caps = get_capabilities(net)
+        if dims not in caps.dims:
+            raise PlansError(f"network {net!r} supports spatial_dims {caps.dims}; configuration {name} is {dims}D")
+        topo, batch = plan_patch_and_batch(spacing, median, costs, target, memory_target_gb, approx_voxels, caps)
+        kwargs = network_kwargs(net, dims, in_channels, num_classes, topo)
         extra: dict[str, Any] = {"cost_model": costs.source}
         if target == "cpu":
             extra.update(optimizer=dict(CPU_OPTIMIZER), recipe=dict(CPU_RECIPE))
         costs, topo, batch, kwargs = _reduce_memory_if_short(
             net, dims, costs, topo, batch, kwargs, extra, fits,
-            lambda c: plan_patch_and_batch(spacing, median, c, target, memory_target_gb, approx_voxels, divisor),
-            lambda t: network_kwargs(net, dims, in_channels, num_classes, t, accepts), memory_target_gb)
+            lambda c: plan_patch_and_batch(spacing, median, c, target, memory_target_gb, approx_voxels, caps),
+            lambda t: network_kwargs(net, dims, in_channels, num_classes, t), memory_target_gb)
         voxels = math.prod(topo.patch_size)
         secs = costs.seconds_per_iteration(voxels, batch) if target == "cpu" else None
         mirror_axes, mirror_note = mirror_axes_for(dims, tf, median_shape, lateralized)

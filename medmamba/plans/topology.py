@@ -36,9 +36,6 @@ class Topology:
     def n_stages(self) -> int:
         return len(self.strides)
 
-    def bottleneck_shape(self) -> tuple[int, ...]:
-        return tuple(p // d for p, d in zip(self.patch_size, self.divisible_by))
-
 
 def pool_and_conv_props(
     spacing: Sequence[float],

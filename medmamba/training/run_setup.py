@@ -203,15 +203,14 @@ def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> Train
 
 
 def _accepted_kwargs(network_name: str, plan_kwargs: dict) -> dict:
-    """The plan's kwargs that another network's builder also accepts (e.g. the U-Net topology
-    shared by plain_unet and umamba_*), minus the per-network ones (routes, SSM state size): those
-    were chosen for the planned network and would silently replace the other network's defaults."""
+    """The plan's kwargs that another network also takes by its registry capabilities (the U-Net
+    topology when it is adaptive, SSM settings it declares), minus the per-network ones (routes, SSM
+    state size): those were chosen for the planned network and would silently replace the other
+    network's defaults."""
+    from medmamba.networks.registry import get_capabilities
     from medmamba.plans.memory_reductions import PER_NETWORK_KWARGS
-    from medmamba.plans.planner import accepted_kwargs as accepted_names
 
-    accepted = accepted_names(network_name)
-    if accepted is None:  # a builder taking open-ended **kwargs gets none (no guessing)
-        return {}
+    accepted = get_capabilities(network_name).planner_kwargs()
     return {k: v for k, v in plan_kwargs.items() if k in accepted and k not in PER_NETWORK_KWARGS}
 
 

@@ -65,7 +65,7 @@ def default_num_workers(device: torch.device) -> int:
 
 class Trainer:
     def __init__(self, setup: TrainingSetup, opts: TrainOptions, dist_info: ddp.DistInfo, device: torch.device):
-        from medmamba.networks.registry import build_network
+        from medmamba.networks.registry import build_network, get_capabilities
 
         self.setup, self.opts, self.dist, self.device = setup, opts, dist_info, device
         config = setup.config
@@ -75,7 +75,7 @@ class Trainer:
             copied, skipped = load_pretrained(self.network, opts.pretrained)
             logger.info("pretrained: copied %d tensors, kept %d initialised", copied, skipped)
         if dist_info.enabled:
-            if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.network.modules()):
+            if get_capabilities(setup.network_name).norm == "batch":  # one batch statistic across ranks
                 self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.network, device_ids=[device.index] if device.type == "cuda" else None)

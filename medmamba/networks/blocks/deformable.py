@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medmamba.errors import NetworkError
-from medmamba.networks.blocks.ssm import conv_nd
+from medmamba.networks.blocks.conv import conv_class
 
 __all__ = ["DeformableConv"]
 
@@ -55,7 +55,7 @@ class DeformableConv(nn.Module):
                              persistent=False)  # (K, d) voxel offsets of the regular grid
         self.n_points = len(grid)
         self.value_proj = nn.Linear(channels, channels) if pointwise else nn.Identity()
-        self.offset_dw = (conv_nd(spatial_dims)(channels, channels, dw_kernel_size,
+        self.offset_dw = (conv_class(spatial_dims)(channels, channels, dw_kernel_size,
                                                 padding=dw_kernel_size // 2, groups=channels)
                           if dw_kernel_size else None)
         self.offset_mask = nn.Linear(channels, groups * self.n_points * (spatial_dims + 1))

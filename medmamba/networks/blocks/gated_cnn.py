@@ -6,16 +6,16 @@ conv_ratio·C); depthwise 7×7 conv on c only; out = fc2(GELU(g) ⊙ [i, DWConv(
 
 :class:`GatedCNNMixer` has the interface of :class:`~medmamba.networks.blocks.ssm.MultiRouteSSM`
 (channel-last ``(B, *spatial, C)`` in and out, no norm, no residual), so ``mixer="gated_cnn"``
-swaps it into any VSS-style block; :class:`GatedCNNBlock` is MambaOut's full residual block.
+swaps it into any VSS-style block (MambaOut's residual block is then :class:`VSSBlock` with it).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from medmamba.networks.blocks.ssm import LN_EPS, DropPath, conv_nd
+from medmamba.networks.blocks.conv import conv_class
 
-__all__ = ["GatedCNNMixer", "GatedCNNBlock"]
+__all__ = ["GatedCNNMixer"]
 
 
 class GatedCNNMixer(nn.Module):
@@ -38,7 +38,7 @@ class GatedCNNMixer(nn.Module):
         self.split = (hidden, hidden - conv_channels, conv_channels)
         self.fc1 = nn.Linear(d_model, 2 * hidden)
         self.act = nn.GELU()
-        self.conv = conv_nd(spatial_dims)(conv_channels, conv_channels, kernel_size,
+        self.conv = conv_class(spatial_dims)(conv_channels, conv_channels, kernel_size,
                                           padding=kernel_size // 2, groups=conv_channels)
         self.fc2 = nn.Linear(hidden, d_model)
 
@@ -46,16 +46,3 @@ class GatedCNNMixer(nn.Module):
         g, i, c = torch.split(self.fc1(x), self.split, dim=-1)
         c = self.conv(c.movedim(-1, 1)).movedim(1, -1)
         return self.fc2(self.act(g) * torch.cat((i, c), dim=-1))
-
-
-class GatedCNNBlock(nn.Module):
-    """MambaOut block: ``x + DropPath(GatedCNNMixer(LN(x)))``; ``(B, *spatial, C)`` in and out."""
-
-    def __init__(self, dim: int, spatial_dims: int = 2, drop_path: float = 0.0, **kwargs) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mixer = GatedCNNMixer(dim, spatial_dims, **kwargs)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.mixer(self.norm(x)))

@@ -147,14 +147,3 @@ class RouteMamba(nn.Module):
                 delta_softplus=True, backend=self.backend)
             y = y_k if y is None else y + y_k
         return self.out_proj(y)
-
-
-def flatten_tokens(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """``(B, C, *S)`` -> tokens ``(B, L, C)`` in raster order (last spatial axis fastest) and ``S``."""
-    shape = tuple(x.shape[2:])
-    return x.flatten(2).transpose(1, 2), shape
-
-
-def unflatten_tokens(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`flatten_tokens`: ``(B, L, C)`` -> ``(B, C, *S)`` (contiguous)."""
-    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *spatial_shape)

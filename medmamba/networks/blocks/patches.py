@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from medmamba.errors import NetworkError
-from medmamba.networks.blocks.ssm import conv_nd
+from medmamba.networks.blocks.conv import conv_class
 
 __all__ = ["PatchEmbed", "PatchMerging", "PatchExpand", "pixel_shuffle_last"]
 
@@ -33,7 +33,7 @@ class PatchEmbed(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, dim: int, patch_size: int = 4) -> None:
         super().__init__()
-        self.proj = conv_nd(spatial_dims)(in_channels, dim, patch_size, stride=patch_size)
+        self.proj = conv_class(spatial_dims)(in_channels, dim, patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(dim, eps=_PATCH_LN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,6 @@
   "bimamba v2" bidirectional variant.
 - :class:`VSSBlock` — pre-norm residual block ``x + DropPath(mixer(LN(x)))`` (+ optional MLP) whose
   mixer is chosen by name (``"ssm"`` or ``"gated_cnn"``, the MambaOut ablation).
-- :class:`MambaBlock` — pre-norm residual wrapper around :class:`MambaMixer` (Vim block).
 
 All tensors are channel-last: spatial mixers take ``(B, *spatial, C)`` and return the same shape.
 Facts and defaults: /work/shared/reference/architectures.md §1.4–1.5 (Mamba), §2.2–2.5 (SS2D,
@@ -25,18 +24,17 @@ import torch.nn.functional as F
 from medmamba.errors import NetworkError
 from medmamba.kernels.ops import multi_route_scan
 from medmamba.kernels.routes import RouteSchedule
+from medmamba.networks.blocks.conv import conv_class
+from medmamba.networks.blocks.residual import LN_EPS, DropPath
 
 __all__ = [
-    "DropPath",
     "Mlp",
     "MultiRouteSSM",
     "MambaMixer",
-    "MambaBlock",
     "VSSBlock",
     "build_mixer",
     "default_routes",
     "as_route_schedule",
-    "conv_nd",
     "init_dt_bias",
     "a_log_init",
 ]
@@ -44,17 +42,6 @@ __all__ = [
 # Mamba defaults (architectures.md §1.4/§1.5): dt sampled log-uniform in [0.001, 0.1],
 # floored at 1e-4, dt_proj weight ~ U(±R^-1/2 · dt_scale).
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4
-# LayerNorm eps of VMamba/VM-UNet blocks and MambaOut (architectures.md §6.7: eps 1e-6).
-LN_EPS = 1e-6
-
-
-def conv_nd(spatial_dims: int) -> type[nn.Module]:
-    """``nn.Conv2d`` or ``nn.Conv3d`` for ``spatial_dims`` 2 or 3."""
-    if spatial_dims not in (2, 3):
-        raise NetworkError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-    return nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-
-
 def default_routes(spatial_dims: int) -> str:
     """VMamba's cross scan: ``cross2d`` (4 routes) or its 3D generalisation ``cross3d`` (6)."""
     return "cross2d" if spatial_dims == 2 else "cross3d"
@@ -85,25 +72,6 @@ def a_log_init(n_routes: int, channels: int, d_state: int) -> torch.Tensor:
     """S4D-real init: A_log[k, c, n] = log(n + 1) (architectures.md §1.5), float32."""
     a = torch.arange(1, d_state + 1, dtype=torch.float32)
     return torch.log(a).expand(n_routes, channels, d_state).clone()
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: zero a sample's residual branch with probability ``p`` in training and
-    rescale the kept ones by 1/(1-p). Identity in eval mode or when p == 0."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class Mlp(nn.Module):
@@ -164,7 +132,7 @@ class MultiRouteSSM(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        conv_nd(spatial_dims)
+        conv_class(spatial_dims)
         self.spatial_dims = spatial_dims
         self.schedule = as_route_schedule(routes, spatial_dims)
         self.layer_index = int(layer_index)
@@ -186,7 +154,7 @@ class MultiRouteSSM(nn.Module):
                 dw_kernel_size=3 if d_model % 80 == 0 else None, pointwise=deform_pointwise)
             self.conv_channels_last = True
         elif conv == "depthwise":
-            self.conv = (conv_nd(spatial_dims)(d_inner, d_inner, d_conv, padding=d_conv // 2,
+            self.conv = (conv_class(spatial_dims)(d_inner, d_inner, d_conv, padding=d_conv // 2,
                                                groups=d_inner, bias=conv_bias)
                          if d_conv > 1 else None)
             self.conv_channels_last = False
@@ -317,23 +285,6 @@ class MambaMixer(nn.Module):
         if len(self.convs) == 2 and self.divide_out:
             out = out / 2
         return self.out_proj(out)
-
-
-class MambaBlock(nn.Module):
-    """Pre-norm residual Mamba/Vim block on tokens: ``x + DropPath(MambaMixer(LN(x)))``.
-
-    Shapes: ``(B, L, C) -> (B, L, C)``.
-    """
-
-    def __init__(self, dim: int, bidirectional: bool = False, drop_path: float = 0.0,
-                 **mixer_kwargs: Any) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mixer = MambaMixer(dim, bidirectional=bidirectional, **mixer_kwargs)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop_path(self.mixer(self.norm(x)))
 
 
 # Keyword arguments that only the SSM mixer understands; a gated-CNN swap drops them.
