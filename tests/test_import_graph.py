@@ -11,16 +11,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1] / "medmamba"
 # Cycles that other areas of the code are removing; each entry is the set of modules in one strongly
 # connected component. Delete an entry once its cycle is gone (the test then guards it for good).
 KNOWN_MODULE_CYCLES = [
-    # networks area: the registry lazily imports the catalog, which calls back register_alias.
-    {"medmamba.catalog", "medmamba.catalog.store", "medmamba.networks.registry"},
     # kernels area: ops imports make_inputs / rel_err from the self-check tool.
     {"medmamba.kernels", "medmamba.kernels.ops", "medmamba.kernels.selfcheck"},
-    # networks area: conv_nd, DropPath, LN_EPS live in blocks/ssm.py and are imported back.
-    {"medmamba.networks.blocks.deformable", "medmamba.networks.blocks.gated_cnn", "medmamba.networks.blocks.ssm"},
 ]
-KNOWN_PACKAGE_CYCLES = [
-    {"catalog", "networks"},  # networks area (the registry <-> catalog cycle above)
-]
+KNOWN_PACKAGE_CYCLES: list[set[str]] = []
 # Modules, owned by other areas, that still parse JSON themselves.
 JSON_PARSE_ALLOWED = {
     "medmamba.catalog.curate",  # catalog area: JSON-lines records
