@@ -241,17 +241,19 @@ class SpatialTransform:
     @staticmethod
     def apply(img: np.ndarray, seg: np.ndarray, drawn: dict, params: AugmentationParams
               ) -> tuple[np.ndarray, np.ndarray]:
-        from monai.transforms import AffineGrid, GaussianSmooth, Resample
+        from monai.transforms import AffineGrid, Resample
         from monai.transforms.utils import create_grid
+        from scipy.ndimage import gaussian_filter
 
         size = drawn["size"]
         grid = None
         if "elastic" in drawn:  # as MONAI's Rand*Elastic: smoothed U(-1, 1) offsets * magnitude, in voxels
             sigma, magnitude, seed = drawn["elastic"]
             noise = np.random.default_rng(seed).uniform(-1, 1, (len(size), *size)).astype(np.float32)
-            offsets = _as_numpy(GaussianSmooth(sigma=sigma)(torch.from_numpy(noise))) * magnitude
+            # scipy, not MONAI's GaussianSmooth: same values (zero padding), 20-50x faster at sigma 9-13
+            offsets = np.stack([gaussian_filter(n, sigma, mode="constant", truncate=4.0) for n in noise]) * magnitude
             grid = create_grid(size, backend="torch", dtype=torch.float32)
-            grid[: len(size)] += torch.from_numpy(offsets)
+            grid[: len(size)] += torch.from_numpy(offsets.astype(np.float32))
         grid, _ = AffineGrid(rotate_params=drawn["angles"], scale_params=drawn["scales"])(spatial_size=size, grid=grid)
         resample = Resample(padding_mode="zeros", dtype=np.float32)
         out_img = _as_numpy(resample(_tensor(img), grid, mode="bilinear"))
