@@ -145,7 +145,7 @@ def test_hrvmamba_one_voxel_branch_is_a_clear_error_and_never_planned():
 def test_training_with_another_network_keeps_only_what_it_declares():
     """`train --network X` on a plan made for another network: X gets the planned U-Net topology if
     it is adaptive and SSM settings it declares, never the planned network's routes or d_state."""
-    from medmamba.training.setup import _accepted_kwargs
+    from medmamba.training.run_setup import _accepted_kwargs
 
     planned = {"spatial_dims": 3, "n_stages": 3, "features_per_stage": [32, 64, 128],
                "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],

@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augmentation", choices=AUGMENTATION_LEVELS,
                         help="augmentation strength: nnU-Net's full pipeline, spatial + mirroring only, or "
                              "none (default: plan's recipe, else 'default')")
+    parser.add_argument("--variant", metavar="NAME[,NAME]",
+                        help="training variants overriding the loss, optimizer, augmentation or sampler, e.g. no_mirroring")
     parser.add_argument("--no-validation", action="store_true", help="skip the final sliding-window validation")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, $nnUNet_preprocessed)")
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         preprocessed=args.preprocessed, results=args.results, num_workers=args.num_workers,
         optimizer=args.optimizer, lr=args.lr, amp=not args.no_amp, elastic=args.elastic,
         oversample=args.oversample, deep_supervision=args.deep_supervision, augmentation=args.augmentation,
-        final_validation=not args.no_validation, progress_bar=not args.no_progress,
+        variant=args.variant, final_validation=not args.no_validation, progress_bar=not args.no_progress,
     )
     setup = train(opts)
     print(f"trained {setup.network_name} {setup.configuration} fold {setup.fold}: {setup.output_folder}")

@@ -1,28 +1,36 @@
-"""Training augmentation at nnU-Net v2's probabilities, built on MONAI transforms.
+"""Training augmentation: nnU-Net v2's transforms as an ordered list of named steps.
 
 One :class:`AugmentationPipeline` turns a crop ``(C, *crop)`` float32 + seg ``(1, *crop)`` int16 into
 a patch ``(C, *patch)`` / ``(1, *patch)`` using only the ``numpy.random.Generator`` it is given, so
 a batch is a pure function of its seed (deterministic for any number of loader workers).
-Order and probabilities follow reference/nnunet.md §5.5 (``get_training_transforms``):
+
+Each step (:class:`Step`, registered with :func:`register_step`) has a name, a probability, a
+parameter draw from that generator and an apply that calls MONAI's deterministic transform with
+the drawn parameters, so every random number is ours and drawn in nnU-Net's order. The order and
+probabilities are nnU-Net v2's ``get_training_transforms`` (batchgenerators v2 transforms):
 spatial (rotation p 0.2, scaling p 0.2, elastic off unless asked), noise p 0.1, blur p 0.2,
 brightness p 0.15, contrast p 0.15, low resolution p 0.25, inverted gamma p 0.1, gamma p 0.3,
-mirroring p 0.5 per axis, mask by ``use_mask_for_norm``, seg -1 -> 0.
+mirroring p 0.5 per axis; then the image is masked by ``use_mask_for_norm`` and seg -1 -> 0.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medmamba.training.run_setup import AUGMENTATION_LEVELS
+
+# nnU-Net v2 get_training_transforms order ("spatial" is drawn before the crop: it sets the crop size).
+DEFAULT_STEPS = ("spatial", "noise", "blur", "brightness", "contrast", "low_resolution", "gamma_inverted", "gamma",
+                 "mirror")
 
 
 @dataclass(frozen=True)
 class AugmentationParams:
-    """Probabilities and ranges; every default is nnU-Net v2's (reference/nnunet.md §5.5)."""
+    """Steps, probabilities and ranges; every default is nnU-Net v2's (``get_training_transforms``)."""
 
     rotation_deg: tuple[tuple[float, float], ...] = ((-30.0, 30.0),) * 3  # per rotation axis
     dummy_2d: bool = False  # 3D patch much thinner along axis 0: rotate/scale in-plane only
@@ -50,6 +58,7 @@ class AugmentationParams:
     mirror_axes: tuple[int, ...] = (0, 1, 2)  # spatial axes, internal order
     p_mirror: float = 0.5
     mask_channels: tuple[int, ...] = field(default_factory=tuple)  # channels with use_mask_for_norm
+    steps: tuple[str, ...] = DEFAULT_STEPS  # registered step names, applied in this order
 
 
 # Intensity transforms switched off by ``level="light"``.
@@ -59,7 +68,7 @@ INTENSITY_PROBABILITIES = ("p_noise", "p_blur", "p_brightness", "p_contrast", "p
 
 def configure_augmentation(patch_size: tuple[int, ...], mask_channels: tuple[int, ...] = (),
                            elastic: bool = False, level: str = "default") -> AugmentationParams:
-    """nnU-Net's ``configure_rotation_dummyDA_mirroring_and_inital_patch_size`` rules (§5.5).
+    """nnU-Net's ``configure_rotation_dummyDA_mirroring_and_inital_patch_size`` rules.
 
     3D: +-30 deg per axis, "dummy 2D" (in-plane +-180 deg only) when max(patch)/patch[0] > 3.
     2D: +-180 deg, or +-15 deg when the patch aspect ratio max/min > 1.5.
@@ -106,9 +115,9 @@ def initial_patch_size(patch_size: tuple[int, ...], params: AugmentationParams) 
     """Crop size taken before the spatial transform so rotation/scaling leave no empty corners.
 
     nnU-Net ``get_patch_size``: bounding box of the patch rotated by the largest angle (capped at
-    90 deg) about each axis, divided by 0.85 (reference/nnunet.md §5.5; 128^3 -> ~205^3).
+    90 deg) about each axis, divided by 0.85 (128^3 -> ~205^3).
     """
-    if params.p_rotation <= 0 and params.p_scale <= 0 and params.p_elastic <= 0:
+    if "spatial" not in params.steps or (params.p_rotation <= 0 and params.p_scale <= 0 and params.p_elastic <= 0):
         return tuple(patch_size)
     size = np.asarray(patch_size, dtype=float)
     max_angle = [min(math.pi / 2, math.radians(max(abs(lo), abs(hi)))) for lo, hi in params.rotation_deg]
@@ -121,150 +130,76 @@ def initial_patch_size(patch_size: tuple[int, ...], params: AugmentationParams) 
 
 
 def _draw_factor(rng: np.random.Generator, lo: float, hi: float) -> float:
-    """nnU-Net's 50/50 sub-range draw: below 1 or above 1 with equal chance (§5.5 items 6, 7, 9)."""
+    """nnU-Net's 50/50 sub-range draw: below 1 or above 1 with equal chance (brightness, contrast, gamma)."""
     if lo < 1 < hi and rng.random() < 0.5:
         return float(rng.uniform(lo, 1.0))
     return float(rng.uniform(max(lo, 1.0) if lo < 1 < hi else lo, hi))
 
 
-class AugmentationPipeline:
-    """Callable ``(crop, seg, rng) -> (image (C, *patch) float32, seg (1, *patch) int16)``."""
+# -- steps ------------------------------------------------------------------------------------
+# draw(rng, params, shape) -> parameters (None: nothing to do); ``shape`` is the image's (C, *spatial).
+# apply(image, seg, parameters, params) -> (image, seg); an intensity step returns ``seg`` as given.
+Draw = Callable[[np.random.Generator, AugmentationParams, tuple[int, ...]], Any]
+Apply = Callable[[np.ndarray, np.ndarray, Any, AugmentationParams], tuple[np.ndarray, np.ndarray]]
 
-    def __init__(self, patch_size: tuple[int, ...], params: AugmentationParams) -> None:
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.params = params
-        self.crop_size = initial_patch_size(self.patch_size, params)
 
-    # -- spatial -----------------------------------------------------------------------------
-    def draw_spatial(self, rng: np.random.Generator) -> dict | None:
-        """Rotation (radians per axis) / scale / elastic draw; None = plain centre crop."""
-        p, ndim = self.params, len(self.patch_size)
-        rotate = rng.random() < p.p_rotation
-        scale = rng.random() < p.p_scale
-        elastic = rng.random() < p.p_elastic
-        if not (rotate or scale or elastic):
-            return None
-        angles = [float(np.radians(rng.uniform(lo, hi))) if rotate else 0.0 for lo, hi in p.rotation_deg]
-        if ndim == 3 and p.dummy_2d:
-            angles = [angles[0], 0.0, 0.0]  # in-plane: about axis 0 only
-        factor = float(rng.uniform(*p.scale_range)) if scale else 1.0  # same for all axes (nnU-Net)
-        scales = [factor] * ndim
-        if p.dummy_2d:
-            scales[0] = 1.0
-        out = {"angles": angles[0] if ndim == 2 else angles, "scales": scales}
-        if elastic:
-            out["elastic"] = (float(rng.uniform(*p.elastic_sigma)), float(rng.uniform(*p.elastic_magnitude)),
-                              int(rng.integers(2**31)))
-        return out
+@dataclass(frozen=True)
+class Step:
+    """One augmentation step.
 
-    def apply_spatial(self, image: np.ndarray, seg: np.ndarray, spatial: dict) -> tuple[np.ndarray, np.ndarray]:
-        from monai.transforms import Affine
+    ``probability`` names the :class:`AugmentationParams` field holding the chance the step fires
+    (nnU-Net's ``RandomTransform`` wrapper; the coin is drawn even at probability 0, so switching a
+    step off does not shift the draws of the steps after it); None = the step always runs and its
+    draw decides per axis or channel (nnU-Net's spatial and mirror transforms are not wrapped).
+    ``spatial``: the step moves voxels, so it is applied to image and labels alike.
+    """
 
-        common = dict(rotate_params=spatial["angles"], scale_params=spatial["scales"],
-                      spatial_size=self.patch_size, padding_mode="zeros", image_only=True)
-        img = Affine(mode="bilinear", **common)(torch.from_numpy(np.ascontiguousarray(image)))
-        # seg: shift so outside-image (padding 0) becomes -1 after shifting back; nearest keeps labels
-        shifted = torch.from_numpy(np.ascontiguousarray(seg, dtype=np.float32) + 1.0)
-        sg = Affine(mode="nearest", **common)(shifted)
-        img, sg = _as_numpy(img), np.rint(_as_numpy(sg)).astype(np.int16) - 1
-        if "elastic" in spatial:
-            img, sg = self._elastic(img, sg, *spatial["elastic"])
-        return img.astype(np.float32, copy=False), sg
+    name: str
+    draw: Draw
+    apply: Apply
+    probability: str | None = None
+    spatial: bool = False
+    description: str = ""
 
-    def _elastic(self, img: np.ndarray, seg: np.ndarray, sigma: float, magnitude: float, seed: int):
-        """batchgenerators' elastic deformation: displacement = GaussianSmooth(U(-1, 1) field, sigma)
-        * magnitude (voxels) per axis, applied with grid_sample (image linear, seg nearest)."""
-        from monai.transforms import GaussianSmooth
+    def fires(self, rng: np.random.Generator, params: AugmentationParams) -> bool:
+        return self.probability is None or bool(rng.random() < getattr(params, self.probability))
 
-        shape = img.shape[1:]
-        ndim = len(shape)
-        noise = np.random.default_rng(seed).uniform(-1, 1, (ndim, *shape)).astype(np.float32)
-        field = _as_numpy(GaussianSmooth(sigma=sigma)(torch.from_numpy(noise))) * magnitude
-        coords = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
-        pos = coords + field
-        # grid_sample wants normalised (x, y[, z]) = reversed axis order, align_corners=True scale
-        norm = [2 * pos[d] / max(shape[d] - 1, 1) - 1 for d in range(ndim)]
-        grid = torch.from_numpy(np.stack(norm[::-1], -1)[None].astype(np.float32))
-        out_img = F.grid_sample(torch.from_numpy(np.ascontiguousarray(img))[None], grid, mode="bilinear",
-                                padding_mode="zeros", align_corners=True)[0]
-        shifted = torch.from_numpy(seg.astype(np.float32) + 1.0)[None]  # outside -> 0 -> -1 after shift
-        out_seg = F.grid_sample(shifted, grid, mode="nearest", padding_mode="zeros", align_corners=True)[0]
-        return out_img.numpy(), np.rint(out_seg.numpy()).astype(np.int16) - 1
-
-    # -- intensity ---------------------------------------------------------------------------
-    def apply_intensity(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        p, ndim = self.params, img.ndim - 1
-        if rng.random() < p.p_noise:
-            sigma = rng.uniform(*p.noise_sigma)  # same sigma for all channels
-            img = img + rng.normal(0.0, sigma, img.shape).astype(np.float32)
-        if rng.random() < p.p_blur:
-            from monai.transforms import GaussianSmooth
-
-            for c in range(img.shape[0]):
-                if rng.random() < p.p_blur_channel:
-                    sig = [float(rng.uniform(*p.blur_sigma)) for _ in range(ndim)]
-                    img[c] = _as_numpy(GaussianSmooth(sigma=sig)(torch.from_numpy(img[c : c + 1])))[0]
-        if rng.random() < p.p_brightness:
-            for c in range(img.shape[0]):
-                img[c] *= _draw_factor(rng, *p.brightness_range)
-        if rng.random() < p.p_contrast:
-            for c in range(img.shape[0]):
-                f = _draw_factor(rng, *p.contrast_range)
-                mean, lo, hi = img[c].mean(), img[c].min(), img[c].max()
-                img[c] = np.clip((img[c] - mean) * f + mean, lo, hi)
-        if rng.random() < p.p_lowres:
-            img = self._low_resolution(img, rng)
-        if rng.random() < p.p_gamma_inverted:
-            img = self._gamma(img, rng, invert=True)
-        if rng.random() < p.p_gamma:
-            img = self._gamma(img, rng, invert=False)
-        return img
-
-    def _low_resolution(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        p, shape = self.params, img.shape[1:]
-        for c in range(img.shape[0]):
-            if rng.random() >= p.p_lowres_channel:
-                continue
-            zoom = rng.uniform(*p.lowres_zoom)
-            small = [max(1, int(round(s * zoom))) for s in shape]
-            if p.dummy_2d:
-                small[0] = shape[0]
-            x = torch.from_numpy(np.ascontiguousarray(img[c]))[None, None]
-            down = F.interpolate(x, size=small, mode="nearest-exact")
-            up = F.interpolate(down, size=shape, mode="bilinear" if len(shape) == 2 else "trilinear",
-                               align_corners=False)
-            img[c] = up[0, 0].numpy()
-        return img
-
-    def _gamma(self, img: np.ndarray, rng: np.random.Generator, invert: bool) -> np.ndarray:
-        for c in range(img.shape[0]):
-            x = -img[c] if invert else img[c]
-            mean, std = x.mean(), x.std()
-            lo = x.min()
-            span = x.max() - lo
-            gamma = _draw_factor(rng, *self.params.gamma_range)
-            x = np.power((x - lo) / (span + 1e-7), gamma) * (span + 1e-7) + lo  # 1e-7: BG2 epsilon
-            x = (x - x.mean()) / (x.std() + 1e-8) * std + mean  # restore statistics (nnU-Net retain_stats)
-            img[c] = -x if invert else x
-        return img
-
-    # -- whole pipeline ----------------------------------------------------------------------
-    def __call__(self, crop: np.ndarray, seg: np.ndarray, rng: np.random.Generator, spatial: dict | None
+    def __call__(self, img: np.ndarray, seg: np.ndarray, rng: np.random.Generator, params: AugmentationParams
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """``crop`` is ``self.crop_size`` when ``spatial`` is given, else already ``patch_size``."""
-        if spatial is not None:
-            img, sg = self.apply_spatial(crop, seg, spatial)
-        else:
-            img, sg = np.array(crop, dtype=np.float32), np.array(seg, dtype=np.int16)
-        img = self.apply_intensity(img, rng)
-        for axis in self.params.mirror_axes:
-            if rng.random() < self.params.p_mirror:
-                img, sg = np.flip(img, axis + 1), np.flip(sg, axis + 1)
-        img, sg = np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(sg, dtype=np.int16)
-        for c in self.params.mask_channels:
-            img[c][sg[0] < 0] = 0.0
-        sg[sg < 0] = 0
-        return img, sg
+        """Coin, draw and apply (what the pipeline does for every step but the spatial one)."""
+        if not self.fires(rng, params):
+            return img, seg
+        drawn = self.draw(rng, params, img.shape)
+        return (img, seg) if drawn is None else self.apply(img, seg, drawn, params)
+
+
+_STEPS: dict[str, Step] = {}
+
+
+def register_step(name: str, probability: str | None = None, spatial: bool = False) -> Callable:
+    """Class decorator: a class with static ``draw`` and ``apply`` becomes the step ``name``."""
+
+    def decorator(cls: type) -> type:
+        if name in _STEPS:
+            raise ValueError(f"augmentation step {name!r} registered twice")
+        _STEPS[name] = Step(name, cls.draw, cls.apply, probability, spatial, (cls.__doc__ or "").strip())
+        return cls
+
+    return decorator
+
+
+def list_steps() -> list[str]:
+    return sorted(_STEPS)
+
+
+def get_step(name: str) -> Step:
+    if name not in _STEPS:
+        raise ValueError(f"unknown augmentation step {name!r}; known: {', '.join(list_steps())}")
+    return _STEPS[name]
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -273,3 +208,236 @@ def _as_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+@register_step("spatial", spatial=True)
+class SpatialTransform:
+    """Rotation (p 0.2, angle per axis), scaling (p 0.2, one factor for all axes, > 1 shrinks the
+    content) and optional elastic deformation, resampled once onto the patch: image linear, labels
+    nearest, outside the crop image 0 and labels -1."""
+
+    @staticmethod
+    def draw(rng: np.random.Generator, params: AugmentationParams, shape: tuple[int, ...]) -> dict | None:
+        ndim = len(shape) - 1
+        rotate = rng.random() < params.p_rotation
+        scale = rng.random() < params.p_scale
+        elastic = rng.random() < params.p_elastic
+        if not (rotate or scale or elastic):
+            return None
+        angles = [float(np.radians(rng.uniform(lo, hi))) if rotate else 0.0 for lo, hi in params.rotation_deg]
+        if ndim == 3 and params.dummy_2d:
+            angles = [angles[0], 0.0, 0.0]  # in-plane: about axis 0 only
+        factor = float(rng.uniform(*params.scale_range)) if scale else 1.0  # same for all axes (nnU-Net)
+        scales = [factor] * ndim
+        if params.dummy_2d:
+            scales[0] = 1.0
+        out = {"size": tuple(int(s) for s in shape[1:]), "angles": angles[0] if ndim == 2 else angles,
+               "scales": scales}
+        if elastic:
+            out["elastic"] = (float(rng.uniform(*params.elastic_sigma)), float(rng.uniform(*params.elastic_magnitude)),
+                              int(rng.integers(2**31)))
+        return out
+
+    @staticmethod
+    def apply(img: np.ndarray, seg: np.ndarray, drawn: dict, params: AugmentationParams
+              ) -> tuple[np.ndarray, np.ndarray]:
+        from monai.transforms import AffineGrid, Resample
+        from monai.transforms.utils import create_grid
+        from scipy.ndimage import gaussian_filter
+
+        size = drawn["size"]
+        grid = None
+        if "elastic" in drawn:  # as MONAI's Rand*Elastic: smoothed U(-1, 1) offsets * magnitude, in voxels
+            sigma, magnitude, seed = drawn["elastic"]
+            noise = np.random.default_rng(seed).uniform(-1, 1, (len(size), *size)).astype(np.float32)
+            # scipy, not MONAI's GaussianSmooth: same values (zero padding), 20-50x faster at sigma 9-13
+            offsets = np.stack([gaussian_filter(n, sigma, mode="constant", truncate=4.0) for n in noise]) * magnitude
+            grid = create_grid(size, backend="torch", dtype=torch.float32)
+            grid[: len(size)] += torch.from_numpy(offsets.astype(np.float32))
+        grid, _ = AffineGrid(rotate_params=drawn["angles"], scale_params=drawn["scales"])(spatial_size=size, grid=grid)
+        resample = Resample(padding_mode="zeros", dtype=np.float32)
+        out_img = _as_numpy(resample(_tensor(img), grid, mode="bilinear"))
+        # labels shifted by +1 so the zero padding becomes -1 (outside the image) after shifting back
+        shifted = torch.from_numpy(np.asarray(seg, dtype=np.float32) + 1.0)
+        out_seg = np.rint(_as_numpy(resample(shifted, grid, mode="nearest"))).astype(np.int16) - 1
+        return out_img.astype(np.float32, copy=False), out_seg
+
+
+@register_step("noise", probability="p_noise")
+class GaussianNoise:
+    """Additive N(0, sigma), sigma ~ U(0, 0.1), one sigma for all channels."""
+
+    @staticmethod
+    def draw(rng: np.random.Generator, params: AugmentationParams, shape: tuple[int, ...]) -> np.ndarray:
+        sigma = rng.uniform(*params.noise_sigma)
+        # the noise itself comes from our generator: MONAI's RandGaussianNoise would draw from its own
+        return rng.normal(0.0, sigma, shape).astype(np.float32)
+
+    @staticmethod
+    def apply(img, seg, noise, params):
+        return img + noise, seg
+
+
+@register_step("blur", probability="p_blur")
+class GaussianBlur:
+    """Gaussian blur, each channel with p 0.5, sigma ~ U(0.5, 1) drawn per axis and channel."""
+
+    @staticmethod
+    def draw(rng, params, shape) -> list:
+        return [[float(rng.uniform(*params.blur_sigma)) for _ in shape[1:]] if rng.random() < params.p_blur_channel
+                else None for _ in range(shape[0])]
+
+    @staticmethod
+    def apply(img, seg, sigmas, params):
+        from monai.transforms import GaussianSmooth
+
+        for c, sigma in enumerate(sigmas):
+            if sigma is not None:
+                img[c] = _as_numpy(GaussianSmooth(sigma=sigma)(_tensor(img[c : c + 1])))[0]
+        return img, seg
+
+
+@register_step("brightness", probability="p_brightness")
+class MultiplicativeBrightness:
+    """Multiply each channel by a factor in [0.75, 1.25] (50/50 below or above 1)."""
+
+    @staticmethod
+    def draw(rng, params, shape) -> list[float]:
+        return [_draw_factor(rng, *params.brightness_range) for _ in range(shape[0])]
+
+    @staticmethod
+    def apply(img, seg, factors, params):
+        from monai.transforms import ScaleIntensity
+
+        for c, f in enumerate(factors):
+            img[c] = _as_numpy(ScaleIntensity(minv=None, maxv=None, factor=f - 1.0)(_tensor(img[c])))
+        return img, seg
+
+
+@register_step("contrast", probability="p_contrast")
+class Contrast:
+    """``(x - mean) * f + mean`` per channel, f as brightness, clipped to the channel's old range."""
+
+    @staticmethod
+    def draw(rng, params, shape) -> list[float]:
+        return [_draw_factor(rng, *params.contrast_range) for _ in range(shape[0])]
+
+    @staticmethod
+    def apply(img, seg, factors, params):
+        from monai.transforms import ScaleIntensityFixedMean
+
+        for c, f in enumerate(factors):
+            scale = ScaleIntensityFixedMean(factor=f - 1.0, fixed_mean=True, preserve_range=True)
+            img[c] = _as_numpy(scale(_tensor(img[c])))
+        return img, seg
+
+
+@register_step("low_resolution", probability="p_lowres")
+class SimulateLowResolution:
+    """Each channel with p 0.5: zoom U(0.5, 1) for all axes (not axis 0 in dummy 2D), nearest-exact
+    down, (bi/tri)linear back up."""
+
+    @staticmethod
+    def draw(rng, params, shape) -> list:
+        return [float(rng.uniform(*params.lowres_zoom)) if rng.random() < params.p_lowres_channel else None
+                for _ in range(shape[0])]
+
+    @staticmethod
+    def apply(img, seg, zooms, params):
+        from monai.transforms import RandSimulateLowResolution
+
+        in_plane = params.dummy_2d and img.ndim == 4  # axis 0 kept: its slices are the "channels"
+        up = "bilinear" if img.ndim == 3 or in_plane else "trilinear"
+        for c, zoom in enumerate(zooms):
+            if zoom is None:
+                continue
+            # a one-point zoom range makes MONAI's random transform deterministic: the zoom is ours
+            lowres = RandSimulateLowResolution(prob=1.0, downsample_mode="nearest-exact", upsample_mode=up,
+                                               zoom_range=(zoom, zoom))
+            x = _tensor(img[c]) if in_plane else _tensor(img[c : c + 1])
+            out = _as_numpy(lowres(x))
+            img[c] = out if in_plane else out[0]
+        return img, seg
+
+
+def _gamma_apply(invert: bool) -> Apply:
+    def apply(img, seg, gammas, params):
+        from monai.transforms import AdjustContrast
+
+        for c, gamma in enumerate(gammas):
+            adjust = AdjustContrast(gamma, invert_image=invert, retain_stats=True)
+            img[c] = _as_numpy(adjust(_tensor(img[c])))
+        return img, seg
+
+    return apply
+
+
+def _gamma_draw(rng, params, shape) -> list[float]:
+    return [_draw_factor(rng, *params.gamma_range) for _ in range(shape[0])]
+
+
+@register_step("gamma_inverted", probability="p_gamma_inverted")
+class InvertedGamma:
+    """Negate, gamma in [0.7, 1.5] (50/50 sub-ranges) on min-max scaled values, restore mean/std, negate."""
+
+    draw = staticmethod(_gamma_draw)
+    apply = staticmethod(_gamma_apply(invert=True))
+
+
+@register_step("gamma", probability="p_gamma")
+class Gamma:
+    """Gamma in [0.7, 1.5] (50/50 sub-ranges) on min-max scaled values, then the mean/std restored."""
+
+    draw = staticmethod(_gamma_draw)
+    apply = staticmethod(_gamma_apply(invert=False))
+
+
+@register_step("mirror", spatial=True)
+class Mirror:
+    """Flip each allowed axis with p 0.5."""
+
+    @staticmethod
+    def draw(rng, params, shape) -> list[int] | None:
+        axes = [axis for axis in params.mirror_axes if rng.random() < params.p_mirror]
+        return axes or None
+
+    @staticmethod
+    def apply(img, seg, axes, params):
+        # numpy views, no copy (MONAI's Flip copies); the pipeline makes the result contiguous once
+        flip = tuple(a + 1 for a in axes)
+        return np.flip(img, flip), np.flip(seg, flip)
+
+
+class AugmentationPipeline:
+    """Callable ``(crop, seg, rng, spatial) -> (image (C, *patch) float32, seg (1, *patch) int16)``."""
+
+    def __init__(self, patch_size: tuple[int, ...], params: AugmentationParams) -> None:
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.params = params
+        self.steps = [get_step(name) for name in params.steps]
+        self.crop_size = initial_patch_size(self.patch_size, params)
+
+    def draw_spatial(self, rng: np.random.Generator) -> dict | None:
+        """The spatial step's draw, made before the crop (it decides the crop size); None = plain crop."""
+        if "spatial" not in self.params.steps:
+            return None
+        return get_step("spatial").draw(rng, self.params, (0, *self.patch_size))
+
+    def __call__(self, crop: np.ndarray, seg: np.ndarray, rng: np.random.Generator, spatial: dict | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """``crop`` is ``self.crop_size`` when ``spatial`` is given, else already ``patch_size``."""
+        if spatial is not None and "spatial" in self.params.steps:
+            img, sg = crop, seg  # the spatial step resamples into new arrays
+        else:
+            img, sg = np.array(crop, dtype=np.float32), np.array(seg, dtype=np.int16)
+        for step in self.steps:
+            if step.name == "spatial":
+                if spatial is not None:
+                    img, sg = step.apply(img, sg, spatial, self.params)
+            else:
+                img, sg = step(img, sg, rng, self.params)
+        img, sg = np.ascontiguousarray(img, dtype=np.float32), np.ascontiguousarray(sg, dtype=np.int16)
+        for c in self.params.mask_channels:
+            img[c][sg[0] < 0] = 0.0
+        sg[sg < 0] = 0
+        return img, sg

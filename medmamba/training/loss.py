@@ -82,16 +82,22 @@ class SoftDiceLoss(nn.Module):
         return -dc.mean()
 
 
+class CrossEntropyLoss(nn.Module):
+    """Mean cross-entropy on one output; shapes as :class:`SoftDiceLoss`."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target[:, 0].long())
+
+
 class DiceCELoss(nn.Module):
     """``CE + SoftDice`` (weights 1, 1) on one output; shapes as :class:`SoftDiceLoss`."""
 
     def __init__(self, batch_dice: bool) -> None:
         super().__init__()
-        self.dice = SoftDiceLoss(batch_dice)
+        self.ce, self.dice = CrossEntropyLoss(), SoftDiceLoss(batch_dice)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits.float(), target[:, 0].long())
-        return ce + self.dice(logits, target)
+        return self.ce(logits, target) + self.dice(logits, target)
 
 
 def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -102,11 +108,12 @@ def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tenso
 
 
 class DeepSupervisionLoss(nn.Module):
-    """Weighted sum of ``DiceCELoss`` over outputs (highest resolution first)."""
+    """Weighted sum of a per-output loss (``base``, default :class:`DiceCELoss`) over outputs
+    (highest resolution first)."""
 
-    def __init__(self, batch_dice: bool, distributed: bool = False) -> None:
+    def __init__(self, batch_dice: bool, distributed: bool = False, base: nn.Module | None = None) -> None:
         super().__init__()
-        self.base, self.distributed = DiceCELoss(batch_dice), distributed
+        self.base, self.distributed = base if base is not None else DiceCELoss(batch_dice), distributed
 
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):

@@ -82,6 +82,7 @@ class TrainOptions:
     oversample: float | None = None
     deep_supervision: bool | None = None
     augmentation: str | None = None
+    variant: str | list[str] | None = None  # training variant names (medmamba/training/variants.py), "a,b" or a list
     final_validation: bool = True
     progress_bar: bool = True
 

@@ -67,6 +67,11 @@ class PatchSampler:
     cases: list[PreprocessedCase]
     patch_size: tuple[int, ...]
 
+    def force_foreground(self, batch_size: int, index: int, percent: float, rng: np.random.Generator) -> bool:
+        """Whether sample ``index`` of a global batch must contain foreground (nnU-Net's fixed
+        positions, no draw); a sampler variant may decide otherwise, drawing from ``rng``."""
+        return forced_foreground(batch_size, index, percent)
+
     def pick(self, rng: np.random.Generator, force_fg: bool) -> tuple[PreprocessedCase, np.ndarray]:
         case = self.cases[int(rng.integers(len(self.cases)))]  # uniform with replacement (nnU-Net §5.4)
         shape = np.asarray(case.seg().shape[1:])
@@ -126,7 +131,8 @@ class BatchSource:
         images, segs = [], []
         for j in self.indices:
             rng = np.random.default_rng([self.seed, iteration, j])
-            case, centre = self.sampler.pick(rng, forced_foreground(self.batch_size, j, self.oversample))
+            force = self.sampler.force_foreground(self.batch_size, j, self.oversample, rng)
+            case, centre = self.sampler.pick(rng, force)
             if self.augment is None:
                 img, sg = self.sampler.crop(case, centre, self.sampler.patch_size)
                 sg = np.where(sg < 0, 0, sg)

@@ -8,7 +8,6 @@ reaches its end value exactly when the budget is spent even if the measured spee
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 POLY_EXPONENT = 0.9  # nnU-Net polylr.py
@@ -115,7 +114,3 @@ def derive_budget_plan(budget_seconds: float, elapsed_seconds: float, iterations
     total = iterations_done + epochs * ipe
     return BudgetPlan(budget_seconds, sec_per_iter, sec_per_val_iter, epoch_overhead, epochs, ipe,
                       val_it, 1, total)
-
-
-def epochs_done(iterations_done: int, iterations_per_epoch: int) -> int:
-    return math.floor(iterations_done / max(1, iterations_per_epoch))

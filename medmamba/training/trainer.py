@@ -23,14 +23,12 @@ from medmamba.formats.checkpoint import CHECKPOINT_FORMAT_VERSION, read_checkpoi
 from medmamba.formats.preprocessed_case import load_training_cases
 from medmamba.preprocessing.foreground import locations_by_label
 from medmamba.training.checkpoint_store import CheckpointStore, capture_rng_state, restore_rng_state, unwrap
-from medmamba.training.loss import DeepSupervisionLoss
 from medmamba.training.sampler import BatchSource, BatchStream, PatchSampler, make_loader
-from medmamba.training.schedule import (
-    BUDGET_WARMUP_FRACTION, DISCARD_ITERS, MEASURE_ITERS, MEASURE_MAX_FRACTION, LRSchedule, derive_budget_plan,
-)
-from medmamba.training.run_setup import TrainingSetup, TrainOptions, build_optimizer, load_pretrained
+from medmamba.training.schedule import DISCARD_ITERS, MEASURE_ITERS, MEASURE_MAX_FRACTION, derive_budget_plan
+from medmamba.training.run_setup import TrainingSetup, TrainOptions, load_pretrained
 from medmamba.training.steps import Precision, TrainStep, ValidationStep, pseudo_dice
 from medmamba.training.training_log import TrainingLog
+from medmamba.training.variants import check_resume, resolve_variants
 
 logger = logging.getLogger("medmamba.training")
 
@@ -68,6 +66,7 @@ class Trainer:
         from medmamba.networks.registry import build_network, get_capabilities
 
         self.setup, self.opts, self.dist, self.device = setup, opts, dist_info, device
+        self.variants = resolve_variants(opts.variant)
         config = setup.config
         torch.manual_seed(opts.seed)  # identical initial weights for a given seed (DDP syncs anyway)
         self.network = build_network(setup.network_name, **setup.network_kwargs).to(device)
@@ -83,32 +82,33 @@ class Trainer:
             self.model = self.network
         torch.manual_seed(opts.seed + dist_info.rank)  # dropout etc. differ per rank
         self.precision = Precision.choose(device, opts.amp)
-        self.loss_fn = DeepSupervisionLoss(config.batch_dice, distributed=dist_info.enabled)
-        self.optimizer = build_optimizer(setup.optimizer_name, self.network.parameters(), setup.optimizer_kwargs)
+        self.loss_fn = self.variants.build_loss(config.batch_dice, dist_info.enabled)
+        self.budget = opts.time_budget_minutes * 60.0 if opts.time_budget_minutes else None
+        self.iters_per_epoch, self.val_iters, self.epochs = opts.iterations_per_epoch, opts.val_iterations, opts.epochs
+        self.optimizer, self.schedule = self.variants.build_optimizer(
+            self.network.parameters(), setup.optimizer_name, setup.optimizer_kwargs, self.epochs * self.iters_per_epoch,
+            self.budget)
         self.step = TrainStep(self.model, self.loss_fn, self.optimizer, self.precision)
         self.val_step = ValidationStep(self.model, self.loss_fn, self.precision, setup.num_classes)
         self.store = CheckpointStore(setup.output_folder)
         self.log = TrainingLog(setup.output_folder)
         self.state = RunState()
-        self.budget = opts.time_budget_minutes * 60.0 if opts.time_budget_minutes else None
-        self.iters_per_epoch, self.val_iters, self.epochs = opts.iterations_per_epoch, opts.val_iterations, opts.epochs
-        self.schedule = LRSchedule(setup.optimizer_kwargs["lr"], self.epochs * self.iters_per_epoch,
-                                   warmup=BUDGET_WARMUP_FRACTION if self.budget else 0.0,
-                                   budget_seconds=self.budget)
         self.budget_plan: dict | None = None
         fg = [v for k, v in setup.plans.labels.items() if k != "background" and int(v) > 0]
         train_cases = _load_cases(setup.data_folder, setup.train_ids, fg)
         val_cases = _load_cases(setup.data_folder, setup.val_ids, fg)
         mask_channels = tuple(i for i, m in enumerate(config.use_mask_for_norm) if m)
         params = configure_augmentation(setup.patch_size, mask_channels, opts.elastic, setup.recipe.augmentation)
-        self.mirror_axes = [int(a) for a in (config.mirror_axes if config.mirror_axes is not None
-                                             else params.mirror_axes)]
-        if params.p_mirror == 0.0:
-            self.mirror_axes = []  # never trained on mirrored patches: mirror TTA would not help
+        if config.mirror_axes is not None:
+            params = dataclasses.replace(params, mirror_axes=tuple(int(a) for a in config.mirror_axes))
+        params = self.variants.augmentation_params(params)
+        # never trained on mirrored patches: mirror TTA would not help
+        self.mirror_axes = [int(a) for a in params.mirror_axes] if params.p_mirror > 0.0 else []
         params = dataclasses.replace(params, mirror_axes=tuple(self.mirror_axes))
         augment = AugmentationPipeline(setup.patch_size, params)
         bs = config.batch_size
-        self.train_source = BatchSource(PatchSampler(list(train_cases.values()), setup.patch_size), augment, bs,
+        train_sampler = self.variants.build_sampler(list(train_cases.values()), setup.patch_size)
+        self.train_source = BatchSource(train_sampler, augment, bs,
                                         opts.seed, dist_info.rank, dist_info.world_size,
                                         oversample=setup.recipe.oversample)
         # validation patches: no augmentation, their own seed so they do not mirror training patches
@@ -140,6 +140,7 @@ class Trainer:
             "iterations_done": self.state.iterations,
             "training_log": self.log.state_dict(),
             "seed": self.opts.seed,
+            "variants": list(self.variants.names),
         }
 
     def save(self, kind: str) -> None:
@@ -156,6 +157,7 @@ class Trainer:
         if ckpt["network_name"] != self.setup.network_name:
             raise CheckpointError(f"checkpoint is for network {ckpt['network_name']!r}, not "
                                   f"{self.setup.network_name!r}", path=path)
+        check_resume(ckpt.get("variants"), self.variants, path)
         unwrap(self.network).load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         sched = dict(ckpt["scheduler_state"])
@@ -258,7 +260,7 @@ class Trainer:
             "precision": self.precision.describe(), "device": str(self.device),
             "world_size": self.dist.world_size, "seed": self.opts.seed, "num_workers": self.num_workers,
             "batch_size": self.setup.config.batch_size, "patch_size": list(self.setup.patch_size),
-            "recipe": self.setup.recipe.to_dict(),
+            "recipe": self.setup.recipe.to_dict(), "variants": self.variants.describe(),
         })
         self.model.train()
         self._session_start = time.perf_counter()
@@ -328,6 +330,7 @@ def train(opts: TrainOptions) -> TrainingSetup:
     from medmamba.training.run_setup import resolve_setup
     from medmamba.training.validation import run_final_validation
 
+    resolve_variants(opts.variant)  # an unknown or conflicting variant fails before anything is read or written
     device = resolve_device(opts.device)
     dist_info = ddp.init_distributed(device.type)
     try:
