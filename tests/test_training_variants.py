@@ -20,7 +20,8 @@ from medmamba.training.sampler import PatchSampler
 from medmamba.training.variants import (
     TrainingVariant, ProbabilisticPatchSampler, list_variants, register_variant, resolve_variants,
 )
-from test_training_fixture import DATASET, make_preprocessed
+
+DATASET = "Dataset901_TrainTiny"  # what the make_preprocessed fixture (tests/conftest.py) writes
 
 
 def test_unknown_variant_lists_the_known_ones():
@@ -95,7 +96,7 @@ def _args(pre, res, *extra):
             "--preprocessed", str(pre), "--results", str(res), *extra]
 
 
-def test_train_variant_end_to_end(tmp_path, capsys):
+def test_train_variant_end_to_end(tmp_path, capsys, make_preprocessed):
     make_preprocessed(tmp_path / "pre")
     pre, res = tmp_path / "pre", tmp_path / "res"
     fold = res / DATASET / "plain_unet__medmambaPlans__2d" / "fold_0"
