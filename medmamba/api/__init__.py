@@ -1,19 +1,13 @@
 """medmamba as Python calls: the same steps as the ``medmamba`` commands, with typed keyword
 arguments, returning what they made. The command line is a thin layer over these.
 
-Example (the README's "Python API" section)::
+The README's "Python API" section shows the everyday steps, from a demo dataset to test-set Dice
+(tests/test_api.py runs exactly that snippet)::
 
     from medmamba import api
 
-    api.make_demo_dataset(cases=5, test_cases=2, size=24, raw="data/raw")
-    planned = api.plan_and_preprocess(dataset=999, configurations=["2d"], raw="data/raw",
-                                      preprocessed="data/preprocessed")
-    trained = api.train(dataset=999, configuration="2d", fold=0, epochs=1, iterations_per_epoch=2,
-                        preprocessed="data/preprocessed", results="data/results")
-    predicted = api.predict(input_folder="data/raw/Dataset999_Demo/imagesTs", output_folder="data/predictions",
-                            dataset=999, configuration="2d", folds=[0], results="data/results")
-    evaluated = api.evaluate(reference_folder="data/raw/Dataset999_Demo/labelsTs",
-                             prediction_folder="data/predictions", dataset=999, raw="data/raw")
+    planned = api.plan_and_preprocess(dataset=5)
+    trained = api.train(dataset=5, configuration="3d_fullres", fold=0, time_budget_minutes=45)
 
 Folders left as None are found as the CLI finds them (environment variables, then ``./medmamba_data``;
 :mod:`medmamba.paths`). Problems with the input raise :class:`~medmamba.errors.MedmambaError` subclasses

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 @dataclass(frozen=True)
 class EvaluateResult:
-    """``summary`` is the dict written to ``summary_file`` (``foreground_mean``, ``mean`` per label,
+    """``summary`` is the dict written to ``summary_file`` (absolute path; ``foreground_mean``, ``mean`` per label,
     ``metric_per_case``, ... see docs/internals.md); Dice/IoU/NSD are fractions, HD95 is in mm, NaN
     where undefined (both empty)."""
 
@@ -70,7 +70,7 @@ def evaluate(
         nsd_tolerance_mm=tolerance, ignore_label=ignore_label, allow_missing=allow_missing, num_workers=num_workers,
         progress=progress,
     )
-    return EvaluateResult(summary, output)
+    return EvaluateResult(summary, output.absolute())
 
 
 @dataclass(frozen=True)

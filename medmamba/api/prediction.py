@@ -11,8 +11,8 @@ from medmamba.api._common import Echo, echo_or_log
 
 @dataclass(frozen=True)
 class PredictResult:
-    """What :func:`predict` did: ``written`` label-map files (``<output>/<case><input ending>``, with the
-    input's geometry); ``report`` holds the case ids written, ``skipped`` (output already present) and
+    """What :func:`predict` did: ``written`` label-map files (``<output>/<case><input ending>``, absolute, with
+    the input's geometry); ``report`` holds the case ids written, ``skipped`` (output already present) and
     ``failed`` (case id, reason)."""
 
     model_folder: Path
@@ -98,6 +98,7 @@ def predict(
     report = predictor.predict_folder(
         input_dir, output_dir, overwrite=overwrite, save_probabilities=save_probabilities, num_workers=num_workers,
         progress=progress, extra_args={"dataset": str(dataset), "folds": fold_names, "checkpoint": checkpoint})
+    output_dir = output_dir.absolute()
     endings = {c.case_id: c.ending for c in gather_input_cases(input_dir, predictor.plans.num_input_channels)[0]}
     return PredictResult(model_folder=Path(model_folder), output_folder=output_dir, device=str(predictor.device),
                          n_folds=len(predictor.networks),
@@ -126,4 +127,4 @@ def ensemble(
 
     result = ensemble_folders([str(p) for p in inputs], output_folder, overwrite=overwrite,
                               save_probabilities_too=save_probabilities)
-    return EnsembleResult(Path(output_folder), list(result["written"]), list(result["skipped"]))
+    return EnsembleResult(Path(output_folder).absolute(), list(result["written"]), list(result["skipped"]))
