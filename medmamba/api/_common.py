@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from medmamba.datasets.verify import VerifyReport
 
 logger = logging.getLogger("medmamba.api")
 
@@ -16,7 +19,7 @@ def echo_or_log(echo: Echo | None) -> Echo:
     return echo if echo is not None else logger.info
 
 
-def raise_unless_verified(folder: Path, progress: bool) -> Any:
+def raise_unless_verified(folder: Path, progress: bool) -> VerifyReport:
     """Run the raw-dataset check; log every problem (one line each), raise if there are errors, else
     return the :class:`~medmamba.datasets.verify.VerifyReport`."""
     from medmamba.datasets.verify import verify_dataset

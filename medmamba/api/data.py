@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medmamba.datasets.verify import VerifyReport
 
 
 def make_demo_dataset(
@@ -28,7 +31,7 @@ def make_demo_dataset(
                 n_test=test_cases, size=size, overwrite=overwrite, progress=progress)
 
 
-def verify(*, dataset: int | str, raw: str | os.PathLike | None = None, progress: bool = True) -> Any:
+def verify(*, dataset: int | str, raw: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:
     """Check a raw dataset (files, dataset.json, geometry, label values, NaN) and return the
     :class:`~medmamba.datasets.verify.VerifyReport` (``ok``, ``errors``, ``warnings``: one line each)."""
     from medmamba.datasets.raw_dataset import resolve_dataset_folder

@@ -4,7 +4,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from medmamba.evaluation.find_best_configuration import ModelResult
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ class BestConfigurationResult:
     ``written`` are the inference_information.json and inference_instructions.txt files."""
 
     results_dataset_folder: Path
-    best: Any
-    ranking: list[Any]
+    best: ModelResult
+    ranking: list[ModelResult]
     metric: str
     written: list[Path]
 

@@ -5,10 +5,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from medmamba.api._common import Echo, echo_or_log, raise_unless_verified
 from medmamba.paths import ResolvedPath
+
+if TYPE_CHECKING:
+    from medmamba.plans.schema import ConfigurationPlan, Plans
 
 logger = logging.getLogger("medmamba.plans")
 STANDARD_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
@@ -30,11 +33,11 @@ class PlanResult:
     dataset_folder: Path
     fingerprint_file: Path
     plans_file: Path
-    plans: Any  # medmamba.plans.schema.Plans
+    plans: Plans
     configurations: dict[str, Path]
 
 
-def describe_configuration(name: str, config: Any) -> str:
+def describe_configuration(name: str, config: ConfigurationPlan) -> str:
     """One line per planned configuration: network, patch, batch, spacing (mm) and predicted cost."""
     cost = (f"~{config.predicted_seconds_per_iteration:.2f} s/iteration" if config.predicted_seconds_per_iteration
             else f"~{config.predicted_memory_gb:.2f} GB" if config.predicted_memory_gb is not None else "")

@@ -4,9 +4,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from medmamba.api._common import Echo, echo_or_log
+
+if TYPE_CHECKING:
+    from medmamba.inference.predictor import PredictionReport
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class PredictResult:
     device: str
     n_folds: int
     written: list[Path]
-    report: Any  # medmamba.inference.predictor.PredictionReport
+    report: PredictionReport
 
     @property
     def failed(self) -> list[tuple[str, str]]:
