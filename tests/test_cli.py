@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from medmamba.atomic import atomic_path, atomic_write_json
-from medmamba.cli.main import COMMAND_MODULES, build_parser, main
+from medmamba.cli.main import COMMAND_MODULES, main
 from medmamba.errors import DatasetError, MedmambaError
 
 
@@ -41,34 +41,35 @@ def test_unknown_command_is_one_line():
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_medmamba_error_is_one_line_exit_1(monkeypatch, capsys):
-    parser = build_parser()
-    args = parser.parse_args(["info"])
+def test_medmamba_error_is_one_line_exit_1(tmp_path, capsys):
+    (tmp_path / "Dataset005_Prostate").mkdir()
+    assert main(["verify", "-d", "7", "--raw", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("medmamba verify: error: ")
+    assert str(tmp_path) in err and "Dataset005_Prostate" in err  # names the folder searched and what exists
 
-    def boom(_args):
+
+def test_error_raised_by_the_api_is_printed_as_one_line(monkeypatch, capsys):
+    from medmamba import api
+
+    def boom(**_kwargs):
         raise DatasetError("label values {7} not declared in dataset.json", path="/data/labelsTr/case_001.nii.gz")
 
-    monkeypatch.setattr("medmamba.cli.main.build_parser", lambda: _with_run(parser, boom))
-    assert main(["info"]) == 1
+    monkeypatch.setattr(api, "verify", boom)  # the CLI command calls the public api function
+    assert main(["verify", "-d", "5"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0
-    assert "/data/labelsTr/case_001.nii.gz" in err and "not declared" in err
-
-
-def _with_run(parser, fn):
-    parser._subparsers._group_actions[0].choices["info"].set_defaults(_run=fn)
-    return parser
+    assert err == "medmamba verify: error: /data/labelsTr/case_001.nii.gz: label values {7} not declared in dataset.json"
 
 
 def test_other_exceptions_keep_traceback(monkeypatch):
-    parser = build_parser()
+    from medmamba import api
 
-    def bug(_args):
+    def bug(**_kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("medmamba.cli.main.build_parser", lambda: _with_run(parser, bug))
+    monkeypatch.setattr(api, "verify", bug)
     with pytest.raises(ZeroDivisionError):
-        main(["info"])
+        main(["verify", "-d", "5"])
 
 
 def test_error_message_is_one_line():

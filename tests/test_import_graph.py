@@ -15,13 +15,8 @@ KNOWN_MODULE_CYCLES = [
     {"medmamba.kernels", "medmamba.kernels.ops", "medmamba.kernels.selfcheck"},
 ]
 KNOWN_PACKAGE_CYCLES: list[set[str]] = []
-# Modules, owned by other areas, that still parse JSON themselves.
-JSON_PARSE_ALLOWED = {
-    "medmamba.catalog.curate",  # catalog area: JSON-lines records
-    "medmamba.catalog.store",  # catalog area: JSON-lines records
-    "medmamba.cli.demo",  # cli area
-    "medmamba.cli.plan_and_preprocess",  # cli area
-}
+# Modules that still parse JSON themselves (none: keep it that way).
+JSON_PARSE_ALLOWED: set[str] = set()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -23,6 +23,7 @@ from medmamba.atomic import atomic_write_text
 from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.catalog.seed_records import SEED_RECORDS
 from medmamba.errors import CatalogError
+from medmamba.formats.json_io import read_json_lines
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SOURCE = HERE / "sources" / "survey_lists_2026.jsonl"
@@ -203,18 +204,7 @@ def curate(source_records: list[dict[str, Any]]) -> list[CatalogRecord]:
 
 
 def read_source(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise CatalogError(f"cannot read the source list ({err.strerror})", path=path) from None
-    out = []
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise CatalogError(f"line {number}: not JSON ({err.msg})", path=path) from None
-    return out
+    return [obj for _, obj in read_json_lines(path, what="source list", error=CatalogError)]
 
 
 def write_catalog(records: list[CatalogRecord], path: Path) -> None:

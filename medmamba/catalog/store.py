@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,6 +15,7 @@ from typing import Iterable, Sequence
 import medmamba.catalog.vocab as vocab
 from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.errors import CatalogError
+from medmamba.formats.json_io import read_json_lines
 
 CATALOG_PATH = Path(__file__).resolve().parent / "catalog.jsonl"
 
@@ -23,19 +23,8 @@ CATALOG_PATH = Path(__file__).resolve().parent / "catalog.jsonl"
 def read_catalog(path: str | Path) -> tuple[CatalogRecord, ...]:
     """Read and validate a catalog file (JSON Lines); CatalogError names the file and the bad line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise CatalogError(f"cannot read the catalog ({err.strerror})", path=path) from None
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CatalogError(f"line {number}: not valid JSON ({err.msg})", path=path) from None
-        records.append(CatalogRecord.from_dict(obj, where=f"line {number}", path=path))
+    records = [CatalogRecord.from_dict(obj, where=f"line {number}", path=path)
+               for number, obj in read_json_lines(path, what="catalog", error=CatalogError)]
     check_unique_names(records, path=path)
     return tuple(records)
 

@@ -15,9 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.datasets.msd import convert_msd_dataset
-    from medmamba.paths import raw_root
+    from medmamba.api import convert_msd
 
-    folder = convert_msd_dataset(args.input, raw_root(args.raw), args.dataset_id, progress=not args.no_progress)
+    folder = convert_msd(task_folder=args.input, dataset_id=args.dataset_id, raw=args.raw,
+                         progress=not args.no_progress)
     print(f"wrote {folder}")
     return 0

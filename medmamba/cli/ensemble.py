@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.inference.export import ensemble_folders
+    from medmamba.api import ensemble
 
-    result = ensemble_folders(args.inputs, args.output, overwrite=args.overwrite,
-                              save_probabilities_too=args.save_probabilities)
-    print(f"ensembled {len(result['written'])} case(s) from {len(args.inputs)} folders into {args.output}"
-          f", skipped {len(result['skipped'])} already present")
+    result = ensemble(inputs=args.inputs, output_folder=args.output, save_probabilities=args.save_probabilities,
+                      overwrite=args.overwrite)
+    print(f"ensembled {len(result.written)} case(s) from {len(args.inputs)} folders into {args.output}"
+          f", skipped {len(result.skipped)} already present")
     return 0

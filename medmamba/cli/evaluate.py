@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 NAME = "evaluate"
 HELP = "compare predicted label maps with reference label maps: Dice, IoU, HD95 (mm), NSD -> summary.json"
@@ -50,33 +49,15 @@ def _parse_labels(tokens: list[str]) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.errors import ConfigurationError
-    from medmamba.evaluation.evaluate_folders import (
-        evaluate_folders, ignore_label_from_dataset_json, labels_from_dataset_json)
-    from medmamba.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM
+    from medmamba.api import evaluate
     from medmamba.evaluation.summary import format_table
 
-    labels = None
-    ignore_label = None
-    if args.regions and not args.dataset:
-        raise ConfigurationError("--regions needs -d (regions come from dataset.json); with -l write regions as 1,2,3")
-    if args.dataset:
-        from medmamba.datasets.raw_dataset import load_dataset_json, resolve_dataset_folder
-        from medmamba.paths import raw_root
-
-        dataset_json = load_dataset_json(resolve_dataset_folder(args.dataset, raw_root(args.raw)))
-        labels = labels_from_dataset_json(dataset_json, regions=args.regions)
-        ignore_label = ignore_label_from_dataset_json(dataset_json)
-    elif args.labels:
-        labels = _parse_labels(args.labels)
-    tolerance = DEFAULT_NSD_TOLERANCE_MM if args.nsd_tolerance is None else args.nsd_tolerance
-    if tolerance < 0:
-        raise ConfigurationError(f"--nsd-tolerance must be >= 0 mm, got {tolerance}")
-    output = Path(args.output) if args.output else Path(args.prediction) / "summary.json"
-    summary = evaluate_folders(
-        args.reference, args.prediction, labels=labels, output_file=output, nsd_tolerance_mm=tolerance,
-        ignore_label=ignore_label, allow_missing=args.allow_missing, num_workers=args.num_workers,
+    result = evaluate(
+        reference_folder=args.reference, prediction_folder=args.prediction, dataset=args.dataset or None,
+        labels=_parse_labels(args.labels) if args.labels else None, regions=args.regions,
+        nsd_tolerance_mm=args.nsd_tolerance, output_file=args.output, allow_missing=args.allow_missing,
+        num_workers=args.num_workers, raw=args.raw,
     )
-    print(format_table(summary, per_case=not args.no_per_case))
-    print(f"summary written to {output}")
+    print(format_table(result.summary, per_case=not args.no_per_case))
+    print(f"summary written to {result.summary_file}")
     return 0

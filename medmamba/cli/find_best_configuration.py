@@ -20,14 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.evaluation.find_best_configuration import find_best_configuration, format_ranking
-    from medmamba.inference.model_folder import resolve_results_dataset
-    from medmamba.paths import resolve_root
+    from medmamba.api import find_best_configuration
+    from medmamba.evaluation.find_best_configuration import format_ranking
 
-    dataset_folder = resolve_results_dataset(resolve_root("results", args.results).path, args.dataset)
-    best, results = find_best_configuration(dataset_folder, folds=args.folds, configurations=args.configurations,
-                                            networks=args.networks, metric=args.metric)
-    print(format_ranking(results, args.metric))
-    print(f"best: {best.name} (foreground mean {args.metric} {best.score(args.metric):.4f})")
-    print(f"wrote {dataset_folder / 'inference_information.json'} and inference_instructions.txt")
+    result = find_best_configuration(dataset=args.dataset, configurations=args.configurations,
+                                     networks=args.networks, folds=args.folds, metric=args.metric,
+                                     results=args.results)
+    print(format_ranking(result.ranking, args.metric))
+    print(f"best: {result.best.name} (foreground mean {args.metric} {result.best.score(args.metric):.4f})")
+    print(f"wrote {result.written[0]} and {result.written[1].name}")
     return 0

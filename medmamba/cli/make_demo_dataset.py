@@ -21,19 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.datasets.demo import make_demo_dataset
-    from medmamba.paths import raw_root
+    from medmamba.api import make_demo_dataset
 
-    folder = make_demo_dataset(
-        raw_root(args.raw),
-        dataset_id=args.dataset_id,
-        n_cases=args.cases,
-        seed=args.seed,
-        n_channels=args.channels,
-        n_test=args.test_cases,
-        size=args.size,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    folder = make_demo_dataset(dataset_id=args.dataset_id, cases=args.cases, test_cases=args.test_cases, seed=args.seed,
+                               channels=args.channels, size=args.size, overwrite=args.overwrite, raw=args.raw,
+                               progress=not args.no_progress)
     print(f"wrote {folder}")
     return 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 NAME = "predict"
 HELP = "segment a folder of images (CASE_0000.nii.gz ...) with trained fold checkpoints"
@@ -36,33 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.errors import ConfigurationError
-    from medmamba.inference.model_folder import find_model_folder
-    from medmamba.inference.input_folder import check_output_folder
-    from medmamba.inference.predictor import Predictor
-    from medmamba.paths import resolve_root
+    from medmamba.api import predict
 
-    if not 0.0 < args.step <= 1.0:
-        raise ConfigurationError(f"--step must be in (0, 1], got {args.step}")
-    if args.batch_windows < 1:
-        raise ConfigurationError(f"--batch-windows must be >= 1, got {args.batch_windows}")
-    folds = None
-    if args.folds is not None:
-        for f in args.folds:
-            if not (f == "all" or f.isdigit()):
-                raise ConfigurationError(f"-f: fold {f!r} is neither a number nor 'all'")
-        folds = list(dict.fromkeys(args.folds))
-    results = resolve_root("results", args.results)
-    check_output_folder(Path(args.input), Path(args.output))  # before loading any checkpoint
-    model_folder = find_model_folder(results.path, args.dataset, args.configuration, args.network, args.plans)
-    predictor = Predictor.from_model_folder(
-        model_folder, folds=folds, checkpoint=args.checkpoint, device=args.device, step=args.step,
-        use_tta=not args.no_tta, batch_windows=args.batch_windows)
-    print(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "
-          f"TTA axes {predictor.mirror_axes or 'off'})", file=sys.stderr)
-    report = predictor.predict_folder(
-        args.input, args.output, overwrite=args.overwrite, save_probabilities=args.save_probabilities,
-        num_workers=args.num_workers, progress=not args.no_progress,
-        extra_args={"dataset": args.dataset, "folds": folds, "checkpoint": args.checkpoint})
-    print(report.summary_line())
-    return 1 if report.failed else 0
+    result = predict(
+        input_folder=args.input, output_folder=args.output, dataset=args.dataset, configuration=args.configuration,
+        folds=args.folds, network=args.network, plans=args.plans, checkpoint=args.checkpoint, step=args.step,
+        tta=not args.no_tta, save_probabilities=args.save_probabilities, device=args.device,
+        batch_windows=args.batch_windows, num_workers=args.num_workers, overwrite=args.overwrite,
+        results=args.results, progress=not args.no_progress, echo=lambda line: print(line, file=sys.stderr),
+    )
+    print(result.summary_line())
+    return 1 if result.failed else 0

@@ -56,16 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.errors import ConfigurationError
-    from medmamba.training.run_setup import TrainOptions
-    from medmamba.training.trainer import train
+    from medmamba.api import train
 
-    for flag in ("epochs", "iters_per_epoch", "val_iters"):
-        if getattr(args, flag) < 1:
-            raise ConfigurationError(f"--{flag.replace('_', '-')} must be >= 1")
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise ConfigurationError("--time-budget must be a positive number of minutes")
-    opts = TrainOptions(
+    result = train(
         dataset=args.dataset, configuration=args.configuration, fold=args.fold, network=args.network,
         plans_name=args.plans_name, epochs=args.epochs, iterations_per_epoch=args.iters_per_epoch,
         val_iterations=args.val_iters, device=args.device, resume=args.resume, overwrite=args.overwrite,
@@ -73,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
         preprocessed=args.preprocessed, results=args.results, num_workers=args.num_workers,
         optimizer=args.optimizer, lr=args.lr, amp=not args.no_amp, elastic=args.elastic,
         oversample=args.oversample, deep_supervision=args.deep_supervision, augmentation=args.augmentation,
-        variant=args.variant, final_validation=not args.no_validation, progress_bar=not args.no_progress,
+        variant=args.variant, final_validation=not args.no_validation, progress=not args.no_progress,
     )
-    setup = train(opts)
-    print(f"trained {setup.network_name} {setup.configuration} fold {setup.fold}: {setup.output_folder}")
+    print(f"trained {result.network} {result.configuration} fold {result.fold}: {result.output_folder}")
     return 0

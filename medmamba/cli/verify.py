@@ -15,12 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.datasets.raw_dataset import resolve_dataset_folder
-    from medmamba.datasets.verify import verify_dataset
-    from medmamba.paths import raw_root
+    from medmamba.api import verify
 
-    folder = resolve_dataset_folder(args.dataset, raw_root(args.raw))
-    report = verify_dataset(folder, progress=not args.no_progress)
+    report = verify(dataset=args.dataset, raw=args.raw, progress=not args.no_progress)
     for line in report.warnings:
         print(f"warning: {line}", file=sys.stderr)
     for line in report.errors:

@@ -36,3 +36,23 @@ def read_json(path: str | os.PathLike, expect: type | None = dict, what: str = "
         wanted = _TYPE_NAMES.get(expect, expect.__name__)
         raise error(f"{what} file must hold {wanted} at the top level, not {type(data).__name__}", path=p)
     return data
+
+
+def read_json_lines(path: str | os.PathLike, what: str = "JSON Lines",
+                    error: type[MedmambaError] = FileFormatError) -> list[tuple[int, Any]]:
+    """Parse a JSON Lines file: ``(line number, value)`` for every non-blank line; an unreadable file
+    or a line that is not JSON is one ``error`` naming the file and the line."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"cannot read {what} file ({type(err).__name__}: {err})", path=p) from None
+    values = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            values.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise error(f"line {number}: not valid JSON ({err.msg})", path=p) from None
+    return values

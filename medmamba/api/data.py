@@ -1,0 +1,56 @@
+"""Raw datasets: ``make_demo_dataset``, ``verify``, ``convert_msd``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medmamba.datasets.verify import VerifyReport
+
+
+def make_demo_dataset(
+    *,
+    dataset_id: int = 999,
+    cases: int = 12,
+    test_cases: int = 4,
+    seed: int = 0,
+    channels: int = 1,
+    size: int = 56,
+    overwrite: bool = False,
+    raw: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write the deterministic synthetic 3D demo dataset (liver, kidney, vessel, lesion) into the raw root
+    and return its folder (``DatasetXXX_Demo``). ``size`` is the nominal voxels per axis at 1.75 mm;
+    an existing folder made with the same arguments is reused, a different one needs ``overwrite``."""
+    from medmamba.datasets.demo import make_demo_dataset as make
+    from medmamba.paths import raw_root
+
+    return make(raw_root(raw), dataset_id=dataset_id, n_cases=cases, seed=seed, n_channels=channels,
+                n_test=test_cases, size=size, overwrite=overwrite, progress=progress)
+
+
+def verify(*, dataset: int | str, raw: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:
+    """Check a raw dataset (files, dataset.json, geometry, label values, NaN) and return the
+    :class:`~medmamba.datasets.verify.VerifyReport` (``ok``, ``errors``, ``warnings``: one line each)."""
+    from medmamba.datasets.raw_dataset import resolve_dataset_folder
+    from medmamba.datasets.verify import verify_dataset
+    from medmamba.paths import raw_root
+
+    return verify_dataset(resolve_dataset_folder(dataset, raw_root(raw)), progress=progress)
+
+
+def convert_msd(
+    *,
+    task_folder: str | os.PathLike,
+    dataset_id: int | None = None,
+    raw: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Convert a Medical Segmentation Decathlon ``TaskXX_Name`` folder (only read) into a raw
+    ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it."""
+    from medmamba.datasets.msd import convert_msd_dataset
+    from medmamba.paths import raw_root
+
+    return convert_msd_dataset(task_folder, raw_root(raw), dataset_id, progress=progress)

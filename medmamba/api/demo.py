@@ -1,0 +1,152 @@
+"""``run_demo``: the whole pipeline on the generated demo dataset, within a time budget.
+
+It makes the same calls a user makes on their own data — make_demo_dataset, verify,
+plan_and_preprocess, train (with a time budget), predict, evaluate — announcing each step with the
+equivalent ``medmamba`` command line, then renders ``demo_report.png``.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medmamba.api._common import Echo, echo_or_log, raise_unless_verified
+
+DEMO_ID = 999
+# Measured 2026-11-25 (benchmarks/results/demo_choice.json, one CPU thread each): within the
+# 10-minute budget the 2d configuration reached test mean Dice 0.947 in 8.3 min, 3d_fullres 0.930
+# in 9.5 min (3D iterations are ~18x slower on CPU, so 3D sees far fewer samples).
+DEFAULT_CONFIGURATION = "2d"
+DEFAULT_MINUTES = 10.0
+# Share of the budget kept for the steps after training (predicting the 4 test cases with
+# mirroring, evaluation, the report). Measured (demo_choice.json): ~0.5 min in 2d, ~1.5 min in 3d.
+RESERVE_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Where the demo put everything. ``summary`` is the test-set evaluation (see :func:`evaluate`),
+    ``label_names`` maps label value (as a string) to its dataset.json name, ``seconds`` the wall time."""
+
+    workdir: Path
+    raw_dataset: Path
+    model_folder: Path
+    predictions: Path
+    summary: dict[str, Any]
+    summary_file: Path
+    label_names: dict[str, str]
+    report: Path
+    seconds: float
+
+
+def run_demo(
+    *,
+    workdir: str | os.PathLike = "medmamba_demo",
+    network: str | None = None,
+    configuration: str = DEFAULT_CONFIGURATION,
+    minutes: float = DEFAULT_MINUTES,
+    device: str = "auto",
+    cases: int = 12,
+    size: int = 56,
+    tta: bool = True,
+    progress: bool = True,
+    echo: Echo | None = None,
+) -> DemoResult:
+    """Generate the demo dataset under ``workdir`` (raw/, preprocessed/, results/, predictions/), then
+    verify, plan, preprocess, train fold 0 within ``minutes`` of wall time for the whole demo (80 % of
+    what is left after planning goes to training), predict the held-out test cases and evaluate them.
+
+    ``configuration`` is ``"2d"`` or ``"3d_fullres"``; ``device`` ``"auto"``, ``"cpu"`` or ``"cuda"``;
+    ``cases`` training cases of ``size`` voxels per axis; ``echo`` receives each step's heading and results.
+    """
+    from medmamba.api.data import make_demo_dataset
+    from medmamba.api.evaluation import evaluate
+    from medmamba.api.planning import plan_and_preprocess
+    from medmamba.api.prediction import predict
+    from medmamba.api.training import train
+    from medmamba.datasets.raw_dataset import load_dataset_json
+    from medmamba.errors import ConfigurationError, DatasetError
+    from medmamba.evaluation.summary import format_table
+
+    if minutes <= 0:
+        raise ConfigurationError(f"--minutes must be positive, got {minutes}")
+    if configuration not in ("2d", "3d_fullres"):
+        raise ConfigurationError(f"-c must be 2d or 3d_fullres, got {configuration!r}")
+    say = echo_or_log(echo)
+    start = time.monotonic()
+    work = Path(workdir).absolute()
+    raw, pre, res = work / "raw", work / "preprocessed", work / "results"
+    predictions = work / "predictions"
+    quiet = [] if progress else ["--no-progress"]
+    roots = ["--raw", str(raw)]
+    net = ["--network", network] if network else []
+
+    def step(title: str, argv: list[str]) -> None:  # the command a user would type for this step
+        say(f"\n=== {title}\n$ medmamba {shlex.join(argv)}")
+
+    step("1/6 generate the demo dataset", ["make_demo_dataset", "-id", str(DEMO_ID), "--cases", str(cases),
+                                           "--size", str(size), *roots, *quiet])
+    dataset = make_demo_dataset(dataset_id=DEMO_ID, cases=cases, size=size, raw=raw, progress=progress)
+    say(f"wrote {dataset}")
+    step("2/6 verify it", ["verify", "-d", str(DEMO_ID), *roots, *quiet])
+    say(raise_unless_verified(dataset, progress).summary())
+
+    target = {"cuda": "gpu", "cpu": "cpu"}.get(device)
+    step("3/6 fingerprint, plan, preprocess",
+         ["plan_and_preprocess", "-d", str(DEMO_ID), "-c", configuration, *roots, "--preprocessed", str(pre), *net,
+          *(["--target", target] if target else []), *quiet])
+    plan_and_preprocess(dataset=DEMO_ID, configurations=[configuration], networks=[network] if network else None,
+                        target=target, raw=raw, preprocessed=pre, progress=progress, echo=say)
+
+    train_minutes = max(0.5, minutes * (1 - RESERVE_FRACTION) - (time.monotonic() - start) / 60)
+    step(f"4/6 train fold 0 for {train_minutes:.1f} min",
+         ["train", "-d", str(DEMO_ID), "-c", configuration, "-f", "0", "--time-budget", f"{train_minutes:.2f}",
+          "--device", device, "--preprocessed", str(pre), "--results", str(res), "--overwrite", "--no-validation",
+          *net, *quiet])
+    # the demo scores the held-out test set next; fold-0 validation would only cost budget
+    trained = train(dataset=DEMO_ID, configuration=configuration, fold=0, network=network,
+                    time_budget_minutes=round(train_minutes, 2), device=device, preprocessed=pre, results=res,
+                    overwrite=True, final_validation=False, progress=progress)
+    say(f"trained {trained.network} {trained.configuration} fold {trained.fold}: {trained.output_folder}")
+
+    step("5/6 predict the held-out test cases",
+         ["predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-d", str(DEMO_ID), "-c", configuration,
+          "-f", "0", "--device", device, "--results", str(res), "--overwrite", *net,
+          *([] if tta else ["--no-tta"]), *quiet])
+    predicted = predict(input_folder=dataset / "imagesTs", output_folder=predictions, dataset=DEMO_ID,
+                        configuration=configuration, folds=[0], network=network, tta=tta, device=device,
+                        results=res, overwrite=True, progress=progress, echo=say)
+    say(predicted.summary_line())
+    if predicted.failed:
+        raise DatasetError(f"{len(predicted.failed)} test case(s) could not be predicted (listed above)",
+                                 path=dataset / "imagesTs")
+
+    step("6/6 evaluate against labelsTs", ["evaluate", "-r", str(dataset / "labelsTs"), "-p", str(predictions),
+                                           "-d", str(DEMO_ID), *roots, "--no-per-case"])
+    evaluated = evaluate(reference_folder=dataset / "labelsTs", prediction_folder=predictions, dataset=DEMO_ID,
+                         raw=raw)
+    say(format_table(evaluated.summary, per_case=False))
+    say(f"summary written to {evaluated.summary_file}")
+
+    names = {str(v): k for k, v in load_dataset_json(dataset)["labels"].items()}
+    report = _render_report(work, dataset, evaluated.summary, trained.output_folder / "training_log.json", names)
+    return DemoResult(work, dataset, trained.output_folder, predictions, evaluated.summary, evaluated.summary_file,
+                      names, report, time.monotonic() - start)
+
+
+def _render_report(work: Path, dataset: Path, summary: dict[str, Any], log: Path, names: dict[str, str]) -> Path:
+    """``demo_report.png``: the first three test cases (image, reference, prediction) and the training curves."""
+    from medmamba.evaluation.demo_report import render_demo_report
+
+    cases = summary["metric_per_case"][:3]
+    case_dice = []
+    for c in cases:
+        values = [m["Dice"] for m in c["metrics"].values() if m["Dice"] == m["Dice"]]
+        case_dice.append(sum(values) / len(values) if values else float("nan"))
+    images = [dataset / "imagesTs" / (Path(c["reference_file"]).name.split(".")[0] + "_0000.nii.gz") for c in cases]
+    return render_demo_report(images, [c["reference_file"] for c in cases], [c["prediction_file"] for c in cases],
+                              log if log.is_file() else None, work / "demo_report.png", case_dice,
+                              n_labels=len(names))

@@ -1,0 +1,111 @@
+"""``evaluate`` a prediction folder against references; ``find_best_configuration`` from cross-validation."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from medmamba.evaluation.find_best_configuration import ModelResult
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """``summary`` is the dict written to ``summary_file`` (absolute path; ``foreground_mean``, ``mean`` per label,
+    ``metric_per_case``, ... see docs/internals.md); Dice/IoU/NSD are fractions, HD95 is in mm, NaN
+    where undefined (both empty)."""
+
+    summary: dict[str, Any]
+    summary_file: Path
+
+
+def evaluate(
+    *,
+    reference_folder: str | os.PathLike,
+    prediction_folder: str | os.PathLike,
+    dataset: int | str | None = None,
+    labels: Sequence[int | tuple[int, ...]] | None = None,
+    regions: bool = False,
+    nsd_tolerance_mm: float | None = None,
+    output_file: str | os.PathLike | None = None,
+    allow_missing: bool = False,
+    num_workers: int = 2,
+    raw: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> EvaluateResult:
+    """Dice, IoU, HD95 (mm) and NSD of every predicted label map against its reference.
+
+    Args:
+        reference_folder, prediction_folder: label maps, matched by file name.
+        dataset: take the labels (and the ignore label) from this raw dataset's dataset.json;
+            with ``regions`` its list-valued labels are evaluated as regions. Not together with ``labels``.
+        labels: label values, or regions as tuples of values (None and no dataset: every non-zero value present).
+        nsd_tolerance_mm: surface Dice tolerance in mm (None: 1.0).
+        output_file: where summary.json goes (None: ``<prediction_folder>/summary.json``).
+        allow_missing: evaluate only the cases that have a prediction instead of failing.
+        num_workers: threads.
+        raw: raw root for ``dataset`` (None: environment variables, then ``./medmamba_data/raw``).
+    """
+    from medmamba.errors import ConfigurationError
+    from medmamba.evaluation.evaluate_folders import (
+        evaluate_folders, ignore_label_from_dataset_json, labels_from_dataset_json)
+    from medmamba.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM
+
+    ignore_label = None
+    if dataset is not None and labels is not None:
+        raise ConfigurationError("give the labels either from a dataset (-d) or as a list (-l), not both")
+    if regions and dataset is None:
+        raise ConfigurationError("--regions needs -d (regions come from dataset.json); with -l write regions as 1,2,3")
+    if dataset is not None:
+        from medmamba.datasets.raw_dataset import load_dataset_json, resolve_dataset_folder
+        from medmamba.paths import raw_root
+
+        dataset_json = load_dataset_json(resolve_dataset_folder(dataset, raw_root(raw)))
+        labels = labels_from_dataset_json(dataset_json, regions=regions)
+        ignore_label = ignore_label_from_dataset_json(dataset_json)
+    tolerance = DEFAULT_NSD_TOLERANCE_MM if nsd_tolerance_mm is None else nsd_tolerance_mm
+    if tolerance < 0:
+        raise ConfigurationError(f"--nsd-tolerance must be >= 0 mm, got {tolerance}")
+    output = Path(output_file) if output_file is not None else Path(prediction_folder) / "summary.json"
+    summary = evaluate_folders(
+        reference_folder, prediction_folder, labels=None if labels is None else list(labels), output_file=output,
+        nsd_tolerance_mm=tolerance, ignore_label=ignore_label, allow_missing=allow_missing, num_workers=num_workers,
+        progress=progress,
+    )
+    return EvaluateResult(summary, output.absolute())
+
+
+@dataclass(frozen=True)
+class BestConfigurationResult:
+    """``best`` and every ranked model (:class:`~medmamba.evaluation.find_best_configuration.ModelResult`);
+    ``written`` are the inference_information.json and inference_instructions.txt files."""
+
+    results_dataset_folder: Path
+    best: ModelResult
+    ranking: list[ModelResult]
+    metric: str
+    written: list[Path]
+
+
+def find_best_configuration(
+    *,
+    dataset: int | str,
+    configurations: Sequence[str] | None = None,
+    networks: Sequence[str] | None = None,
+    folds: Sequence[int | str] = (0, 1, 2, 3, 4),
+    metric: str = "Dice",
+    results: str | os.PathLike | None = None,
+) -> BestConfigurationResult:
+    """Rank the dataset's trained models by the foreground mean ``metric`` (Dice, IoU or NSD) pooled over
+    the validation summaries of ``folds``, and write nnU-Net's inference information files."""
+    from medmamba.evaluation.find_best_configuration import find_best_configuration as rank_models
+    from medmamba.inference.model_folder import resolve_results_dataset
+    from medmamba.paths import resolve_root
+
+    dataset_folder = resolve_results_dataset(resolve_root("results", results).path, dataset)
+    best, ranking = rank_models(dataset_folder, folds=[str(f) for f in folds], configurations=configurations,
+                                networks=networks, metric=metric)
+    return BestConfigurationResult(dataset_folder, best, list(ranking), metric,
+                                   [dataset_folder / "inference_information.json",
+                                    dataset_folder / "inference_instructions.txt"])

@@ -1,0 +1,133 @@
+"""``predict`` a folder of images with trained folds; ``ensemble`` saved probabilities of several models."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from medmamba.api._common import Echo, echo_or_log
+
+if TYPE_CHECKING:
+    from medmamba.inference.predictor import PredictionReport
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What :func:`predict` did: ``written`` label-map files (``<output>/<case><input ending>``, absolute, with
+    the input's geometry); ``report`` holds the case ids written, ``skipped`` (output already present) and
+    ``failed`` (case id, reason)."""
+
+    model_folder: Path
+    output_folder: Path
+    device: str
+    n_folds: int
+    written: list[Path]
+    report: PredictionReport
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        return list(self.report.failed)
+
+    def summary_line(self) -> str:
+        return self.report.summary_line()
+
+
+def predict(
+    *,
+    input_folder: str | os.PathLike,
+    output_folder: str | os.PathLike,
+    dataset: int | str,
+    configuration: str,
+    folds: Sequence[int | str] | None = None,
+    network: str | None = None,
+    plans: str | None = None,
+    checkpoint: str = "final",
+    step: float = 0.5,
+    tta: bool = True,
+    save_probabilities: bool = False,
+    device: str = "auto",
+    batch_windows: int = 4,
+    num_workers: int = 2,
+    overwrite: bool = False,
+    results: str | os.PathLike | None = None,
+    progress: bool = True,
+    echo: Echo | None = None,
+) -> PredictResult:
+    """Segment every case of ``input_folder`` (raw naming: ``CASE_0000.ext`` per channel) into ``output_folder``.
+
+    Args:
+        input_folder: images; never written to. ``output_folder`` must not be it or inside it.
+        dataset, configuration: which trained model (``network`` / ``plans`` pick one when several share
+            the configuration).
+        folds: folds to ensemble, e.g. ``[0, 1, 2, 3, 4]`` or ``["all"]`` (None: every trained fold).
+        checkpoint: ``"final"``, ``"best"`` or ``"latest"`` of each fold.
+        step: sliding-window step as a fraction of the patch, in (0, 1].
+        tta: mirror test-time augmentation (up to 8 forward passes per window in 3D).
+        save_probabilities: also write ``CASE.npz`` + ``CASE.json``, which :func:`ensemble` needs.
+        device: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda[:N]"``.
+        batch_windows: windows per forward pass (>= 1).
+        num_workers: background threads reading and exporting cases (0: sequential).
+        overwrite: predict cases whose output already exists (else they are skipped).
+        results: results root (None: environment variables, then ``./medmamba_data/results``).
+        progress: show a tqdm progress bar.
+        echo: receives the line naming the model, fold count, device and TTA axes.
+    """
+    from medmamba.errors import ConfigurationError
+    from medmamba.inference.model_folder import find_model_folder
+    from medmamba.inference.input_folder import check_output_folder, gather_input_cases
+    from medmamba.inference.predictor import Predictor
+    from medmamba.paths import resolve_root
+
+    if not 0.0 < step <= 1.0:
+        raise ConfigurationError(f"--step must be in (0, 1], got {step}")
+    if batch_windows < 1:
+        raise ConfigurationError(f"--batch-windows must be >= 1, got {batch_windows}")
+    fold_names = None
+    if folds is not None:
+        fold_names = [str(f) for f in folds]
+        for f in fold_names:
+            if not (f == "all" or f.isdigit()):
+                raise ConfigurationError(f"-f: fold {f!r} is neither a number nor 'all'")
+        fold_names = list(dict.fromkeys(fold_names))
+    input_dir, output_dir = Path(input_folder), Path(output_folder)
+    root = resolve_root("results", results)
+    check_output_folder(input_dir, output_dir)  # before loading any checkpoint
+    model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
+    predictor = Predictor.from_model_folder(model_folder, folds=fold_names, checkpoint=checkpoint, device=device,
+                                            step=step, use_tta=tta, batch_windows=batch_windows)
+    echo_or_log(echo)(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "
+                      f"TTA axes {predictor.mirror_axes or 'off'})")
+    report = predictor.predict_folder(
+        input_dir, output_dir, overwrite=overwrite, save_probabilities=save_probabilities, num_workers=num_workers,
+        progress=progress, extra_args={"dataset": str(dataset), "folds": fold_names, "checkpoint": checkpoint})
+    output_dir = output_dir.absolute()
+    endings = {c.case_id: c.ending for c in gather_input_cases(input_dir, predictor.plans.num_input_channels)[0]}
+    return PredictResult(model_folder=Path(model_folder), output_folder=output_dir, device=str(predictor.device),
+                         n_folds=len(predictor.networks),
+                         written=[output_dir / f"{case}{endings[case]}" for case in report.written], report=report)
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """What :func:`ensemble` did: case ids written and skipped (output already present)."""
+
+    output_folder: Path
+    written: list[str]
+    skipped: list[str]
+
+
+def ensemble(
+    *,
+    inputs: Sequence[str | os.PathLike],
+    output_folder: str | os.PathLike,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+) -> EnsembleResult:
+    """Average the probabilities saved by ``predict(save_probabilities=True)`` in two or more folders
+    (same cases) and write label maps with each input image's geometry."""
+    from medmamba.inference.export import ensemble_folders
+
+    result = ensemble_folders([str(p) for p in inputs], output_folder, overwrite=overwrite,
+                              save_probabilities_too=save_probabilities)
+    return EnsembleResult(Path(output_folder).absolute(), list(result["written"]), list(result["skipped"]))
