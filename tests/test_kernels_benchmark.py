@@ -44,4 +44,5 @@ def test_cpu_peak_meter_measures_a_known_allocation():
         x = torch.ones(size // 4)  # float32
         time.sleep(0.05)  # the sampler runs every ~0.2 ms
         del x
-    assert size <= heap.bytes <= size + 8 * 2 ** 20
+    # other threads may free a little meanwhile: within 1 MiB below, 8 MiB above
+    assert size - 2 ** 20 <= heap.bytes <= size + 8 * 2 ** 20

@@ -32,6 +32,9 @@ NARROW = {
     "hrvmamba": dict(widths=[8, 8, 8, 8], modules=[1, 1, 1], blocks=1, stem_channels=4),
     "segmamba": dict(feature_size=[4, 8, 8, 8], depths=[1, 1, 1, 1], hidden_size=8),
 }
+# For tests that only build: the adaptive networks narrowed too (their default 5-stage topology).
+SMALL = {**NARROW, **{n: dict(features_per_stage=[4, 4, 8, 8, 8]) for n in ("plain_unet", "umamba_bot", "umamba_enc")}}
+
 
 def test_every_registered_network_is_covered():
     assert tuple(list_networks()) == ALL
@@ -43,8 +46,7 @@ def test_declared_divisor_is_the_built_networks(name, attribute):
     caps = get_capabilities(name)
     assert caps.topology == "fixed"
     for dims in caps.dims:
-        with torch.device("meta"):
-            net = build_network(name, spatial_dims=dims, in_channels=1, num_classes=2, **NARROW[name])
+        net = build_network(name, spatial_dims=dims, in_channels=1, num_classes=2, **NARROW[name])
         built = getattr(net, attribute)
         assert (built if isinstance(built, int) else built[0]) == caps.input_divisor
 
@@ -67,8 +69,8 @@ def test_declared_ssm_settings_reach_the_scan(name):
     caps = get_capabilities(name)
     assert caps.ssm.d_state >= 1 and set(caps.ssm.routes) == set(caps.dims)
     assert {"routes", "d_state"} <= set(caps.ssm.kwargs)
-    with torch.device("meta"):
-        net = build_network(name, spatial_dims=2, in_channels=1, num_classes=2, routes=caps.ssm.routes[2], d_state=1)
+    net = build_network(name, spatial_dims=2, in_channels=1, num_classes=2, routes=caps.ssm.routes[2], d_state=1,
+                        **SMALL[name])
     a_logs = [p for n, p in net.named_parameters() if n.endswith(("A_log", "A_logs"))]
     assert a_logs and all(p.shape[-1] == 1 for p in a_logs)
     assert "gated_cnn" in caps.twin_mixers
@@ -81,8 +83,7 @@ _NORM_TYPES = {"batch": torch.nn.modules.batchnorm._BatchNorm, "instance": torch
 def test_declared_norm_is_the_feature_map_norm(name):
     """The trainer converts BatchNorm for DDP from the declaration: it must match the modules."""
     declared = get_capabilities(name).norm
-    with torch.device("meta"):
-        net = build_network(name, spatial_dims=3, in_channels=1, num_classes=2)
+    net = build_network(name, spatial_dims=3, in_channels=1, num_classes=2, **SMALL[name])
     present = {kind for kind, cls in _NORM_TYPES.items() if any(isinstance(m, cls) for m in net.modules())}
     assert present == ({declared} if declared in _NORM_TYPES else set())
 
