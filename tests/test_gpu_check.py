@@ -121,3 +121,21 @@ def test_cpu_dry_run_writes_every_section_and_parity_holds(tmp_path):
     assert [c["argv"][1] for c in training["commands"]] == ["make_demo_dataset", "plan_and_preprocess", "train",
                                                             "predict", "evaluate"]
     assert sections["ddp"]["tested"] is False
+
+
+def test_roofline_floor_reproduces_the_reference_table():
+    # reference/performance.md §4.2 (H100, bf16 I/O, B 2, N 16): 3D 64^3 x 6 routes, D 96 ->
+    # 2.01 GB, 0.60 ms of HBM, 1.24 ms of exp2 (the floor); 2D 64x64 x 4, D 192 -> 12 us / 26 us.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    h100 = dict(gpu_check.DEVICE_LIMITS)["h100"]
+    f3 = gpu_check.roofline_floor(h100, 2, 6, 96, 16, 64 ** 3, io_bytes=2)
+    assert abs(f3["hbm_bytes"] / 1e9 - 2.01) < 0.01 and abs(f3["hbm_ms"] - 0.60) < 0.01
+    assert f3["bound"] == "exp" and abs(f3["forward_ms"] - 1.24) < 0.01
+    assert abs(f3["fwd_bwd_ms"] - 2.5 * f3["forward_ms"]) < 1e-12
+    f2 = gpu_check.roofline_floor(h100, 2, 4, 192, 16, 64 * 64, io_bytes=2)
+    assert abs(f2["hbm_ms"] * 1e3 - 12) < 0.5 and abs(f2["forward_ms"] * 1e3 - 26) < 0.5
+    # on a device without documented constants there is no floor (never a made-up one)
+    assert gpu_check.roofline_floor({"reason": "unknown"}, 2, 6, 96, 16, 64 ** 3, io_bytes=2) is None
+    assert gpu_check.slug("NVIDIA H200") == "nvidia-h200"
