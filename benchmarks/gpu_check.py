@@ -523,8 +523,11 @@ def section_kernels(ctx: dict, clock: Clock) -> dict:
                 mem["unfused_over_fused_forward"] = mem["unfused_forward_bytes"] / max(1, mem["fused_forward_bytes"])
             else:
                 mem["null_reason"] = "no allocator peak counter on CPU"
-            unf = timed(lambda: _unfused_scan(u, delta, A, B, C, D, bias, routes, backend), device,
-                        **(dict(min_reps=1, max_reps=1, warmup=0) if device.type == "cpu" else {}))
+            def unfused_fwd():
+                with torch.no_grad():
+                    _unfused_scan(u, delta, A, B, C, D, bias, routes, backend)
+
+            unf = timed(unfused_fwd, device, **(dict(min_reps=1, max_reps=1, warmup=0) if device.type == "cpu" else {}))
             mem["unfused_forward_ms"] = unf["ms_median"] if device.type == "cuda" else None
             rec["memory"] = mem
         else:
