@@ -22,6 +22,9 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 namespace {
 
@@ -30,20 +33,20 @@ constexpr int MAX_N = 64;     // largest d_state held on the stack
 constexpr double LOG2E = 1.4426950408889634;
 
 // exp2 for fp32 in plain arithmetic so the compiler vectorises it across the W lanes:
-// 2^x = 2^r * 2^f with r = round(x), |f| <= 1/2, 2^f by its degree-6 Taylor polynomial
-// (relative error <= 1.2e-7, about fp32 rounding). x is clamped to the normal range.
+// 2^x = 2^r * 2^f with r = round(x), |f| <= 1/2, 2^f by a degree-5 polynomial fitted to the
+// relative error at Chebyshev nodes (max relative error 2.2e-7 in fp32, measured over 1e5
+// points). x is clamped to the normal range.
 inline float fast_exp2(float x) {
   x = x < -126.0f ? -126.0f : x;
   x = x > 126.0f ? 126.0f : x;
   const float r = (x + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
   const float f = x - r;
-  float p = 1.5403530393381606e-4f;
-  p = p * f + 1.3333558146428443e-3f;
-  p = p * f + 9.6181291076284772e-3f;
-  p = p * f + 5.5504108664821580e-2f;
-  p = p * f + 2.4022650695910071e-1f;
-  p = p * f + 6.9314718055994531e-1f;
-  p = p * f + 1.0f;
+  float p = 1.3266970386e-3f;
+  p = p * f + 9.6754597455e-3f;
+  p = p * f + 5.5507426160e-2f;
+  p = p * f + 2.4022121754e-1f;
+  p = p * f + 6.9314694916e-1f;
+  p = p * f + 1.000000071f;
   const int32_t bits = (static_cast<int32_t>(r) + 127) << 23;
   return p * __builtin_bit_cast(float, bits);
 }
@@ -87,6 +90,16 @@ template <> struct Math<double> {
   static double exp2(double x) { return std::exp2(x); }
   static double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
   static double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+};
+
+// Flush denormals to zero inside the kernel (a decayed state near 1e-38 otherwise costs ~100x per
+// operation on x86); restores the caller's mode on exit.
+struct DenormalsAreZero {
+#if defined(__SSE__)
+  unsigned int saved = _mm_getcsr();
+  DenormalsAreZero() { _mm_setcsr(saved | 0x8040); }  // FTZ | DAZ
+  ~DenormalsAreZero() { _mm_setcsr(saved); }
+#endif
 };
 
 struct Shape {
@@ -172,6 +185,7 @@ inline void load_step(const Inputs<T>& in, const RouteConsts<T>& rc, int64_t b, 
 template <typename T>
 void forward_impl(const Inputs<T>& in, const Shape& s, T* y, T* states, bool save) {
   at::parallel_for(0, s.batch * s.n_blocks, 1, [&](int64_t begin, int64_t end) {
+    DenormalsAreZero ftz;
     RouteConsts<T> rc;
     alignas(64) T h[MAX_N * W];
     alignas(64) T dv[W], uu[W], du[W], yy[W];
@@ -182,11 +196,12 @@ void forward_impl(const Inputs<T>& in, const Shape& s, T* y, T* states, bool sav
         rc.load(in, s, k, c0, nw);
         std::fill(h, h + s.N * W, T(0));
         const int64_t* route = in.routes + k * s.L;
-        for (int64_t t = 0; t < s.L; ++t) {
-          if (save && t % s.T == 0) {  // states (n_chunks, batch, K, C, N)
+        for (int64_t t = 0, to_save = 0; t < s.L; ++t, --to_save) {
+          if (save && to_save == 0) {  // chunk start: states (n_chunks, batch, K, C, N)
             T* st = states + (((t / s.T) * s.batch + b) * s.K + k) * s.C * s.N + c0 * s.N;
             for (int w = 0; w < nw; ++w)
               for (int64_t n = 0; n < s.N; ++n) st[w * s.N + n] = h[n * W + w];
+            to_save = s.T;
           }
           const int64_t p = route[t];
           load_step(in, rc, b, k, p, c0, nw, dv, static_cast<T*>(nullptr), uu);
@@ -216,6 +231,7 @@ template <typename T>
 void backward_impl(const Inputs<T>& in, const Shape& s, const T* gout, const T* states, T* du_out,
                    T* ddelta, T* dB_part, T* dC_part, T* dA_part, T* dD_part, T* dbias_part) {
   at::parallel_for(0, s.batch * s.n_blocks, 1, [&](int64_t begin, int64_t end) {
+    DenormalsAreZero ftz;
     RouteConsts<T> rc;
     const int64_t NW = s.N * W;
     // per chunk: states after each step (slot 0 = the chunk's start state) and decays
