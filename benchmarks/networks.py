@@ -219,6 +219,27 @@ def run_twins(args) -> int:
         env["MEDMAMBA_SCAN_BACKEND"] = args.scan_backend
     start = time.perf_counter()
     results = []
+    stem = "networks_twins" + (f"_{args.tag}" if args.tag else "")
+    out = args.out.parent / f"{stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def payload():
+        return {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                        "torch": torch.__version__, "load_average_at_start": load_at_start},
+            "method": ("1 torch thread per process; per (network, dims) one process builds the network, its "
+                       "gated-CNN twin and plain_unet, warms each up once, then times them interleaved "
+                       f"({args.repeats} rounds of net/twin/plain_unet, train step then predict); medians; "
+                       "the machine is shared with other jobs, so compare the ratios"),
+            "train_step": "AdamW step on cross-entropy of the full-resolution output, batch "
+                          f"{args.batch}, float32", "predict": "eval-mode forward under no_grad",
+            "scan_backend_requested": args.scan_backend, "total_s": time.perf_counter() - start,
+            "results": results,
+        }
+
+    load_at_start = list(os.getloadavg())
     for dims in args.dims:
         for name in names:
             spec = json.dumps({"name": name, "dims": dims, "batch": args.batch, "repeats": args.repeats})
@@ -237,24 +258,10 @@ def run_twins(args) -> int:
                       f"  /twin {record['predict_vs_twin']:5.2f}  /plain_unet {record['predict_vs_plain_unet']:5.2f}"
                       f"  [{record['scan_backend']}]", flush=True)
             results.append(record)
-    payload = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "load_average_at_start": list(os.getloadavg())},
-        "method": ("1 torch thread per process; per (network, dims) one process builds the network, its "
-                   "gated-CNN twin and plain_unet, warms each up once, then times them interleaved "
-                   f"({args.repeats} rounds of net/twin/plain_unet, train step then predict); medians; "
-                   "the machine is shared with other jobs, so compare the ratios"),
-        "train_step": "AdamW step on cross-entropy of the full-resolution output, batch "
-                      f"{args.batch}, float32", "predict": "eval-mode forward under no_grad",
-        "scan_backend_requested": args.scan_backend, "total_s": time.perf_counter() - start, "results": results,
-    }
-    stem = "networks_twins" + (f"_{args.tag}" if args.tag else "")
-    out = args.out.parent / f"{stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, payload)
-    plot_twins(results, out.with_suffix(".png"), payload)
+            atomic_write_json(out, payload())   # after every point: a stopped run keeps what it measured
+    final = payload()
+    atomic_write_json(out, final)
+    plot_twins(results, out.with_suffix(".png"), final)
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
