@@ -15,6 +15,12 @@ load_average_at_start):
     OMP_NUM_THREADS=1 python benchmarks/kernels.py --threads 1                   # kernels_cpu.*
     OMP_NUM_THREADS=2 python benchmarks/kernels.py --threads 2 --tag 2threads    # kernels_cpu_2threads.*
 
+The issue's kernel target (the fused backends against a 20-line chunked scan compiled with
+torch.compile, B1 K4 D192 N16 L4096, measured interleaved in one run, medians):
+
+    OMP_NUM_THREADS=1 python benchmarks/kernels.py --vs-compiled --threads 1   # kernels_vs_compiled_1threads.*
+    OMP_NUM_THREADS=2 python benchmarks/kernels.py --vs-compiled --threads 2   # kernels_vs_compiled_2threads.*
+
 Other uses:
 
     python benchmarks/kernels.py --device cuda                             # GPU run (adds triton)
@@ -34,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -133,11 +140,128 @@ def unfused_scan(u, delta, A, B, C, D, routes):
     return out
 
 
-def run_once(kind, inputs, routes, backward):
+def _chunk_steps(u, d, A, B, C, h):
+    """One chunk of the plain scan: u, d (b, K, T, c) in route order, B, C (b, K, T, N)."""
+    decay = torch.exp(d[..., None] * A[None, :, None])               # (b, K, T, c, N)
+    inp = (d * u)[..., None] * B[:, :, :, None, :]
+    ys = []
+    for t in range(u.shape[2]):
+        h = decay[:, :, t] * h + inp[:, :, t]
+        ys.append((h * C[:, :, t, None, :]).sum(-1))
+    return torch.stack(ys, 2), h
+
+
+def chunked_scan(u, delta, A, B, C, D, routes, step_fn, T=32):
+    """The baseline the issue names: a 20-line chunked multi-route scan (gather every route,
+    softplus, ``step_fn`` = the chunk above, usually torch.compile'd, readout, scatter-sum)."""
+    b, L, c = u.shape
+    K, _, N = A.shape
+    u_k = u[:, routes]                                                  # (b, K, L, c)
+    idx_c = routes[None, :, :, None].expand(b, K, L, c)
+    idx_n = routes[None, :, :, None].expand(b, K, L, N)
+    d_k = F.softplus(torch.gather(delta, 2, idx_c))
+    B_k, C_k = torch.gather(B, 2, idx_n), torch.gather(C, 2, idx_n)
+    h = u.new_zeros(b, K, c, N)
+    ys = []
+    for t0 in range(0, L, T):
+        y, h = step_fn(u_k[:, :, t0:t0 + T], d_k[:, :, t0:t0 + T], A, B_k[:, :, t0:t0 + T], C_k[:, :, t0:t0 + T], h)
+        ys.append(y)
+    y_k = torch.cat(ys, 2) + D[None, :, None] * u_k
+    return torch.zeros_like(u_k).scatter(2, idx_c, y_k).sum(1)
+
+
+def vs_compiled(args) -> int:
+    """Fused backends vs the compiled chunked scan at B1 K4 D192 N16 L4096 (64x64, 4 routes):
+    interleaved repeats (compiled, cpp, torch, compiled, ...), medians, ratios from one run."""
+    from medmamba.kernels.cpp_scan import cpp_scan_status
+
+    spatial = (64, 64)
+    inputs, routes = make_inputs(spatial, torch.device("cpu"))
+    K, L = routes.shape
+    cfg = CONFIG[2]
+    lanes = K * cfg["channels"] * cfg["N"] * L
+    step = torch.compile(_chunk_steps, dynamic=False)
+    t0 = time.perf_counter()
+    for backward in (False, True):   # compile forward and backward graphs before timing
+        run_once("compiled", inputs, routes, backward, step)
+    compile_seconds = time.perf_counter() - t0
+    reason = cpp_scan_status()
+    if reason is not None:
+        print(f"cpp backend unavailable: {reason}", file=sys.stderr)
+        return 1
+    kinds = ["compiled", "cpp", "torch"]
+    out = {k: multi_route_scan(routes=routes, backend=k, **inputs) for k in ("cpp", "torch", "reference")}
+    with torch.no_grad():
+        out["compiled"] = chunked_scan(routes=routes, step_fn=step, **inputs)
+    agreement = {k: float((out[k] - out["torch"]).abs().max() / out["torch"].abs().max()) for k in ("cpp", "compiled")}
+    times = {(k, m): [] for k in kinds for m in ("fwd", "fwd+bwd")}
+    for _ in range(args.repeats):
+        for backward in (False, True):
+            for kind in kinds:
+                gc.collect()
+                t = time.perf_counter()
+                run_once(kind, inputs, routes, backward, step)
+                times[(kind, "fwd+bwd" if backward else "fwd")].append(time.perf_counter() - t)
+    results = []
+    for (kind, mode), ts in times.items():
+        sec = statistics.median(ts)
+        results.append({"grid": list(spatial), "L": L, "K": K, "channels": cfg["channels"], "N": cfg["N"],
+                        "batch": 1, "backend": kind, "mode": mode, "seconds": sec, "all_seconds": ts,
+                        "repeats": len(ts), "ns_per_lane_step": sec / lanes * 1e9})
+    med = {(r["backend"], r["mode"]): r["seconds"] for r in results}
+    ratios = {f"{kind} {mode}": med[("compiled", mode)] / med[(kind, mode)]
+              for kind in ("cpp", "torch") for mode in ("fwd", "fwd+bwd")}
+    for r in results:
+        print(f"{r['backend']:>9} {r['mode']:>7}: {r['seconds'] * 1e3:9.1f} ms  {r['ns_per_lane_step']:6.3f} ns/lane-step")
+    for name, v in ratios.items():
+        print(f"speed-up over the compiled chunked scan, {name}: {v:.2f}x (target >= 3.5x for cpp)")
+    report = {"machine": machine_info(torch.device("cpu")), "dtype": "float32", "lane_step": "batch*K*channels*N*L",
+              "method": ("interleaved repeats (compiled, cpp, torch) in one process, medians; "
+                         f"{torch.get_num_threads()} torch thread(s); the machine is shared with other jobs, "
+                         "see load_average_at_start: compare the ratios, not absolute times"),
+              "baseline": "benchmarks/kernels.py chunked_scan: T=32 chunk of per-step torch ops, torch.compile'd "
+                          "(inductor, dynamic=False), autograd backward",
+              "compile_seconds": compile_seconds, "max_rel_diff_vs_torch_backend": agreement,
+              "speedup_over_compiled": ratios, "results": results}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"kernels_vs_compiled_{torch.get_num_threads()}threads" + (f"_{args.tag}" if args.tag else "")
+    atomic_write_json(args.out_dir / f"{stem}.json", report)
+    plot_vs_compiled(results, ratios, args.out_dir / f"{stem}.png", report["machine"])
+    print(f"wrote {args.out_dir / (stem + '.json')} and .png")
+    return 0
+
+
+def plot_vs_compiled(results, ratios, path: Path, machine: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = ["compiled", "torch", "cpp"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, mode in enumerate(("fwd", "fwd+bwd")):
+        vals = [next(r["ns_per_lane_step"] for r in results if r["backend"] == k and r["mode"] == mode) for k in kinds]
+        bars = ax.bar([x + 0.4 * i for x in range(len(kinds))], vals, width=0.4, label=mode)
+        ax.bar_label(bars, fmt="%.2f")
+    ax.set_xticks([x + 0.2 for x in range(len(kinds))], ["compiled chunked", "torch backend", "cpp backend"])
+    ax.set_ylabel("ns per lane-step (median)")
+    ax.set_title(f"B1 K4 D192 N16 L4096, {machine['torch_threads']} thread(s); cpp speed-up "
+                 f"fwd {ratios['cpp fwd']:.2f}x, fwd+bwd {ratios['cpp fwd+bwd']:.2f}x", fontsize=9)
+    ax.legend()
+    fig.text(0.01, 0.01, f"{machine.get('cpu_model', '')}, torch {machine['torch']}, "
+             f"load {machine.get('load_average_at_start', '?')}", fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def run_once(kind, inputs, routes, backward, step_fn=None):
     leaves = {k: (v.detach().requires_grad_(backward)) for k, v in inputs.items()}
     with torch.set_grad_enabled(backward):
         if kind == "unfused":
             out = unfused_scan(routes=routes, **leaves)
+        elif kind == "compiled":
+            out = chunked_scan(routes=routes, step_fn=step_fn, **leaves)
         else:
             out = multi_route_scan(routes=routes, backend=kind, **leaves)
         if backward:
@@ -218,7 +342,7 @@ def skip_reason(kind, backward, L, est_total, spent, args, device) -> str | None
 
 def plan(device, quick):
     grids = [(8, 8)] + [(4, 4, 4)] if quick else GRIDS_2D + GRIDS_3D
-    kinds = ["reference", "torch", "unfused"] + (["triton"] if device.type == "cuda" else [])
+    kinds = ["reference", "torch", "unfused"] + (["triton"] if device.type == "cuda" else ["cpp"])
     return grids, kinds
 
 
@@ -230,11 +354,15 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    ap.add_argument("--kinds", nargs="+", default=None, help="subset of reference/torch/unfused/triton")
+    ap.add_argument("--kinds", nargs="+", default=None, help="subset of reference/torch/unfused/triton/cpp")
     ap.add_argument("--grids", nargs="+", default=None, help="only these grids, e.g. 64x64 16x16x16")
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of an existing JSON")
+    ap.add_argument("--vs-compiled", action="store_true",
+                    help="only the issue's kernel target: cpp/torch vs a torch.compile'd chunked scan at 64x64")
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     if args.replot:
         report = json.loads(args.replot.read_text())
         plot(report["results"], args.replot.with_suffix(".png"), report["machine"])
@@ -242,6 +370,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.vs_compiled:
+        return vs_compiled(args)
     grids, kinds = plan(device, args.quick)
     if args.kinds:
         kinds = [k for k in kinds if k in args.kinds]

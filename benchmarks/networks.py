@@ -21,6 +21,15 @@ A larger size is not started when the smaller one's time (forward + forward+back
 linearly by voxels (×1.2) exceeds the timeout; it is recorded as skipped with the prediction.
 Timing: the first call, and when it took < 3 s the fastest of it and ``--repeats`` more calls;
 float32; the thread count is recorded.
+
+``--twins``: every Mamba network against its own gated-CNN twin (``mixer="gated_cnn"``, same
+widths) and against plain_unet, 2D 128² and 3D 32³, batch 2, one torch thread: an AdamW train step
+and a no-grad predict forward, the three models timed interleaved (net, twin, plain_unet, net, ...)
+in one process per (network, dims), medians of ``--repeats`` after one warm-up each; ratios only
+within that process. ``--scan-backend`` fixes the scan backend (default: auto):
+
+    python benchmarks/networks.py --twins --repeats 3 --scan-backend torch --tag torch   # before
+    python benchmarks/networks.py --twins --repeats 3                                    # after
 """
 from __future__ import annotations
 
@@ -133,6 +142,157 @@ def measure_one(name: str, dims: int, size: tuple[int, ...], batch: int, repeats
             "device": str(device), "threads": torch.get_num_threads()}
 
 
+TWIN_SIZES = {2: (128, 128), 3: (32, 32, 32)}
+
+
+def _twin_models(name: str, dims: int):
+    from medmamba.networks import build_network
+
+    def build(n, **kw):
+        return build_network(n, spatial_dims=dims, in_channels=1, num_classes=2, **kw)
+
+    return {"network": build(name), "twin": build(name, mixer="gated_cnn"), "plain_unet": build("plain_unet")}
+
+
+def measure_twins(name: str, dims: int, batch: int, repeats: int) -> dict:
+    """Child-process body of --twins: interleaved train-step and predict medians of the three models."""
+    import statistics
+
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    size = TWIN_SIZES[dims]
+    models = _twin_models(name, dims)
+    x = torch.randn(batch, 1, *size)
+    target = torch.randint(0, 2, (batch, *size))
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+
+    def train_step(key):
+        model = models[key]
+        model.train()
+        out = model(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        loss = torch.nn.functional.cross_entropy(out, target)
+        opts[key].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[key].step()
+
+    def predict(key):
+        models[key].eval()
+        with torch.no_grad():
+            models[key](x)
+
+    times = {(k, kind): [] for k in models for kind in ("train", "predict")}
+    for key in models:   # warm-up: first-call setup (and the scan kernel's load) not timed
+        train_step(key)
+        predict(key)
+    for _ in range(repeats):
+        for key in models:
+            for kind, fn in (("train", train_step), ("predict", predict)):
+                t0 = time.perf_counter()
+                fn(key)
+                times[(key, kind)].append(time.perf_counter() - t0)
+    med = {f"{k}_{kind}_s": statistics.median(v) for (k, kind), v in times.items()}
+    from medmamba.kernels import resolve_backend
+
+    return {**med, "all_times": {f"{k}_{kind}": v for (k, kind), v in times.items()},
+            "params": {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()},
+            "scan_backend": resolve_backend("auto", torch.device("cpu")),
+            "train_vs_twin": med["network_train_s"] / med["twin_train_s"],
+            "train_vs_plain_unet": med["network_train_s"] / med["plain_unet_train_s"],
+            "predict_vs_twin": med["network_predict_s"] / med["twin_predict_s"],
+            "predict_vs_plain_unet": med["network_predict_s"] / med["plain_unet_predict_s"],
+            "twin_train_vs_plain_unet": med["twin_train_s"] / med["plain_unet_train_s"]}
+
+
+def run_twins(args) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import torch
+
+    from medmamba.atomic import atomic_write_json
+    from medmamba.networks import list_networks
+
+    names = args.networks or [n for n in list_networks() if n != "plain_unet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if args.scan_backend != "auto":
+        env["MEDMAMBA_SCAN_BACKEND"] = args.scan_backend
+    start = time.perf_counter()
+    results = []
+    stem = "networks_twins" + (f"_{args.tag}" if args.tag else "")
+    out = args.out.parent / f"{stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def payload():
+        return {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                        "torch": torch.__version__, "load_average_at_start": load_at_start},
+            "method": ("1 torch thread per process; per (network, dims) one process builds the network, its "
+                       "gated-CNN twin and plain_unet, warms each up once, then times them interleaved "
+                       f"({args.repeats} rounds of net/twin/plain_unet, train step then predict); medians; "
+                       "the machine is shared with other jobs, so compare the ratios"),
+            "train_step": "AdamW step on cross-entropy of the full-resolution output, batch "
+                          f"{args.batch}, float32", "predict": "eval-mode forward under no_grad",
+            "scan_backend_requested": args.scan_backend, "total_s": time.perf_counter() - start,
+            "results": results,
+        }
+
+    load_at_start = list(os.getloadavg())
+    for dims in args.dims:
+        for name in names:
+            spec = json.dumps({"name": name, "dims": dims, "batch": args.batch, "repeats": args.repeats})
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--twins-child", spec], capture_output=True,
+                                  text=True, env=env, timeout=args.timeout)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            record = {"network": name, "dims": dims, "size": list(TWIN_SIZES[dims]), "batch": args.batch}
+            if proc.returncode != 0 or not lines:
+                record.update(status="error", reason=(proc.stderr.strip().splitlines() or ["no output"])[-1][:300])
+                print(f"{name:12s} {dims}D error: {record['reason']}", flush=True)
+            else:
+                record.update(status="ok", **json.loads(lines[-1]), wall_s=time.perf_counter() - t0)
+                print(f"{name:12s} {dims}D train {record['network_train_s']:6.2f}s  /twin {record['train_vs_twin']:5.2f}"
+                      f"  /plain_unet {record['train_vs_plain_unet']:5.2f}   predict {record['network_predict_s']:6.2f}s"
+                      f"  /twin {record['predict_vs_twin']:5.2f}  /plain_unet {record['predict_vs_plain_unet']:5.2f}"
+                      f"  [{record['scan_backend']}]", flush=True)
+            results.append(record)
+            atomic_write_json(out, payload())   # after every point: a stopped run keeps what it measured
+    final = payload()
+    atomic_write_json(out, final)
+    plot_twins(results, out.with_suffix(".png"), final)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def plot_twins(results: list[dict], path: Path, payload: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medmamba.atomic import atomic_path
+
+    ok = [r for r in results if r["status"] == "ok"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, kind in zip(axes, ("train", "predict")):
+        labels = [f"{r['network']} {r['dims']}D" for r in ok]
+        xs = range(len(ok))
+        ax.bar([x - 0.2 for x in xs], [r[f"{kind}_vs_twin"] for r in ok], width=0.4, label="/ gated-CNN twin")
+        ax.bar([x + 0.2 for x in xs], [r[f"{kind}_vs_plain_unet"] for r in ok], width=0.4, label="/ plain_unet")
+        ax.axhline(1.5, color="k", lw=0.8, ls="--", label="goal 1.5x twin")
+        ax.set_xticks(list(xs), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{kind} time ratio (1 thread, batch 2; 2D 128², 3D 32³)", fontsize=9)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.text(0.01, 0.01, f"{payload['created']} {payload['machine']['processor']} torch {payload['machine']['torch']}"
+             f" scan backend {payload['scan_backend_requested']}", fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
 def run_point(name: str, dims: int, size, batch: int, repeats: int, timeout: float) -> dict:
     spec = json.dumps({"name": name, "dims": dims, "size": list(size), "batch": batch, "repeats": repeats})
     t0 = time.perf_counter()
@@ -191,7 +351,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "networks.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--twins", action="store_true", help="each Mamba network vs its gated-CNN twin and plain_unet")
+    parser.add_argument("--twins-child", help=argparse.SUPPRESS)
+    parser.add_argument("--scan-backend", default="auto", choices=["auto", "torch", "cpp"],
+                        help="--twins: scan backend for the Mamba networks")
+    parser.add_argument("--tag", default="", help="--twins: suffix of the output file names")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.batch < 1 or args.timeout <= 0:
+        parser.error("--repeats and --batch must be >= 1 and --timeout > 0")
+    if args.twins_child:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        spec = json.loads(args.twins_child)
+        print(json.dumps(measure_twins(spec["name"], spec["dims"], spec["batch"], spec["repeats"])))
+        return 0
+    if args.twins:
+        if args.timeout == 60.0:
+            args.timeout = 1800.0
+        return run_twins(args)
     if args.child:
         spec = json.loads(args.child)
         print(json.dumps(measure_one(spec["name"], spec["dims"], tuple(spec["size"]), spec["batch"], spec["repeats"])))

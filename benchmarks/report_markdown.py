@@ -15,7 +15,7 @@ from typing import Any
 TARGET_FWD_NS_PER_LANE_STEP = 1.0  # CPU forward, torch backend
 TARGET_FWDBWD_OVER_FWD = 3.0  # backward ≈ 1.7-2x forward bytes + recomputed exps (performance.md §4.2)
 TARGET_GRID = (64, 64)
-KERNEL_BACKENDS = ["reference", "torch", "triton", "unfused"]
+KERNEL_BACKENDS = ["reference", "torch", "cpp", "triton", "unfused"]
 MODES = ["fwd", "fwd+bwd"]
 MISSING = "—"
 

@@ -13,14 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_kernel_benchmark_quick_run_writes_json_and_png(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "kernels.py"), "--quick", "--repeats", "1",
-                           "--kinds", "torch", "unfused", "--out-dir", str(tmp_path)],
+                           "--kinds", "torch", "cpp", "unfused", "--out-dir", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "kernels_cpu_quick.json").read_text())
     assert (tmp_path / "kernels_cpu_quick.png").stat().st_size > 1000
     assert report["machine"]["torch"] == __import__("torch").__version__
     rows = report["results"]
-    assert {(r["backend"], r["mode"]) for r in rows} == {("torch", "fwd"), ("torch", "fwd+bwd"),
+    assert {(r["backend"], r["mode"]) for r in rows} == {("torch", "fwd"), ("torch", "fwd+bwd"), ("cpp", "fwd"), ("cpp", "fwd+bwd"),
                                                          ("unfused", "fwd"), ("unfused", "fwd+bwd")}
     for r in rows:
         assert r["seconds"] > 0 and r["ns_per_lane_step"] > 0 and isinstance(r["peak_bytes"], int)

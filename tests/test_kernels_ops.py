@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from medmamba.errors import KernelError
-from medmamba.kernels import build_routes, multi_route_scan
+from medmamba.kernels import build_routes, multi_route_scan, resolve_backend
 from medmamba.kernels.routes import inverse_route
-from medmamba.kernels.selfcheck import make_inputs, rel_err
+from medmamba.kernels.scan_inputs import make_inputs, rel_err
 
 CASES = [
     # (spec, spatial shape, batch, channels, N, full) — L spans several torch-backend chunks
@@ -38,12 +38,16 @@ def test_torch_backend_matches_reference_fp32(spec, shape, batch, channels, N, f
         assert rel_err(a, b) <= 1e-3
 
 
-def test_auto_backend_is_torch_on_cpu_and_matches():
+def test_auto_backend_is_cpp_on_cpu_once_verified_and_matches_torch():
+    from medmamba.kernels.cpp_scan import cpp_scan_status
+
     routes = build_routes("cross2d", (4, 5))
     xs = make_inputs(1, 4, 20, 3, 2)
+    assert resolve_backend("auto", torch.device("cpu")) == "cpp"
+    assert cpp_scan_status() is None, cpp_scan_status()
     a = multi_route_scan(*xs, routes=routes)
-    b = multi_route_scan(*xs, routes=routes, backend="torch")
-    assert torch.equal(a, b)
+    assert torch.equal(a, multi_route_scan(*xs, routes=routes, backend="cpp"))
+    assert rel_err(a, multi_route_scan(*xs, routes=routes, backend="torch")) <= 1e-5
 
 
 @pytest.mark.parametrize("backend", ["reference", "torch"])

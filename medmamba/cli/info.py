@@ -32,11 +32,17 @@ def backend_report() -> list[tuple[str, bool, str]]:
     if not triton_available():
         triton_row = ("triton", False, "triton not importable; using torch backend")
     elif not torch.cuda.is_available():
-        triton_row = ("triton", False, "no CUDA device; using torch backend")
+        triton_row = ("triton", False, "no CUDA device; CPU runs use cpp, else torch")
     else:
         triton_row = ("triton", True, f"CUDA device {torch.cuda.get_device_name(0)}")
+    from medmamba.kernels.cpp_scan import cpp_scan_status
+
+    reason = cpp_scan_status()
+    cpp_row = ("cpp", reason is None, "fused CPU kernel (built for this machine, self-test passed)"
+               if reason is None else f"{reason}; using torch backend on CPU")
     return [
         triton_row,
+        cpp_row,
         ("torch", True, "vectorised chunked scan (CPU and GPU)"),
         ("reference", True, "sequential oracle (slow; for tests)"),
     ]

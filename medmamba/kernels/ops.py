@@ -5,7 +5,7 @@ sequence and sums their outputs back in raster order:
 
     out[b, p] = silu(z[b, p]) ⊙ Σ_k scatter(route_k, S6_k(gather(route_k, inputs)))[b, p]
 
-The ``torch`` and ``triton`` backends are registered as one ``torch.library.custom_op``
+The ``torch``, ``cpp`` (fused CPU kernel built on first use) and ``triton`` backends are registered as one ``torch.library.custom_op``
 (``medmamba::multi_route_scan``) with a fake implementation and a registered autograd formula,
 so ``torch.compile`` traces through them without a graph break (reference/performance.md §5).
 """
@@ -18,12 +18,15 @@ import warnings
 import torch
 
 from medmamba.errors import KernelError
+from medmamba.kernels import cpp_scan
 from medmamba.kernels.reference import reference_multi_route_scan
+from medmamba.kernels.scan_inputs import make_inputs, rel_err
 from medmamba.kernels.torch_scan import saved_state_shape, torch_scan_backward, torch_scan_forward
 
-__all__ = ["BACKENDS", "multi_route_scan", "resolve_backend", "triton_available", "triton_verified"]
+__all__ = ["BACKENDS", "cpp_verified", "multi_route_scan", "resolve_backend", "triton_available",
+           "triton_verified"]
 
-BACKENDS = ("auto", "reference", "torch", "triton")
+BACKENDS = ("auto", "reference", "torch", "triton", "cpp")
 _IO_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -38,9 +41,11 @@ def triton_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Map ``auto`` to a concrete backend: triton on CUDA when importable, torch otherwise.
+    """Map ``auto`` to a concrete backend: triton on CUDA when importable, cpp on CPU, torch
+    otherwise. ``auto``'s choice still has to pass its one-time self-test on first use (else the op
+    runs the torch backend instead).
 
-    The environment variable ``MEDMAMBA_SCAN_BACKEND`` (torch/triton/reference) overrides ``auto``.
+    The environment variable ``MEDMAMBA_SCAN_BACKEND`` (torch/triton/cpp/reference) overrides ``auto``.
     """
     if backend not in BACKENDS:
         raise KernelError(f"unknown scan backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -49,7 +54,15 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         if backend not in BACKENDS:
             raise KernelError(f"MEDMAMBA_SCAN_BACKEND={backend!r} is not one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "torch"
+        if device.type == "cuda" and triton_available():
+            return "triton"
+        return "cpp" if device.type == "cpu" else "torch"
+    if backend == "cpp":
+        if device.type != "cpu":
+            raise KernelError(f"backend 'cpp' runs on CPU tensors (got {device.type}); use 'torch' or 'triton'")
+        reason = cpp_scan.cpp_scan_status()
+        if reason is not None:
+            raise KernelError(f"backend 'cpp' requested but unusable here: {reason}")
     if backend == "triton":
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             raise KernelError(f"backend 'triton' needs CUDA tensors (got {device.type}); "
@@ -68,7 +81,6 @@ def _triton_self_test(device: torch.device) -> str | None:
     gradient, tiny sizes covering all mask paths). Returns None when they agree, else why not."""
     from medmamba.kernels import triton_scan
     from medmamba.kernels.routes import build_routes
-    from medmamba.kernels.selfcheck import make_inputs, rel_err
 
     routes = build_routes(["hilbert", "snake_wh_rev"], (5, 9), device=device)
     xs = [x.to(device) for x in make_inputs(1, 2, 45, 10, 3)]
@@ -100,6 +112,21 @@ def triton_verified(device: torch.device) -> bool:
                           "backend 'auto' uses the torch backend there", RuntimeWarning, stacklevel=3)
         _TRITON_VERIFIED[key] = reason is None
     return _TRITON_VERIFIED[key]
+
+
+_CPP_WARNED = False
+
+
+def cpp_verified() -> bool:
+    """Whether the cpp backend is built, loaded and passed its self-test (once per process, the
+    first time ``auto`` would use it). On failure a warning says why and ``auto`` uses torch."""
+    global _CPP_WARNED
+    reason = cpp_scan.cpp_scan_status()
+    if reason is not None and not _CPP_WARNED:
+        _CPP_WARNED = True
+        warnings.warn(f"medmamba: the cpp scan is unavailable ({reason}); backend 'auto' uses the torch "
+                      "backend on CPU", RuntimeWarning, stacklevel=3)
+    return reason is None
 
 
 def _shape_error(name: str, tensor: torch.Tensor, expected: str) -> KernelError:
@@ -157,6 +184,8 @@ def _state_shape(backend: str, u: torch.Tensor, A: torch.Tensor) -> tuple[int, .
     if backend in ("triton", "triton_auto"):
         from medmamba.kernels.triton_scan import triton_state_shape
         return triton_state_shape(batch, K, length, channels, N)
+    if backend in ("cpp", "cpp_auto"):
+        return cpp_scan.cpp_state_shape(batch, K, length, channels, N)
     return saved_state_shape(batch, K, length, channels, N)
 
 
@@ -165,14 +194,18 @@ def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
              D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None,
              routes: torch.Tensor, delta_softplus: bool, backend: str, save_states: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # "triton_auto" = triton chosen by "auto": it runs only once verified on this device, else
-    # the torch backend runs with triton's tile length, so saved states keep triton's layout
+    # "triton_auto"/"cpp_auto" = chosen by "auto": it runs only once verified, else the torch
+    # backend runs with that backend's chunk length, so saved states keep the same layout
     if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
         from medmamba.kernels.triton_scan import triton_scan_forward
         return triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states)
+    if backend == "cpp" or (backend == "cpp_auto" and cpp_verified()):
+        return cpp_scan.cpp_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states)
     chunk = None
     if backend == "triton_auto":
         from medmamba.kernels.triton_scan import TILE_LENGTH as chunk
+    elif backend == "cpp_auto":
+        chunk = cpp_scan.CHUNK_LENGTH
     return torch_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states, chunk)
 
 
@@ -194,9 +227,13 @@ def _scan_backward_op(grad_out: torch.Tensor, u: torch.Tensor, delta: torch.Tens
     if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
         from medmamba.kernels.triton_scan import triton_scan_backward
         grads = triton_scan_backward(*args)
+    elif backend == "cpp" or (backend == "cpp_auto" and cpp_verified()):
+        grads = cpp_scan.cpp_scan_backward(*args)
     elif backend == "triton_auto":
         from medmamba.kernels.triton_scan import TILE_LENGTH
         grads = torch_scan_backward(*args, chunk=TILE_LENGTH)
+    elif backend == "cpp_auto":
+        grads = torch_scan_backward(*args, chunk=cpp_scan.CHUNK_LENGTH)
     else:
         grads = torch_scan_backward(*args)
     # custom ops cannot return None: absent optional inputs get an empty placeholder
@@ -260,7 +297,8 @@ def multi_route_scan(
         routes: (K, L) int64, each row a permutation of range(L) (``routes.build_routes``).
         delta_softplus: apply softplus to delta + delta_bias.
         backend: "auto" (triton on CUDA if importable and its one-time self-test on that device
-            passes, else torch), "torch", "triton", "reference".
+            passes; cpp on CPU if it builds and passes its self-test; else torch), "torch",
+            "triton", "cpp", "reference".
 
     Returns:
         (batch, L, channels) in u's dtype. The state and all sums are fp32 (fp64 for fp64 inputs).
@@ -274,7 +312,7 @@ def multi_route_scan(
     # chunk-start states (and the pre-gate sum) are kept only when a backward can follow
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
-    op_backend = "triton_auto" if name == "triton" and backend == "auto" else name
+    op_backend = f"{name}_auto" if name in ("triton", "cpp") and backend == "auto" else name
     # The op chooses its own precision (fp32 state and sums); autocast must not re-type the ops
     # inside the backends (under CPU bf16 autocast it mixed dtypes in index_add_).
     with torch.autocast(device_type=u.device.type, enabled=False):

@@ -19,6 +19,8 @@ import sys
 
 import torch
 
+from medmamba.kernels.scan_inputs import make_inputs, rel_err
+
 FORWARD_TOL, GRAD_TOL = 1e-4, 1e-3  # the issue's acceptance tolerances (fp32)
 
 CASES = {
@@ -30,32 +32,6 @@ CASES = {
     "hilbert_snake_2d": (["hilbert", "snake_wh_rev"], (5, 9), 1, 10, 3, True, True, False),
     "tom_3d_plain_strided": ("tom", (2, 3, 6), 2, 4, 2, False, False, True),
 }
-
-
-def make_inputs(batch, K, L, channels, N, dtype=torch.float32, seed=0, delta_scale=0.5, full=True):
-    """Random ``multi_route_scan`` inputs ``[u, delta, A, B, C, D, z, delta_bias]``
-    (D, z, delta_bias are None unless ``full``); A is negative (stable decays)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rn(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
-
-    u = rn(batch, L, channels)
-    delta = rn(batch, K, L, channels) * delta_scale
-    A = -(torch.rand(K, channels, N, generator=g, dtype=torch.float64) + 0.5).to(dtype)
-    B, C = rn(batch, K, L, N), rn(batch, K, L, N)
-    if not full:
-        return [u, delta, A, B, C, None, None, None]
-    D, z, bias = rn(K, channels), rn(batch, L, channels), rn(K, channels) * 0.3
-    return [u, delta, A, B, C, D, z, bias]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b| (the absolute error when b is all zero)."""
-    a, b = a.detach().double(), b.detach().double()
-    scale = b.abs().max().item()
-    diff = (a - b).abs().max().item()
-    return diff / scale if scale > 0 else diff
 
 
 def run_case(backend, spec, shape, batch, channels, n_state, full, softplus, strided=False) -> dict:

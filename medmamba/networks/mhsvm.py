@@ -41,7 +41,13 @@ def scan_route_attention(ys: torch.Tensor, threshold: float) -> torch.Tensor:
     """MHS-VM's gated fusion of route outputs ``ys (K, ...)`` → ``(...)``:
     Σ_k y_k ⊙ ReLU(cv − threshold), cv = unbiased std over k / (mean_k(y_k − min_k y) + 1e-5)."""
     s = ys.sum(0)
-    std = ys.std(0, unbiased=True)
+    # unbiased std over k written out: torch.std over the leading dim was 3-7x slower on CPU
+    # (forward 450 vs 60 ms, fwd+bwd 520 vs 140 ms for (4, 2, 32, 32, 96), 1 thread, measured
+    # 2026-11-28) and dominated MHS-VM's predict; zero variance gets a zero gradient, as in torch.std
+    centred = ys - s / ys.shape[0]
+    var = centred.square().sum(0) / (ys.shape[0] - 1)
+    positive = var > 0
+    std = torch.where(positive, var, 1.0).sqrt() * positive
     m = (ys - ys.min(0).values).mean(0)
     return s * F.relu(std / (m + SRA_EPS) - threshold)
 

@@ -1,0 +1,168 @@
+"""The ``cpp`` backend: the fused CPU scan in ``cpp_scan.cpp``, built on first use.
+
+``torch.utils.cpp_extension`` compiles the one C++ file (about half a minute, once per machine;
+the build lands in torch's extensions cache, default ``~/.cache/torch_extensions``) and loads it
+as the ``torch.ops.medmamba_cpp_scan`` library. This module casts, allocates and applies the z
+gate exactly like ``torch_scan``; the C++ side runs the recurrence. Same arguments, same return
+values and the same saved-state layout (``(n_chunks, batch, K, channels, N)``, chunk =
+``CHUNK_LENGTH``) as the torch backend, so either backend's backward accepts the other's states.
+
+``cpp_scan_status()`` builds, loads and self-tests the kernel once per process (against the torch
+backend, forward and every gradient) and returns None when it can be used, else the reason.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from medmamba.kernels.scan_inputs import make_inputs, rel_err
+from medmamba.kernels.torch_scan import torch_scan_backward, torch_scan_forward
+
+# Steps per chunk between saved states: the backward's per-chunk scratch (states and decays,
+# 2·(T+1)·N·16 fp32 = 130 KiB at N = 16) stays in L2.
+CHUNK_LENGTH = 64
+_SOURCE = Path(__file__).with_name("cpp_scan.cpp")
+# Environment variable that makes the build fail on purpose (tests of the fallback path).
+FAIL_ENV = "MEDMAMBA_CPP_SCAN_FAIL"
+
+
+def _cflags() -> list[str]:
+    # -march=native: the build runs on the machine that uses it (the cache key includes the CPU)
+    return ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+
+
+def _build_name() -> str:
+    """Extension name keyed by source, compiler flags, CPU and torch version, so a changed file,
+    a different CPU sharing a home directory, or a new torch never loads a stale build."""
+    key = hashlib.sha1()
+    key.update(_SOURCE.read_bytes())
+    key.update(" ".join(_cflags()).encode())
+    key.update(platform.machine().encode() + platform.processor().encode() + torch.__version__.encode())
+    try:
+        with open("/proc/cpuinfo") as f:
+            key.update(next((line for line in f if line.startswith("flags")), "").encode())
+    except OSError:
+        pass
+    return f"medmamba_cpp_scan_{key.hexdigest()[:12]}"
+
+
+def _load() -> None:
+    """Build (or reuse) and load the extension; raises on any failure."""
+    if os.environ.get(FAIL_ENV):
+        raise RuntimeError(f"build disabled by {FAIL_ENV}")
+    if hasattr(torch.ops, "medmamba_cpp_scan") and hasattr(torch.ops.medmamba_cpp_scan, "forward"):
+        return
+    from torch.utils import cpp_extension
+
+    name = _build_name()
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    if not any(build_dir.glob("*.so")):
+        print("medmamba: building the CPU scan kernel once for this machine (about a minute)...",
+              file=sys.stderr, flush=True)
+    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_cflags(), is_python_module=False,
+                       verbose=False)
+
+
+def _self_test() -> str | None:
+    """The kernel against the torch backend on tiny inputs (two chunks, a channel tail, fp32 and
+    fp64, gate and D and bias on, softplus on and off). None when they agree, else why not."""
+    routes = torch.stack([torch.arange(70), torch.arange(70).flip(0), torch.randperm(70, generator=torch.Generator().manual_seed(0))])
+    for dtype, tol_f, tol_g, softplus in ((torch.float32, 1e-4, 1e-3, True), (torch.float64, 1e-10, 1e-10, False)):
+        xs = make_inputs(2, 3, 70, 19, 5, dtype=dtype)
+        if not softplus:
+            xs[1] = xs[1].abs() * 0.3
+        ref = torch_scan_forward(*xs, routes, softplus, True, CHUNK_LENGTH)
+        got = cpp_scan_forward(*xs, routes, softplus, True)
+        for name, a, b in (("forward", got[0], ref[0]), ("saved states", got[2], ref[2])):
+            if rel_err(a, b) > tol_f:
+                return f"{name} differs from the torch backend in {dtype} (relative error {rel_err(a, b):.1e})"
+        grad = make_inputs(2, 3, 70, 19, 5, dtype=dtype, seed=1)[0]
+        g_ref = torch_scan_backward(grad, *xs, routes, softplus, ref[1], ref[2], CHUNK_LENGTH)
+        g_got = cpp_scan_backward(grad, *xs, routes, softplus, got[1], got[2])
+        for name, a, b in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), g_got, g_ref):
+            if rel_err(a, b) > tol_g:
+                return f"gradient of {name} differs from the torch backend in {dtype} (relative error {rel_err(a, b):.1e})"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpp_scan_status() -> str | None:
+    """None when the cpp backend is built, loaded and agrees with the torch backend; else the
+    reason it is not used (build error, no compiler, wrong results). Runs once per process."""
+    try:
+        _load()
+        return _self_test()
+    except Exception as exc:  # no compiler, build error, load error: report it, fall back to torch
+        text = " ".join(str(exc).split())
+        return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _prepare(u, delta, A, B, C, D, delta_bias, routes):
+    cd = torch.float64 if u.dtype == torch.float64 else torch.float32
+
+    def unit_last(t):
+        t = t.to(cd)
+        return t if t.stride(-1) == 1 else t.contiguous()
+
+    empty = u.new_empty(0, dtype=cd)
+    return (cd, unit_last(u), unit_last(delta), A.to(cd).contiguous(), B.to(cd), C.to(cd),
+            empty if D is None else D.to(cd).contiguous(),
+            empty if delta_bias is None else delta_bias.to(cd).contiguous(), routes.long().contiguous())
+
+
+def cpp_state_shape(batch: int, n_routes: int, length: int, channels: int, n_state: int) -> tuple[int, ...]:
+    """Shape of the chunk-start states the forward saves for the backward."""
+    return ((length + CHUNK_LENGTH - 1) // CHUNK_LENGTH, batch, n_routes, channels, n_state)
+
+
+def cpp_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states=True):
+    """Same contract as ``torch_scan.torch_scan_forward`` (chunk = ``CHUNK_LENGTH``)."""
+    cd, u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c = _prepare(u, delta, A, B, C, D, delta_bias, routes)
+    batch, length, channels = u.shape
+    K, _, N = A.shape
+    y = torch.zeros(batch, length, channels, dtype=cd)
+    states = torch.empty(cpp_state_shape(batch, K, length, channels, N) if save_states else (0,), dtype=cd)
+    torch.ops.medmamba_cpp_scan.forward(u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c, bool(delta_softplus),
+                                        CHUNK_LENGTH, y, states, bool(save_states))
+    if z is not None:
+        out = (y * F.silu(z.to(cd))).to(u.dtype)
+        return out, (y if save_states else y.new_empty(0)), states
+    return y.to(u.dtype), y.new_empty(0), states
+
+
+def cpp_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, y_pre, states):
+    """Same contract as ``torch_scan.torch_scan_backward``."""
+    cd, u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c = _prepare(u, delta, A, B, C, D, delta_bias, routes)
+    batch, length, channels = u.shape
+    K, _, N = A.shape
+    gout = grad_out.to(cd)
+    dz = None
+    if z is not None:
+        zc = z.to(cd)
+        sig = torch.sigmoid(zc)
+        dz = (gout * y_pre * sig * (1 + zc * (1 - sig))).to(z.dtype)     # silu' = s(1 + z(1 - s))
+        gout = gout * zc * sig
+    gout = gout.to(cd).contiguous()
+    n_blocks = (channels + 15) // 16
+    du = torch.zeros(batch, length, channels, dtype=cd)
+    ddelta = torch.empty(batch, K, length, channels, dtype=cd)
+    dB_part = torch.empty(n_blocks, batch, K, length, N, dtype=cd)
+    dC_part = torch.empty(n_blocks, batch, K, length, N, dtype=cd)
+    dA_part = torch.empty(batch, K, channels, N, dtype=cd)
+    dD_part = torch.empty(batch, K, channels, dtype=cd)
+    dbias_part = torch.empty(batch, K, channels, dtype=cd)
+    torch.ops.medmamba_cpp_scan.backward(gout, u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c,
+                                         bool(delta_softplus), CHUNK_LENGTH, states.contiguous(), du, ddelta,
+                                         dB_part, dC_part, dA_part, dD_part, dbias_part)
+    dB = (dB_part[0] if n_blocks == 1 else dB_part.sum(0)).to(B.dtype)
+    dC = (dC_part[0] if n_blocks == 1 else dC_part.sum(0)).to(C.dtype)
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA_part.sum(0).to(A.dtype), dB, dC,
+            None if D is None else dD_part.sum(0).to(D.dtype), dz,
+            None if delta_bias is None else dbias_part.sum(0).to(delta_bias.dtype))
