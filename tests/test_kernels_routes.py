@@ -155,3 +155,14 @@ def test_routes_module_needs_no_numpy():
         imported |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom) and n.module}
         assert imported <= {"__future__", "functools", "itertools", "math", "dataclasses", "typing", "os",
                             "warnings", "torch", "medmamba"}, (mod.__name__, imported)
+
+
+def test_route_cache_is_built_on_cpu_under_a_meta_default_device():
+    """A build under ``torch.device("meta")`` must not leave data-less routes in the cache."""
+    from medmamba.kernels.routes import _cached_route, build_route
+
+    _cached_route.cache_clear()
+    with torch.device("meta"):
+        _cached_route("snake", (5, 7))
+    assert _cached_route("snake", (5, 7)).device.type == "cpu"
+    assert sorted(build_route("snake", (5, 7)).tolist()) == list(range(35))

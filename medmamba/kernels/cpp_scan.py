@@ -53,6 +53,18 @@ def _build_name() -> str:
     return f"medmamba_cpp_scan_{key.hexdigest()[:12]}"
 
 
+def _put_ninja_on_path() -> None:
+    """cpp_extension runs ``ninja`` from PATH; a venv used without activation (``.venv/bin/medmamba``)
+    has the pip-installed ninja only in the venv's bin folder, so add that folder for the build."""
+    try:
+        import ninja
+    except ImportError:
+        return  # cpp_extension then says ninja is missing, and the torch backend is used
+    path = os.environ.get("PATH", "")
+    if ninja.BIN_DIR not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, path) if p)
+
+
 def _load() -> None:
     """Build (or reuse) and load the extension; raises on any failure."""
     if os.environ.get(FAIL_ENV):
@@ -61,6 +73,7 @@ def _load() -> None:
         return
     from torch.utils import cpp_extension
 
+    _put_ninja_on_path()
     name = _build_name()
     build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
     if not any(build_dir.glob("*.so")):

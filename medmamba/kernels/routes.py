@@ -376,10 +376,13 @@ def _base_route(name: str, shape: tuple[int, ...]) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=256)
 def _cached_route(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """Cached route; handed out only as copies (build_routes) or read-only arrays (build_route)."""
-    if name.endswith("_rev"):
-        return _cached_route(name[: -len("_rev")], shape).flip(0)
-    return _base_route(name, shape).contiguous()
+    """Cached route; handed out only as copies (build_routes) or read-only arrays (build_route).
+    Built on the CPU whatever the caller's default device (a ``torch.device("meta")`` context would
+    otherwise leave data-less tensors in the cache for every later caller)."""
+    with torch.device("cpu"):
+        if name.endswith("_rev"):
+            return _cached_route(name[: -len("_rev")], shape).flip(0)
+        return _base_route(name, shape).contiguous()
 
 
 def route_names(ndim: int) -> list[str]:
