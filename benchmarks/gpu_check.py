@@ -19,7 +19,7 @@ Sections (each a function; a failing section records its error text and the next
    before anything imports triton).
 2. ``kernels``: forward and forward+backward time of 2D 64x64 x 4 routes and 3D 64^3 x 6 routes
    (batch 2, channels 96, N 16, bf16 activations), triton vs torch backend, CUDA events after a
-   warm-up, against the roofline floor of reference/performance.md §4 for this device (see
+   warm-up, against the roofline floor (bytes and exp2/FP32 ops per lane-step) for this device (see
    ``DEVICE_LIMITS``); peak memory above the inputs of the fused-gather scan vs an unfused
    baseline that first materialises the K permuted copies (as a separate cross-scan would).
 3. ``networks``: every registered network, 2D 256^2 and 3D 128^3 (96^3 when 128^3 runs out of
@@ -56,8 +56,8 @@ their Requires-Dist are numpy, packaging, typing-extensions and torch, all in th
 Then one device call, ``carry=[".whl"]``, ``timeout_s=540`` (the script's own budget is 450 s;
 section 4 is recorded as skipped, not failed, if the wheels are missing):
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-      && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 \
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl \
+      && export PYTHONPATH=$PWD/.site:$PWD PYTHONUNBUFFERED=1 \
       && python3 benchmarks/gpu_check.py --out $OUT 2>&1 | tee $OUT/gpu_check.log
 
 A re-run of only what failed: ``--sections parity kernels --budget 200`` (same call otherwise).
@@ -90,35 +90,38 @@ SECTION_MODULES = (
     "medmamba.plans.planner", "medmamba.plans.topology", "medmamba.training.loss", "medmamba.training.steps",
     "medmamba.atomic",
 )
-FP32_TOL, BF16_TOL = 1e-4, 1e-2  # the issue's parity thresholds (max relative error)
+FP32_TOL, BF16_TOL = 1e-4, 1e-2  # parity thresholds (max relative error)
 SECTIONS = ("parity", "kernels", "networks", "training", "ddp")
 # Seconds of the total budget per section (unused time carries over to the next section).
 SHARES = {"parity": 0.2, "kernels": 0.17, "networks": 0.33, "training": 0.29, "ddp": 0.01}
 # CPU: generous, so that a loaded machine slows the dry run down instead of cutting its checks.
 DEFAULT_BUDGET = {"cuda": 450.0, "cpu": 900.0}
 
-# Roofline constants per device (reference/performance.md §0 and §4): HBM bandwidth, the
-# special-function (exp2) rate, non-tensor FP32 FLOP/s. H100 SXM: performance.md §0 (NVIDIA
-# spec, Tri Dao's blog, FlashAttention-3 sec. 3.2). H200 SXM: the same GH100 chip (132 SMs, same
+# Roofline constants per device: HBM bandwidth, the special-function (exp2) rate, non-tensor
+# FP32 FLOP/s. H100 SXM: NVIDIA H100 datasheet (3.35 TB/s), FP32 67 TFLOP/s (Tri Dao, Mamba-2
+# systems blog), exp2 16 ops/SM/clk x 132 SMs x ~1.83 GHz (FlashAttention-3, arXiv 2407.08608 §3.2).
+# H200 SXM: the same GH100 chip (132 SMs, same
 # clocks; NVIDIA H200 datasheet: FP32 67 TFLOP/s) with HBM3e at 4.8 TB/s (same datasheet).
 # A100 SXM 80GB: NVIDIA A100 datasheet (2.039 TB/s, FP32 19.5 TFLOP/s), exp2 16/SM/clk x 108 SMs
 # x 1.41 GHz. Matched by lower-case substring of torch.cuda.get_device_name, first match wins.
 DEVICE_LIMITS = (
     ("h200", {"hbm_bytes_per_s": 4.8e12, "exp_per_s": 3.9e12, "fp32_flops": 67e12, "sms": 132,
               "source": "NVIDIA H200 datasheet (4.8 TB/s, FP32 67 TFLOP/s); exp2 rate as H100 SXM "
-                        "(same GH100 chip), performance.md §0"}),
+                        "(same GH100 chip), FlashAttention-3 arXiv 2407.08608 §3.2"}),
     ("h100", {"hbm_bytes_per_s": 3.35e12, "exp_per_s": 3.9e12, "fp32_flops": 67e12, "sms": 132,
-              "source": "reference/performance.md §0 (H100 SXM)"}),
+              "source": "NVIDIA H100 SXM datasheet; FP32 per Tri Dao's Mamba-2 blog; exp2 rate per FlashAttention-3 §3.2"}),
     ("a100", {"hbm_bytes_per_s": 2.039e12, "exp_per_s": 16 * 108 * 1.41e9, "fp32_flops": 19.5e12, "sms": 108,
               "source": "NVIDIA A100 80GB SXM datasheet; exp2 16 ops/SM/clk x 108 SMs x 1.41 GHz"}),
 )
-# performance.md §4.1: per (batch, route, channel, state, step) one exp2 and ~8 FP32 FLOPs.
+# Per (batch, route, channel, state, step): one exp2 and ~8 FP32 FLOPs (ΔA mul, B·Δu mul, a·h+b FMA,
+# y+=C·h FMA), counted from mamba's selective_scan_fwd_kernel.cuh.
 FLOPS_PER_LANE_STEP = 8
-# performance.md §4.2: "a fwd+bwd floor is ~2.5-3.5x the forward floor"; the low end is the floor.
+# Backward moves ~1.7-2x the forward bytes and recomputes the exps (selective_scan_bwd_kernel.cuh),
+# so fwd+bwd is ~2.5-3.5x the forward floor; the low end is the floor.
 FWD_BWD_FLOOR_FACTOR = 2.5
-TARGET_FACTOR = 1.5  # the issue's goal: within 1.5x of the floor
-MEMORY_TARGET_BYTES = 8e9  # nnU-Net's GPU planning target (reference/nnunet.md), 8 GB
-MODEL_TOLERANCE = 0.2  # the issue's goal: peak within 20% of the memory model's prediction
+TARGET_FACTOR = 1.5  # goal: within 1.5x of the floor
+MEMORY_TARGET_BYTES = 8e9  # nnU-Net's GPU planning target (default_experiment_planner.py), 8 GB
+MODEL_TOLERANCE = 0.2  # goal: peak within 20% of the memory model's prediction
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -376,7 +379,7 @@ def device_limits(device) -> dict:
     import torch
 
     if device.type != "cuda":
-        return {"reason": "CPU dry run: the floors are for a GPU (reference/performance.md §4)"}
+        return {"reason": "CPU dry run: the floors are for a GPU"}
     name = torch.cuda.get_device_name(device).lower()
     props = torch.cuda.get_device_properties(device)
     for key, limits in DEVICE_LIMITS:
@@ -388,7 +391,7 @@ def device_limits(device) -> dict:
 
 def roofline_floor(limits: dict, batch: int, K: int, channels: int, n_state: int, length: int,
                    io_bytes: int) -> dict | None:
-    """Forward floor of performance.md §4.1: max of HBM time, exp2 time and FP32 time."""
+    """Forward roofline floor: max of HBM time, exp2 time and FP32 time."""
     if "hbm_bytes_per_s" not in limits:
         return None
     lanes = batch * K * channels * n_state * length
@@ -454,7 +457,7 @@ def section_kernels(ctx: dict, clock: Clock) -> dict:
                  "io_dtype": "bfloat16 activations (u, delta, B, C), fp32 A/D/delta_bias, no z",
                  "timing": "CUDA events, median of repeats after a warm-up" if device.type == "cuda"
                  else "wall clock (CPU dry run; triton timings are the interpreter's, not a speed)",
-                 "fwd_bwd_floor": f"{FWD_BWD_FLOOR_FACTOR} x forward floor (performance.md §4.2)",
+                 "fwd_bwd_floor": f"{FWD_BWD_FLOOR_FACTOR} x forward floor (backward bytes + recomputed exps)",
                  "target": f"triton within {TARGET_FACTOR} x the floor", "cases": [], "cut": []}
     if device.type != "cuda":
         out["floor_null_reason"] = limits["reason"]

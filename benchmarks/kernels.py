@@ -15,7 +15,7 @@ load_average_at_start):
     OMP_NUM_THREADS=1 python benchmarks/kernels.py --threads 1                   # kernels_cpu.*
     OMP_NUM_THREADS=2 python benchmarks/kernels.py --threads 2 --tag 2threads    # kernels_cpu_2threads.*
 
-The issue's kernel target (the fused backends against a 20-line chunked scan compiled with
+The kernel target (the fused backends against a 20-line chunked scan compiled with
 torch.compile, B1 K4 D192 N16 L4096, measured interleaved in one run, medians):
 
     OMP_NUM_THREADS=1 python benchmarks/kernels.py --vs-compiled --threads 1   # kernels_vs_compiled_1threads.*
@@ -24,7 +24,7 @@ torch.compile, B1 K4 D192 N16 L4096, measured interleaved in one run, medians):
 Other uses:
 
     python benchmarks/kernels.py --device cuda                             # GPU run (adds triton)
-    python benchmarks/kernels.py --quick --out-dir /tmp/bench              # smoke test
+    python benchmarks/kernels.py --quick --out-dir bench_out               # smoke test
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ from medmamba.kernels import build_routes, multi_route_scan  # noqa: E402
 from medmamba.kernels.routes import inverse_route  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Sizes from the issue: 2D 32²…128², 3D 16³…64³. Channels/N: 2D = VMamba stage-1 (d_inner 192,
-# N 16; reference/performance.md §4.2), 3D = SegMamba stage-1 (d_inner 96, N 16; §2.5).
+# Sizes: 2D 32²…128², 3D 16³…64³. Channels/N: 2D = VMamba/VM-UNet stage-1 SS2D (d_inner 192,
+# N 16; VM-UNet vmamba.py), 3D = SegMamba stage-1 Mamba (d_inner 96, N 16; SegMamba segmamba.py).
 GRIDS_2D = [(32, 32), (64, 64), (128, 128)]
 GRIDS_3D = [(16, 16, 16), (32, 32, 32), (64, 64, 64)]
 CONFIG = {2: dict(spec="cross2d", channels=192, N=16), 3: dict(spec="cross3d", channels=96, N=16)}
@@ -152,7 +152,7 @@ def _chunk_steps(u, d, A, B, C, h):
 
 
 def chunked_scan(u, delta, A, B, C, D, routes, step_fn, T=32):
-    """The baseline the issue names: a 20-line chunked multi-route scan (gather every route,
+    """The baseline of the kernel target: a 20-line chunked multi-route scan (gather every route,
     softplus, ``step_fn`` = the chunk above, usually torch.compile'd, readout, scatter-sum)."""
     b, L, c = u.shape
     K, _, N = A.shape
@@ -359,7 +359,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--replot", type=Path, default=None, help="only redraw the PNG of an existing JSON")
     ap.add_argument("--vs-compiled", action="store_true",
-                    help="only the issue's kernel target: cpp/torch vs a torch.compile'd chunked scan at 64x64")
+                    help="only the kernel target: cpp/torch vs a torch.compile'd chunked scan at 64x64")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -426,7 +426,7 @@ def main(argv=None) -> int:
 
 
 def targets(results) -> dict:
-    """The issue's targets, read off the results: 2D 64x64 (batch 1, K 4, C 192, N 16, L 4096)
+    """The kernel targets, read off the results: 2D 64x64 (batch 1, K 4, C 192, N 16, L 4096)
     forward ns/lane-step (target <= 1.0), fwd+bwd / fwd (target <= 3), and per size fused
     (torch) vs unfused: time ratio (target <= 1) and peak-memory ratio (target < 1)."""
     def get(grid, kind, mode):

@@ -16,7 +16,7 @@ from medmamba.errors import CatalogError, MedmambaError
 IMPLEMENTED = {"U-Mamba": "umamba_bot", "SegMamba": "segmamba", "VM-UNet": "vmunet",
                "MHS-VM": "mhsvm", "HRVMamba": "hrvmamba"}
 SEEDS_GENERAL = {"Vim", "MambaOut", "Motion Mamba", "LinGen", "LaMamba-Diff", "KMM", "HRVMamba", "MHS-VM"}
-# catalog_notes.md §6: the records found only in the lower-reliability Chelsea-19 list.
+# medmamba/catalog/sources/survey_lists_notes.md §6: the records found only in the lower-reliability Chelsea-19 list.
 WEAK = {"MambaMDN", "MambaVesselNet", "RegMamba", "VMANet", "LangMamba", "MambaNetLK", "CMI-MTL",
         "UltrasODM", "TIFCMamba", "LMO", "DermoMamba", "BSDA-Mamba", "MS-VMANet", "DMCR", "UltrasOM",
         "SEMambaSR"}

@@ -124,7 +124,7 @@ def test_cpu_dry_run_writes_every_section_and_parity_holds(tmp_path):
 
 
 def test_roofline_floor_reproduces_the_reference_table():
-    # reference/performance.md §4.2 (H100, bf16 I/O, B 2, N 16): 3D 64^3 x 6 routes, D 96 ->
+    # Roofline by hand (H100, bf16 I/O, B 2, N 16): 3D 64^3 x 6 routes, D 96 ->
     # 2.01 GB, 0.60 ms of HBM, 1.24 ms of exp2 (the floor); 2D 64x64 x 4, D 192 -> 12 us / 26 us.
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_check

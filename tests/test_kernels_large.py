@@ -1,6 +1,6 @@
 """Long sequences: L above 2^16 and batch·K·channels·L above 2^31 lane elements (torch backend).
 
-mamba-ssm shipped 32-bit offset overflows at these sizes (reference/performance.md §6); the torch
+mamba-ssm shipped 32-bit offset overflows at these sizes (state-spaces/mamba#880, #884); the torch
 backend indexes with int64 throughout, and this test checks every output element against a
 closed form. N = 1 and a stride-0 (expanded) delta keep memory near 1.7 GB.
 """

@@ -66,7 +66,7 @@ def test_hilbert_3d_odd_sizes_are_permutations_with_mostly_unit_steps(shape):
 
 
 def test_known_small_routes():
-    # VMamba cross2d on 2x3 (reference/architectures.md §2.1)
+    # VMamba cross2d on 2x3 (MzeroMiko/VMamba csm_triton.py CrossScan)
     r = build_routes("cross2d", (2, 3))
     assert r.tolist() == [[0, 1, 2, 3, 4, 5], [0, 3, 1, 4, 2, 5], [5, 4, 3, 2, 1, 0], [5, 2, 4, 1, 3, 0]]
     assert build_route("zigzag", (3, 4)).tolist() == [0, 1, 4, 8, 5, 2, 3, 6, 9, 10, 7, 11]

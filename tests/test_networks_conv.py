@@ -143,7 +143,7 @@ def test_plain_unet_param_count_matches_nnunet_topology():
 
 
 def _mamba_params(c, k_routes=1, n=16, d_conv=4):
-    """mamba_ssm.Mamba(d_model=c, expand 2) params, per-direction parts times k_routes (§1.4, §6.2)."""
+    """mamba_ssm.Mamba(d_model=c, expand 2) params, per-direction parts times k_routes (mamba_simple.py, segmamba.py)."""
     di, r = 2 * c, math.ceil(c / 16)
     per_dir = di * d_conv + di + di * (r + 2 * n) + r * di + di + di * n + di
     return c * 2 * di + di * c + k_routes * per_dir
@@ -182,7 +182,7 @@ def test_segmamba_param_count():
     ref = get_network_entry("segmamba").reference_params["value"]
     assert abs(total - ref) / ref < 0.05
     assert total - heads == ref
-    # each ToM layer has three routes' worth of per-direction parameters (§6.2)
+    # each ToM layer has three routes' worth of per-direction parameters (SegMamba segmamba.py)
     layer = net.stages[0][0].mixer
     assert layer.n_routes == 3 and sum(p.numel() for p in layer.parameters()) == _mamba_params(48, 3)
 
@@ -282,7 +282,7 @@ def test_umamba_layer_placement():
     enc2 = _build("umamba_enc", 2)
     enc3 = _build("umamba_enc", 3)
     assert bot.mamba_stages == (3,)
-    assert enc2.mamba_stages == (1, 3)       # 2D alternate stages, the last one included (§6.1)
+    assert enc2.mamba_stages == (1, 3)       # 2D alternate stages, the last one included (UMambaEnc_2d.py)
     assert enc3.mamba_stages == (0, 1, 2)    # 3D every stage
 
 
@@ -326,7 +326,7 @@ def test_overfits_one_image(name):
 
 @pytest.mark.parametrize("name", ["plain_unet", "umamba_enc", "segmamba"])
 def test_autocast_bf16_forward_backward(name):
-    """Mixed precision: parameters stay fp32, outputs finite, gradients finite (§7.3)."""
+    """Mixed precision: parameters stay fp32, outputs finite, gradients finite (AMP with fp32 params, state-spaces/mamba#6)."""
     torch.manual_seed(5)
     net = _build(name, 2).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):

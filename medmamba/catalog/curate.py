@@ -70,7 +70,7 @@ MERGE_ALIASES: dict[str, list[str]] = {
 FIELD_OVERRIDES: dict[str, tuple[dict[str, Any], str]] = {
     "U-Mamba": (
         {"scan": "raster", "scan_detail": "one raster route over the flattened (Z,)H,W grid, no reversal"},
-        "scan filled from the released code (architectures.md §6.1: MambaLayer flattens row-major, single route)"),
+        "scan filled from the released code (bowang-lab/U-Mamba UMambaBot_3d.py: MambaLayer flattens row-major, single route)"),
     "Motion Mamba": (
         {"modality": ["human motion"], "modality_detail": "human motion sequences (text-to-motion)"},
         "modality: the source's 'natural images' is wrong for a motion-generation model"),

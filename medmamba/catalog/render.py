@@ -11,7 +11,7 @@ from medmamba.catalog.schema import CatalogRecord
 if TYPE_CHECKING:  # the registry imports torch; rendering an entry does not need it
     from medmamba.networks.registry import NetworkEntry
 
-# Terminal budget from the issue: every line the catalog commands print fits 100 columns.
+# Terminal budget: every line the catalog commands print fits 100 columns.
 MAX_WIDTH = 100
 _GAP = "  "
 

@@ -2,7 +2,7 @@
 
 Vim, Motion Mamba and MHS-VM are already in the source list (survey 2410.02362's companion list);
 the five below are added here. Facts come from the papers' public abstracts/README files and the
-team's code reading in ``/work/shared/reference/architectures.md`` (cited per record in ``source``);
+released code of each project (repository and file cited per record in ``source``);
 a field no checked source states is left empty, as in the rest of the catalog.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ SEED_RECORDS: tuple[dict[str, Any], ...] = (
         "arxiv": "2405.07992",
         "code": "https://github.com/yuweihao/MambaOut",
         "source": "seed paper; arXiv 2405.07992 abstract (huggingface.co/papers/2405.07992); "
-                  "yuweihao/MambaOut README; architectures.md §6.7",
+                  "yuweihao/MambaOut README and models/mambaout.py",
     },
     {
         **_COMMON,
@@ -77,7 +77,7 @@ SEED_RECORDS: tuple[dict[str, Any], ...] = (
         "arxiv": "2408.02615",
         "code": "https://github.com/yunxiangfu2001/LaMamba-Diff",
         "source": "seed paper; arXiv 2408.02615 abstract (huggingface.co/papers); "
-                  "yunxiangfu2001/LaMamba-Diff README; architectures.md §6.8 (SS2D, d_state 1)",
+                  "yunxiangfu2001/LaMamba-Diff README; configs/LaMamba-DIff-XL.yaml (SS2D, d_state 1)",
     },
     {
         **_COMMON,
@@ -120,6 +120,6 @@ SEED_RECORDS: tuple[dict[str, Any], ...] = (
         "arxiv": "2410.03174",
         "code": "https://github.com/zhanghao5201/HRVMamba",
         "source": "seed paper; arXiv 2410.03174 abstract (huggingface.co/papers/2410.03174); "
-                  "zhanghao5201/HRVMamba README; architectures.md §5",
+                  "zhanghao5201/HRVMamba README and classification/models/hrvmamba.py",
     },
 )

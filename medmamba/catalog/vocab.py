@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-# Primary task (the list). Detection/tracking and multimodal work that is not image
+# Primary task (the catalog's task list). Detection/tracking and multimodal work that is not image
 # fusion become "other" with the original wording kept in ``task_detail``.
 TASKS: tuple[str, ...] = (
     "segmentation", "classification", "registration", "reconstruction",

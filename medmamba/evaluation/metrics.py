@@ -164,7 +164,7 @@ def nanmean(values: Sequence[float]) -> float:
 
 
 def aggregate(per_case: Sequence[dict[str, dict[str, float]]], labels: Sequence[Label]) -> tuple[dict, dict]:
-    """Means over cases per label, and the foreground mean over labels (nnU-Net §6.4).
+    """Means over cases per label, and the foreground mean over labels (nnU-Net v2 evaluate_predictions.py).
 
     Returns ``(mean, foreground_mean)``: ``mean[label_key][metric]`` = NaN-excluding mean over
     cases; ``foreground_mean[metric]`` = mean of the per-label means of every label except

@@ -1,13 +1,14 @@
 """``multi_route_scan``: the one public entry point of the kernels package.
 
-Runs K selective scans (S6, reference/architectures.md §1.2) over K routes of one token
+Runs K selective scans (S6, Mamba arXiv 2312.00752 §3) over K routes of one token
 sequence and sums their outputs back in raster order:
 
     out[b, p] = silu(z[b, p]) ⊙ Σ_k scatter(route_k, S6_k(gather(route_k, inputs)))[b, p]
 
 The ``torch``, ``cpp`` (fused CPU kernel built on first use) and ``triton`` backends are registered as one ``torch.library.custom_op``
 (``medmamba::multi_route_scan``) with a fake implementation and a registered autograd formula,
-so ``torch.compile`` traces through them without a graph break (reference/performance.md §5).
+so ``torch.compile`` traces through them without a graph break (mamba's CUDA op breaks the
+graph: state-spaces/mamba#156).
 """
 from __future__ import annotations
 

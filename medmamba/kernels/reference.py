@@ -1,6 +1,7 @@
 """The correctness oracle: the multi-route S6 recurrence, one time step at a time.
 
-Maths per route k (reference/architectures.md §1.2; ZOH on A, Euler on B), for a token visited at
+Maths per route k (Mamba, arXiv 2312.00752 §3; state-spaces/mamba ``selective_scan_ref``;
+ZOH on A, Euler on B), for a token visited at
 step t of route k at raster position p = routes[k, t]:
 
     δ = softplus(delta[b, k, p] + delta_bias[k])      (softplus/bias optional)

@@ -49,10 +49,10 @@ __all__ = [
 ]
 
 # Route sets; order matters (per-route parameters are indexed by position in the set).
-# cross2d: VMamba CrossScan order (reference/architectures.md §2.1).
+# cross2d: VMamba CrossScan order (MzeroMiko/VMamba csm_triton.py).
 # mhs: MHS-VM head order C, X, S, Z, each [route0, reverse(route0), route1, reverse(route1)]
-#      (reference/architectures.md §4.2-4.3).
-# tom: SegMamba ToM = forward raster, reversed raster, inter-slice (reference/architectures.md §6.2).
+#      (PixDeep/MHS-VM mhsm.py, scanutils.py).
+# tom: SegMamba ToM = forward raster, reversed raster, inter-slice (SegMamba, arXiv 2401.13560).
 ROUTE_SETS_2D: dict[str, tuple[str, ...]] = {
     "cross2d": ("row", "col", "row_rev", "col_rev"),
     "bidirectional": ("raster", "raster_rev"),

@@ -21,7 +21,7 @@ import torch
 
 from medmamba.kernels.scan_inputs import make_inputs, rel_err
 
-FORWARD_TOL, GRAD_TOL = 1e-4, 1e-3  # the acceptance tolerances (fp32)
+FORWARD_TOL, GRAD_TOL = 1e-4, 1e-3  # acceptance tolerances (fp32)
 
 CASES = {
     # name: (routes spec, spatial shape, batch, channels, N, full inputs, softplus, strided)

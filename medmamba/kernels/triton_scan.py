@@ -1,6 +1,7 @@
 """Fused Triton forward and backward kernels for the multi-route selective scan.
 
-Layout (reference/performance.md §3.1 item 3 and §3.1 item 5): one program per
+Layout (as mamba's CUDA forward kernel, selective_scan_fwd_kernel.cuh, plus the route gather
+fused into the loads): one program per
 (batch × route, block of BD channels). The program walks its route in tiles of BL steps; for each
 tile it loads the route's positions, gathers u / δ (BD contiguous channels per token, channel-
 last) and B / C straight from the raster-order inputs through that index map, forms the pairs
@@ -10,7 +11,7 @@ y = Σ_n C·h (+ D·u), and scatter-adds y into the fp32 (batch, L, channels) ac
 atomics (K routes add into the same positions). The state at the start of every tile is saved
 for the backward, which walks tiles last to first, recomputes each tile's states from its saved
 start state, and runs the adjoint with a reverse ``associative_scan``. All offsets are int64
-(the 32-bit overflows of reference/performance.md §6 cannot happen).
+(the 32-bit overflows of state-spaces/mamba#880 and #884 cannot happen).
 
 The z gate and dtype casts are elementwise torch ops around the kernels.
 Untuned: BL/BD/num_warps below were chosen for register budget, not measured on a GPU.
@@ -26,7 +27,7 @@ import triton.language as tl
 _BL = 32
 _BD = 8
 TILE_LENGTH = _BL  # steps per tile = steps between saved states (the torch fallback reuses it)
-_LOG2E = 1.4426950408889634  # exp(x) = exp2(x·log2 e), as the mamba CUDA kernel (performance.md §1.1)
+_LOG2E = 1.4426950408889634  # exp(x) = exp2(x·log2 e), as mamba's selective_scan_fwd_kernel.cuh
 
 
 def triton_state_shape(batch: int, n_routes: int, length: int, channels: int, n_state: int) -> tuple[int, ...]:

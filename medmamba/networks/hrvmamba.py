@@ -1,14 +1,15 @@
 """HRVMamba (Zhang et al., arXiv 2410.03174): HRNet layout with DVSS blocks, plus a
 segmentation head; 2D as published, 3D by the same construction.
 
-DVSS block (architectures.md §5.1), on ``(B, C, *S)``:
+DVSS block (HRVMamba, arXiv 2410.03174; hrvmamba.py ``HRVmambaBlock``), on ``(B, C, *S)``:
 1. ESInB: x ← x + GELU(shuffle₄(cat_i DWConv_{2i+3}(split₄(LN(x))))) (kernels 3, 5, 7, 9);
 2. DSS2D: x ← x + DropPath(SS2D(LN(x))), SS2D = MultiRouteSSM without gate (``v05_noz``),
    d_state 1, ssm_ratio 2, the depthwise conv replaced by a deformable conv
    (group = dt_rank, kernel 3);
 3. MLP: x ← x + DropPath(MLP(LN(x))), ratio 2, GELU.
 
-HRNet layout (§5.2): stem of two 3×3 stride-2 conv+BN+ReLU (→ 1/4), stage 1 = 2 Bottlenecks
+HRNet layout (HRVMamba td-hm_hrvmamba_*_coco-256x192.py):
+stem of two 3×3 stride-2 conv+BN+ReLU (→ 1/4), stage 1 = 2 Bottlenecks
 (64 → 256 channels), then stages with 2, 3, 4 parallel branches (1, 4, 2 modules, 2 DVSS blocks
 per branch per module) at strides 4, 8, 16, 32, exchanging features after every module
 (low→high: 1×1 conv + BN + upsample; high→low: repeated depthwise 3×3 s2 + BN + 1×1 conv + BN).
@@ -16,7 +17,7 @@ Segmentation head (HRNetV2-style, not in the pose code): all branches upsampled 
 concatenated, 1×1 conv + BN + ReLU, 1×1 conv to classes, upsampled to the input size.
 Any input size works (zero-padded to a multiple of 32 and cropped back).
 
-Normalization: BatchNorm as in the paper's HRNet layout (§5.2; SyncBN in its dense-prediction
+Normalization: BatchNorm as in the paper's HRNet layout (HRVMamba hrnet.py; SyncBN in its dense-prediction
 configs, which the trainer also switches to under DDP), ``norm="instance"`` as an option. In
 training a norm needs more than one value per channel, and the 1/32 branch of a 32-voxel axis has
 one voxel: at batch 1 such an input is refused with a clear error. The registry declares
@@ -42,9 +43,9 @@ from medmamba.networks.vmunet import drop_path_rates
 
 __all__ = ["DVSSBlock", "HRVMamba"]
 
-# HRVMamba-Small branch widths / stage layout (HRVMamba configs, architectures.md §5.2).
+# HRVMamba-Small branch widths / stage layout (HRVMamba pose configs td-hm_hrvmamba_*_coco-256x192.py).
 SMALL_WIDTHS = (32, 64, 128, 256)
-ESINB_GROUPS = 4  # kernels 3, 5, 7, 9 (§5.1)
+ESINB_GROUPS = 4  # kernels 3, 5, 7, 9 (hrvmamba.py ESInB)
 
 
 def _norm(spatial_dims: int, channels: int, kind: str) -> nn.Module:
@@ -289,13 +290,13 @@ register_network(
     aliases=("HRVMamba",),
     capabilities=NetworkCapabilities(
         dims=(2, 3),
-        # stem of two stride-2 convs (1/4), then 3 new branches each halving: 4 * 2**3 (§5.2).
+        # stem of two stride-2 convs (1/4), then 3 new branches each halving: 4 * 2**3 (HRVMamba configs).
         topology="fixed", input_divisor=32,
-        # HRNet's BatchNorm in the stem, transitions and fusions (§5.2) also runs on the 1/32
+        # HRNet's BatchNorm in the stem, transitions and fusions (HRVMamba hrnet.py) also runs on the 1/32
         # branch: in training it needs more than one value per channel, so at batch 1 that map
         # needs >= 2 voxels.
         min_deepest_voxels=2, norm="batch",
-        # DSS2D: SS2D's 4 cross routes (3D: cross3d), d_state 1 in every released config (§5.1).
+        # DSS2D: SS2D's 4 cross routes (3D: cross3d), d_state 1 in every released HRVMamba config.
         ssm=SSMSettings(routes={2: "cross2d", 3: "cross3d"}, d_state=1, rotatable=True,
                         kwargs=("routes", "d_state", "ssm_ratio")),
         twin_mixers=("gated_cnn",)),
@@ -306,7 +307,7 @@ register_network(
         "value": 8e6,
         "config": "HRVMamba-Small backbone (widths 32/64/128/256, modules 1/4/2, 2 blocks), spatial_dims=2, "
                   "in_channels=3, pose layout: no segmentation head, last module fuses into branch 0 only",
-        "source": "HRVMamba README, COCO pose table: Small 8M (reference/architectures.md §5.3)",
+        "source": "HRVMamba README, COCO pose table: Small 8M (zhanghao5201/HRVMamba README.md)",
     },
     description="HRNet-style multi-resolution network of DVSS blocks (multi-scale dw convs, deformable SS2D)",
 )(HRVMamba)

@@ -1,7 +1,7 @@
 """MHS-VM: Multi-Head Scan Vision Mamba (Ji, arXiv 2406.05992), 2D as published and 3D.
 
 The VM-UNet skeleton (vmunet.py) with each block's SS2D replaced by ``VSSGate`` + the
-Multi-Head Scan module (architectures.md §4.1–4.4):
+Multi-Head Scan module (MHS-VM, arXiv 2406.05992; PixDeep/MHS-VM mhsm.py, scanutils.py):
 
     x, z = in_proj(x) (C → 2C, no expansion); x = SiLU(dwconv3(x))
     heads = split(Linear(x), heads × S), S = C // heads
@@ -33,8 +33,8 @@ from medmamba.networks.vmunet import VMUNet
 
 __all__ = ["MultiHeadScanMixer", "scan_route_attention", "MHSVM"]
 
-ROUTES_PER_HEAD = 4  # [r0, r0_rev, r1, r1_rev] (architectures.md §4.2)
-SRA_EPS = 1e-5  # MHS-VM GFU denominator epsilon (§4.4)
+ROUTES_PER_HEAD = 4  # [r0, r0_rev, r1, r1_rev] (MHS-VM mhsm.py ``ScanHead``)
+SRA_EPS = 1e-5  # MHS-VM GFU denominator epsilon (mhsm.py GFU)
 
 
 def scan_route_attention(ys: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -59,7 +59,7 @@ class MultiHeadScanMixer(nn.Module):
         d_model: C. spatial_dims: 2 or 3. heads: 3 or 4 (paper 4; heads use patterns C, X, S, Z
             in that order). d_state: N (16). dt_rank: ``"auto"`` = ceil(S/16).
         sra_threshold: t of the route attention (MHS-VM configs: 0.5 for ISIC18, 0.0 for ISIC17,
-            §4.4). Default 0.0: at init the routes' outputs differ by ~1e-8..1e-5 (the D·u skip
+            config_setting.py). Default 0.0: at init the routes' outputs differ by ~1e-8..1e-5 (the D·u skip
             dominates), so cv = std/(m + 1e-5) is tiny — median 0.1-0.3 at embed_dim 96 and
             ~0.001 at embed_dim 8 (our measurement, MHS-VM 2D, 64² / 19×13 input) — and t = 0.5
             switches off most (small widths: all) route outputs and their gradients.
@@ -162,10 +162,10 @@ register_network(
     aliases=("MHS-VM",),
     capabilities=NetworkCapabilities(
         dims=(2, 3),
-        # VM-UNet's network (architectures.md §4.1): PatchEmbed s4 x 3 PatchMergings = 32.
+        # VM-UNet's network (MHS-VM models/vmunet/vmamba.py): PatchEmbed s4 x 3 PatchMergings = 32.
         topology="fixed", input_divisor=32,
         norm="layer",
-        # multi-head scan patterns (§4.2-4.3), N = 16 (§4.2); the heads' routes are fixed per head.
+        # multi-head scan patterns (scanutils.py), N = 16 (mhsm.py); the heads' routes are fixed per head.
         ssm=SSMSettings(routes={2: "mhs", 3: "mhs"}, d_state=16, rotatable=False),
         twin_mixers=("gated_cnn",)),
     default_config=dict(embed_dim=96, depths=[2, 2, 2, 2], depths_decoder=[2, 2, 2, 1], patch_size=4,
@@ -174,7 +174,7 @@ register_network(
         "value": 17.26e6,
         "config": "spatial_dims=2, in_channels=3, num_classes=1, embed_dim=96, heads=4, depths [2,2,2,2], "
                   "depths_decoder [2,2,2,1]",
-        "source": "analytic count of PixDeep/MHS-VM, reference/architectures.md §4.5 (paper table not retrieved)",
+        "source": "our analytic count of PixDeep/MHS-VM mhsm.py, 4 heads (paper table not retrieved)",
     },
     description="VM-UNet layout with multi-head scan (snake, zigzag, spiral, raster) and route attention",
 )(MHSVM)

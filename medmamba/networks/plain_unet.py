@@ -1,6 +1,7 @@
 """nnU-Net's PlainConvUNet: the CNN baseline every Mamba network here is compared against.
 
-Topology (reference/nnunet.md §3.5, §5.2): encoder stage i = ``n_conv_per_stage[i]`` x
+Topology (nnU-Net v2 planner ``get_plans_for_configuration`` and dynamic-network-architectures ``PlainConvUNet``):
+encoder stage i = ``n_conv_per_stage[i]`` x
 [conv -> InstanceNorm -> LeakyReLU], downsampling by the stride of its first conv (no pooling);
 decoder level = transposed conv (kernel = stride) -> concat skip -> ``n_conv_per_stage_decoder``
 convs -> 1x1 head. Features ``min(max, 32 * 2**i)`` (320 in 3D, 512 in 2D) unless the plan says
@@ -33,7 +34,7 @@ from medmamba.networks.registry import NetworkCapabilities, register_network
           "(PlainConvUNet)",
     arxiv="1809.10486",
     aliases=("nnU-Net", "PlainConvUNet"),
-    # nnU-Net's planned topology and InstanceNorm (reference nnunet.md §3.5); no SSM.
+    # nnU-Net's planned topology and InstanceNorm (nnU-Net v2 default_experiment_planner.py); no SSM.
     capabilities=NetworkCapabilities(dims=(2, 3), topology="adaptive", norm="instance"),
     default_config={"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "deep_supervision": True},
     description="nnU-Net v2 PlainConvUNet: plain conv encoder/decoder, InstanceNorm + LeakyReLU, "

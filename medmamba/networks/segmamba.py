@@ -1,6 +1,6 @@
 """SegMamba (Xing et al., MICCAI 2024): ToM Mamba encoder + gated spatial conv + UNETR-style decoder.
 
-Facts from reference/architectures.md §6.2 (ge-xing/SegMamba ``model_segmamba/segmamba.py``):
+Facts from SegMamba (arXiv 2401.13560) and its code (ge-xing/SegMamba ``model_segmamba/segmamba.py``):
 
 - Encoder: stem conv k7 s2 p3 (in -> 48); between stages InstanceNorm + conv k2 s2; widths
   [48, 96, 192, 384], depths [2, 2, 2, 2]. Stage = GSC, then ``depth`` x [x + ToM-Mamba(LN(x))];
@@ -23,7 +23,7 @@ one column after another), i.e. ``medmamba.kernels.routes`` ``tom`` set in 2D �
 orientations plus the reverse, which keeps ToM's "three orientations" with one fewer axis.
 
 Not implemented: feature-level uncertainty estimation (FUE) — described in the paper but absent
-from the public code and not specified precisely enough to reproduce ([paper, unverified] in §6.2).
+from the public code and not specified precisely enough to reproduce (arXiv 2401.13560 only).
 Deep supervision (not in the original) adds 1x1 heads on the decoder outputs at strides 2, 4, 8.
 """
 from __future__ import annotations
@@ -131,11 +131,11 @@ def _unetr_res_block(spatial_dims: int, in_channels: int, out_channels: int) -> 
     aliases=("SegMamba",),
     capabilities=NetworkCapabilities(
         dims=(2, 3),
-        # stem conv k7 s2, then 3 downsamplings k2 s2: 2**4 (architectures.md §6.2).
+        # stem conv k7 s2, then 3 downsamplings k2 s2: 2**4 (SegMamba segmamba.py).
         topology="fixed", input_divisor=16,
-        # InstanceNorm (§6.2) on the deepest stage needs more than one voxel per sample.
+        # InstanceNorm (segmamba.py) on the deepest stage needs more than one voxel per sample.
         min_deepest_voxels=2, norm="instance",
-        # ToM's three routes (§6.2), the vendored Mamba's N = 16 (§1.4); RouteMamba takes route
+        # ToM's three routes (segmamba.py), the vendored Mamba's N = 16 (mamba_simple.py); RouteMamba takes route
         # names only (no rotating schedule).
         ssm=SSMSettings(routes={2: "tom", 3: "tom"}, d_state=16, rotatable=False,
                         kwargs=("routes", "d_state", "d_conv", "expand")),
@@ -144,7 +144,7 @@ def _unetr_res_block(spatial_dims: int, in_channels: int, out_channels: int) -> 
                     "feature_size": [48, 96, 192, 384], "depths": [2, 2, 2, 2], "hidden_size": 768,
                     "routes": "tom", "mixer": "ssm"},
     # Our analytic count of the public code (GSC version, ge-xing/SegMamba model_segmamba/segmamba.py,
-    # layout as in reference/architectures.md §6.2), BraTS setting 4 in / 4 out; our optional
+    # layout as in SegMamba segmamba.py), BraTS setting 4 in / 4 out; our optional
     # deep-supervision heads (2,700 params in this config) excluded. Re-derived in
     # tests/test_networks_conv.py::test_segmamba_param_count.
     reference_params={"value": 67_416_196, "config": "3d, in 4, out 4, widths [48,96,192,384], depths 2, "

@@ -1,6 +1,6 @@
 """U-Mamba (Ma, Li, Wang 2024): nnU-Net residual U-Nets with Mamba layers, Bot and Enc variants.
 
-Facts from reference/architectures.md §6.1 (bowang-lab/U-Mamba ``UMamba{Bot,Enc}_{2d,3d}.py``):
+Facts from U-Mamba (arXiv 2401.04722) and its code (bowang-lab/U-Mamba ``UMamba{Bot,Enc}_{2d,3d}.py``):
 
 - Encoder: a stem (projected residual block in -> f0 at full resolution + ``n - 1`` identity blocks),
   then per stage one projected residual block carrying the stride + ``n_blocks - 1`` identity blocks.
@@ -10,7 +10,7 @@ Facts from reference/architectures.md §6.1 (bowang-lab/U-Mamba ``UMamba{Bot,Enc
   1x1 heads per level (deep supervision).
 - MambaLayer: flatten to raster tokens ``(B, L, C)`` -> LayerNorm -> Mamba (d_state 16, d_conv 4,
   expand 2) -> reshape; the output REPLACES the feature (no residual); run in fp32 with autocast off
-  (U-Mamba's fix for NaN losses, §7.3).
+  (U-Mamba's fix for NaN losses, bowang-lab/U-Mamba#8).
 - Bot: one MambaLayer on the bottleneck feature. Enc: a MambaLayer after every encoder stage in 3D;
   in 2D on alternating stages chosen so that the last stage always has one.
 
@@ -47,8 +47,8 @@ from medmamba.networks.blocks.conv import (
 )
 from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
 
-# nnU-Net topology from the planner, InstanceNorm (architectures.md §6.1); one raster Mamba route,
-# d_state 16, d_conv 4, expand 2 (§6.1); RouteMamba/MambaMixer take route names only.
+# nnU-Net topology from the planner, InstanceNorm (U-Mamba UMambaBot_3d.py); one raster Mamba route,
+# d_state 16, d_conv 4, expand 2 (UMambaBot_3d.py); RouteMamba/MambaMixer take route names only.
 _CAPABILITIES = NetworkCapabilities(
     dims=(2, 3), topology="adaptive", norm="instance",
     ssm=SSMSettings(routes={2: "raster", 3: "raster"}, d_state=16, rotatable=False,
@@ -110,7 +110,7 @@ class UMambaLayer(nn.Module):
 
 
 def _enc_mamba_stages(spatial_dims: int, n_stages: int) -> tuple[int, ...]:
-    """UMambaEnc placement: every stage in 3D; in 2D stages with ``(s % 2) xor (n % 2)`` (§6.1)."""
+    """UMambaEnc placement: every stage in 3D; in 2D stages with ``(s % 2) xor (n % 2)`` (UMambaEnc_2d.py)."""
     if spatial_dims == 3:
         return tuple(range(n_stages))
     return tuple(s for s in range(n_stages) if bool(s % 2) ^ bool(n_stages % 2))

@@ -1,6 +1,7 @@
 """VM-UNet (Ruan & Xiang, arXiv 2402.02491), 2D as published and its 3D generalisation.
 
-Layout (architectures.md §3.1): PatchEmbed k4 s4 + LN → encoder stages of VSS blocks (no MLP)
+Layout (VM-UNet, arXiv 2402.02491; JCruan519/VM-UNet models/vmunet/vmunet.py):
+PatchEmbed k4 s4 + LN → encoder stages of VSS blocks (no MLP)
 with dims C·2^i and PatchMerging between them → decoder stages in reverse, each (except the first)
 starting with ``x + skip`` (skip = input of the matching encoder stage) and a PatchExpand ×2 →
 final PatchExpand ×4 to C/4 channels at full resolution → 1×1 conv to the classes.
@@ -128,7 +129,7 @@ class VMUNet(nn.Module):
             self.decoder.append(stage(dim, depths_decoder[i], dec_rates[start:]))
             if deep_supervision and i > 0:
                 self.ds_heads.append(nn.Linear(dim, num_classes))
-        # Final_PatchExpand2D: ×patch_size to embed_dim/4 channels, then a 1×1 conv (§3.1).
+        # Final_PatchExpand2D: ×patch_size to embed_dim/4 channels, then a 1×1 conv (vmunet.py).
         final_dim = max(embed_dim // 4, 1)
         self.final_expand = PatchExpand(spatial_dims, embed_dim, final_dim, scale=patch_size)
         self.final_conv = conv_class(spatial_dims)(final_dim, num_classes, 1)
@@ -144,7 +145,7 @@ class VMUNet(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        # VM-UNet init: trunc_normal(0.02) Linear weights, zero biases, LN (1, 0) (§3.1); the
+        # VM-UNet init: trunc_normal(0.02) Linear weights, zero biases, LN (1, 0) (vmunet.py); the
         # SSM's raw Parameters (dt, A, D) keep the Mamba init.
         if isinstance(m, nn.Linear) and not getattr(m, "_keep_init", False):
             nn.init.trunc_normal_(m.weight, std=0.02)
@@ -188,10 +189,10 @@ register_network(
     aliases=("VM-UNet",),
     capabilities=NetworkCapabilities(
         dims=(2, 3),
-        # PatchEmbed k4 s4, then 3 PatchMergings (x2 each): 4 * 2**3 (architectures.md §3.1).
+        # PatchEmbed k4 s4, then 3 PatchMergings (x2 each): 4 * 2**3 (VM-UNet vmunet.py).
         topology="fixed", input_divisor=32,
-        norm="layer",  # LayerNorm only (§3.1): a 1-voxel deepest map trains at batch 1
-        # SS2D: 4 cross routes (3D: our 6-route cross3d), d_state 16 (§3.1, §2.1); MultiRouteSSM
+        norm="layer",  # LayerNorm only (VM-UNet vmamba.py): a 1-voxel deepest map trains at batch 1
+        # SS2D: 4 cross routes (3D: our 6-route cross3d), d_state 16 (VM-UNet vmamba.py SS2D); MultiRouteSSM
         # takes a RouteSchedule, so the routes may rotate.
         ssm=SSMSettings(routes={2: "cross2d", 3: "cross3d"}, d_state=16, rotatable=True,
                         kwargs=("routes", "d_state", "ssm_ratio", "d_conv")),
@@ -202,7 +203,7 @@ register_network(
         "value": 27.43e6,
         "config": "spatial_dims=2, in_channels=3, num_classes=1, embed_dim=96, depths [2,2,2,2], "
                   "depths_decoder [2,2,2,1]",
-        "source": "VM-UNet paper (27.43 M) = analytic count of JCruan519/VM-UNet, reference/architectures.md §3.1",
+        "source": "VM-UNet paper (27.43 M) = our analytic count of JCruan519/VM-UNet vmunet.py (depths [2,2,2,2]/[2,2,2,1])",
     },
     description="VSS-block U-Net with additive skips; 2D paper layout, 3D generalisation",
 )(VMUNet)

@@ -32,7 +32,8 @@ DEFAULT_ITERATIONS_PER_EPOCH = 250  # nnU-Net
 DEFAULT_VAL_ITERATIONS = 50  # nnU-Net
 DEFAULT_EPOCHS = 1000  # nnU-Net
 DEFAULT_SEED = 12345
-# Augmentation strengths (--augmentation): "default" is nnU-Net v2's pipeline (§5.5); "light" keeps
+# Augmentation strengths (--augmentation): "default" is nnU-Net v2's pipeline
+# (nnUNetTrainer.get_training_transforms); "light" keeps
 # mirroring and the spatial transform (rotation/scaling) and drops the intensity transforms;
 # "none" trains on plain random crops. benchmarks/results/budget_recipe.md compares them.
 AUGMENTATION_LEVELS = ("default", "light", "none")
@@ -226,7 +227,7 @@ def build_optimizer(name: str, params, kwargs: dict) -> "torch.optim.Optimizer":
 
 
 def load_pretrained(network: "torch.nn.Module", path: str | os.PathLike) -> tuple[int, int]:
-    """Copy every parameter whose name and shape match (nnU-Net load_pretrained_weights, §5.7).
+    """Copy every parameter whose name and shape match (nnU-Net v2 load_pretrained_weights).
 
     Returns (copied, skipped); :class:`CheckpointError` when nothing matches.
     """

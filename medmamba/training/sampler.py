@@ -30,7 +30,7 @@ def forced_foreground(batch_size: int, index: int, percent: float = FOREGROUND_O
 
 
 def rank_slice(batch_size: int, rank: int, world_size: int) -> range:
-    """Global sample indices made by ``rank``: the batch split as evenly as possible (nnU-Net §5.8)."""
+    """Global sample indices made by ``rank``: the batch split as evenly as possible (nnU-Net v2 run_training.py)."""
     if batch_size < world_size:
         from medmamba.errors import ConfigurationError
 
@@ -73,7 +73,7 @@ class PatchSampler:
         return forced_foreground(batch_size, index, percent)
 
     def pick(self, rng: np.random.Generator, force_fg: bool) -> tuple[PreprocessedCase, np.ndarray]:
-        case = self.cases[int(rng.integers(len(self.cases)))]  # uniform with replacement (nnU-Net §5.4)
+        case = self.cases[int(rng.integers(len(self.cases)))]  # uniform with replacement (nnU-Net v2 data_loader.py)
         shape = np.asarray(case.seg().shape[1:])
         patch = self._full_patch(len(shape))
         # nnU-Net get_bbox: the patch may extend past the image by half the missing size

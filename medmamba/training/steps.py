@@ -139,7 +139,8 @@ class ValidationStep:
 
 
 def pseudo_dice(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> list[float]:
-    """Per-class Dice from globally summed counts; NaN for a class never seen (nnU-Net §5.7)."""
+    """Per-class Dice from globally summed counts; NaN for a class never seen
+    (nnU-Net v2 nnUNetTrainer.on_validation_epoch_end)."""
     out = []
     for a, b, c in zip(tp.tolist(), fp.tolist(), fn.tolist()):
         denom = 2 * a + b + c

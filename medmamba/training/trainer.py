@@ -53,7 +53,7 @@ class RunState:
 
 
 def default_num_workers(device: torch.device) -> int:
-    """nnU-Net uses 12 augmentation workers capped at the CPU count (§5.4); on a CPU run the
+    """nnU-Net uses 12 augmentation workers capped at the CPU count (nnU-Net v2 default_n_proc_DA.py); on a CPU run the
     workers would compete with the network for the same cores, so we keep one per 4 cores."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if device.type == "cuda":

@@ -3,8 +3,9 @@
 Everything here is dimension-generic: ``spatial_dims`` (2 or 3) picks ``Conv2d``/``Conv3d`` etc.
 Tensors are channel-first ``(B, C, *spatial)``, float32 (or the autocast dtype).
 
-Defaults follow nnU-Net v2's ``PlainConvUNet`` / residual encoder (reference/nnunet.md §3.5 item 7,
-§5.1, §5.2): conv bias True, InstanceNorm (eps 1e-5, affine), LeakyReLU (slope 1e-2, in place),
+Defaults follow nnU-Net v2's ``PlainConvUNet`` / residual encoder (default_experiment_planner.py
+architecture kwargs; dynamic-network-architectures unet.py and initialization/weight_init.py):
+conv bias True, InstanceNorm (eps 1e-5, affine), LeakyReLU (slope 1e-2, in place),
 "same" padding ``k // 2``, downsampling by the stride of a stage's first conv, He init (a = 1e-2).
 """
 from __future__ import annotations
@@ -18,14 +19,15 @@ from torch import nn
 
 from medmamba.errors import NetworkError
 
-# nnU-Net v2 defaults (reference/nnunet.md §3.5 item 7 and §5.1 "weight init").
+# nnU-Net v2 defaults (default_experiment_planner.py architecture kwargs; dynamic-network-architectures
+# initialization/weight_init.py for the weight init).
 INSTANCE_NORM_EPS = 1e-5
 LEAKY_RELU_SLOPE = 1e-2
-# nnU-Net features per stage: min(max_features, 32 * 2**i), max 320 (3D) / 512 (2D) (nnunet.md §3.5 item 3).
+# nnU-Net features per stage: min(max_features, 32 * 2**i), max 320 (3D) / 512 (2D) (nnU-Net v2 ExperimentPlanner).
 BASE_FEATURES = 32
 MAX_FEATURES = {2: 512, 3: 320}
 # Our default depth when the planner gives none: 5 stages = 4 poolings (divisor 16 per axis), the
-# smallest depth nnU-Net plans for typical 3D patches is 5-6 (nnunet.md §3.5 item 2 examples).
+# smallest depth nnU-Net plans for typical 3D patches is 5-6 (nnU-Net v2 network_topology.py get_pool_and_conv_props).
 DEFAULT_N_STAGES = 5
 
 IntOrSeq = int | Sequence[int]
@@ -193,7 +195,7 @@ class UNetTopology:
 
     def deep_supervision_scales(self) -> list[tuple[float, ...]]:
         """Per-axis scale of each decoder output relative to the input, highest resolution first
-        (nnU-Net: ``1 / cumprod(strides)``, nnunet.md §5.3): ``n_stages - 1`` tuples."""
+        (nnU-Net: ``1 / cumprod(strides)``, nnUNetTrainer._get_deep_supervision_scales): ``n_stages - 1`` tuples."""
         scales, cum = [], [1] * self.spatial_dims
         for stride in self.strides[:-1]:
             cum = [c * s for c, s in zip(cum, stride)]
@@ -208,7 +210,7 @@ def resolve_topology(spatial_dims: int, n_stages: int | None = None,
                      base_features: int = BASE_FEATURES, max_features: int | None = None) -> UNetTopology:
     """Fill in what the planner did not give: the number of stages comes from the first list
     given (else :data:`DEFAULT_N_STAGES`); features ``min(max, base * 2**i)``; kernels 3; strides
-    1 for stage 0 and 2 after (nnU-Net's isotropic plan, nnunet.md §3.5 item 2).
+    1 for stage 0 and 2 after (nnU-Net's isotropic plan, network_topology.py).
     """
     _check_dims(spatial_dims)
     lengths = {len(v) for v in (features_per_stage, kernel_sizes, strides)

@@ -2,7 +2,7 @@
 no compiled op).
 
 DCNv4-style (Xiong et al., arXiv 2401.06197; the op HRVMamba puts inside its DSS2D,
-architectures.md §5.1): value = Linear(x); for every voxel p, group g and kernel point k, an
+HRVMamba hrvmamba.py / DCNv4 dcnv4.py): value = Linear(x); for every voxel p, group g and kernel point k, an
 offset Δ and a modulation scalar m are predicted by one Linear from x (optionally after a
 depthwise conv); out_g(p) = Σ_k m_gk(p) · value_g(p + p_k + Δ_gk(p)) (bilinear/trilinear
 sampling, zeros outside); out = Linear(out). As in DCNv4 the modulation is not softmax-normalised
@@ -33,7 +33,7 @@ class DeformableConv(nn.Module):
         kernel_size: sampling grid k per axis (k^d points); dilation: spacing of the grid (voxels).
         offset_scale: multiplier of the predicted offsets (DCNv4 default 1.0).
         dw_kernel_size: depthwise conv applied to x before predicting offsets (None = none;
-            HRVMamba uses 3 only when C % 80 == 0, architectures.md §5.1).
+            HRVMamba uses 3 only when C % 80 == 0, HRVMamba hrvmamba.py).
         output_bias: bias of the output projection (HRVMamba: False).
         pointwise: keep DCNv4's value/output Linear projections (DCNv4 default ``True``).
             HRVMamba's published sizes (Tiny/Small/Base 2/8/47 M) are matched only without them:

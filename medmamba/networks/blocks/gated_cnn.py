@@ -1,6 +1,6 @@
 """MambaOut's gated CNN: the "no SSM" ablation of every Mamba network here.
 
-MambaOut (Yu & Wang, arXiv 2405.07992; architectures.md §6.7): on LN(x),
+MambaOut (Yu & Wang, arXiv 2405.07992; yuweihao/MambaOut models/mambaout.py): on LN(x),
 fc1: C → 2·hidden (hidden = 8/3·C), split into g (hidden), i (hidden − C_conv) and c (C_conv =
 conv_ratio·C); depthwise 7×7 conv on c only; out = fc2(GELU(g) ⊙ [i, DWConv(c)]), hidden → C.
 

@@ -1,15 +1,16 @@
 """Mamba block on flattened tokens, one or several scan routes each with its own causal conv.
 
-This is the Mamba block of reference/architectures.md §1.4 (in_proj -> causal depthwise conv1d ->
-SiLU -> x_proj -> selective scan -> gate -> out_proj) generalised to K routes the way SegMamba's
-ToM block (§6.2, ``bimamba_type="v3"``) does it: in_proj/out_proj are shared, and every route k has
+This is the Mamba block of Gu & Dao 2023 (arXiv 2312.00752; state-spaces/mamba mamba_simple.py):
+in_proj -> causal depthwise conv1d -> SiLU -> x_proj -> selective scan -> gate -> out_proj,
+generalised to K routes the way SegMamba's ToM block (segmamba.py, ``bimamba_type="v3"``)
+does it: in_proj/out_proj are shared, and every route k has
 its own conv1d, x_proj, dt_proj, A_log and D. Route k's causal conv runs along route k's visiting
 order; the scan of every route is :func:`medmamba.kernels.ops.multi_route_scan`, whose gather and
 scatter happen inside the kernel. The per-route outputs are summed, then gated by SiLU(z) (gating
 each route and summing, as SegMamba does, is the same thing because z is shared).
 
 With ``routes="raster"`` (K = 1) this is exactly ``mamba_ssm.Mamba`` on a raster-flattened
-volume — U-Mamba's layer (§6.1). With ``routes="tom"`` it is SegMamba's ToM.
+volume — U-Mamba's layer (UMambaBot_3d.py MambaLayer). With ``routes="tom"`` it is SegMamba's ToM.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from medmamba.errors import NetworkError
 from medmamba.kernels.ops import multi_route_scan
 from medmamba.kernels.routes import ROUTE_SETS, build_routes, inverse_route
 
-# Mamba defaults (reference/architectures.md §1.4 and §1.5, mamba_simple.py).
+# Mamba defaults (Gu & Dao 2023, state-spaces/mamba mamba_simple.py).
 D_STATE = 16
 D_CONV = 4
 EXPAND = 2
@@ -81,13 +82,13 @@ class RouteMamba(nn.Module):
         self.D = nn.Parameter(torch.empty(k, di))
         self.out_proj = nn.Linear(di, d_model, bias=False)
         for p in (self.A_log, self.D):
-            p._no_weight_decay = True  # type: ignore[attr-defined]  # Mamba: no weight decay (§1.5)
+            p._no_weight_decay = True  # type: ignore[attr-defined]  # Mamba: no weight decay (mamba_simple.py)
         self._route_cache: dict[tuple, tuple[torch.Tensor, list[torch.Tensor | None]]] = {}
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Mamba's init (reference/architectures.md §1.5)."""
+        """Mamba's init (state-spaces/mamba mamba_simple.py ``Mamba.__init__``)."""
         # conv1d / x_proj: PyTorch's default (Kaiming-uniform a=sqrt(5)) bounds for their fan-in.
         bound = 1.0 / math.sqrt(self.d_conv)
         self.conv_weight.uniform_(-bound, bound)
@@ -124,12 +125,12 @@ class RouteMamba(nn.Module):
         xz = self.in_proj(x)
         xs, z = xz.chunk(2, dim=-1)                     # (B, L, d_inner) each, raster order
         r, n = self.dt_rank, self.d_state
-        A = -torch.exp(self.A_log.float())              # (K, d_inner, N), fp32 (§1.4 step 5)
+        A = -torch.exp(self.A_log.float())              # (K, d_inner, N), fp32 (mamba_simple.py)
         y = None
         for k in range(self.n_routes):
             inv = inverses[k]
             seq = xs if inv is None else xs.index_select(1, routes[k])   # route order
-            # causal depthwise conv along the route: left-pad d_conv - 1, keep L outputs (§1.4 step 2)
+            # causal depthwise conv along the route: left-pad d_conv - 1, keep L outputs (mamba_simple.py)
             u = F.conv1d(F.pad(seq.transpose(1, 2), (self.d_conv - 1, 0)),
                          self.conv_weight[k].unsqueeze(1), self.conv_bias[k], groups=self.d_inner)
             u = F.silu(u).transpose(1, 2)
@@ -137,8 +138,8 @@ class RouteMamba(nn.Module):
                 u = u.index_select(1, inv)              # back to raster order for the kernel
             dbc = F.linear(u, self.x_proj_weight[k])    # (B, L, R + 2N)
             dt_low, b_, c_ = dbc.split([r, n, n], dim=-1)
-            delta = F.linear(dt_low, self.dt_proj_weight[k])   # bias goes in as delta_bias (§1.4 step 4)
-            # multi_route_scan turns autocast off inside and keeps fp32 state itself (§7.3)
+            delta = F.linear(dt_low, self.dt_proj_weight[k])   # bias goes in as delta_bias (mamba_simple.py)
+            # multi_route_scan turns autocast off inside and keeps fp32 state itself (AMP NaNs: state-spaces/mamba#6)
             y_k = multi_route_scan(
                 u.contiguous(), delta.unsqueeze(1).contiguous(), A[k:k + 1],
                 b_.unsqueeze(1).contiguous(), c_.unsqueeze(1).contiguous(),

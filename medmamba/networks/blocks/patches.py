@@ -1,6 +1,6 @@
 """Patch embedding, merging (downsampling) and expanding (upsampling), 2D and 3D, channel-last.
 
-Swin/VMamba/VM-UNet layers (architectures.md §2.5, §3.1), generalised to 3D by treating the
+Swin/VMamba/VM-UNet layers (VMamba vmamba.py ``PatchMerging2D``; VM-UNet vmunet.py), generalised to 3D by treating the
 depth axis like the other two:
 
 - :class:`PatchEmbed`: Conv k=p s=p (in → C) + LayerNorm; ``(B, C_in, *S) -> (B, *S/p, C)``.
@@ -23,7 +23,7 @@ from medmamba.networks.blocks.conv import conv_class
 
 __all__ = ["PatchEmbed", "PatchMerging", "PatchExpand", "pixel_shuffle_last"]
 
-# Swin/VMamba patch layers use nn.LayerNorm's default eps (VMamba vmamba.py, architectures.md §2.5).
+# Swin/VMamba patch layers use nn.LayerNorm's default eps (MzeroMiko/VMamba classification/models/vmamba.py).
 _PATCH_LN_EPS = 1e-5
 
 

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 __all__ = ["LN_EPS", "DropPath"]
 
-# LayerNorm eps of VMamba/VM-UNet blocks and MambaOut (architectures.md §6.7: eps 1e-6).
+# LayerNorm eps of VMamba/VM-UNet blocks and MambaOut (VMamba vmamba.py, MambaOut mambaout.py: eps 1e-6).
 LN_EPS = 1e-6
 
 

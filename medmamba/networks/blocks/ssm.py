@@ -9,8 +9,9 @@
   mixer is chosen by name (``"ssm"`` or ``"gated_cnn"``, the MambaOut ablation).
 
 All tensors are channel-last: spatial mixers take ``(B, *spatial, C)`` and return the same shape.
-Facts and defaults: /work/shared/reference/architectures.md §1.4–1.5 (Mamba), §2.2–2.5 (SS2D,
-VSSBlock), §6.6 (Vim). Kernels: ``medmamba.kernels.ops.multi_route_scan``.
+Facts and defaults: state-spaces/mamba mamba_simple.py (Mamba), MzeroMiko/VMamba
+classification/models/vmamba.py (SS2D, VSSBlock), hustvl/Vim models_mamba.py (Vim).
+Kernels: ``medmamba.kernels.ops.multi_route_scan``.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ __all__ = [
     "a_log_init",
 ]
 
-# Mamba defaults (architectures.md §1.4/§1.5): dt sampled log-uniform in [0.001, 0.1],
+# Mamba defaults (state-spaces/mamba mamba_simple.py): dt sampled log-uniform in [0.001, 0.1],
 # floored at 1e-4, dt_proj weight ~ U(±R^-1/2 · dt_scale).
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4
 def default_routes(spatial_dims: int) -> str:
@@ -62,14 +63,14 @@ def as_route_schedule(routes: str | Sequence[str] | RouteSchedule | None,
 def init_dt_bias(n_routes: int, channels: int, dt_min: float = DT_MIN, dt_max: float = DT_MAX,
                  floor: float = DT_INIT_FLOOR) -> torch.Tensor:
     """Mamba dt bias ``(n_routes, channels)`` float32: inverse softplus of dt ~ logU[dt_min, dt_max]
-    (architectures.md §1.5), so softplus(bias) starts inside [dt_min, dt_max]."""
+    (mamba_simple.py dt_proj init), so softplus(bias) starts inside [dt_min, dt_max]."""
     dt = torch.exp(torch.rand(n_routes, channels) * (math.log(dt_max) - math.log(dt_min))
                    + math.log(dt_min)).clamp(min=floor)
     return dt + torch.log(-torch.expm1(-dt))
 
 
 def a_log_init(n_routes: int, channels: int, d_state: int) -> torch.Tensor:
-    """S4D-real init: A_log[k, c, n] = log(n + 1) (architectures.md §1.5), float32."""
+    """S4D-real init: A_log[k, c, n] = log(n + 1) (mamba_simple.py, S4D-real), float32."""
     a = torch.arange(1, d_state + 1, dtype=torch.float32)
     return torch.log(a).expand(n_routes, channels, d_state).clone()
 
@@ -92,7 +93,7 @@ class MultiRouteSSM(nn.Module):
 
     in_proj → (depthwise or deformable) conv → SiLU → per-route x_proj to (dt, B, C) computed
     once on raster-order tokens → multi_route_scan (sum over routes) → out_norm → ⊙ SiLU(z)
-    → out_proj (architectures.md §2.2–2.3).
+    → out_proj (VMamba vmamba.py ``SS2D``).
 
     Args:
         d_model: channels C of the input/output.
@@ -102,7 +103,7 @@ class MultiRouteSSM(nn.Module):
         layer_index: position of this layer in its network (picks the routes of a rotating schedule).
         d_state: N. ssm_ratio: d_inner / d_model. dt_rank: R, ``"auto"`` = ceil(C / 16).
         d_conv: kernel of the depthwise conv (VMamba 3); 0 or 1 disables it.
-        conv: ``"depthwise"`` or ``"deformable"`` (HRVMamba's DSS2D, architectures.md §5.1).
+        conv: ``"depthwise"`` or ``"deformable"`` (HRVMamba's DSS2D, hrvmamba.py).
         deform_pointwise: value/output projections inside the deformable conv (see DeformableConv).
         gate: keep the z branch (``False`` = VMamba ``_noz``).
         backend: scan backend passed to ``multi_route_scan``.
@@ -148,7 +149,7 @@ class MultiRouteSSM(nn.Module):
             from medmamba.networks.blocks.deformable import DeformableConv
 
             # HRVMamba: DCNv4 on d_inner channels with group = dt_rank, kernel 3; its offset
-            # generator gets a depthwise 3×3 only when C % 80 == 0 (§5.1).
+            # generator gets a depthwise 3×3 only when C % 80 == 0 (HRVMamba hrvmamba.py).
             self.conv: nn.Module | None = DeformableConv(
                 d_inner, spatial_dims, groups=rank, kernel_size=3, output_bias=False,
                 dw_kernel_size=3 if d_model % 80 == 0 else None, pointwise=deform_pointwise)
@@ -161,7 +162,7 @@ class MultiRouteSSM(nn.Module):
         else:
             raise NetworkError(f"conv must be 'depthwise' or 'deformable', got {conv!r}")
 
-        # Per-route parameters, raw Parameters as in VMamba (§2.2) so a model-wide Linear re-init
+        # Per-route parameters, raw Parameters as in VMamba (vmamba.py mamba_init) so a model-wide Linear re-init
         # leaves them alone.
         bound = rank ** -0.5
         self.x_proj_weight = nn.Parameter(
@@ -172,7 +173,7 @@ class MultiRouteSSM(nn.Module):
         self.A_logs = nn.Parameter(a_log_init(n_routes, d_inner, d_state))
         self.Ds = nn.Parameter(torch.ones(n_routes, d_inner))
         for p in (self.A_logs, self.Ds):
-            p._no_weight_decay = True  # type: ignore[attr-defined]  # Mamba: no decay (§1.5)
+            p._no_weight_decay = True  # type: ignore[attr-defined]  # Mamba: no decay (mamba_simple.py)
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, d_model, bias=bias)
         self._route_cache: dict[tuple, torch.Tensor] = {}
@@ -231,7 +232,7 @@ class MambaMixer(nn.Module):
     in_proj → x, z; per direction: causal depthwise conv1d (kernel ``d_conv``) → SiLU → x_proj →
     dt_proj → scan with gate z; the backward direction has its own conv/x_proj/dt/A/D and scans
     the reversed sequence; the two are summed (halved when ``divide_out``) → out_proj
-    (architectures.md §1.4, §6.6).
+    (mamba_simple.py; hustvl/Vim models_mamba.py).
 
     Shapes: ``forward(x: (B, L, C)) -> (B, L, C)``.
     """
@@ -275,7 +276,7 @@ class MambaMixer(nn.Module):
                 order = torch.arange(length - 1, -1, -1, device=x.device)
             u = F.silu(u).transpose(1, 2).contiguous()  # (B, L, d_inner)
             dt, b_ssm, c_ssm = torch.split(x_proj(u), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-            delta = F.linear(dt, dt_proj.weight)  # bias goes in as delta_bias (§1.4 step 4)
+            delta = F.linear(dt, dt_proj.weight)  # bias goes in as delta_bias (mamba_simple.py)
             y = multi_route_scan(
                 u, delta[:, None].contiguous(), -torch.exp(self.A_logs[k:k + 1].float()),
                 b_ssm[:, None].contiguous(), c_ssm[:, None].contiguous(), D=self.Ds[k:k + 1], z=z,
@@ -310,7 +311,7 @@ def build_mixer(kind: str, d_model: int, spatial_dims: int, **kwargs: Any) -> nn
 
 
 class VSSBlock(nn.Module):
-    """VMamba VSS block (pre-norm, architectures.md §2.5):
+    """VMamba VSS block (pre-norm, vmamba.py ``VSSBlock``):
     ``x ← x + DropPath(mixer(LN(x)))``; if ``mlp_ratio > 0``: ``x ← x + DropPath(MLP(LN(x)))``.
 
     ``mixer`` is ``"ssm"`` (MultiRouteSSM), ``"gated_cnn"`` (MambaOut ablation) or an already
