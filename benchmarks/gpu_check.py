@@ -306,10 +306,15 @@ def section_parity(ctx: dict, clock: Clock) -> dict:
     batch, channels, n_state = (1, 8, 3) if tiny else (2, 24, 16)
     out.update(batch=batch, channels=channels, d_state=n_state)
 
-    # what "auto" does on this device: triton on CUDA once its self-test passed, torch elsewhere
+    # what "auto" does on this device: triton on CUDA once its self-test passed; on the CPU the fused
+    # C++ kernel (which itself falls back to torch when its build or self-test failed); never triton off CUDA
     resolved = resolve_backend("auto", device)
-    auto = {"resolved": resolved,
-            "expected": "triton" if device.type == "cuda" else "torch (auto never picks triton off CUDA)"}
+    expected = "triton" if device.type == "cuda" else "cpp"
+    auto = {"resolved": resolved, "expected": expected}
+    if device.type == "cpu":
+        from medmamba.kernels.cpp_scan import cpp_scan_status
+
+        auto["cpp_fallback_reason"] = cpp_scan_status()
     if device.type == "cuda":
         passed = auto["self_test_passed"] = triton_verified(device)
     else:  # interpreter self-test: tests/test_kernels_triton.py runs it; here it would only cost time
@@ -325,7 +330,7 @@ def section_parity(ctx: dict, clock: Clock) -> dict:
             a = _call(leaves, routes, "auto", 2)
             b = _call(leaves, routes, "triton", 2)
         auto["auto_output_equals_triton"] = bool(torch.equal(a, b))
-    auto["ok"] = bool(passed and resolved == ("triton" if device.type == "cuda" else "torch")
+    auto["ok"] = bool(passed and resolved == expected
                       and auto.get("auto_output_equals_triton", True))
     out["auto"] = auto
 
