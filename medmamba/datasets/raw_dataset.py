@@ -136,6 +136,11 @@ def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
             )
     if labels.get("background") != 0:
         raise DatasetError("'labels' must contain \"background\": 0", path=path)
+    from medmamba.datasets.case_checks import label_declaration_problems
+
+    problems = label_declaration_problems(labels, "regions_class_order" in data)
+    if problems:
+        raise DatasetError(problems[0], path=path)
     if not isinstance(data["numTraining"], int) or isinstance(data["numTraining"], bool) or data["numTraining"] < 0:
         raise DatasetError(f"'numTraining' must be a non-negative int, got {data['numTraining']!r}", path=path)
     ending = data["file_ending"]
@@ -179,19 +184,26 @@ def find_cases_in_folder(
     """Cases in a folder of ``{case}_{cccc}{file_ending}`` files (sorted by case id).
 
     ``labels_dir`` (optional) supplies ``{case}{file_ending}`` labels. With ``strict``, a case with
-    a missing channel file raises DatasetError naming the missing file; otherwise such cases
-    are skipped. Files that do not follow the pattern are ignored (``medmamba verify`` reports them).
+    a missing channel file, an image or label named like a case that is not a regular file (dangling
+    symlink, symlink loop, folder) and a label without images raise DatasetError naming the file;
+    otherwise such cases are skipped. Files that do not follow the pattern are ignored (``medmamba verify`` reports them).
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise DatasetError("image folder not found", path=images_dir)
     channels: dict[str, dict[int, Path]] = {}
-    for entry in images_dir.iterdir():
-        if entry.name.startswith(".") or not entry.is_file():
+    for entry in sorted(images_dir.iterdir()):
+        if entry.name.startswith("."):
             continue
         parsed = case_id_from_image(entry.name, file_ending)
-        if parsed is not None:
-            channels.setdefault(parsed[0], {})[parsed[1]] = entry
+        if parsed is None:
+            continue
+        problem = not_a_file(entry)
+        if problem:
+            if strict:
+                raise DatasetError(f"{problem}; a case would be dropped (fix or remove it)", path=entry)
+            continue
+        channels.setdefault(parsed[0], {})[parsed[1]] = entry
     if not channels:
         raise DatasetError(
             f"no images named CASE_0000{file_ending} found (inputs need the _0000 channel suffix)", path=images_dir
@@ -207,9 +219,42 @@ def find_cases_in_folder(
         label = None
         if labels_dir is not None:
             candidate = Path(labels_dir) / f"{case_id}{file_ending}"
-            label = candidate if candidate.is_file() else None
+            if candidate.is_file():
+                label = candidate
+            elif strict and (candidate.exists() or candidate.is_symlink()):
+                raise DatasetError(f"{not_a_file(candidate)}; a case would be dropped (fix or remove it)",
+                                   path=candidate)
         cases.append(Case(case_id, [files[c] for c in range(n_channels)], label))
+    if strict and labels_dir is not None and Path(labels_dir).is_dir():
+        for entry in sorted(Path(labels_dir).iterdir()):
+            if entry.name.startswith(".") or not entry.name.endswith(file_ending):
+                continue
+            case_id = entry.name[: -len(file_ending)]
+            if case_id not in channels:
+                raise DatasetError(f"label without images: no {case_id}_0000{file_ending} in {images_dir.name} "
+                                   "(a case would be dropped; add its images or remove the label)", path=entry)
     return cases
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path`` is not a readable regular file ("" when it is): a dangling symlink, a symlink
+    loop, a folder, something missing."""
+    if path.is_file():
+        return ""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "symlink loop"
+        except OSError as err:
+            if "loop" in str(err).lower() or getattr(err, "errno", None) == 40:
+                return "symlink loop"
+            return f"dangling symlink (points to {os.readlink(path)})"
+    if path.is_dir():
+        return "a folder where an image file belongs"
+    if not path.exists():
+        return "file not found"
+    return "not a regular file"
 
 
 def list_cases(folder: str | os.PathLike, split: str = "Tr") -> list[Case]:
@@ -250,6 +295,10 @@ def _cases_from_json(folder: Path, dataset_json: dict[str, Any]) -> list[Case]:
             label = _resolve(folder, entry["label"])
         except (KeyError, TypeError) as err:
             raise DatasetError(f"entry {case_id!r} of 'dataset' needs 'images' (list) and 'label'", path=folder / "dataset.json") from err
+        for path in [*images, label]:
+            problem = not_a_file(path)
+            if problem:
+                raise DatasetError(f"{problem}: file of case {case_id!r} listed in dataset.json", path=path)
         cases.append(Case(case_id, images, label))
     return cases
 

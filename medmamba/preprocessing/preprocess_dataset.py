@@ -9,6 +9,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
+from medmamba.devices import available_memory_bytes  # noqa: F401  (re-exported for the planner)
 from medmamba.errors import MedmambaError
 from medmamba.formats.plans import Plans
 
@@ -126,21 +127,6 @@ def copy_user_splits(raw_dataset_folder: str | os.PathLike, preprocessed_dataset
     write_splits(target, splits)
     logger.info("copied user splits %s to %s", source, target)
     return True
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def preprocessing_bytes_per_case(fingerprint: dict, plans: Plans, configurations: Sequence[str],
