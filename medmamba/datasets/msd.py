@@ -19,7 +19,7 @@ from typing import Any
 
 from medmamba.atomic import atomic_write_json
 from medmamba.datasets.image_io import read_image, write_image
-from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name
+from medmamba.datasets.raw_dataset import check_dataset_id, dataset_folder_name, parse_dataset_folder_name
 from medmamba.errors import DatasetError
 from medmamba.formats.json_io import read_json
 
@@ -136,9 +136,7 @@ def convert_msd_dataset(
     m = _TASK_NAME.match(task.name)
     if m is None:
         raise DatasetError("folder name must look like TaskXX_Name (e.g. Task05_Prostate)", path=task)
-    dataset_id = int(m.group(1)) if dataset_id is None else int(dataset_id)
-    if not 0 < dataset_id < 1000:
-        raise DatasetError(f"dataset id must be 1..999, got {dataset_id}", path=task)
+    dataset_id = check_dataset_id(m.group(1) if dataset_id is None else dataset_id)
     msd = _msd_json(task)
     n_channels = len(msd["modality"])
     labels = convert_msd_labels(msd["labels"], task / "dataset.json")

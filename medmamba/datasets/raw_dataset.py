@@ -38,9 +38,26 @@ class Case:
     label_file: Path | None = None
 
 
+# nnU-Net's dataset ids: integers 1..999, written with three digits (DatasetXXX_Name).
+DATASET_ID_RANGE = (1, 999)
+
+
+def check_dataset_id(dataset_id: object) -> int:
+    """``dataset_id`` as an int in 1..999, else a one-line ConfigurationError (every place that turns
+    an id into a folder name or looks one up goes through this, so a made folder can be addressed)."""
+    from medmamba.errors import ConfigurationError
+
+    text = str(dataset_id).strip()
+    if isinstance(dataset_id, bool) or not re.fullmatch(r"[+-]?\d+", text) or not (
+            DATASET_ID_RANGE[0] <= int(text) <= DATASET_ID_RANGE[1]):
+        raise ConfigurationError(f"dataset id must be an integer {DATASET_ID_RANGE[0]}..{DATASET_ID_RANGE[1]} "
+                                 f"(as in nnU-Net), got {dataset_id!r}")
+    return int(text)
+
+
 def dataset_folder_name(dataset_id: int, name: str) -> str:
-    """``(5, "Prostate") -> "Dataset005_Prostate"``."""
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    """``(5, "Prostate") -> "Dataset005_Prostate"``; the id must be 1..999."""
+    return f"Dataset{check_dataset_id(dataset_id):03d}_{name}"
 
 
 def parse_dataset_folder_name(folder_name: str) -> tuple[int, str] | None:
@@ -89,8 +106,8 @@ def find_dataset_folder(
     available = _available(root)
     hint = f"available: {', '.join(available)}" if available else f"the {kind} folder holds no DatasetXXX_Name folders"
     hint += f"; {missing_hint}" if missing_hint else ""
-    if text.isdigit():
-        dataset_id = int(text)
+    if re.fullmatch(r"[+-]?\d+", text):
+        dataset_id = check_dataset_id(text)
         matches = [n for n in available if parse_dataset_folder_name(n)[0] == dataset_id]  # type: ignore[index]
         if not matches:
             raise error(f"no dataset with id {dataset_id} ({hint})", path=root)
