@@ -25,7 +25,7 @@ import numpy as np
 
 from medmamba.atomic import atomic_write_bytes
 from medmamba.datasets.geometry import ImageGeometry, geometry_differences
-from medmamba.errors import GeometryError, ImageReadError
+from medmamba.errors import DatasetError, GeometryError, ImageReadError
 
 __all__ = [
     "ImageGeometry",
@@ -57,6 +57,28 @@ def file_ending(path: str | os.PathLike) -> str:
     return Path(name).suffix
 
 
+def not_a_file(path: str | os.PathLike) -> str:
+    """Why ``path`` is not a readable regular file ("" when it is): a dangling symlink, a symlink
+    loop, a folder, something missing."""
+    path = Path(path)
+    if path.is_file():
+        return ""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "symlink loop"
+        except OSError as err:
+            if getattr(err, "errno", None) == 40 or "loop" in str(err).lower():
+                return "symlink loop"
+            return f"dangling symlink (points to {os.readlink(path)})"
+    if path.is_dir():
+        return "a folder where an image file belongs"
+    if not path.exists():
+        return "file not found"
+    return "not a regular file"
+
+
 def is_nifti(path: str | os.PathLike) -> bool:
     return file_ending(path) in NIFTI_ENDINGS
 
@@ -78,14 +100,15 @@ def read_image(path: str | os.PathLike, allow_4d: bool = False) -> tuple[np.ndar
             or a 4D image when ``allow_4d`` is False. The message names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError("file not found", path=path)
+    problem = not_a_file(path)
+    if problem:
+        raise ImageReadError(problem, path=path)
     try:
         if is_nifti(path):
             array, geometry = _read_nifti(path)
         else:
             array, geometry = _read_sitk(path)
-    except ImageReadError:
+    except DatasetError:  # ImageReadError, GeometryError: already one line naming the file
         raise
     except Exception as err:  # nibabel/SimpleITK raise many types for corrupt files
         raise ImageReadError(f"cannot read image ({type(err).__name__}: {_first_line(err)})", path=path) from err
@@ -116,6 +139,12 @@ def _native(array: np.ndarray) -> np.ndarray:
 def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry]:
     import nibabel as nib
 
+    raw_header = _raw_nifti_header(path)
+    if raw_header is not None:  # checked as stored: nibabel's loader would silently "fix" a zero pixdim
+        dims = [int(d) for d in raw_header["dim"][1: int(raw_header["dim"][0]) + 1]]
+        while len(dims) > 3 and dims[-1] == 1:
+            dims = dims[:-1]
+        _check_nifti_geometry(path, raw_header, min(max(len(dims), 2), 3))
     img = nib.load(str(path))
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
         raise ImageReadError(f"not a NIfTI-1/2 image ({type(img).__name__})", path=path)
@@ -128,9 +157,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry]:
     if len(shape) < 2 or len(shape) > 4:
         raise ImageReadError(f"unsupported image dimensionality: shape {full_shape}", path=path)
     on_disk = np.dtype(img.get_data_dtype()).newbyteorder("=")
-    check_claimed_size(path, full_shape, on_disk.itemsize, int(hdr["vox_offset"]),
+    check_claimed_size(path, full_shape, on_disk.itemsize, int(getattr(img.dataobj, "offset", 352)),
                        "deflate" if file_ending(path) == ".nii.gz" else "raw")
-    _check_nifti_geometry(path, hdr, min(len(shape), 3))
     proxy = img.dataobj
     slope = float(getattr(proxy, "slope", 1.0))
     inter = float(getattr(proxy, "inter", 0.0))
@@ -213,6 +241,30 @@ def check_claimed_size(path: Path, shape: Sequence[int], itemsize: int, offset: 
                              f"{available / 1e9:.3g} GB are available (header shape {tuple(shape)})", path=path)
 
 
+def _raw_nifti_header(path: Path) -> Any:
+    """The header exactly as stored (nibabel's ``check=False``), or None when it is not NIfTI-1/2
+    (then nibabel's own error names the problem)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            block = fh.read(540)
+    except Exception:  # unreadable/corrupt gzip: nib.load reports it
+        return None
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(block) < size:
+            continue
+        for order in ("<", ">"):
+            if int(np.frombuffer(block[:4], dtype=f"{order}i4")[0]) == size:
+                try:
+                    return klass(block[:size], endianness=order, check=False)
+                except Exception:
+                    return None
+    return None
+
+
 def _check_nifti_geometry(path: Path, hdr: Any, n: int) -> None:
     """Refuse geometry medmamba would otherwise change or invent: non-mm units, zero/negative/NaN
     pixdim, a NaN or singular qform/sform. Never replaced by a guess such as 1 mm."""
@@ -228,8 +280,11 @@ def _check_nifti_geometry(path: Path, hdr: Any, n: int) -> None:
     for name, code, getter in (("sform", scode, hdr.get_sform), ("qform", qcode, hdr.get_qform)):
         if code <= 0:
             continue
-        with np.errstate(all="ignore"):
-            affine = np.asarray(getter(), dtype=np.float64)
+        try:
+            with np.errstate(all="ignore"):
+                affine = np.asarray(getter(), dtype=np.float64)
+        except Exception as err:  # e.g. a quaternion nibabel cannot turn into a rotation
+            raise GeometryError(f"{name} (code {code}) is invalid ({type(err).__name__}: {err})", path=path) from None
         block = affine[:3, :n]
         if not np.isfinite(affine).all():
             raise GeometryError(f"{name} (code {code}) holds NaN or infinite values", path=path)

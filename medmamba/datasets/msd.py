@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from medmamba.atomic import atomic_write_json
-from medmamba.datasets.image_io import read_image, write_image
+from medmamba.datasets.image_io import not_a_file, read_image, write_image
 from medmamba.datasets.raw_dataset import check_dataset_id, dataset_folder_name, parse_dataset_folder_name
 from medmamba.errors import DatasetError
 from medmamba.formats.json_io import read_json
@@ -63,8 +63,6 @@ def convert_msd_labels(msd_labels: dict[str, str], path: Path) -> dict[str, int]
 def _image_files(directory: Path) -> list[Path]:
     """Every ``*.nii.gz`` of ``directory``; one that is not a regular file (dangling symlink, loop,
     folder) is an error naming it, never a silently dropped case."""
-    from medmamba.datasets.raw_dataset import not_a_file
-
     # MSD archives contain macOS "._case.nii.gz" resource forks: skip every hidden file.
     files = sorted(p for p in directory.iterdir() if p.name.endswith(_ENDING) and not p.name.startswith("."))
     for p in files:
@@ -77,8 +75,6 @@ def _image_files(directory: Path) -> list[Path]:
 def _check_listed_cases(task: Path, msd: dict[str, Any], train: list[Path]) -> None:
     """MSD's ``training`` list and ``numTraining`` must agree with imagesTr/labelsTr: a listed case
     whose files are missing, or a count that differs, is an error (never a rewritten numTraining)."""
-    from medmamba.datasets.raw_dataset import not_a_file
-
     path = task / "dataset.json"
     listed = msd.get("training")
     if isinstance(listed, list):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmamba.datasets.image_io import not_a_file
 from medmamba.errors import DatasetError, MedmambaError
 from medmamba.formats.json_io import read_json
 
@@ -251,27 +252,6 @@ def find_cases_in_folder(
                 raise DatasetError(f"label without images: no {case_id}_0000{file_ending} in {images_dir.name} "
                                    "(a case would be dropped; add its images or remove the label)", path=entry)
     return cases
-
-
-def not_a_file(path: Path) -> str:
-    """Why ``path`` is not a readable regular file ("" when it is): a dangling symlink, a symlink
-    loop, a folder, something missing."""
-    if path.is_file():
-        return ""
-    if path.is_symlink():
-        try:
-            path.resolve(strict=True)
-        except RuntimeError:
-            return "symlink loop"
-        except OSError as err:
-            if "loop" in str(err).lower() or getattr(err, "errno", None) == 40:
-                return "symlink loop"
-            return f"dangling symlink (points to {os.readlink(path)})"
-    if path.is_dir():
-        return "a folder where an image file belongs"
-    if not path.exists():
-        return "file not found"
-    return "not a regular file"
 
 
 def list_cases(folder: str | os.PathLike, split: str = "Tr") -> list[Case]:

@@ -33,7 +33,6 @@ from medmamba.datasets.raw_dataset import (
     case_id_from_image,
     declared_label_values,
     load_dataset_json,
-    not_a_file,
     num_channels,
 )
 from medmamba.errors import MedmambaError
@@ -113,9 +112,7 @@ def _listing(directory: Path, report: VerifyReport) -> list[Path]:
             report.warn(entry, "hidden file ignored")
         elif entry.is_dir():
             report.error(entry, "unexpected folder (only image files belong here)")
-        elif not entry.is_file():
-            report.error(entry, not_a_file(entry))
-        else:
+        else:  # a dangling symlink or loop is kept: reading it reports the problem, naming it
             files.append(entry)
     return files
 
