@@ -443,14 +443,10 @@ def test_training_refuses_user_splits_of_a_subset(make_preprocessed, tmp_path, c
     assert _checksums(folder) == before
 
 
-def test_predict_refuses_a_checkpoint_trained_for_another_dataset(tmp_path, capsys):
-    """A 3-class checkpoint copied into a model folder whose plans/dataset.json say 5 classes."""
-    import torch
+THREE = {"background": 0, "a": 1, "b": 2}
 
-    from medmamba.networks.registry import build_network
 
-    kwargs = {"spatial_dims": 3, "in_channels": 1, "num_classes": 3, "n_stages": 2, "features_per_stage": [4, 8],
-              "deep_supervision": False}
+def _plans(labels: dict, kwargs: dict) -> dict:
     config = {"data_identifier": "medmambaPlans_3d_fullres", "spatial_dims": 3, "spacing": [1.0, 1.0, 1.0],
               "patch_size": [8, 8, 8], "batch_size": 2, "median_image_size_in_voxels": [8, 8, 6],
               "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
@@ -458,38 +454,74 @@ def test_predict_refuses_a_checkpoint_trained_for_another_dataset(tmp_path, caps
               "network": {"name": "plain_unet", "kwargs": kwargs}, "mirror_axes": [0, 1, 2]}
     stats = {"mean": 0.0, "median": 0.0, "std": 1.0, "min": -1.0, "max": 1.0, "percentile_00_5": -1.0,
              "percentile_99_5": 1.0}
+    return {"format_version": 1, "dataset_name": DATASET, "plans_name": "medmambaPlans",
+            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+            "original_median_spacing_after_transp": [1.0, 1.0, 1.0], "original_median_shape_after_transp": [8, 8, 6],
+            "foreground_intensity_properties_per_channel": {"0": stats}, "channel_names": {"0": "MR"},
+            "labels": labels, "file_ending": ".nii.gz", "configurations": {"3d_fullres": config}}
 
-    def plans(labels):
-        return {"format_version": 1, "dataset_name": DATASET, "plans_name": "medmambaPlans",
-                "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-                "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-                "original_median_shape_after_transp": [8, 8, 6],
-                "foreground_intensity_properties_per_channel": {"0": stats}, "channel_names": {"0": "MR"},
-                "labels": labels, "file_ending": ".nii.gz", "configurations": {"3d_fullres": config}}
 
-    three = {"background": 0, "a": 1, "b": 2}
-    five = {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4}
-    model = tmp_path / "results" / DATASET / "plain_unet__medmambaPlans__3d_fullres"
+def _model_folder(results: Path, labels: dict = THREE, folder_labels: dict | None = None) -> Path:
+    """An (untrained) plain_unet model folder with one fold; plans.json/dataset.json as training
+    writes them, for ``folder_labels`` (default: the checkpoint's labels)."""
+    import torch
+
+    from medmamba.networks.registry import build_network
+
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "num_classes": len(labels), "n_stages": 2,
+              "features_per_stage": [4, 8], "deep_supervision": False}
+    model = results / DATASET / "plain_unet__medmambaPlans__3d_fullres"
+    dataset_json = {"channel_names": {"0": "MR"}, "labels": labels, "numTraining": 3, "file_ending": ".nii.gz"}
     ckpt = {"format_version": 1, "network_name": "plain_unet", "network_kwargs": kwargs,
-            "state_dict": build_network("plain_unet", **kwargs).state_dict(), "plans": plans(three),
-            "configuration": "3d_fullres",
-            "dataset_json": {"channel_names": {"0": "MR"}, "labels": three, "numTraining": 3,
-                             "file_ending": ".nii.gz"},
-            "mirror_axes": [0, 1, 2]}
+            "state_dict": build_network("plain_unet", **kwargs).state_dict(), "plans": _plans(labels, kwargs),
+            "configuration": "3d_fullres", "dataset_json": dataset_json, "mirror_axes": [0, 1, 2]}
     (model / "fold_0").mkdir(parents=True)
     torch.save(ckpt, model / "fold_0" / "checkpoint_final.pt")
-    (model / "plans.json").write_text(json.dumps(plans(five)))
-    (model / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": five,
-                                                    "numTraining": 3, "file_ending": ".nii.gz"}))
+    folder_labels = labels if folder_labels is None else folder_labels
+    folder_kwargs = {**kwargs, "num_classes": len(folder_labels)}
+    (model / "plans.json").write_text(json.dumps(_plans(folder_labels, folder_kwargs)))
+    (model / "dataset.json").write_text(json.dumps({**dataset_json, "labels": folder_labels}))
+    return model
+
+
+def _predict(tmp_path: Path, inputs: Path) -> int:
+    return main(["predict", "-i", str(inputs), "-o", str(tmp_path / "out"), "-d", DATASET, "-c", "3d_fullres",
+                 "-f", "0", "--results", str(tmp_path / "results"), "--device", "cpu", "--no-progress", "-np", "0"])
+
+
+def test_predict_refuses_a_checkpoint_trained_for_another_dataset(tmp_path, capsys):
+    """A 3-class checkpoint copied into a model folder whose plans/dataset.json say 5 classes."""
+    five = {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4}
+    model = _model_folder(tmp_path / "results", THREE, five)
     inputs = tmp_path / "in"
     image, _ = _case_arrays(0)
     _nifti(inputs / "x_0000.nii.gz", image)
     before = _checksums(inputs, model)
-    rc = main(["predict", "-i", str(inputs), "-o", str(tmp_path / "out"), "-d", DATASET, "-c", "3d_fullres",
-               "-f", "0", "--results", str(tmp_path / "results"), "--device", "cpu", "--no-progress"])
+    rc = _predict(tmp_path, inputs)
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
     lines = _error_lines(err)
     assert len(lines) == 1 and str(model / "fold_0" / "checkpoint_final.pt") in lines[0], err
     assert "3 labels" in lines[0] and "5 labels" in lines[0]
     assert _checksums(inputs, model) == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 1, 5)])
+def test_predict_tiny_lps_images(shape, tmp_path, capsys):
+    """1x1x1 and 1x1xN images stored LPS (flipped by the closest-RAS reorientation) predict, and the
+    output has the input's exact shape and geometry."""
+    from medmamba.datasets.image_io import read_image
+
+    _model_folder(tmp_path / "results")
+    inputs = tmp_path / "in"
+    lps = np.diag([1.0, 1.0, 1.0, 1.0])  # RAS affine diag(1,1,..) is LPS diag(-1,-1,..): flipped axes
+    lps[:3, :3] = np.diag([-0.8, -0.8, 2.0])
+    lps[:3, 3] = [5.0, 6.0, 7.0]
+    _nifti(inputs / "tiny_0000.nii.gz", np.random.default_rng(0).normal(size=shape).astype(np.float32), lps)
+    rc = _predict(tmp_path, inputs)
+    captured = capsys.readouterr()
+    assert rc == 0 and "Traceback" not in captured.err, captured.err
+    pred, geometry = read_image(tmp_path / "out" / "tiny.nii.gz")
+    _, source = read_image(inputs / "tiny_0000.nii.gz")
+    assert pred.shape == shape
+    np.testing.assert_allclose(geometry.affine_lps(), source.affine_lps(), atol=1e-6)
