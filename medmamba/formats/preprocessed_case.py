@@ -46,7 +46,7 @@ def save_preprocessed_case(folder: str | os.PathLike, case_id: str, data: np.nda
 
 # Written last into a configuration folder by preprocessing (the case ids it holds); removed first when
 # preprocessing starts, so a folder without it was interrupted (Ctrl-C, full disk) or never finished.
-COMPLETION_MARKER = "preprocessing_complete.json"
+COMPLETION_MARKER = "preprocessing_complete"  # JSON inside; no .json ending, so "*.json" still lists cases
 
 
 def mark_incomplete(folder: str | os.PathLike) -> None:
