@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medmamba.formats.preprocessed_case import mark_complete
+
 DATASET = "Dataset901_TrainTiny"
 
 
@@ -67,6 +69,8 @@ def _make_preprocessed(root: Path, n_cases: int = 6, size: int = 20, patch3d=(16
             np.save(sub / f"case_{i:03d}_seg.npy", seg)
             props = {"class_locations": {"1": np.concatenate([np.zeros((len(locs), 1), int), locs], 1).tolist()}}
             (sub / f"case_{i:03d}.json").write_text(json.dumps(props))
+    for name in configs:
+        mark_complete(folder / f"medmambaPlans_{name}", [f"case_{i:03d}" for i in range(n_cases)])
     return folder
 
 

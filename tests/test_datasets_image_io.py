@@ -1,5 +1,6 @@
 """Image I/O: geometry round trips, header variants (scaling, byte order, qform/sform), errors."""
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -204,3 +205,75 @@ def test_geometry_dict_round_trip_and_differences():
     moved = g.replace(spacing=(0.8, 1.25, 3.1))
     assert any("spacing" in p for p in geometry_differences(g, moved))
     np.testing.assert_allclose(g.affine_ras()[:2], -g.affine_lps()[:2])
+
+
+# ---------------------------------------------------------------- written back exactly as read
+
+
+def _header_roundtrip(src: Path, dst: Path, dtype=None):
+    array, geometry = read_image(src)
+    write_image(dst, array, geometry, dtype)
+    return nib.load(str(src)).header, nib.load(str(dst)).header
+
+
+def test_qform_different_from_sform_is_written_back_as_read(tmp_path):
+    """A file whose qform (code 1) differs from its sform (code 2): both come back unchanged, also
+    for a segmentation written with the image's geometry."""
+    sform = np.array([[-0.9, 0.1, 0.0, 12.0], [0.1, 0.9, 0.0, -4.0], [0.0, 0.0, 2.5, 7.0], [0, 0, 0, 1.0]])
+    qform = np.array([[-0.9, 0.0, 0.0, 10.0], [0.0, 0.9, 0.0, -3.0], [0.0, 0.0, 2.5, 5.0], [0, 0, 0, 1.0]])
+    img = nib.Nifti1Image(np.arange(5 * 4 * 3, dtype=np.int16).reshape(5, 4, 3), None)
+    img.set_sform(sform, code=2)
+    img.set_qform(qform, code=1)
+    src = tmp_path / "a.nii.gz"
+    nib.save(img, str(src))
+    for dtype, name in ((None, "b.nii.gz"), (np.uint8, "seg.nii.gz")):
+        before, after = _header_roundtrip(src, tmp_path / name, dtype)
+        for get in ("get_qform", "get_sform"):
+            a, code_a = getattr(before, get)(coded=True)
+            b, code_b = getattr(after, get)(coded=True)
+            assert code_a == code_b
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+        assert not np.allclose(after.get_qform(), after.get_sform(), atol=1e-3)  # not rewritten to the sform
+
+
+def test_4d_singleton_comes_back_4d_with_its_pixdim(tmp_path):
+    img = nib.Nifti1Image(np.ones((4, 5, 3, 1), np.float32), np.diag([1.5, 1.5, 3.0, 1.0]))
+    img.header.set_zooms((1.5, 1.5, 3.0, 2.5))
+    img.header.set_xyzt_units("mm", "msec")
+    src = tmp_path / "single.nii.gz"
+    nib.save(img, str(src))
+    array, geometry = read_image(src)
+    assert array.shape == (4, 5, 3) and geometry.shape == (4, 5, 3)  # a 3D image to every stage
+    before, after = _header_roundtrip(src, tmp_path / "back.nii.gz")
+    assert nib.load(str(tmp_path / "back.nii.gz")).shape == (4, 5, 3, 1)
+    assert list(after["dim"]) == list(before["dim"])
+    np.testing.assert_allclose(after.get_zooms(), before.get_zooms())
+    assert after.get_xyzt_units() == before.get_xyzt_units() == ("mm", "msec")
+
+
+def test_unknown_units_stay_unknown(tmp_path):
+    img = nib.Nifti1Image(np.ones((3, 3, 3), np.float32), np.eye(4))
+    img.header["xyzt_units"] = 0
+    src = tmp_path / "u.nii.gz"
+    nib.save(img, str(src))
+    before, after = _header_roundtrip(src, tmp_path / "u2.nii.gz")
+    assert int(after["xyzt_units"]) == int(before["xyzt_units"]) == 0
+
+
+def test_lps_1x1x1_reorientation_gives_torch_wrappable_arrays():
+    """Closest-RAS reorientation flips LPS axes; on 1x1x1 / 1x1xN arrays numpy keeps negative-stride
+    views 'contiguous', which torch cannot wrap: apply/invert must hand out fresh arrays."""
+    import torch
+
+    from medmamba.datasets.orientation import canonical_reorientation
+
+    lps = np.eye(3)  # LPS voxel axes: RAS reorientation flips the first two
+    r = canonical_reorientation(lps)
+    assert r.flips[:2] == (True, True)
+    for shape in ((1, 1, 1, 1), (1, 1, 1, 5), (2, 1, 1, 4)):
+        x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+        canonical = r.apply(x)
+        torch.as_tensor(canonical)
+        back = r.invert(canonical)
+        torch.as_tensor(back)
+        np.testing.assert_array_equal(back, x)

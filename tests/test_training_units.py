@@ -2,6 +2,7 @@
 schedule, time-budget planner, checkpoint store, NaN guard."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -38,9 +39,18 @@ def test_splits_written_once_and_reused(tmp_path):
     f = tmp_path / "splits.json"
     ids = [f"c{i}" for i in range(6)]
     first = load_or_create_splits(f, ids)
-    f.write_text('[{"train": ["c0", "c1"], "val": ["c2"]}]')  # a hand-written split wins
-    assert load_or_create_splits(f, ids) == [{"train": ["c0", "c1"], "val": ["c2"]}]
+    hand = [{"train": ["c0", "c1", "c2", "c3"], "val": ["c4", "c5"]}]
+    f.write_text(json.dumps(hand))  # a hand-written split of every case wins
+    assert load_or_create_splits(f, ids) == hand
     assert first != load_or_create_splits(f, ids)
+    f.write_text('[{"train": ["c0", "c1"], "val": ["c2"]}]')  # ... but never one of a subset
+    with pytest.raises(PlansError, match="3 case.s. not in any fold"):
+        load_or_create_splits(f, ids)
+    assert json.loads(f.read_text()) == [{"train": ["c0", "c1"], "val": ["c2"]}]  # left as it was
+    f.unlink()
+    seven = load_or_create_splits(f, ids[:5])  # written by training for 5 cases (interrupted preprocessing)
+    assert load_or_create_splits(f, ids) == kfold_splits(ids) != seven  # re-created for the full set
+    assert json.loads(f.read_text()) == kfold_splits(ids)
     train, val = cases_for_fold("all", [], ids)
     assert train == val == sorted(ids)
     with pytest.raises(PlansError):

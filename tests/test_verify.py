@@ -70,7 +70,6 @@ def _rewrite(path, array=None, **geometry_changes):
 @pytest.mark.parametrize("change, word", [
     ({"shape": "crop"}, "shape"),
     ({"spacing": (9.0, 9.0, 9.0)}, "spacing"),
-    ({"origin": (1.0, 2.0, 3.0)}, "origin"),
     ({"direction": ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0))}, "direction"),
 ])
 def test_label_geometry_mismatch(broken, change, word):
@@ -81,6 +80,19 @@ def test_label_geometry_mismatch(broken, change, word):
     else:
         write_image(label, data, geometry.replace(**change))
     _only_error(verify_dataset(broken, progress=False), label, "label geometry differs", word)
+
+
+def test_label_origin_or_small_rotation_is_a_warning(broken):
+    """nnU-Net's rule: the image's geometry is used, so an origin shift or a small rotation that keeps
+    the axes only warns (in verify and in plan_and_preprocess, which share the rule)."""
+    label = broken / "labelsTr" / "demo_002.nii.gz"
+    data, geometry = read_image(label)
+    c, s = np.cos(0.05), np.sin(0.05)
+    rotated = np.asarray(geometry.direction_matrix) @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    write_image(label, data, geometry.replace(origin=(1.0, 2.0, 3.0), direction=tuple(map(tuple, rotated))))
+    report = verify_dataset(broken, progress=False)
+    assert report.ok, report.errors
+    assert any(w.startswith(str(label)) and "origin" in w and "direction" in w for w in report.warnings)
 
 
 def test_channel_geometry_mismatch(broken):

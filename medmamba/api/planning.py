@@ -88,7 +88,12 @@ def plan_and_preprocess(
         echo: receives the progress lines (folders used, plans summary, preprocessed folders).
     """
     from medmamba.atomic import atomic_write_bytes, atomic_write_json
-    from medmamba.datasets.raw_dataset import list_cases, load_dataset_json, resolve_dataset_folder
+    from medmamba.datasets.raw_dataset import (
+        declared_label_values,
+        list_cases,
+        load_dataset_json,
+        resolve_dataset_folder,
+    )
     from medmamba.errors import ConfigurationError, DatasetError
     from medmamba.paths import resolve_root
     from medmamba.plans.fingerprint import FOREGROUND_SAMPLES_TOTAL, fingerprint_dataset
@@ -136,7 +141,8 @@ def plan_and_preprocess(
         say(f"splits: copied {folder / 'splits_final.json'} to {out / 'splits.json'}")
     samples = FOREGROUND_SAMPLES_TOTAL if fingerprint_samples is None else fingerprint_samples
     fingerprint = fingerprint_dataset(cases, len(dataset_json["channel_names"]), out / "fingerprint.json",
-                                      folder.name, n_proc, clean, samples, progress)
+                                      folder.name, n_proc, clean, samples, progress,
+                                      sorted(declared_label_values(dataset_json)))
     common = dict(dataset_name=folder.name, target=target, target_reason=reason, memory_target_gb=memory_gb)
     plans = plan_experiment(fingerprint, dataset_json, networks=network_map, **common)
     for name in extra_networks:

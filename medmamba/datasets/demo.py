@@ -214,9 +214,10 @@ def make_demo_dataset(
             f"invalid demo settings: cases={n_cases} (>=1), test cases={n_test} (>=0), "
             f"channels={n_channels} (1 or 2), size={size} (>=8)"
         )
+    final_name = dataset_folder_name(dataset_id, DEMO_NAME)  # checks the id before anything is written
     raw_root = Path(raw_root)
     raw_root.mkdir(parents=True, exist_ok=True)
-    final = raw_root / dataset_folder_name(dataset_id, DEMO_NAME)
+    final = raw_root / final_name
     record = _demo_record(n_cases, n_test, seed, n_channels, size)
     clash = [p.name for p in raw_root.iterdir() if p.is_dir() and p != final
              and (parse_dataset_folder_name(p.name) or (None,))[0] == dataset_id]

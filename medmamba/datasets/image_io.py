@@ -19,13 +19,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from medmamba.atomic import atomic_write_bytes
 from medmamba.datasets.geometry import ImageGeometry, geometry_differences
-from medmamba.errors import GeometryError, ImageReadError
+from medmamba.errors import DatasetError, GeometryError, ImageReadError
 
 __all__ = [
     "ImageGeometry",
@@ -57,6 +57,28 @@ def file_ending(path: str | os.PathLike) -> str:
     return Path(name).suffix
 
 
+def not_a_file(path: str | os.PathLike) -> str:
+    """Why ``path`` is not a readable regular file ("" when it is): a dangling symlink, a symlink
+    loop, a folder, something missing."""
+    path = Path(path)
+    if path.is_file():
+        return ""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:
+            return "symlink loop"
+        except OSError as err:
+            if getattr(err, "errno", None) == 40 or "loop" in str(err).lower():
+                return "symlink loop"
+            return f"dangling symlink (points to {os.readlink(path)})"
+    if path.is_dir():
+        return "a folder where an image file belongs"
+    if not path.exists():
+        return "file not found"
+    return "not a regular file"
+
+
 def is_nifti(path: str | os.PathLike) -> bool:
     return file_ending(path) in NIFTI_ENDINGS
 
@@ -78,14 +100,15 @@ def read_image(path: str | os.PathLike, allow_4d: bool = False) -> tuple[np.ndar
             or a 4D image when ``allow_4d`` is False. The message names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError("file not found", path=path)
+    problem = not_a_file(path)
+    if problem:
+        raise ImageReadError(problem, path=path)
     try:
         if is_nifti(path):
             array, geometry = _read_nifti(path)
         else:
             array, geometry = _read_sitk(path)
-    except ImageReadError:
+    except DatasetError:  # ImageReadError, GeometryError: already one line naming the file
         raise
     except Exception as err:  # nibabel/SimpleITK raise many types for corrupt files
         raise ImageReadError(f"cannot read image ({type(err).__name__}: {_first_line(err)})", path=path) from err
@@ -116,20 +139,29 @@ def _native(array: np.ndarray) -> np.ndarray:
 def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry]:
     import nibabel as nib
 
+    raw_header = _raw_nifti_header(path)
+    if raw_header is not None:  # checked as stored: nibabel's loader would silently "fix" a zero pixdim
+        dims = [int(d) for d in raw_header["dim"][1: int(raw_header["dim"][0]) + 1]]
+        while len(dims) > 3 and dims[-1] == 1:
+            dims = dims[:-1]
+        _check_nifti_geometry(path, raw_header, min(max(len(dims), 2), 3))
     img = nib.load(str(path))
     if not isinstance(img, nib.Nifti1Image):  # Nifti2Image subclasses Nifti1Image
         raise ImageReadError(f"not a NIfTI-1/2 image ({type(img).__name__})", path=path)
     hdr = img.header
-    shape = tuple(int(s) for s in img.shape)
-    # NIfTI pads unused trailing dims with 1: (X, Y, Z, 1) is a 3D image.
+    full_shape = tuple(int(s) for s in img.shape)
+    shape = full_shape
+    # NIfTI pads unused trailing dims with 1: (X, Y, Z, 1) is a 3D image (written back as it was).
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) < 2 or len(shape) > 4:
-        raise ImageReadError(f"unsupported image dimensionality: shape {tuple(img.shape)}", path=path)
+        raise ImageReadError(f"unsupported image dimensionality: shape {full_shape}", path=path)
+    on_disk = np.dtype(img.get_data_dtype()).newbyteorder("=")
+    check_claimed_size(path, full_shape, on_disk.itemsize, int(getattr(img.dataobj, "offset", 352)),
+                       "deflate" if file_ending(path) == ".nii.gz" else "raw")
     proxy = img.dataobj
     slope = float(getattr(proxy, "slope", 1.0))
     inter = float(getattr(proxy, "inter", 0.0))
-    on_disk = np.dtype(img.get_data_dtype()).newbyteorder("=")
     if slope == 1.0 and inter == 0.0:
         array = np.asarray(proxy.get_unscaled()) if hasattr(proxy, "get_unscaled") else np.asarray(proxy)
     else:
@@ -145,7 +177,17 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry]:
         "sform_code": int(hdr["sform_code"]),
         "scl_slope": slope,
         "scl_inter": inter,
+        "xyzt_units": int(hdr["xyzt_units"]),
     }
+    if len(full_shape) > len(shape):  # trailing singleton dims and their pixdim, to write back
+        header["trailing_dims"] = list(full_shape[len(shape):])
+        header["trailing_pixdim"] = [float(v) for v in hdr["pixdim"][len(shape) + 1: len(full_shape) + 1]]
+    if header["qform_code"] > 0 and header["sform_code"] > 0:
+        qform = np.asarray(hdr.get_qform(), dtype=np.float64)
+        if not np.allclose(qform, affine_ras, rtol=0.0, atol=1e-6):
+            # both kept, so a file whose qform differs from its sform is written back as it was
+            header["qform_ras"] = qform.tolist()
+            header["affine_ras_read"] = affine_ras.tolist()
     if len(spatial) == 2:
         header["affine_lps"] = affine_lps.tolist()
         sub = np.eye(3)
@@ -167,10 +209,116 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry]:
     return array, geometry
 
 
+# deflate (gzip, zlib) cannot compress better than 1032:1, so a compressed file of n bytes holds at
+# most this many times n bytes of voxels: a header claiming more is corrupt or hostile.
+_DEFLATE_MAX_RATIO = 1032
+_UNITS_TO_MM = {1: "metres", 3: "micrometres"}  # NIfTI xyz unit codes other than mm (2) and unknown (0)
+
+
+def check_claimed_size(path: Path, shape: Sequence[int], itemsize: int, offset: int = 0,
+                       bound: str | None = "deflate") -> None:
+    """Refuse a header whose voxel data the file cannot hold, before any voxel is allocated.
+
+    ``bound``: ``"raw"`` (uncompressed data after ``offset``: the file must be that big),
+    ``"deflate"`` (gzip/zlib: at most 1032 x the file size) or None (the data may be elsewhere).
+    Whatever the bound, the on-disk array plus the float32 copy readers make must fit in the
+    available memory.
+    """
+    from medmamba.devices import available_memory_bytes
+
+    voxels = int(np.prod([max(0, int(s)) for s in shape], dtype=object))
+    claimed = voxels * int(itemsize)
+    size = path.stat().st_size
+    limit = {"raw": size - int(offset), "deflate": size * _DEFLATE_MAX_RATIO}.get(bound or "")
+    if limit is not None and claimed > limit:
+        raise ImageReadError(
+            f"header claims shape {tuple(int(s) for s in shape)} ({claimed / 1e6:.6g} MB of voxels) but the "
+            f"{size}-byte file cannot hold that (truncated file or corrupt header)", path=path)
+    available = available_memory_bytes()
+    needed = claimed + voxels * 4
+    if available is not None and needed > available:
+        raise ImageReadError(f"reading this image needs ~{needed / 1e9:.3g} GB of memory but only "
+                             f"{available / 1e9:.3g} GB are available (header shape {tuple(shape)})", path=path)
+
+
+def _raw_nifti_header(path: Path) -> Any:
+    """The header exactly as stored (nibabel's ``check=False``), or None when it is not NIfTI-1/2
+    (then nibabel's own error names the problem)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            block = fh.read(540)
+    except Exception:  # unreadable/corrupt gzip: nib.load reports it
+        return None
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(block) < size:
+            continue
+        for order in ("<", ">"):
+            if int(np.frombuffer(block[:4], dtype=f"{order}i4")[0]) == size:
+                try:
+                    return klass(block[:size], endianness=order, check=False)
+                except Exception:
+                    return None
+    return None
+
+
+def _check_nifti_geometry(path: Path, hdr: Any, n: int) -> None:
+    """Refuse geometry medmamba would otherwise change or invent: non-mm units, zero/negative/NaN
+    pixdim, a NaN or singular qform/sform. Never replaced by a guess such as 1 mm."""
+    units = int(hdr["xyzt_units"]) & 0x07
+    if units in _UNITS_TO_MM:
+        raise GeometryError(f"spatial units are {_UNITS_TO_MM[units]}; medmamba reads and writes millimetres "
+                            "(convert the header to mm: scale pixdim and the affines, set xyzt_units to mm)",
+                            path=path)
+    pixdim = np.asarray(hdr["pixdim"][1: n + 1], dtype=np.float64)
+    if not (np.isfinite(pixdim).all() and (pixdim > 0).all()):
+        raise GeometryError(f"invalid voxel spacing pixdim {_fmt_values(pixdim)} (must be finite and > 0)", path=path)
+    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    for name, code, getter in (("sform", scode, hdr.get_sform), ("qform", qcode, hdr.get_qform)):
+        if code <= 0:
+            continue
+        try:
+            with np.errstate(all="ignore"):
+                affine = np.asarray(getter(), dtype=np.float64)
+        except Exception as err:  # e.g. a quaternion nibabel cannot turn into a rotation
+            raise GeometryError(f"{name} (code {code}) is invalid ({type(err).__name__}: {err})", path=path) from None
+        block = affine[:3, :n]
+        if not np.isfinite(affine).all():
+            raise GeometryError(f"{name} (code {code}) holds NaN or infinite values", path=path)
+        if np.linalg.matrix_rank(block, tol=1e-9 * max(1.0, float(np.abs(block).max()))) < n:
+            raise GeometryError(f"{name} (code {code}) is singular: its voxel axes {_fmt_values(block.ravel())} do "
+                                "not span space (a zero or repeated column)", path=path)
+
+
+def _fmt_values(values: Any) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in np.ravel(values)) + ")"
+
+
+_SITK_ITEMSIZE = {"8-bit": 1, "16-bit": 2, "32-bit": 4, "64-bit": 8}
+
+
 def _read_sitk(path: Path) -> tuple[np.ndarray, ImageGeometry]:
     import SimpleITK as sitk
 
-    img = sitk.ReadImage(str(path))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    itemsize = next((v for k, v in _SITK_ITEMSIZE.items() if k in pixel), 8)
+    # .mhd/.nhdr keep voxels in another file and .nrrd may be bzip2-compressed: only the memory check
+    bounded = file_ending(path) in (".mha", ".gipl", ".gipl.gz")
+    check_claimed_size(path, [*reader.GetSize(), reader.GetNumberOfComponents()], itemsize,
+                       bound="deflate" if bounded else None)
+    spacing_read = np.asarray(reader.GetSpacing(), dtype=np.float64)
+    if not (np.isfinite(spacing_read).all() and (spacing_read > 0).all()):
+        raise GeometryError(f"invalid voxel spacing {_fmt_values(spacing_read)} (must be finite and > 0)", path=path)
+    direction_read = np.asarray(reader.GetDirection(), dtype=np.float64)
+    if not np.isfinite(direction_read).all() or not np.isfinite(reader.GetOrigin()).all():
+        raise GeometryError("origin or direction holds NaN or infinite values", path=path)
+    img = reader.Execute()
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageReadError(
             f"multi-component image ({img.GetNumberOfComponentsPerPixel()} components per pixel, e.g. RGB "
@@ -295,15 +443,31 @@ def _write_nifti(path: Path, array: np.ndarray, geometry: ImageGeometry, target:
     if qform_code == 0 and sform_code == 0:
         qform_code = 1  # a file with neither keeps only pixdim; never write geometry away silently
 
+    trailing = [int(d) for d in header.get("trailing_dims", [])]
+    if trailing and tuple(data.shape) == tuple(geometry.shape):
+        data = data.reshape(*data.shape, *trailing)  # (X, Y, Z, 1) read as 3D goes back as (X, Y, Z, 1)
+    else:
+        trailing = []
+    zooms = tuple(geometry.spacing) + tuple(float(v) for v in header.get("trailing_pixdim", []))[: len(trailing)]
+    zooms += (1.0,) * (data.ndim - len(zooms))
+    qform_ras = affine_ras
+    read_qform, read_affine = header.get("qform_ras"), header.get("affine_ras_read")
+    if read_qform is not None and read_affine is not None and np.allclose(
+            affine_ras, np.asarray(read_affine), rtol=0.0, atol=1e-6):
+        qform_ras = np.asarray(read_qform, dtype=np.float64)  # the file's own qform (it differed from its sform)
+
     img = nib.Nifti1Image(np.asfortranarray(data), None)
     img.header.set_data_dtype(target)
-    img.header.set_zooms(tuple(geometry.spacing))
-    img.header.set_xyzt_units("mm", "sec")
-    img.set_qform(affine_ras if qform_code > 0 else None, code=qform_code)
+    img.header.set_zooms(zooms)
+    if "xyzt_units" in header:
+        img.header["xyzt_units"] = int(header["xyzt_units"])  # as read (only mm or unknown are accepted)
+    else:
+        img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(qform_ras if qform_code > 0 else None, code=qform_code)
     img.set_sform(affine_ras if sform_code > 0 else None, code=sform_code)
-    if qform_code > 0:
+    if qform_code > 0 and qform_ras is affine_ras:
         # set_qform's pixdim comes from the affine; keep the geometry's exact spacing in pixdim too
-        img.header.set_zooms(tuple(geometry.spacing))
+        img.header.set_zooms(zooms)
     if scaled:
         img.header.set_slope_inter(slope, inter)
     raw = img.to_bytes()

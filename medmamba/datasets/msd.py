@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from medmamba.atomic import atomic_write_json
-from medmamba.datasets.image_io import read_image, write_image
-from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name
+from medmamba.datasets.image_io import not_a_file, read_image, write_image
+from medmamba.datasets.raw_dataset import check_dataset_id, dataset_folder_name, parse_dataset_folder_name
 from medmamba.errors import DatasetError
 from medmamba.formats.json_io import read_json
 
@@ -61,8 +61,43 @@ def convert_msd_labels(msd_labels: dict[str, str], path: Path) -> dict[str, int]
 
 
 def _image_files(directory: Path) -> list[Path]:
+    """Every ``*.nii.gz`` of ``directory``; one that is not a regular file (dangling symlink, loop,
+    folder) is an error naming it, never a silently dropped case."""
     # MSD archives contain macOS "._case.nii.gz" resource forks: skip every hidden file.
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(_ENDING) and not p.name.startswith("."))
+    files = sorted(p for p in directory.iterdir() if p.name.endswith(_ENDING) and not p.name.startswith("."))
+    for p in files:
+        problem = not_a_file(p)
+        if problem:
+            raise DatasetError(f"{problem}; a case would be dropped (fix or remove it)", path=p)
+    return files
+
+
+def _check_listed_cases(task: Path, msd: dict[str, Any], train: list[Path]) -> None:
+    """MSD's ``training`` list and ``numTraining`` must agree with imagesTr/labelsTr: a listed case
+    whose files are missing, or a count that differs, is an error (never a rewritten numTraining)."""
+    path = task / "dataset.json"
+    listed = msd.get("training")
+    if isinstance(listed, list):
+        names = set()
+        for entry in listed:
+            if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+                raise DatasetError("'training' entries must look like {\"image\": ..., \"label\": ...}", path=path)
+            for key in ("image", "label"):
+                if isinstance(entry.get(key), str):
+                    target = task / entry[key]
+                    problem = not_a_file(target)
+                    if problem:
+                        raise DatasetError(f"{problem}: {key} of a training case listed in dataset.json", path=target)
+            names.add(Path(entry["image"]).name)
+        unlisted = sorted(p.name for p in train if p.name not in names)
+        if unlisted:
+            raise DatasetError(f"imagesTr/{unlisted[0]} is not listed in the 'training' list of dataset.json", path=path)
+    n = msd.get("numTraining")
+    if n is not None and n != len(train):
+        raise DatasetError(f"numTraining is {n!r} but imagesTr holds {len(train)} case(s)", path=path)
+    for label in _image_files(task / "labelsTr"):
+        if not (task / "imagesTr" / label.name).exists():
+            raise DatasetError("label without an image in imagesTr (a case would be dropped)", path=label)
 
 
 def _split_images(src: Path, out_dir: Path, case_id: str, n_channels: int) -> None:
@@ -97,9 +132,7 @@ def convert_msd_dataset(
     m = _TASK_NAME.match(task.name)
     if m is None:
         raise DatasetError("folder name must look like TaskXX_Name (e.g. Task05_Prostate)", path=task)
-    dataset_id = int(m.group(1)) if dataset_id is None else int(dataset_id)
-    if not 0 < dataset_id < 1000:
-        raise DatasetError(f"dataset id must be 1..999, got {dataset_id}", path=task)
+    dataset_id = check_dataset_id(m.group(1) if dataset_id is None else dataset_id)
     msd = _msd_json(task)
     n_channels = len(msd["modality"])
     labels = convert_msd_labels(msd["labels"], task / "dataset.json")
@@ -119,6 +152,7 @@ def convert_msd_dataset(
     try:
         train = _image_files(task / "imagesTr")
         test = _image_files(task / "imagesTs") if (task / "imagesTs").is_dir() else []
+        _check_listed_cases(task, msd, train)
         jobs = [(f, "Tr") for f in train] + [(f, "Ts") for f in test]
         for src, split in tqdm(jobs, desc=f"convert {task.name}", unit="case", disable=not progress):
             case_id = src.name[: -len(_ENDING)]

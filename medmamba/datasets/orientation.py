@@ -36,18 +36,27 @@ class Reorientation:
         """File order → canonical, for ``array`` shaped ``(C, *spatial)``."""
         out = np.transpose(array, (0, *(p + 1 for p in self.permutation)))
         flip_axes = tuple(w + 1 for w, f in enumerate(self.flips) if f)
-        return np.flip(out, flip_axes) if flip_axes else out
+        return _fresh(np.flip(out, flip_axes) if flip_axes else out)
 
     def invert(self, array: np.ndarray) -> np.ndarray:
         """Canonical → file order, for ``array`` shaped ``(C, *spatial)``."""
         flip_axes = tuple(w + 1 for w, f in enumerate(self.flips) if f)
         out = np.flip(array, flip_axes) if flip_axes else array
         inverse = np.argsort(self.permutation)
-        return np.transpose(out, (0, *(int(p) + 1 for p in inverse)))
+        return _fresh(np.transpose(out, (0, *(int(p) + 1 for p in inverse))))
 
     def spacing(self, spacing: Sequence[float]) -> list[float]:
         """Per-axis spacing in canonical order."""
         return [float(spacing[p]) for p in self.permutation]
+
+
+def _fresh(array: np.ndarray) -> np.ndarray:
+    """C-ordered with non-negative strides. ``np.ascontiguousarray`` alone is not enough: numpy
+    calls a flipped view with size-1 axes (a 1x1x1 or 1x1xN image) contiguous and keeps its negative
+    strides, which torch cannot wrap; such tiny images reach torch without any resampling copy."""
+    if any(s < 0 for s in array.strides):
+        return array.copy(order="C")
+    return np.ascontiguousarray(array)
 
 
 def canonical_reorientation(direction: Sequence[Sequence[float]]) -> Reorientation:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medmamba.datasets.image_io import not_a_file
 from medmamba.errors import DatasetError, MedmambaError
 from medmamba.formats.json_io import read_json
 
@@ -38,9 +39,26 @@ class Case:
     label_file: Path | None = None
 
 
+# nnU-Net's dataset ids: integers 1..999, written with three digits (DatasetXXX_Name).
+DATASET_ID_RANGE = (1, 999)
+
+
+def check_dataset_id(dataset_id: object) -> int:
+    """``dataset_id`` as an int in 1..999, else a one-line ConfigurationError (every place that turns
+    an id into a folder name or looks one up goes through this, so a made folder can be addressed)."""
+    from medmamba.errors import ConfigurationError
+
+    text = str(dataset_id).strip()
+    if isinstance(dataset_id, bool) or not re.fullmatch(r"[+-]?\d+", text) or not (
+            DATASET_ID_RANGE[0] <= int(text) <= DATASET_ID_RANGE[1]):
+        raise ConfigurationError(f"dataset id must be an integer {DATASET_ID_RANGE[0]}..{DATASET_ID_RANGE[1]} "
+                                 f"(as in nnU-Net), got {dataset_id!r}")
+    return int(text)
+
+
 def dataset_folder_name(dataset_id: int, name: str) -> str:
-    """``(5, "Prostate") -> "Dataset005_Prostate"``."""
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    """``(5, "Prostate") -> "Dataset005_Prostate"``; the id must be 1..999."""
+    return f"Dataset{check_dataset_id(dataset_id):03d}_{name}"
 
 
 def parse_dataset_folder_name(folder_name: str) -> tuple[int, str] | None:
@@ -89,8 +107,8 @@ def find_dataset_folder(
     available = _available(root)
     hint = f"available: {', '.join(available)}" if available else f"the {kind} folder holds no DatasetXXX_Name folders"
     hint += f"; {missing_hint}" if missing_hint else ""
-    if text.isdigit():
-        dataset_id = int(text)
+    if re.fullmatch(r"[+-]?\d+", text):
+        dataset_id = check_dataset_id(text)
         matches = [n for n in available if parse_dataset_folder_name(n)[0] == dataset_id]  # type: ignore[index]
         if not matches:
             raise error(f"no dataset with id {dataset_id} ({hint})", path=root)
@@ -136,6 +154,11 @@ def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
             )
     if labels.get("background") != 0:
         raise DatasetError("'labels' must contain \"background\": 0", path=path)
+    from medmamba.datasets.case_checks import label_declaration_problems
+
+    problems = label_declaration_problems(labels, "regions_class_order" in data)
+    if problems:
+        raise DatasetError(problems[0], path=path)
     if not isinstance(data["numTraining"], int) or isinstance(data["numTraining"], bool) or data["numTraining"] < 0:
         raise DatasetError(f"'numTraining' must be a non-negative int, got {data['numTraining']!r}", path=path)
     ending = data["file_ending"]
@@ -179,19 +202,26 @@ def find_cases_in_folder(
     """Cases in a folder of ``{case}_{cccc}{file_ending}`` files (sorted by case id).
 
     ``labels_dir`` (optional) supplies ``{case}{file_ending}`` labels. With ``strict``, a case with
-    a missing channel file raises DatasetError naming the missing file; otherwise such cases
-    are skipped. Files that do not follow the pattern are ignored (``medmamba verify`` reports them).
+    a missing channel file, an image or label named like a case that is not a regular file (dangling
+    symlink, symlink loop, folder) and a label without images raise DatasetError naming the file;
+    otherwise such cases are skipped. Files that do not follow the pattern are ignored (``medmamba verify`` reports them).
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise DatasetError("image folder not found", path=images_dir)
     channels: dict[str, dict[int, Path]] = {}
-    for entry in images_dir.iterdir():
-        if entry.name.startswith(".") or not entry.is_file():
+    for entry in sorted(images_dir.iterdir()):
+        if entry.name.startswith("."):
             continue
         parsed = case_id_from_image(entry.name, file_ending)
-        if parsed is not None:
-            channels.setdefault(parsed[0], {})[parsed[1]] = entry
+        if parsed is None:
+            continue
+        problem = not_a_file(entry)
+        if problem:
+            if strict:
+                raise DatasetError(f"{problem}; a case would be dropped (fix or remove it)", path=entry)
+            continue
+        channels.setdefault(parsed[0], {})[parsed[1]] = entry
     if not channels:
         raise DatasetError(
             f"no images named CASE_0000{file_ending} found (inputs need the _0000 channel suffix)", path=images_dir
@@ -207,8 +237,20 @@ def find_cases_in_folder(
         label = None
         if labels_dir is not None:
             candidate = Path(labels_dir) / f"{case_id}{file_ending}"
-            label = candidate if candidate.is_file() else None
+            if candidate.is_file():
+                label = candidate
+            elif strict and (candidate.exists() or candidate.is_symlink()):
+                raise DatasetError(f"{not_a_file(candidate)}; a case would be dropped (fix or remove it)",
+                                   path=candidate)
         cases.append(Case(case_id, [files[c] for c in range(n_channels)], label))
+    if strict and labels_dir is not None and Path(labels_dir).is_dir():
+        for entry in sorted(Path(labels_dir).iterdir()):
+            if entry.name.startswith(".") or not entry.name.endswith(file_ending):
+                continue
+            case_id = entry.name[: -len(file_ending)]
+            if case_id not in channels:
+                raise DatasetError(f"label without images: no {case_id}_0000{file_ending} in {images_dir.name} "
+                                   "(a case would be dropped; add its images or remove the label)", path=entry)
     return cases
 
 
@@ -250,6 +292,10 @@ def _cases_from_json(folder: Path, dataset_json: dict[str, Any]) -> list[Case]:
             label = _resolve(folder, entry["label"])
         except (KeyError, TypeError) as err:
             raise DatasetError(f"entry {case_id!r} of 'dataset' needs 'images' (list) and 'label'", path=folder / "dataset.json") from err
+        for path in [*images, label]:
+            problem = not_a_file(path)
+            if problem:
+                raise DatasetError(f"{problem}: file of case {case_id!r} listed in dataset.json", path=path)
         cases.append(Case(case_id, images, label))
     return cases
 

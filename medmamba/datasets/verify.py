@@ -1,11 +1,13 @@
 """Check a raw dataset and report every problem at once, one line per problem naming the file.
 
-Errors (the dataset cannot be used as is): invalid dataset.json, missing or extra files,
-numTraining wrong, unreadable/corrupt files, 4D or multi-component images where one channel was
-expected, NaN/Inf voxels, image/label shape or geometry (spacing, origin, direction) mismatch,
-non-integer labels or label values not declared in dataset.json.
-Warnings: a training label that is all background, hidden files, label values declared but never
-seen. nnU-Net checks the same things in ``verify_dataset_integrity.py``
+Errors (the dataset cannot be used as is): invalid dataset.json (including non-consecutive or
+duplicated labels), missing or extra files, numTraining wrong, unreadable/corrupt files, invalid
+geometry, 4D or multi-component images where one channel was expected, NaN/Inf voxels, image/label
+dimensionality, shape or spacing mismatch, a label whose axes point elsewhere than the image's,
+non-integer labels or label values not declared in dataset.json, a 2D case among 3D ones.
+Warnings: a training label that is all background, a label whose origin/direction differs slightly
+from the image's (nnU-Net's rule), hidden files, label values declared but never seen. The per-case
+rules are :mod:`medmamba.datasets.case_checks`, which ``plan_and_preprocess`` applies too. nnU-Net checks the same things in ``verify_dataset_integrity.py``
 but stops at the first failure.
 """
 from __future__ import annotations
@@ -17,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from medmamba.datasets.geometry import ImageGeometry, geometry_differences
+from medmamba.datasets.case_checks import (
+    Finding,
+    channel_findings,
+    dimensionality_findings,
+    image_findings,
+    label_findings,
+)
+from medmamba.datasets.geometry import ImageGeometry
 from medmamba.datasets.image_io import read_image
 from medmamba.datasets.raw_dataset import (
     Case,
@@ -27,9 +36,6 @@ from medmamba.datasets.raw_dataset import (
     num_channels,
 )
 from medmamba.errors import MedmambaError
-
-# At most this many offending label values are listed in one message (keeps it one readable line).
-_MAX_VALUES_SHOWN = 10
 
 
 @dataclass
@@ -73,7 +79,6 @@ def verify_dataset(folder: str | os.PathLike, progress: bool = True) -> VerifyRe
         return report
     ending = dataset_json["file_ending"]
     n_ch = num_channels(dataset_json)
-    _check_label_declaration(folder / "dataset.json", dataset_json, report)
     if isinstance(dataset_json.get("dataset"), dict):
         train_cases = _cases_from_json_dict(folder, dataset_json, report)
     else:
@@ -89,25 +94,15 @@ def verify_dataset(folder: str | os.PathLike, progress: bool = True) -> VerifyRe
 
     declared = declared_label_values(dataset_json)
     seen: set[int] = set()
+    ndims: dict[Path, int] = {}
     all_cases = [(c, True) for c in train_cases] + [(c, False) for c in test_cases]
     for case, is_training in tqdm(all_cases, desc=f"verify {folder.name}", unit="case", disable=not progress):
-        seen |= _check_case(case, declared, is_training, report)
+        seen |= _check_case(case, declared, is_training, report, ndims)
+    _record(dimensionality_findings(ndims), report)
     unseen = sorted(declared - seen - {0})
     if train_cases and unseen and not report.errors:
         report.warn(folder / "dataset.json", f"label value(s) {unseen} are declared but appear in no label file")
     return report
-
-
-def _check_label_declaration(path: Path, dataset_json: dict[str, Any], report: VerifyReport) -> None:
-    """nnU-Net requires consecutive label integers 0..n; regions/ignore aside."""
-    plain = sorted(v for v in dataset_json["labels"].values() if not isinstance(v, list))
-    if any(isinstance(v, list) for v in dataset_json["labels"].values()):
-        if "regions_class_order" not in dataset_json:
-            report.error(path, "region-based labels (lists) need 'regions_class_order'")
-        return
-    if plain != list(range(len(plain))):
-        report.error(path, f"label values must be consecutive integers 0..{len(plain) - 1}, got {plain} "
-                           "(remap the label files and dataset.json)")
 
 
 def _listing(directory: Path, report: VerifyReport) -> list[Path]:
@@ -117,7 +112,7 @@ def _listing(directory: Path, report: VerifyReport) -> list[Path]:
             report.warn(entry, "hidden file ignored")
         elif entry.is_dir():
             report.error(entry, "unexpected folder (only image files belong here)")
-        else:
+        else:  # a dangling symlink or loop is kept: reading it reports the problem, naming it
             files.append(entry)
     return files
 
@@ -188,47 +183,35 @@ def _read(path: Path, report: VerifyReport) -> tuple[np.ndarray, ImageGeometry] 
         return None
 
 
-def _check_case(case: Case, declared: set[int], is_training: bool, report: VerifyReport) -> set[int]:
-    """Read a case's files, report problems; returns the label values found."""
+def _record(findings: list[Finding], report: VerifyReport) -> None:
+    for f in findings:
+        (report.error if f.error else report.warn)(f.path, f.problem)
+
+
+def _check_case(case: Case, declared: set[int], is_training: bool, report: VerifyReport,
+                ndims: dict[Path, int]) -> set[int]:
+    """Read a case's files, report problems (rules in :mod:`medmamba.datasets.case_checks`); returns
+    the label values found. ``ndims`` receives the case's dimensionality under its first image file."""
     reference: tuple[Path, ImageGeometry] | None = None
     for f in case.image_files:
         got = _read(f, report)
         if got is None:
             continue
         array, geometry = got
-        if np.issubdtype(array.dtype, np.floating):
-            bad = int(np.count_nonzero(~np.isfinite(array)))
-            if bad:
-                report.error(f, f"{bad} NaN/Inf voxel(s)")
+        _record(image_findings(f, array), report)
         if reference is None:
             reference = (f, geometry)
+            ndims[f] = geometry.ndim
         else:
-            problems = geometry_differences(reference[1], geometry)
-            if problems:
-                report.error(f, f"geometry differs from {reference[0].name}: " + "; ".join(problems))
+            _record(channel_findings(reference, f, geometry), report)
     if case.label_file is None:
         return set()
     got = _read(case.label_file, report)
     if got is None:
         return set()
     labels, geometry = got
-    if reference is not None:
-        problems = geometry_differences(reference[1], geometry)
-        if problems:
-            report.error(case.label_file, f"label geometry differs from image {reference[0].name}: " + "; ".join(problems))
-    if np.issubdtype(labels.dtype, np.floating):
-        finite = np.isfinite(labels)
-        if not finite.all():
-            report.error(case.label_file, f"{int(np.count_nonzero(~finite))} NaN/Inf voxel(s) in a label file")
-            labels = np.where(finite, labels, 0)
-        if not np.array_equal(labels, np.round(labels)):
-            report.error(case.label_file, "non-integer label values (anti-aliased or interpolated mask?)")
-            labels = np.round(labels)
-    values = {int(v) for v in np.unique(labels)}
-    undeclared = sorted(values - declared)
-    if undeclared:
-        shown = ", ".join(map(str, undeclared[:_MAX_VALUES_SHOWN])) + (" ..." if len(undeclared) > _MAX_VALUES_SHOWN else "")
-        report.error(case.label_file, f"label values {{{shown}}} not declared in dataset.json labels {sorted(declared)}")
-    if is_training and values <= {0}:
+    findings, values = label_findings(case.label_file, labels, geometry, reference, declared)
+    _record(findings, report)
+    if is_training and values and values <= {0}:
         report.warn(case.label_file, "label is all background")
     return values

@@ -22,6 +22,31 @@ CHECKPOINT_KEYS = (
 INFERENCE_KEYS = ("network_name", "network_kwargs", "state_dict", "plans", "configuration", "dataset_json",
                   "mirror_axes")
 CHECKPOINT_KINDS = ("final", "best", "latest")
+# Files training writes into the model folder (<network>__<plans>__<configuration>/), as nnU-Net does;
+# inference checks each checkpoint against them.
+MODEL_PLANS_FILE = "plans.json"
+MODEL_DATASET_FILE = "dataset.json"
+
+
+def training_identity(plans: dict[str, Any], configuration: str, dataset_json: dict[str, Any]) -> dict[str, Any]:
+    """What a network was trained for: labels, channels, and the configuration's plan (spacing,
+    patch, normalization, network) with its hash. Two checkpoints of one model share it."""
+    import hashlib
+    import json
+
+    config = (plans.get("configurations") or {}).get(configuration, {})
+    core = {
+        "labels": dataset_json.get("labels", plans.get("labels")),
+        "channel_names": dataset_json.get("channel_names", plans.get("channel_names")),
+        "regions_class_order": dataset_json.get("regions_class_order"),
+        "configuration": configuration,
+        "plan": {k: v for k, v in config.items() if k not in ("predicted_seconds_per_iteration",
+                                                               "predicted_memory_gb", "cost_model")},
+        "intensity": plans.get("foreground_intensity_properties_per_channel"),
+    }
+    digest = hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"hash": digest, "dataset_name": plans.get("dataset_name"), "configuration": configuration,
+            "labels": core["labels"], "channels": core["channel_names"]}
 
 
 def checkpoint_path(fold_folder: str | Path, kind: str) -> Path:

@@ -11,6 +11,21 @@ from medmamba.errors import FileFormatError, MedmambaError
 _TYPE_NAMES = {dict: "a JSON object", list: "a JSON list"}
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object with a key twice is refused: ``json`` would keep the last silently (e.g. a label name
+    declared twice in dataset.json would lose one of its values)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
 def read_json(path: str | os.PathLike, expect: type | None = dict, what: str = "JSON",
               error: type[MedmambaError] = FileFormatError, missing_hint: str = "") -> Any:
     """Parse the JSON file at ``path``.
@@ -29,9 +44,11 @@ def read_json(path: str | os.PathLike, expect: type | None = dict, what: str = "
     except (OSError, UnicodeDecodeError) as err:
         raise error(f"cannot read {what} file ({type(err).__name__}: {err})", path=p) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise error(f"invalid JSON in {what} file ({err})", path=p) from None
+    except _DuplicateKey as err:
+        raise error(f"invalid {what} file: {err}", path=p) from None
     if expect is not None and not isinstance(data, expect):
         wanted = _TYPE_NAMES.get(expect, expect.__name__)
         raise error(f"{what} file must hold {wanted} at the top level, not {type(data).__name__}", path=p)

@@ -44,6 +44,40 @@ def save_preprocessed_case(folder: str | os.PathLike, case_id: str, data: np.nda
     atomic_write_json(props_path, properties, indent=None)
 
 
+# Written last into a configuration folder by preprocessing (the case ids it holds); removed first when
+# preprocessing starts, so a folder without it was interrupted (Ctrl-C, full disk) or never finished.
+COMPLETION_MARKER = "preprocessing_complete"  # JSON inside; no .json ending, so "*.json" still lists cases
+
+
+def mark_incomplete(folder: str | os.PathLike) -> None:
+    """Remove a configuration folder's completion marker (preprocessing is about to change it)."""
+    (Path(folder) / COMPLETION_MARKER).unlink(missing_ok=True)
+
+
+def mark_complete(folder: str | os.PathLike, case_ids: list[str]) -> Path:
+    """Write the completion marker listing ``case_ids`` (every one must have its files)."""
+    missing = [c for c in case_ids if not all(p.is_file() for p in case_paths(folder, c)[::2])]
+    if missing:
+        raise PlansError(f"preprocessed case(s) {', '.join(missing[:5])} missing; {_RERUN}", path=folder)
+    path = Path(folder) / COMPLETION_MARKER
+    atomic_write_json(path, {"format_version": PROPERTIES_FORMAT_VERSION, "case_ids": sorted(case_ids)})
+    return path
+
+
+def completed_case_ids(folder: str | os.PathLike, dataset: str = "DATASET") -> list[str]:
+    """The case ids of a configuration folder whose preprocessing finished; a one-line
+    :class:`PlansError` for a folder without the completion marker (interrupted or never finished)."""
+    path = Path(folder) / COMPLETION_MARKER
+    if not path.is_file():
+        raise PlansError("preprocessing of this folder is incomplete (interrupted or still running); rerun "
+                         f"`medmamba plan_and_preprocess -d {dataset}`", path=folder)
+    marker = read_json(path, dict, "preprocessing completion marker", PlansError, _RERUN)
+    ids = marker.get("case_ids")
+    if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids) or not ids:
+        raise PlansError(f"completion marker lists no case ids; {_RERUN}", path=path)
+    return ids
+
+
 def read_properties(path: str | os.PathLike) -> dict[str, Any]:
     """A case's properties JSON (preprocessed ``<case>.json``, or the one ``predict`` saves beside probabilities)."""
     return read_json(path, dict, "case properties", PlansError, _RERUN)

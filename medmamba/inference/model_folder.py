@@ -92,6 +92,45 @@ def load_inference_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def checkpoint_identity(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint was trained for (stored by training; recomputed for older checkpoints)."""
+    from medmamba.formats.checkpoint import training_identity
+
+    stored = ckpt.get("trained_for")
+    if isinstance(stored, dict) and "hash" in stored:
+        return stored
+    return training_identity(dict(ckpt["plans"]), str(ckpt["configuration"]), dict(ckpt["dataset_json"]))
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    labels = identity.get("labels") or {}
+    return (f"{identity.get('dataset_name')}, configuration {identity.get('configuration')}, "
+            f"{len(labels)} labels ({', '.join(map(str, list(labels)[:6]))}), "
+            f"{len(identity.get('channels') or {})} channel(s)")
+
+
+def check_checkpoints_match_model_folder(model_folder: str | Path, checkpoints: Sequence[dict[str, Any]]) -> None:
+    """Every checkpoint must have been trained for what the model folder says (its plans.json and
+    dataset.json, written by training); a :class:`CheckpointError` naming the checkpoint otherwise (e.g.
+    one copied from another dataset). A folder without those files (trained by an older medmamba) is
+    not checked."""
+    from medmamba.formats.checkpoint import MODEL_DATASET_FILE, MODEL_PLANS_FILE, training_identity
+    from medmamba.formats.json_io import read_json
+
+    folder = Path(model_folder)
+    if not ((folder / MODEL_PLANS_FILE).is_file() and (folder / MODEL_DATASET_FILE).is_file()):
+        return
+    plans = read_json(folder / MODEL_PLANS_FILE, dict, "model plans", CheckpointError)
+    dataset_json = read_json(folder / MODEL_DATASET_FILE, dict, "model dataset.json", CheckpointError)
+    for ckpt in checkpoints:
+        expected = training_identity(plans, str(ckpt["configuration"]), dataset_json)
+        got = checkpoint_identity(ckpt)
+        if got["hash"] != expected["hash"]:
+            raise CheckpointError(f"checkpoint was trained for {_describe(got)}, but the model folder's plans.json/"
+                                  f"dataset.json are for {_describe(expected)}; use the checkpoints trained in this "
+                                  "folder", path=ckpt.get("_path"))
+
+
 def build_network_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
     """Registry network with the checkpoint's weights, in eval mode, on ``device``."""
     from medmamba.errors import NetworkError

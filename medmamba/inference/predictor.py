@@ -23,7 +23,8 @@ from medmamba.atomic import atomic_write_json
 from medmamba.devices import resolve_device
 from medmamba.errors import CheckpointError, DatasetError, MedmambaError
 from medmamba.inference.model_folder import (
-    build_network_from_checkpoint, fold_checkpoint_paths, load_inference_checkpoint)
+    build_network_from_checkpoint, check_checkpoints_match_model_folder, checkpoint_identity, fold_checkpoint_paths,
+    load_inference_checkpoint)
 from medmamba.formats.probabilities import save_probabilities
 from medmamba.inference.export import label_layout, probabilities_to_label_map, write_label_map
 from medmamba.inference.input_folder import InputCase, check_output_folder, gather_input_cases
@@ -91,8 +92,10 @@ class Predictor:
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
-    def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto", **kwargs: Any) -> "Predictor":
-        """Load fold checkpoints (all of one model: same network, plans and configuration)."""
+    def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto",
+                         model_folder: str | Path | None = None, **kwargs: Any) -> "Predictor":
+        """Load fold checkpoints (all of one model: same network, plans and configuration; checked
+        against ``model_folder``'s plans.json/dataset.json when given)."""
         if not paths:
             raise CheckpointError("no checkpoint given")
         dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
@@ -103,6 +106,11 @@ class Predictor:
                 if ckpt[key] != first[key]:
                     raise CheckpointError(f"{key} differs from {first['_path']}; folds must come from one model",
                                           path=ckpt["_path"])
+            if checkpoint_identity(ckpt)["hash"] != checkpoint_identity(first)["hash"]:
+                raise CheckpointError(f"trained for other labels, channels or plans than {first['_path']}; folds "
+                                      "must come from one model", path=ckpt["_path"])
+        if model_folder is not None:
+            check_checkpoints_match_model_folder(model_folder, checkpoints)
         networks = [build_network_from_checkpoint(c, dev) for c in checkpoints]
         predictor = cls(networks, first["plans"], first["configuration"], first["dataset_json"],
                         mirror_axes=first["mirror_axes"], device=dev, **kwargs)
@@ -113,7 +121,8 @@ class Predictor:
     def from_model_folder(cls, model_folder: str | Path, folds: Sequence[str | int] | None = None,
                           checkpoint: str = "final", device: str = "auto", **kwargs: Any) -> "Predictor":
         """Load ``<model_folder>/fold_<k>/checkpoint_<checkpoint>.pt`` for each fold (None = all present)."""
-        return cls.from_checkpoints(fold_checkpoint_paths(Path(model_folder), folds, checkpoint), device, **kwargs)
+        return cls.from_checkpoints(fold_checkpoint_paths(Path(model_folder), folds, checkpoint), device,
+                                    model_folder=model_folder, **kwargs)
 
     # ---------------------------------------------------------------------------------- predict
     def predict_preprocessed(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:

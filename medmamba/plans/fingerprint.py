@@ -42,13 +42,15 @@ SEED = 1234
 
 
 def case_fingerprint(image_files: Sequence[str | os.PathLike], label_file: str | os.PathLike,
-                     samples_per_case: int, seed: int = SEED) -> dict[str, Any]:
-    """Fingerprint of one case; ``samples`` is a list per channel of float32 arrays."""
+                     samples_per_case: int, seed: int = SEED, declared_labels: Sequence[int] | None = None
+                     ) -> dict[str, Any]:
+    """Fingerprint of one case; ``samples`` is a list per channel of float32 arrays. The case is
+    checked as `medmamba verify` checks it (label values against ``declared_labels`` when given)."""
     from medmamba.datasets.case_reader import read_case_and_label
     from medmamba.datasets.cropping import crop_to_nonzero
     from medmamba.datasets.orientation import canonical_reorientation
 
-    data, seg, geometry = read_case_and_label(image_files, label_file)
+    data, seg, geometry = read_case_and_label(image_files, label_file, declared_labels)
     reorientation = canonical_reorientation(geometry.direction)  # as preprocessing does
     data, seg = reorientation.apply(data), reorientation.apply(seg)
     spacing = reorientation.spacing(geometry.spacing)
@@ -91,18 +93,21 @@ def intensity_statistics(samples: np.ndarray) -> dict[str, float]:
 
 def extract_fingerprint(cases: Sequence[Any], num_channels: int, dataset_name: str = "",
                         num_processes: int = 1, samples_total: int = FOREGROUND_SAMPLES_TOTAL,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, declared_labels: Sequence[int] | None = None) -> dict[str, Any]:
     """Fingerprint of labelled ``cases`` (objects with ``case_id``, ``image_files``, ``label_file``).
 
     Runs ``num_processes`` worker processes (spawn) with a tqdm progress bar.
     """
     from tqdm import tqdm
 
+    from medmamba.datasets.case_checks import dimensionality_findings
+
     cases = [c for c in cases if c.label_file is not None]
     if not cases:
         raise DatasetError("no labelled training cases to fingerprint")
-    per_case = int(samples_total // len(cases))
-    jobs = [(c.image_files, c.label_file, per_case, SEED) for c in cases]
+    per_case = _samples_per_case(samples_total, len(cases))
+    declared = None if declared_labels is None else sorted(declared_labels)
+    jobs = [(c.image_files, c.label_file, per_case, SEED, declared) for c in cases]
     bar = dict(total=len(jobs), desc="fingerprint", unit="case", disable=not progress)
     if num_processes <= 1:
         results = [_case_job(j) for j in tqdm(jobs, **bar)]
@@ -115,9 +120,10 @@ def extract_fingerprint(cases: Sequence[Any], num_channels: int, dataset_name: s
         except BrokenProcessPool:
             raise MedmambaError(f"a fingerprint worker process died, probably out of RAM; rerun with fewer "
                                 f"processes (-np {max(1, num_processes // 2)})") from None
+    mixed = dimensionality_findings({Path(c.image_files[0]): r["original_ndim"] for c, r in zip(cases, results)})
+    if mixed:
+        raise DatasetError(mixed[0].problem, path=mixed[0].path)
     ndims = {r["original_ndim"] for r in results}
-    if len(ndims) > 1:
-        raise DatasetError("training cases mix 2D and 3D images")
     stats = {}
     for c in range(num_channels):
         chunks = [r["samples"][c] for r in results if r["samples"][c].size]
@@ -141,19 +147,34 @@ def extract_fingerprint(cases: Sequence[Any], num_channels: int, dataset_name: s
     }
 
 
+def _samples_per_case(samples_total: int, num_cases: int) -> int:
+    """Foreground samples per case; at least one per case (the intensity statistics need samples)."""
+    from medmamba.errors import ConfigurationError
+
+    if isinstance(samples_total, bool) or not isinstance(samples_total, (int, np.integer)) or \
+            samples_total < max(1, num_cases):
+        raise ConfigurationError(f"--fingerprint-samples must be an integer of at least the number of labelled "
+                                 f"training cases ({num_cases}), got {samples_total!r}")
+    return int(samples_total // num_cases)
+
+
 def fingerprint_dataset(cases: Sequence[Any], num_channels: int, output_file: str | os.PathLike,
                         dataset_name: str = "", num_processes: int = 1, clean: bool = False,
-                        samples_total: int = FOREGROUND_SAMPLES_TOTAL, progress: bool = True) -> dict[str, Any]:
-    """Load the cached ``output_file`` unless ``clean`` or the dataset's cases changed; else extract and write it."""
+                        samples_total: int = FOREGROUND_SAMPLES_TOTAL, progress: bool = True,
+                        declared_labels: Sequence[int] | None = None) -> dict[str, Any]:
+    """Load the cached ``output_file`` unless ``clean`` or the dataset's cases changed; else extract and write it.
+
+    With a cached fingerprint the cases are still checked, by preprocessing, which reads each again."""
     out = Path(output_file)
     labelled = [c for c in cases if c.label_file is not None]
+    per_case = _samples_per_case(samples_total, len(labelled)) if labelled else 0
     if out.is_file() and not clean:
         cached = load_fingerprint(out)
-        if cached.get("case_ids") == [c.case_id for c in labelled] and cached.get("samples_per_case") == int(
-                samples_total // max(1, len(labelled))):
+        if cached.get("case_ids") == [c.case_id for c in labelled] and cached.get("samples_per_case") == per_case:
             logger.info("fingerprint: using cached %s (pass --clean to recompute)", out)
             return cached
         logger.info("fingerprint: %s is stale (cases or sampling changed); recomputing", out)
-    fp = extract_fingerprint(labelled, num_channels, dataset_name, num_processes, samples_total, progress)
+    fp = extract_fingerprint(labelled, num_channels, dataset_name, num_processes, samples_total, progress,
+                             declared_labels)
     atomic_write_json(out, fp)
     return fp

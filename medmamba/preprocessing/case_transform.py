@@ -66,7 +66,10 @@ def preprocess_case(
         raise PlansError(f"case has {len(image_files)} channel file(s) but the plans expect "
                          f"{plans.num_input_channels} ({', '.join(plans.channel_names.values())})",
                          path=image_files[0] if image_files else None)
-    data, seg, geometry = read_case_and_label(image_files, label_file)
+    declared = None
+    if label_file is not None:
+        declared = {v for value in plans.labels.values() for v in (value if isinstance(value, list) else [value])}
+    data, seg, geometry = read_case_and_label(image_files, label_file, declared)
     props = {"image_files": [str(f) for f in image_files],
              "label_file": None if label_file is None else str(label_file)}
     data, seg_out, properties = preprocess_arrays(data, seg, geometry.spacing, plans, configuration_name,

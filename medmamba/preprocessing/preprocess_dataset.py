@@ -9,8 +9,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
+from medmamba.devices import available_memory_bytes  # noqa: F401  (re-exported for the planner)
 from medmamba.errors import MedmambaError
 from medmamba.formats.plans import Plans
+from medmamba.formats.preprocessed_case import mark_complete, mark_incomplete
 
 logger = logging.getLogger("medmamba.preprocessing")
 
@@ -31,7 +33,8 @@ def preprocess_dataset(cases: Sequence[Any], plans: Plans, configurations: Seque
                        progress: bool = True) -> dict[str, Path]:
     """Preprocess ``cases`` (``case_id``, ``image_files``, ``label_file``) for each configuration.
 
-    Writes ``<preprocessed_dataset_folder>/<data_identifier>/<case>.{npy,_seg.npy,json}``;
+    Writes ``<preprocessed_dataset_folder>/<data_identifier>/<case>.{npy,_seg.npy,json}`` and, last,
+    the folder's completion marker (removed first, so an interrupted run leaves a folder training refuses);
     configurations sharing a data identifier are processed once. Labelled cases' label files are
     copied to ``gt_segmentations/`` (training's final validation scores against them there).
     Returns configuration → folder.
@@ -50,6 +53,7 @@ def preprocess_dataset(cases: Sequence[Any], plans: Plans, configurations: Seque
             continue
         done[config.data_identifier] = folder
         folder.mkdir(parents=True, exist_ok=True)
+        mark_incomplete(folder)  # until every case below is written
         _remove_stale_cases(folder, {c.case_id for c in cases})
         jobs = [(c.case_id, [str(f) for f in c.image_files], None if c.label_file is None else str(c.label_file),
                  plans_dict, name, str(folder)) for c in cases]
@@ -65,6 +69,7 @@ def preprocess_dataset(cases: Sequence[Any], plans: Plans, configurations: Seque
             except BrokenProcessPool:
                 raise MedmambaError(f"a preprocessing worker process died, probably out of RAM; rerun with fewer "
                                     f"processes (-np {max(1, num_processes // 2)})") from None
+        mark_complete(folder, [c.case_id for c in cases])  # last: training refuses a folder without it
         logger.info("preprocessed %d case(s) for %s into %s", len(jobs), name, folder)
     return folders
 
@@ -126,21 +131,6 @@ def copy_user_splits(raw_dataset_folder: str | os.PathLike, preprocessed_dataset
     write_splits(target, splits)
     logger.info("copied user splits %s to %s", source, target)
     return True
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def preprocessing_bytes_per_case(fingerprint: dict, plans: Plans, configurations: Sequence[str],

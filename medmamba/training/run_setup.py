@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 from medmamba.errors import CheckpointError, ConfigurationError, PlansError
 from medmamba.formats.constants import DEFAULT_PLANS_NAME
 from medmamba.formats.json_io import read_json
-from medmamba.formats.preprocessed_case import list_preprocessed_cases
+from medmamba.formats.preprocessed_case import completed_case_ids
 from medmamba.training.splits import cases_for_fold, load_or_create_splits
 
 logger = logging.getLogger("medmamba.training")
@@ -150,9 +150,7 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     if not data_folder.is_dir():
         raise PlansError(f"no preprocessed data for configuration {opts.configuration!r}; run "
                          f"`medmamba plan_and_preprocess -d {opts.dataset} -c {opts.configuration}`", path=data_folder)
-    case_ids = list_preprocessed_cases(data_folder)
-    if not case_ids:
-        raise PlansError("no complete preprocessed cases (<case>.npy with its <case>.json)", path=data_folder)
+    case_ids = sorted(completed_case_ids(data_folder, str(opts.dataset)))
     splits_file = folder / "splits.json"
     splits = load_or_create_splits(splits_file, case_ids, write=write_splits) if str(opts.fold) != "all" else []
     train_ids, val_ids = cases_for_fold(opts.fold, splits, case_ids, splits_file)

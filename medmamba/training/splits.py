@@ -6,6 +6,7 @@ sorted case ids; a fold index beyond the stored splits gets a seeded random 80:2
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 from medmamba.errors import ConfigurationError, PlansError
 from medmamba.formats.splits import read_splits, write_splits
 
+logger = logging.getLogger("medmamba.training")
 NUM_FOLDS = 5  # nnU-Net default
 SPLIT_SEED = 12345  # nnU-Net default
 
@@ -46,10 +48,24 @@ def load_or_create_splits(splits_file: Path, case_ids: list[str], write: bool = 
     """Read ``splits_file`` if it exists (a user may hand-write it), else create and write it.
 
     ``write=False`` (non-zero DDP ranks) computes the same splits without touching the disk.
+    Splits that do not cover exactly ``case_ids`` are re-created when this function wrote them (they
+    equal the K-fold split of the cases they cover) and refused otherwise (a user's own splits).
     """
     splits_file = Path(splits_file)
     if splits_file.is_file():
-        return read_splits(splits_file)
+        splits = read_splits(splits_file)
+        covered = {c for s in splits for c in s["train"] + s["val"]}
+        if covered == set(case_ids):
+            return splits
+        added, gone = sorted(set(case_ids) - covered), sorted(covered - set(case_ids))
+        change = "; ".join(part for part in (
+            f"{len(added)} case(s) not in any fold ({', '.join(added[:3])})" if added else "",
+            f"{len(gone)} case(s) no longer preprocessed ({', '.join(gone[:3])})" if gone else "") if part)
+        if len(covered) < NUM_FOLDS or splits != kfold_splits(sorted(covered)):
+            # written by a user: never train on a subset of the data without a word
+            raise PlansError(f"splits do not match the preprocessed cases: {change}; fix the splits or delete "
+                             "the file to re-create them", path=splits_file)
+        logger.warning("%s: the preprocessed cases changed (%s); re-creating the splits", splits_file, change)
     splits = kfold_splits(case_ids)
     if write:
         write_splits(splits_file, splits)

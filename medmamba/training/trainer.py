@@ -19,7 +19,7 @@ from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.training import distributed as ddp
 from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation
 from medmamba.devices import resolve_device
-from medmamba.formats.checkpoint import CHECKPOINT_FORMAT_VERSION, read_checkpoint
+from medmamba.formats.checkpoint import CHECKPOINT_FORMAT_VERSION, read_checkpoint, training_identity
 from medmamba.formats.preprocessed_case import load_training_cases
 from medmamba.preprocessing.foreground import locations_by_label
 from medmamba.training.checkpoint_store import CheckpointStore, capture_rng_state, restore_rng_state, unwrap
@@ -141,6 +141,8 @@ class Trainer:
             "training_log": self.log.state_dict(),
             "seed": self.opts.seed,
             "variants": list(self.variants.names),
+            "trained_for": training_identity(self.setup.plans.to_dict(), self.setup.configuration,
+                                             self.setup.dataset_json),
         }
 
     def save(self, kind: str) -> None:
@@ -325,6 +327,17 @@ class Trainer:
         ddp.barrier()
 
 
+def write_model_folder_files(setup: TrainingSetup) -> None:
+    """plans.json and dataset.json of the model folder (what its checkpoints were trained for;
+    inference checks every checkpoint against them)."""
+    from medmamba.atomic import atomic_write_json
+    from medmamba.formats.checkpoint import MODEL_DATASET_FILE, MODEL_PLANS_FILE
+
+    model_folder = setup.output_folder.parent
+    atomic_write_json(model_folder / MODEL_PLANS_FILE, setup.plans.to_dict())
+    atomic_write_json(model_folder / MODEL_DATASET_FILE, setup.dataset_json)
+
+
 def train(opts: TrainOptions) -> TrainingSetup:
     """Run one fold end to end (DDP when launched by torchrun). Returns the resolved setup."""
     from medmamba.training.run_setup import resolve_setup
@@ -346,6 +359,8 @@ def train(opts: TrainOptions) -> TrainingSetup:
         if existing is not None and not opts.resume and not opts.overwrite:
             raise ConfigurationError("this fold already has checkpoints; pass --resume to continue it or "
                                      "--overwrite to train it again from scratch", path=setup.output_folder)
+        if dist_info.is_main:
+            write_model_folder_files(setup)
         already_final = opts.resume and trainer.store.path("final").is_file()
         if already_final:
             trainer.restore()
