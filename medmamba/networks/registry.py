@@ -44,6 +44,7 @@ _NETWORK_MODULES: tuple[str, ...] = (
     "medmamba.networks.plain_unet",
     "medmamba.networks.umamba",
     "medmamba.networks.segmamba",
+    "medmamba.networks.resenc_unet",
 )
 
 # The U-Net topology knobs an adaptive network takes from the planner (nnU-Net's plans keys).
