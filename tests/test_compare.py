@@ -78,13 +78,13 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
     api.make_demo_dataset(dataset_id=998, cases=5, test_cases=0, size=16, raw=root / "raw", progress=False)
     api.plan_and_preprocess(dataset=998, configurations=["2d"], raw=root / "raw",
-                            preprocessed=root / "pre", progress=False)
+                            preprocessed=root / "pre", num_processes=1, progress=False)
     return root
 
 
 def _compare(tiny, out, **kw):
     return api.compare(dataset=998, configuration="2d", networks=["plain_unet", "umamba_bot"], twins=True,
-                       seeds=2, epochs=1, iterations_per_epoch=2, val_iterations=1, fold=0, output_folder=out,
+                       seeds=2, epochs=1, iterations_per_epoch=1, val_iterations=1, fold=0, output_folder=out,
                        device="cpu", preprocessed=tiny / "pre", raw=tiny / "raw", progress=False, **kw)
 
 
