@@ -121,3 +121,22 @@ def test_twin_is_planned_with_its_base_costs():
     assert twin.source == "base:umamba_bot"
     assert (twin.memory_bytes_per_voxel, twin.seconds_per_voxel) == (base.memory_bytes_per_voxel,
                                                                       base.seconds_per_voxel)
+
+
+def test_twin_name_round_trips_through_planned_plans():
+    from medmamba.formats.plans import Plans
+    from medmamba.plans.memory_model import load_fits
+    from medmamba.plans.planner import plan_experiment
+
+    stats = {"mean": 100.0, "median": 90.0, "std": 20.0, "min": 0.0, "max": 300.0,
+             "percentile_00_5": 10.0, "percentile_99_5": 250.0}
+    fp = {"spacings": [[1.0, 1.0, 1.0]] * 4, "shapes_after_crop": [[96, 96, 1]] * 4,
+          "median_relative_size_after_cropping": 0.9, "foreground_intensity_properties_per_channel": {"0": stats}}
+    dataset_json = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "tumour": 1}, "file_ending": ".nii.gz"}
+    plans = plan_experiment(fp, dataset_json, "Dataset001_Test", fits=load_fits(),
+                            networks={"*": "umamba_bot:gated_cnn"}, target="cpu")
+    saved = Plans.from_dict(plans.to_dict()).configuration("2d")
+    assert saved.network.name == "umamba_bot:gated_cnn" and "routes" not in saved.network.kwargs
+    assert saved.extra["cost_model"] == "base:umamba_bot"
+    net = build_network(saved.network.name, **saved.network.kwargs)
+    assert not _has_ssm(net) and any(isinstance(m, GatedCNNMixer) for m in net.modules())
