@@ -136,3 +136,16 @@ def test_cli_compare_parses_and_refuses_bad_schedule(tiny, capsys):
     assert main(["compare", "-d", "998", "-c", "2d", "--networks", "plain_unet", "--epochs", "1",
                  "-o", str(tiny / "bad"), "--preprocessed", str(tiny / "pre"), "--raw", str(tiny / "raw")]) == 1
     assert "--iters-per-epoch" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_patch_a_fixed_depth_network_cannot_take(tiny):
+    from medmamba.formats.plans import load_plans
+
+    plans = load_plans(tiny / "pre" / "Dataset998_Demo" / "plans.json")
+    patch = plans.configuration("2d").patch_size
+    assert any(p % 32 for p in patch)  # the tiny plan's patch does not suit vmunet (divisor 32)
+    with pytest.raises(ConfigurationError, match="multiple of 32"):
+        api.compare(dataset=998, configuration="2d", networks=["plain_unet", "vmunet"], seeds=1, epochs=1,
+                    iterations_per_epoch=1, val_iterations=1, output_folder=tiny / "fixed", device="cpu",
+                    preprocessed=tiny / "pre", raw=tiny / "raw", progress=False)
+    assert not (tiny / "fixed" / "pairs").exists()  # refused before anything trained

@@ -81,8 +81,9 @@ def compare(
         raise ConfigurationError("compare needs a fold with validation cases; -f all has none")
     systems = expand_systems(networks, twins)
     output = Path(output_folder).absolute()
-    val_ids, dataset_name, raw_cases, ending = _validation_cases(dataset, configuration, fold, systems[0],
-                                                                 preprocessed, raw)
+    val_ids, dataset_name, raw_cases, ending, plans = _validation_cases(dataset, configuration, fold, systems[0],
+                                                                        preprocessed, raw)
+    _check_patch_fits(systems, plans, configuration)
     schedule = ({"time_budget_minutes": float(time_budget_minutes)} if time_budget_minutes is not None else
                 {"epochs": int(epochs), "iterations_per_epoch": int(iterations_per_epoch)})
     settings = {"dataset": dataset_name, "configuration": configuration, "fold": int(fold),
@@ -114,7 +115,7 @@ def _uses_cuda(device: str) -> bool:
 
 
 def _validation_cases(dataset, configuration, fold, network, preprocessed, raw):
-    """(validation case ids of the fold, dataset folder name, raw training cases by id, file ending)."""
+    """(validation case ids of the fold, dataset folder name, raw training cases by id, file ending, plans)."""
     from medmamba.datasets.raw_dataset import list_cases, load_dataset_json, resolve_dataset_folder
     from medmamba.paths import raw_root
     from medmamba.training.run_setup import TrainOptions, resolve_setup
@@ -130,7 +131,23 @@ def _validation_cases(dataset, configuration, fold, network, preprocessed, raw):
         raise DatasetError(f"validation case(s) {', '.join(missing[:5])} of fold {fold} are not in the raw "
                            "dataset's training cases", path=raw_folder)
     ending = load_dataset_json(raw_folder)["file_ending"]
-    return list(setup.val_ids), Path(setup.dataset_folder).name, cases, ending
+    return list(setup.val_ids), Path(setup.dataset_folder).name, cases, ending, setup.plans
+
+
+def _check_patch_fits(systems, plans, configuration: str) -> None:
+    """Every system trains on the configuration's patch: a fixed-depth network needs each axis a
+    multiple of its divisor. Checked before any training so a long run cannot fail hours in."""
+    from medmamba.errors import ConfigurationError
+    from medmamba.networks.registry import get_capabilities
+
+    patch = list(plans.configuration(configuration).patch_size)
+    for system in systems:
+        caps = get_capabilities(system)
+        if caps.topology == "fixed" and any(p % caps.input_divisor for p in patch):
+            raise ConfigurationError(
+                f"network {system} needs every patch axis a multiple of {caps.input_divisor}, but configuration "
+                f"{configuration}'s patch is {patch}; plan with `plan_and_preprocess --network {system}` first "
+                f"and compare on that configuration")
 
 
 def _link_validation_cases(output: Path, cases, val_ids, ending: str) -> tuple[Path, Path]:
