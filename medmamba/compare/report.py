@@ -110,6 +110,7 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
             ax.hlines(s["mean_dice"], i - 0.35, i + 0.35, colors="k", linewidth=1.5)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("per-case mean Dice (validation)")
+    ax.set_ylim(0.0, 1.02)
     ax.set_title("Dice per case; line: mean over seeds")
     ax.legend(fontsize=8)
     times = [s["train_seconds_per_iteration"] or 0.0 for s in systems]
