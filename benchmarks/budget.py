@@ -20,6 +20,16 @@ plots test mean foreground Dice against training minutes, one line per system.
 ``--nnunet-venv VENV`` (a side venv with nnunetv2 and a CPU torch) adds the system ``nnunet``: nnU-Net v2's stock 2d/3d_fullres plans and trainer, with its
 epochs x iterations cut to the same budget by benchmarks/nnunet_budget_trainer.py (copied into
 that venv's trainer folder), predicted without TTA and scored by the same ``medmamba evaluate``.
+``--nnunet-informed`` (with ``--nnunet-venv``) adds the system ``nnunet_informed``: what a
+knowledgeable user would run on a CPU. nnU-Net's own plans are copied to the plans name
+``nnUNetPlans_medmambaCPU`` with only the configuration's ``patch_size`` and ``batch_size`` replaced by
+our CPU plan's, and the U-Net topology re-derived for that patch by nnU-Net's rule (our
+:func:`medmamba.plans.topology.pool_and_conv_props`, the same rule; features ``min(32 * 2**i, max)``);
+spacing, normalisation and preprocessed data are nnU-Net's (same ``data_identifier``). Its trainer
+also takes our short-budget optimizer (AdamW, lr and weight decay of the plan's CPU recipe) through
+environment variables; nnU-Net's own augmentation is kept (our recipe's ``augmentation: none`` is not
+replicated: nnU-Net's transform functions differ between versions). Both nnU-Net lines stay in the
+report, labelled. Not yet measured on this project's machines.
 
 Examples (the commands behind benchmarks/results/budget_*.json):
 
@@ -28,6 +38,8 @@ Examples (the commands behind benchmarks/results/budget_*.json):
     python benchmarks/budget.py --raw RAW -d 501 --work WORK --budgets 45 15 5 \\
         --nnunet-venv NNUNET_VENV --name mri --source-json RAW/SOURCE.json -c 2d
     python benchmarks/budget.py --table benchmarks/results/budget_mri.json   # the Markdown table
+    python benchmarks/budget.py --raw RAW -d 501 --work WORK --budgets 45 15 --systems default \
+        --nnunet-venv NNUNET_VENV --nnunet-informed --name mri_informed -c 2d     # + the informed nnU-Net
 
 An interrupted run resumes: a job whose folder holds a finished ``row.json`` is not run again
 (``--finished-only`` writes the report from those alone).
@@ -56,6 +68,8 @@ from medmamba.atomic import atomic_write_json  # noqa: E402
 
 DEMO_ID = 999  # make_demo_dataset's default id (Dataset999_Demo)
 NNUNET_TRAINER = "nnUNetTrainer_medmambaBudget"  # benchmarks/nnunet_budget_trainer.py
+NNUNET_PLANS = "nnUNetPlans"  # nnU-Net's default plans name
+NNUNET_INFORMED_PLANS = "nnUNetPlans_medmambaCPU"  # its plans with our CPU plan's patch and batch
 
 
 @dataclass
@@ -70,6 +84,8 @@ class Job:
     train_args: list[str] = field(default_factory=list)
     predict_test: bool = True
     nnunet_venv: Path | None = None  # set: the job runs nnU-Net v2 from this venv instead of medmamba
+    nnunet_plans: str = NNUNET_PLANS  # nnU-Net jobs: plans name (-p)
+    nnunet_env: dict[str, str] = field(default_factory=dict)  # nnU-Net jobs: extra trainer settings
 
 
 def dataset_folder_name(root: Path, dataset: str) -> str:
@@ -135,25 +151,85 @@ def prepare_nnunet(venv: Path, work: Path, raw: Path, dataset: str, configuratio
             "patch_size": conf.get("patch_size"), "batch_size": conf.get("batch_size")}
 
 
+def informed_nnunet_plans(nnunet_plans: dict[str, Any], configuration: str, patch_size: list[int],
+                          batch_size: int) -> dict[str, Any]:
+    """nnU-Net's plans renamed :data:`NNUNET_INFORMED_PLANS`, ``configuration`` given our CPU plan's
+    patch and batch and the topology nnU-Net's planner derives for that patch (its
+    ``get_pool_and_conv_props`` rule, as medmamba.plans.topology implements it; features
+    ``min(32 * 2**i, 320 in 3D / 512 in 2D)``; 2 convs per stage, as nnU-Net's PlainConvUNet)."""
+    import copy
+
+    from medmamba.networks.blocks.conv import BASE_FEATURES, MAX_FEATURES
+    from medmamba.plans.topology import pool_and_conv_props
+
+    plans = copy.deepcopy(nnunet_plans)
+    plans["plans_name"] = NNUNET_INFORMED_PLANS
+    conf = plans["configurations"][configuration]
+    if "inherits_from" in conf:
+        raise ValueError(f"nnU-Net configuration {configuration!r} inherits from another; edit it by hand")
+    topo = pool_and_conv_props(conf["spacing"], patch_size)
+    dims = len(patch_size)
+    n = len(topo.strides)
+    features = [min(BASE_FEATURES * 2 ** i, MAX_FEATURES[dims]) for i in range(n)]
+    conf["patch_size"] = [int(p) for p in topo.patch_size]
+    conf["batch_size"] = int(batch_size)
+    topology = {"n_stages": n, "features_per_stage": features,
+                "kernel_sizes": [list(k) for k in topo.kernel_sizes], "strides": [list(s) for s in topo.strides],
+                "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1)}
+    if "architecture" in conf:  # nnU-Net >= 2.4 plans
+        conf["architecture"]["arch_kwargs"].update(topology)
+    else:  # older plans spell the topology as separate keys
+        conf.update(pool_op_kernel_sizes=topology["strides"], conv_kernel_sizes=topology["kernel_sizes"],
+                    n_conv_per_stage_encoder=topology["n_conv_per_stage"],
+                    n_conv_per_stage_decoder=topology["n_conv_per_stage_decoder"])
+    return plans
+
+
+def prepare_informed_nnunet(work: Path, raw: Path, dataset: str, configuration: str,
+                            prepared: dict[str, Any]) -> dict[str, Any]:
+    """Write the informed plans beside nnU-Net's (same preprocessed data); returns what was set."""
+    ours = prepared["configurations"][configuration]
+    name = dataset_folder_name(raw, dataset)
+    folder = work / "nnunet_preprocessed" / name
+    stock = json.loads((folder / f"{NNUNET_PLANS}.json").read_text())
+    plans = informed_nnunet_plans(stock, configuration, ours["patch_size"], ours["batch_size"])
+    atomic_write_json(folder / f"{NNUNET_INFORMED_PLANS}.json", plans)
+    conf = plans["configurations"][configuration]
+    optimizer = ours.get("optimizer") or {}
+    trainer_env = {}
+    if optimizer.get("name") == "adamw":
+        trainer_env = {"MEDMAMBA_NNUNET_OPTIMIZER": "adamw", "MEDMAMBA_NNUNET_LR": str(optimizer["lr"]),
+                       "MEDMAMBA_NNUNET_WEIGHT_DECAY": str(optimizer.get("weight_decay", 0.0))}
+    return {"plans": NNUNET_INFORMED_PLANS, "patch_size": conf["patch_size"], "batch_size": conf["batch_size"],
+            "stock_patch_size": stock["configurations"][configuration].get("patch_size"),
+            "stock_batch_size": stock["configurations"][configuration].get("batch_size"),
+            "trainer_env": trainer_env, "augmentation": "nnU-Net default (recipe's 'none' not replicated)",
+            "measured": False}
+
+
 def run_nnunet_job(job: Job, work: Path, raw: Path, dataset: str, threads: int, row: dict[str, Any]) -> None:
     venv = job.nnunet_venv
     assert venv is not None
     folder = work / "jobs" / job.name
     log = folder / "job.log"
-    env = {**nnunet_env(venv, work, raw, folder / "results", threads),
+    env = {**nnunet_env(venv, work, raw, folder / "results", threads), **job.nnunet_env,
            "MEDMAMBA_NNUNET_BUDGET_SECONDS": str(job.budget_minutes * 60), "MEDMAMBA_NNUNET_SKIP_VALIDATION": "1"}
     row["train_wall_seconds"] = run_timed([str(venv / "bin" / "nnUNetv2_train"), dataset, job.configuration, "all",
-                                           "-tr", NNUNET_TRAINER, "-device", "cpu"], env, log)
+                                           "-tr", NNUNET_TRAINER, "-p", job.nnunet_plans, "-device", "cpu"], env, log)
     (budget_log,) = list((folder / "results").glob("*/*/fold_all/budget_log.json"))
     bl = json.loads(budget_log.read_text())
-    row.update({"network": "nnU-Net v2 PlainConvUNet", "training_seconds": bl["training_seconds"],
+    informed = job.nnunet_plans != NNUNET_PLANS
+    row.update({"network": "nnU-Net v2 PlainConvUNet" + (" (our CPU patch/batch)" if informed else " (stock plans)"),
+                "nnunet_plans": job.nnunet_plans, "nnunet_trainer_env": job.nnunet_env,
+                "training_seconds": bl["training_seconds"],
                 "iterations": bl["iterations"], "epochs": bl["epochs"], "patch_size": bl["patch_size"],
                 "batch_size": bl["batch_size"], "time_budget": bl})
     name = dataset_folder_name(raw, dataset)
     pred = folder / "test_predictions"
     row["predict_wall_seconds"] = run_timed([str(venv / "bin" / "nnUNetv2_predict"), "-i", str(raw / name / "imagesTs"),
                                              "-o", str(pred), "-d", dataset, "-c", job.configuration, "-f", "all",
-                                             "-tr", NNUNET_TRAINER, "-device", "cpu", "--disable_tta", "-npp", "1",
+                                             "-tr", NNUNET_TRAINER, "-p", job.nnunet_plans, "-device", "cpu",
+                                             "--disable_tta", "-npp", "1",
                                              "-nps", "1"], env, log)
     run_timed(medmamba_cmd("evaluate", "-r", str(raw / name / "labelsTs"), "-p", str(pred), "-d", dataset,
                            "--raw", str(raw), "--no-per-case"), thread_env(threads), log)
@@ -316,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source-json", type=Path, help="JSON describing the dataset's source and licence")
     ap.add_argument("--nnunet-venv", type=Path, help="side venv with nnunetv2: adds the system 'nnunet'")
     ap.add_argument("--nnunet-budgets", type=float, nargs="+", help="budgets for nnunet (default: --budgets)")
+    ap.add_argument("--nnunet-informed", action="store_true",
+                    help="with --nnunet-venv: also run nnunet_informed (nnU-Net with our CPU plan's patch and batch)")
     ap.add_argument("--table", type=Path, help="print the Markdown table of an existing result JSON and exit")
     ap.add_argument("--finished-only", action="store_true",
                     help="write the report from the jobs an earlier run finished (WORK/jobs/*/row.json); "
@@ -326,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.demo or args.raw) or args.work is None or args.name is None:
         ap.error("--demo or --raw, --work and --name are required to run the benchmark")
+    if args.nnunet_informed and args.nnunet_venv is None:
+        ap.error("--nnunet-informed needs --nnunet-venv")
 
     started = datetime.now(timezone.utc)
     work = args.work.resolve()
@@ -344,6 +424,14 @@ def main(argv: list[str] | None = None) -> int:
         nnunet = {"status": "run", "venv": str(venv), **prepare_nnunet(venv, work, raw, args.dataset, configuration)}
         jobs += [Job(f"nnunet_{budget:g}min", configuration, budget, "nnunet", nnunet_venv=venv)
                  for budget in (args.nnunet_budgets or args.budgets)]
+        if args.nnunet_informed:
+            if not prepared:
+                prepared = prepare(work, raw, args.dataset, [configuration], env, [])
+            nnunet["informed"] = prepare_informed_nnunet(work, raw, args.dataset, configuration, prepared)
+            jobs += [Job(f"nnunet_informed_{budget:g}min", configuration, budget, "nnunet_informed",
+                         nnunet_venv=venv, nnunet_plans=NNUNET_INFORMED_PLANS,
+                         nnunet_env=nnunet["informed"]["trainer_env"])
+                     for budget in (args.nnunet_budgets or args.budgets)]
     jobs.sort(key=lambda j: -j.budget_minutes)  # longest first: the pool finishes sooner
     not_run = []
     if args.finished_only:  # report what earlier (interrupted) runs finished; train nothing

@@ -187,6 +187,9 @@ def fit_entry(points: list[dict]) -> dict:
     act = fit_line(voxels, [float(p["activation_bytes"]) for p in points])
     secs = fit_line(voxels, [float(p["seconds_per_iteration"]) for p in points])
     fixed = max(mem.intercept, max(3 * p["parameter_bytes"] for p in points))
+    # never below a measured peak: where the parameters dominate (a deep stage of many wide blocks),
+    # the optimizer step's transient copies can top weights + gradients + momentum + activations
+    fixed = max(fixed, max(p["peak_bytes"] - act.slope * p["voxels"] for p in points))
     return {
         # bytes(batch, voxels) = fixed_bytes + batch * bytes_per_voxel * voxels
         "memory": {"fixed_bytes": fixed, "bytes_per_voxel": act.slope, "voxel_range": [mem.x_min, mem.x_max],

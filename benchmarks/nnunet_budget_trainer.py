@@ -12,6 +12,9 @@ epochs is re-derived from the mean epoch time so far so that training ends when
 ``MEDMAMBA_NNUNET_BUDGET_SECONDS`` of training wall time are spent, and the poly LR's horizon
 follows it (so the LR decays towards 0 at the budget). ``MEDMAMBA_NNUNET_SKIP_VALIDATION=1`` skips
 nnU-Net's final validation (the benchmark scores the test split instead).
+``MEDMAMBA_NNUNET_OPTIMIZER=adamw`` (with ``MEDMAMBA_NNUNET_LR``, ``MEDMAMBA_NNUNET_WEIGHT_DECAY``)
+replaces nnU-Net's SGD by AdamW with that learning rate and weight decay, under nnU-Net's own poly
+schedule: medmamba's short-budget CPU optimizer, for the informed nnU-Net run.
 """
 from __future__ import annotations
 
@@ -33,6 +36,19 @@ class nnUNetTrainer_medmambaBudget(nnUNetTrainer):  # noqa: N801 (nnU-Net's trai
         self.num_val_iterations_per_epoch = int(os.environ.get("MEDMAMBA_NNUNET_VAL_ITERS", "1"))
         self.num_epochs = 10**6  # replaced after the first epoch, from its measured time
         self.budget_log: list[dict] = []
+        if "MEDMAMBA_NNUNET_LR" in os.environ:
+            self.initial_lr = float(os.environ["MEDMAMBA_NNUNET_LR"])
+        if "MEDMAMBA_NNUNET_WEIGHT_DECAY" in os.environ:
+            self.weight_decay = float(os.environ["MEDMAMBA_NNUNET_WEIGHT_DECAY"])
+
+    def configure_optimizers(self):
+        optimizer, lr_scheduler = super().configure_optimizers()
+        if os.environ.get("MEDMAMBA_NNUNET_OPTIMIZER") == "adamw":
+            optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr,
+                                          weight_decay=self.weight_decay)
+            # nnU-Net's PolyLRScheduler(optimizer, initial_lr, max_steps), now on the AdamW optimizer
+            lr_scheduler = type(lr_scheduler)(optimizer, self.initial_lr, self.num_epochs)
+        return optimizer, lr_scheduler
 
     def _refit_schedule(self, elapsed: float) -> None:
         per_epoch = elapsed / max(1, self.current_epoch)
@@ -66,6 +82,8 @@ class nnUNetTrainer_medmambaBudget(nnUNetTrainer):  # noqa: N801 (nnU-Net's trai
                            "val_iterations_per_epoch": self.num_val_iterations_per_epoch,
                            "iterations": self.current_epoch * self.num_iterations_per_epoch,
                            "batch_size": self.configuration_manager.batch_size,
+                           "optimizer": type(self.optimizer).__name__, "initial_lr": self.initial_lr,
+                           "weight_decay": self.weight_decay,
                            "patch_size": list(self.configuration_manager.patch_size),
                            "refits": self.budget_log}, fh, indent=1)
 

@@ -264,3 +264,22 @@ def test_budget_markdown_table_sorts_rows_and_lists_unfinished_jobs():
         [" default ", " 5 "], [" default ", " 15 "], [" plain_unet ", " 15 "]]
     assert "**0.800** | 0.700 | 0.900 |" in lines[3]
     assert lines[5:] == ["| nnunet | 5 | error: boom |", "| nnunet_45min | not run |"]
+
+
+def test_informed_nnunet_plans_take_our_patch_and_batch_and_nnunets_topology():
+    budget = _load("budget")
+    conf = {"data_identifier": "nnUNetPlans_2d", "spacing": [1.0, 1.0], "patch_size": [512, 512], "batch_size": 12,
+            "architecture": {"network_class_name": "PlainConvUNet",
+                             "arch_kwargs": {"n_stages": 8, "conv_bias": True, "features_per_stage": [32] * 8}}}
+    stock = {"plans_name": "nnUNetPlans", "configurations": {"2d": conf}}
+    plans = budget.informed_nnunet_plans(stock, "2d", [128, 96], 7)
+    new = plans["configurations"]["2d"]
+    assert plans["plans_name"] == "nnUNetPlans_medmambaCPU" and stock["configurations"]["2d"]["batch_size"] == 12
+    assert new["patch_size"] == [128, 96] and new["batch_size"] == 7
+    assert new["data_identifier"] == "nnUNetPlans_2d"  # nnU-Net's preprocessed data is reused
+    kw = new["architecture"]["arch_kwargs"]
+    # nnU-Net's rule at spacing 1 (nnunet.md §3.5): both axes pool while >= 8; after 4 pools (8, 6) only
+    # one axis is a candidate and a lone candidate needs >= 12, so 4 pools on both axes, 5 stages
+    assert kw["n_stages"] == 5 and kw["strides"] == [[1, 1]] + [[2, 2]] * 4
+    assert kw["features_per_stage"] == [32, 64, 128, 256, 512] and kw["conv_bias"] is True
+    assert kw["n_conv_per_stage"] == [2] * 5 and kw["n_conv_per_stage_decoder"] == [2] * 4

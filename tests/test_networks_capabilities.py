@@ -21,7 +21,7 @@ from medmamba.plans.planner import network_kwargs, plan_patch_and_batch
 
 # Every network the planner may be asked for; a network added to the registry without being
 # listed here fails test_every_registered_network_is_covered.
-ALL = ("hrvmamba", "mhsvm", "plain_unet", "segmamba", "umamba_bot", "umamba_enc", "vmunet")
+ALL = ("hrvmamba", "mhsvm", "plain_unet", "resenc_unet", "segmamba", "umamba_bot", "umamba_enc", "vmunet")
 
 
 # Narrower widths keep this fast on CPU; depth and downsampling, which set the smallest patch and

@@ -357,7 +357,8 @@ def test_reduction_candidates_and_factors():
 # paper's N is already 1 (HRVMamba), then rotation where the routes take a rotating schedule
 # (VM-UNet, HRVMamba); nothing for the CNN baseline.
 SHORT_MEMORY_REDUCTIONS = {
-    "hrvmamba": ["rotate_routes"], "mhsvm": ["d_state_1"], "plain_unet": [], "segmamba": ["d_state_1"],
+    "hrvmamba": ["rotate_routes"], "mhsvm": ["d_state_1"], "plain_unet": [], "resenc_unet": [],
+    "segmamba": ["d_state_1"],
     "umamba_bot": ["d_state_1"], "umamba_enc": ["d_state_1"], "vmunet": ["d_state_1", "rotate_routes"],
 }
 
@@ -381,7 +382,7 @@ def test_planner_records_reductions_and_routes():
         kwargs = c.network.kwargs
         applied = [r["reduction"] for r in c.extra.get("memory_reductions", [])]
         assert applied == SHORT_MEMORY_REDUCTIONS[name], name
-        if name == "plain_unet":
+        if name in ("plain_unet", "resenc_unet"):  # the CNNs: no SSM settings
             assert "routes" not in kwargs and "d_state" not in kwargs and applied == []
         else:
             routes = kwargs["routes"]

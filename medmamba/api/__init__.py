@@ -13,6 +13,7 @@ Folders left as None are found as the CLI finds them (environment variables, the
 :mod:`medmamba.paths`). Problems with the input raise :class:`~medmamba.errors.MedmambaError` subclasses
 whose message is one line naming the file.
 """
+from medmamba.api.compare import CompareResult, compare
 from medmamba.api.data import convert_msd, make_demo_dataset, verify
 from medmamba.api.demo import DemoResult, run_demo
 from medmamba.api.evaluation import BestConfigurationResult, EvaluateResult, evaluate, find_best_configuration
@@ -21,7 +22,7 @@ from medmamba.api.prediction import EnsembleResult, PredictResult, ensemble, pre
 from medmamba.api.training import TrainResult, train
 
 __all__ = [
-    "BestConfigurationResult", "DemoResult", "EnsembleResult", "EvaluateResult", "PlanResult", "PredictResult",
-    "TrainResult", "convert_msd", "ensemble", "evaluate", "find_best_configuration", "make_demo_dataset",
+    "BestConfigurationResult", "CompareResult", "DemoResult", "EnsembleResult", "EvaluateResult", "PlanResult", "PredictResult",
+    "TrainResult", "compare", "convert_msd", "ensemble", "evaluate", "find_best_configuration", "make_demo_dataset",
     "plan_and_preprocess", "predict", "run_demo", "train", "verify",
 ]

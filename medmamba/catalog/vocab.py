@@ -55,6 +55,7 @@ DOMAINS: tuple[str, ...] = ("medical", "general")
 # medmamba.kernels.routes a method's scan maps onto.
 NETWORK_NAMES: tuple[str, ...] = (
     "vmunet", "mhsvm", "hrvmamba", "umamba_bot", "umamba_enc", "segmamba", "plain_unet",
+    "resenc_unet",
 )
 ROUTE_SETS: tuple[str, ...] = ("cross2d", "cross3d", "bidirectional", "mhs", "tom")
 # Scan family -> route set, used only when the scan is the method's own (not "per survey").

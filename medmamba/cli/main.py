@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "evaluate",
     "ensemble",
     "find_best_configuration",
+    "compare",
     "catalog",
     "info",
 ]

@@ -66,7 +66,8 @@ def _channel_split(channels: int, groups: int) -> list[int]:
 class DVSSBlock(nn.Module):
     """Dynamic VSS block, channel-first ``(B, C, *S) -> (B, C, *S)``.
 
-    ``mixer="ssm"``: DSS2D (deformable-conv SS2D); ``"gated_cnn"``: MambaOut mixer instead.
+    ``mixer="ssm"``: DSS2D (deformable-conv SS2D); ``"gated_cnn"``: MambaOut mixer instead;
+    ``"none"``: mixer removed (``x + LN(x)``; the multi-kernel depthwise convs and the MLP stay).
     """
 
     def __init__(self, dim: int, spatial_dims: int = 2, drop_path: float = 0.0, d_state: int = 1,
@@ -180,7 +181,7 @@ class HRVMamba(nn.Module):
         d_state, ssm_ratio, mlp_ratio: DVSS settings (1, 2.0, 2.0).
         drop_path_rate: stochastic depth, linear over the DVSS blocks of one branch path (Small 0.1).
         routes: route set/schedule of the SS2D (default cross2d/cross3d).
-        mixer: ``"ssm"`` or ``"gated_cnn"``. norm: ``"batch"`` (HRNet) or ``"instance"``.
+        mixer: ``"ssm"``, ``"gated_cnn"`` or ``"none"`` (see DVSSBlock). norm: ``"batch"`` (HRNet) or ``"instance"``.
         dcn_pointwise: value/output projections in the deformable conv; off by default because
             only then do our counts match the published sizes (see blocks/deformable.py).
         deep_supervision: in training also return 1×1-conv logits of branches 2 and 3
@@ -299,7 +300,7 @@ register_network(
         # DSS2D: SS2D's 4 cross routes (3D: cross3d), d_state 1 in every released HRVMamba config.
         ssm=SSMSettings(routes={2: "cross2d", 3: "cross3d"}, d_state=1, rotatable=True,
                         kwargs=("routes", "d_state", "ssm_ratio")),
-        twin_mixers=("gated_cnn",)),
+        twin_mixers=("gated_cnn", "none")),
     default_config=dict(widths=list(SMALL_WIDTHS), modules=[1, 4, 2], blocks=2, stem_channels=64, d_state=1,
                         ssm_ratio=2.0, mlp_ratio=2.0, drop_path_rate=0.1, mixer="ssm", norm="batch",
                         dcn_pointwise=False),

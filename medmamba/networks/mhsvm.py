@@ -137,7 +137,7 @@ class MHSVM(VMUNet):
     Same arguments as :class:`~medmamba.networks.vmunet.VMUNet` plus ``heads`` (4) and
     ``sra_threshold`` (0.0, see :class:`MultiHeadScanMixer`); ``mixer`` is ``"mhs"`` (default),
     ``"ssm"`` (plain SS2D) or
-    ``"gated_cnn"`` (MambaOut ablation). Input/output as VMUNet.
+    ``"gated_cnn"`` (MambaOut ablation) or ``"none"`` (mixer removed, as VMUNet's). Input/output as VMUNet.
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 3, num_classes: int = 1,
@@ -167,7 +167,7 @@ register_network(
         norm="layer",
         # multi-head scan patterns (scanutils.py), N = 16 (mhsm.py); the heads' routes are fixed per head.
         ssm=SSMSettings(routes={2: "mhs", 3: "mhs"}, d_state=16, rotatable=False),
-        twin_mixers=("gated_cnn",)),
+        twin_mixers=("gated_cnn", "none")),
     default_config=dict(embed_dim=96, depths=[2, 2, 2, 2], depths_decoder=[2, 2, 2, 1], patch_size=4,
                         heads=4, sra_threshold=0.0, d_state=16, drop_path_rate=0.2, mixer="mhs"),
     reference_params={

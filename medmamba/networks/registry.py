@@ -19,11 +19,18 @@ What a network can do is declared once, in its :class:`NetworkCapabilities`; the
 trainer read those declarations and never inspect a builder's signature. Names a user may type
 besides the registry name (the paper's spelling, e.g. ``"U-Mamba_Enc"``) are declared with the
 network as ``aliases``; the catalog looks its names up here, this module never imports it.
+
+Twins: every Mamba network ``NAME`` also answers to ``NAME:gated_cnn`` (MambaOut's gated-CNN token
+mixer in place of every SSM, same widths) and ``NAME:no_ssm`` (the token mixer removed: an identity
+where the SSM was, every norm, MLP, residual and conv kept — the "No-Mamba" control of nnU-Net
+Revisited, Isensee et al. 2024). A twin is built by its base's builder with ``mixer`` set; its
+capabilities are its base's without SSM settings. What "removed" leaves in each network is written
+next to that network's ``mixer`` argument.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal, Mapping
 
 from medmamba.errors import NetworkError
@@ -37,6 +44,7 @@ _NETWORK_MODULES: tuple[str, ...] = (
     "medmamba.networks.plain_unet",
     "medmamba.networks.umamba",
     "medmamba.networks.segmamba",
+    "medmamba.networks.resenc_unet",
 )
 
 # The U-Net topology knobs an adaptive network takes from the planner (nnU-Net's plans keys).
@@ -75,7 +83,8 @@ class NetworkCapabilities:
     norm: the normalization of its conv/feature maps: ``"instance"``, ``"batch"`` or ``"layer"``.
     ssm: the SSM settings the planner may set (None: no SSM, e.g. the CNN baseline).
     deep_supervision: returns lower-resolution logits in training when asked to.
-    twin_mixers: ``mixer`` values that replace every SSM by another token mixer (the ablation twin).
+    twin_mixers: ``mixer`` values that replace every SSM by another token mixer (the ablation
+        twins; ``"none"``: identity, the SSM path removed).
     """
 
     dims: tuple[int, ...] = (2, 3)
@@ -125,6 +134,10 @@ class NetworkEntry:
 
 _REGISTRY: dict[str, NetworkEntry] = {}
 _ALIASES: dict[str, str] = {}
+_TWINS: dict[str, NetworkEntry] = {}
+
+# Twin suffix -> the ``mixer`` value its base builder takes.
+TWIN_SUFFIXES: dict[str, str] = {"gated_cnn": "gated_cnn", "no_ssm": "none"}
 
 
 def register_network(name: str, *, capabilities: NetworkCapabilities, aliases: tuple[str, ...] = (),
@@ -163,19 +176,64 @@ def list_networks() -> list[str]:
 
 
 def find_network(name: str) -> NetworkEntry | None:
-    """The entry registered under ``name`` or one of its aliases, else None."""
+    """The entry registered under ``name`` or one of its aliases, or the twin ``BASE:SUFFIX`` of a
+    Mamba network (see the module docstring), else None."""
     _load_all()
+    base_name, sep, suffix = name.partition(":")
+    if sep:
+        base = find_network(base_name)
+        return None if base is None else _twin(base, suffix.lower())
     key = name.lower()
     if key not in _REGISTRY:
         key = _ALIASES.get(_normalise(name), key)
     return _REGISTRY.get(key)
 
 
+def twin_names(name: str) -> list[str]:
+    """The twin names of the network ``name`` (empty for a network without SSM or for a twin)."""
+    entry = get_network_entry(name)
+    if ":" in entry.name or entry.capabilities.ssm is None:
+        return []
+    return [f"{entry.name}:{suffix}" for suffix, mixer in TWIN_SUFFIXES.items()
+            if mixer in entry.capabilities.twin_mixers]
+
+
+def base_network_name(name: str) -> str:
+    """The registry name a twin is built from (``name`` itself for a registered network)."""
+    return get_network_entry(name).name.partition(":")[0]
+
+
+def _twin(base: NetworkEntry, suffix: str) -> NetworkEntry | None:
+    mixer = TWIN_SUFFIXES.get(suffix)
+    caps = base.capabilities
+    if mixer is None or caps.ssm is None or mixer not in caps.twin_mixers:
+        return None
+    key = f"{base.name}:{suffix}"
+    if key not in _TWINS:
+        builder = base.builder
+
+        def build_twin(**kwargs: Any) -> Any:
+            # the base's SSM-only keywords are meaningless here; the mixer is what makes the twin
+            for ssm_kwarg in caps.ssm.kwargs:
+                kwargs.pop(ssm_kwarg, None)
+            return builder(**{**kwargs, "mixer": mixer})
+
+        what = ("MambaOut gated-CNN mixer in place of every SSM" if mixer == "gated_cnn"
+                else "token mixer removed (identity where the SSM was)")
+        _TWINS[key] = NetworkEntry(
+            name=key, builder=build_twin, capabilities=replace(caps, ssm=None, twin_mixers=()),
+            paper=base.paper, arxiv=base.arxiv, default_config=dict(base.default_config),
+            description=f"{base.name} twin: {what}, everything else equal.")
+    return _TWINS[key]
+
+
 def get_network_entry(name: str) -> NetworkEntry:
     entry = find_network(name)
     if entry is None:
         known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise NetworkError(f"unknown network {name!r}; registered networks: {known}")
+        suffixes = ", ".join(f":{s}" for s in TWIN_SUFFIXES)
+        raise NetworkError(f"unknown network {name!r}; registered networks: {known} (a Mamba network "
+                           f"also takes the twin suffixes {suffixes})")
     return entry
 
 

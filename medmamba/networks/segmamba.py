@@ -73,7 +73,8 @@ class GatedSpatialConv(nn.Module):
 
 
 class ToMLayer(nn.Module):
-    """``x + mixer(LN(x))`` on raster tokens; mixer = ToM Mamba (``mixer="ssm"``) or MambaOut's gated CNN.
+    """``x + mixer(LN(x))`` on raster tokens; mixer = ToM Mamba (``mixer="ssm"``), MambaOut's gated CNN
+    (``"gated_cnn"``) or removed (``"none"``: ``x + LN(x)``; the GSC, MLP and decoder stay).
 
     ``(B, C, *S) -> (B, C, *S)``.
     """
@@ -89,12 +90,12 @@ class ToMLayer(nn.Module):
 
             self.mixer: nn.Module = RouteMamba(channels, spatial_dims, routes, d_state, d_conv, expand,
                                                backend=backend)
-        elif mixer == "gated_cnn":
+        elif mixer in ("gated_cnn", "none"):
             from medmamba.networks.blocks.ssm import build_mixer
 
-            self.mixer = build_mixer("gated_cnn", channels, spatial_dims)
+            self.mixer = build_mixer(mixer, channels, spatial_dims)
         else:
-            raise NetworkError(f"mixer must be 'ssm' or 'gated_cnn', got {mixer!r}")
+            raise NetworkError(f"mixer must be 'ssm', 'gated_cnn' or 'none', got {mixer!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x.movedim(1, -1))                 # (B, *S, C)
@@ -139,7 +140,7 @@ def _unetr_res_block(spatial_dims: int, in_channels: int, out_channels: int) -> 
         # names only (no rotating schedule).
         ssm=SSMSettings(routes={2: "tom", 3: "tom"}, d_state=16, rotatable=False,
                         kwargs=("routes", "d_state", "d_conv", "expand")),
-        twin_mixers=("gated_cnn",)),
+        twin_mixers=("gated_cnn", "none")),
     default_config={"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "deep_supervision": True,
                     "feature_size": [48, 96, 192, 384], "depths": [2, 2, 2, 2], "hidden_size": 768,
                     "routes": "tom", "mixer": "ssm"},

@@ -53,7 +53,7 @@ _CAPABILITIES = NetworkCapabilities(
     dims=(2, 3), topology="adaptive", norm="instance",
     ssm=SSMSettings(routes={2: "raster", 3: "raster"}, d_state=16, rotatable=False,
                     kwargs=("routes", "d_state", "d_conv", "expand")),
-    twin_mixers=("gated_cnn",))
+    twin_mixers=("gated_cnn", "none"))
 
 
 class UMambaLayer(nn.Module):
@@ -63,6 +63,8 @@ class UMambaLayer(nn.Module):
     one causal route, as U-Mamba; ``"bidirectional"``: + the reversed route with its own conv and
     projections, Vim's bimamba v2; any other route spec: one Mamba route per route name).
     ``mixer="gated_cnn"``: LayerNorm then MambaOut's gated-CNN mixer (the no-SSM ablation).
+    ``mixer="none"``: the Mamba removed, the LayerNorm kept: since U-Mamba's layer has no residual,
+    the layer then passes on LN(x) (the residual conv stages around it are untouched).
     Runs in float32 with autocast disabled, returns the input dtype.
     """
 
@@ -86,12 +88,12 @@ class UMambaLayer(nn.Module):
 
                 self.mixer = RouteMamba(channels, spatial_dims, routes, d_state, d_conv, expand, backend=backend)
                 self.needs_shape = True
-        elif mixer == "gated_cnn":
+        elif mixer in ("gated_cnn", "none"):
             from medmamba.networks.blocks.ssm import build_mixer
 
-            self.mixer = build_mixer("gated_cnn", channels, spatial_dims)
+            self.mixer = build_mixer(mixer, channels, spatial_dims)
         else:
-            raise NetworkError(f"mixer must be 'ssm' or 'gated_cnn', got {mixer!r}")
+            raise NetworkError(f"mixer must be 'ssm', 'gated_cnn' or 'none', got {mixer!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
@@ -127,7 +129,8 @@ class UMamba(nn.Module):
         mamba_stages: encoder stages followed by a MambaLayer; default per variant (see module doc).
         routes: ``"raster"`` (U-Mamba), ``"bidirectional"``, or any route set / list of route names
             of :mod:`medmamba.kernels.routes` (one Mamba route each).
-        mixer: ``"ssm"`` or ``"gated_cnn"`` (MambaOut ablation: the Mamba layers become gated CNNs).
+        mixer: ``"ssm"``, ``"gated_cnn"`` (MambaOut ablation: the Mamba layers become gated CNNs) or
+            ``"none"`` (each Mamba layer reduced to its LayerNorm, see :class:`UMambaLayer`).
         d_state, d_conv, expand: Mamba hyper-parameters (16, 4, 2).
         backend: scan backend (``auto``/``reference``/``torch``/``triton``).
 

@@ -52,7 +52,9 @@ class VMUNet(nn.Module):
         mlp_ratio: MLP in each block (VM-UNet 0 = none).
         drop_path_rate: max stochastic depth (0.2).
         routes: route-set name, list of route names or RouteSchedule (default cross2d/cross3d).
-        mixer: ``"ssm"`` or ``"gated_cnn"`` (MambaOut ablation).
+        mixer: ``"ssm"``, ``"gated_cnn"`` (MambaOut ablation) or ``"none"`` (mixer removed: each VSS
+            block is ``x + LN(x)``, plus its MLP where ``mlp_ratio > 0``; patch embedding, merging,
+            expanding and the head stay).
         deep_supervision: in training also return 1×1-conv logits of decoder stages.
         backend: scan backend.
 
@@ -196,7 +198,7 @@ register_network(
         # takes a RouteSchedule, so the routes may rotate.
         ssm=SSMSettings(routes={2: "cross2d", 3: "cross3d"}, d_state=16, rotatable=True,
                         kwargs=("routes", "d_state", "ssm_ratio", "d_conv")),
-        twin_mixers=("gated_cnn",)),
+        twin_mixers=("gated_cnn", "none")),
     default_config=dict(embed_dim=96, depths=[2, 2, 2, 2], depths_decoder=[2, 2, 2, 1], patch_size=4,
                         d_state=16, ssm_ratio=2.0, drop_path_rate=0.2, mixer="ssm"),
     reference_params={

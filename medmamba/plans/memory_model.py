@@ -97,6 +97,12 @@ def cost_model(fits: Mapping[str, Any], network: str, spatial_dims: int) -> Cost
     networks = fits["networks"]
     entry = networks.get(network, {}).get(key)
     source = network
+    base, twin, _ = network.partition(":")
+    if entry is None and twin:
+        # a twin (registry "NAME:SUFFIX") keeps every layer of its base but the SSM: the base's
+        # measured costs bound it from above
+        entry = networks.get(base, {}).get(key)
+        source = f"base:{base}"
     if entry is None:
         candidates = [(n, d[key]) for n, d in networks.items() if key in d]
         if not candidates:

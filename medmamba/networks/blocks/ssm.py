@@ -298,7 +298,8 @@ def build_mixer(kind: str, d_model: int, spatial_dims: int, **kwargs: Any) -> nn
 
     ``"ssm"``: :class:`MultiRouteSSM` with ``kwargs``; ``"gated_cnn"``: MambaOut's gated CNN
     (:class:`~medmamba.networks.blocks.gated_cnn.GatedCNNMixer`), SSM-only kwargs ignored, so
-    the same network config runs as its no-SSM ablation.
+    the same network config runs as its no-SSM ablation; ``"none"``: identity (the mixer removed,
+    the "No-Mamba" control), every kwarg ignored.
     """
     if kind == "ssm":
         return MultiRouteSSM(d_model, spatial_dims, **kwargs)
@@ -307,7 +308,9 @@ def build_mixer(kind: str, d_model: int, spatial_dims: int, **kwargs: Any) -> nn
 
         return GatedCNNMixer(d_model, spatial_dims,
                              **{k: v for k, v in kwargs.items() if k not in _SSM_ONLY})
-    raise NetworkError(f"mixer must be 'ssm' or 'gated_cnn', got {kind!r}")
+    if kind == "none":
+        return nn.Identity()
+    raise NetworkError(f"mixer must be 'ssm', 'gated_cnn' or 'none', got {kind!r}")
 
 
 class VSSBlock(nn.Module):

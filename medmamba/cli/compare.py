@@ -1,0 +1,52 @@
+"""`medmamba compare`: does the Mamba part help on my data? Networks, their SSM-free twins, seeds, statistics."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "compare"
+HELP = ("train, predict and evaluate several networks (and with --twins each Mamba network's gated-CNN and "
+        "no-SSM twins) over seeds on one fold's validation cases -> compare.json, compare.md, compare.png")
+
+EPILOG = (
+    "Every (system, seed) trains on the fold's training cases with the same schedule, predicts the fold's "
+    "validation cases and evaluates them; the test split is never used. The first network is the reference "
+    "of the paired statistics (Wilcoxon signed-rank p-value, bootstrap 95%% CI of the per-case Dice "
+    "difference). Rerun the same command to resume: finished pairs are skipped."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (planned and preprocessed)")
+    parser.add_argument("-c", "--configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    parser.add_argument("--networks", nargs="+", required=True, metavar="NAME",
+                        help="registry names; the first is the reference (twins: NAME:gated_cnn, NAME:no_ssm)")
+    parser.add_argument("--twins", action="store_true",
+                        help="add NAME:gated_cnn and NAME:no_ssm after every Mamba network")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per system (default 3)")
+    schedule = parser.add_mutually_exclusive_group(required=True)
+    schedule.add_argument("--time-budget", type=float, metavar="MIN", help="training minutes per (system, seed)")
+    schedule.add_argument("--epochs", type=int, help="epochs per (system, seed), with --iters-per-epoch")
+    parser.add_argument("--iters-per-epoch", type=int, help="training iterations per epoch (with --epochs)")
+    parser.add_argument("--val-iters", type=int, default=None, help="validation iterations per epoch (default 50)")
+    parser.add_argument("-f", "--fold", type=int, default=0, help="cross-validation fold (default 0)")
+    parser.add_argument("-o", "--output", required=True, help="output folder (rerun into it to resume)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, "
+                                               "$nnUNet_preprocessed, ./medmamba_data/preprocessed)")
+    parser.add_argument("--raw", help="raw dataset root (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmamba.api import compare
+
+    extra = {} if args.val_iters is None else {"val_iterations": args.val_iters}
+    result = compare(
+        dataset=args.dataset, configuration=args.configuration, networks=args.networks, twins=args.twins,
+        seeds=args.seeds, time_budget_minutes=args.time_budget, epochs=args.epochs,
+        iterations_per_epoch=args.iters_per_epoch, fold=args.fold, output_folder=args.output, device=args.device,
+        preprocessed=args.preprocessed, raw=args.raw, echo=print, **extra,
+    )
+    print(result.markdown_file.read_text(encoding="utf-8"), end="")
+    print(f"wrote {result.json_file}, {result.markdown_file}, {result.plot_file}")
+    return 0

@@ -1,0 +1,143 @@
+"""The resumable loop over (system, seed) pairs.
+
+Each pair works in ``OUT/pairs/<system>/seed_<k>/`` and ends by writing ``pair.json`` (atomically)
+with its measurements; a rerun skips every pair whose ``pair.json`` exists and hands the others to
+``run_pair`` again (which resumes an interrupted training from its checkpoints). The schedule is
+recorded in ``OUT/compare_settings.json``; a rerun with other settings into the same folder is
+refused rather than mixing results of two schedules.
+
+Peak memory of a pair: on CUDA, ``torch.cuda.max_memory_allocated`` (reset at the pair's start);
+on CPU, the largest resident set size of this process sampled every 0.05 s from
+``/proc/self/statm`` while the pair runs (None where that file does not exist).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from medmamba.atomic import atomic_write_json
+from medmamba.compare.systems import folder_name
+from medmamba.errors import ConfigurationError
+
+logger = logging.getLogger("medmamba.compare")
+
+PAIR_FILE = "pair.json"
+SETTINGS_FILE = "compare_settings.json"
+SAMPLE_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class PairMeasurement:
+    """What ``run_pair`` measured for one (system, seed): parameters, training seconds per
+    iteration, prediction seconds per validation case and ``dice_per_case`` ``{case: {label: dice}}``."""
+
+    params: int
+    train_seconds_per_iteration: float | None
+    predict_seconds_per_case: float | None
+    dice_per_case: dict[str, dict[str, float | None]]
+
+
+RunPair = Callable[[str, int, Path], PairMeasurement]
+
+
+class PeakMemory:
+    """Context manager measuring the peak memory (MB) of the work inside it (see module docstring)."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.peak_bytes: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        elif _rss_bytes() is not None:
+            self.peak_bytes = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self.peak_bytes = max(self.peak_bytes or 0, _rss_bytes() or 0)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            import torch
+
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self.peak_bytes or 0, _rss_bytes() or 0)
+
+    @property
+    def peak_mb(self) -> float | None:
+        return None if self.peak_bytes is None else round(self.peak_bytes / 2 ** 20, 1)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pair_folder(output: Path, system: str, seed: int) -> Path:
+    return Path(output) / "pairs" / folder_name(system) / f"seed_{seed}"
+
+
+def check_settings(output: Path, settings: Mapping[str, Any]) -> None:
+    """Record ``settings`` in a new output folder; refuse a folder holding another comparison."""
+    from medmamba.formats.json_io import read_json
+
+    path = Path(output) / SETTINGS_FILE
+    if path.is_file():
+        recorded = read_json(path, dict, "compare settings", ConfigurationError)
+        if recorded != dict(settings):
+            changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+            raise ConfigurationError(f"this folder holds a comparison with other settings ({', '.join(changed)}); "
+                                     "use a new -o folder", path=path)
+        return
+    Path(output).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, dict(settings))
+
+
+def load_pair(path: Path) -> dict[str, Any] | None:
+    from medmamba.formats.json_io import read_json
+
+    return read_json(path, dict, "compare pair result", ConfigurationError) if path.is_file() else None
+
+
+def run_pairs(output: str | os.PathLike, systems: Sequence[str], seeds: Sequence[int], run_pair: RunPair,
+              cuda: bool = False, echo: Callable[[str], None] = logger.info) -> list[dict[str, Any]]:
+    """Run (or reuse) every (system, seed) pair; returns their records
+    ``{"system", "seed", "peak_memory_mb", "wall_seconds", **PairMeasurement}`` in system, seed order."""
+    records = []
+    total = len(systems) * len(seeds)
+    for i, (system, seed) in enumerate(((s, k) for s in systems for k in seeds), start=1):
+        folder = pair_folder(Path(output), system, seed)
+        record = load_pair(folder / PAIR_FILE)
+        if record is not None:
+            echo(f"[{i}/{total}] {system} seed {seed}: finished earlier, reused")
+            records.append(record)
+            continue
+        echo(f"[{i}/{total}] {system} seed {seed}: training, predicting, evaluating in {folder}")
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with PeakMemory(cuda) as memory:
+            measured = run_pair(system, seed, folder)
+        record = {"system": system, "seed": seed, "peak_memory_mb": memory.peak_mb,
+                  "wall_seconds": round(time.perf_counter() - start, 3), **asdict(measured)}
+        atomic_write_json(folder / PAIR_FILE, record)
+        records.append(record)
+    return records
