@@ -70,7 +70,7 @@ WEEK_MINUTES = 7 * 24 * 60  # a time budget longer than a week is a typo (nnU-Ne
 SEED = OptionRange("--seed", int, 0, 2**32 - 1)  # numpy's legacy seed range
 
 # Datasets. nnU-Net names datasets DatasetXXX: three-digit ids.
-DATASET_ID = OptionRange("-id", int, 0, 999)
+DATASET_ID = OptionRange("-id", int, 1, 999)
 DEMO_CASES = OptionRange("--cases", int, 1, 1000)
 DEMO_TEST_CASES = OptionRange("--test-cases", int, 0, 1000)
 DEMO_SIZE = OptionRange("--size", int, 8, 512)  # below 8 voxels the organs vanish; 512^3 is a full CT

@@ -8,10 +8,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from medmamba.errors import WriteError
 from medmamba.formats.written_files import WRITTEN_FILES_NAME, read_written_files, write_written_files
@@ -25,13 +26,13 @@ def check_separate(output: str | os.PathLike, inputs: Iterable[str | os.PathLike
     for given in inputs:
         inp = Path(given).resolve()
         if out == inp:
-            raise WriteError(f"{what} is the input {given}; inputs are never written, choose another {what}",
+            raise WriteError(f"{what} is the input {given}; inputs are never written, choose another location",
                              path=output)
         if inp in out.parents:
-            raise WriteError(f"{what} is inside the input {given}; inputs are never written, choose a {what} "
+            raise WriteError(f"{what} is inside the input {given}; inputs are never written, choose a location "
                              "outside it", path=output)
         if out in inp.parents:
-            raise WriteError(f"{what} contains the input {given}; inputs are never written, choose a {what} "
+            raise WriteError(f"{what} contains the input {given}; inputs are never written, choose a location "
                              "that holds no input", path=output)
 
 
@@ -114,6 +115,21 @@ class OutputFolder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abandon()
+
+
+@contextlib.contextmanager
+def created_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Create ``path`` (with parents) for the writes in the block; if the block fails and left the
+    folder this call created empty, remove it again."""
+    folder = Path(path)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def record_file(path: str | os.PathLike) -> None:

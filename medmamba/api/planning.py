@@ -89,7 +89,7 @@ def plan_and_preprocess(
     """
     from medmamba import option_ranges as R
     from medmamba.atomic import atomic_write_bytes, atomic_write_json
-    from medmamba.output_safety import check_separate
+    from medmamba.output_safety import check_separate, created_folder
     from medmamba.datasets.raw_dataset import list_cases, load_dataset_json, resolve_dataset_folder
     from medmamba.errors import ConfigurationError, DatasetError
     from medmamba.paths import resolve_root
@@ -132,8 +132,8 @@ def plan_and_preprocess(
     plans_file = out / "plans.json"
     # read before anything is written or computed: an unreadable plans.json stops the run untouched
     user_configs = {} if overwrite_plans else _user_configurations(plans_file)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "dataset.json", (folder / "dataset.json").read_bytes())
+    with created_folder(out):  # a first write that fails (full disk) leaves no new empty folder
+        atomic_write_bytes(out / "dataset.json", (folder / "dataset.json").read_bytes())
     if copy_user_splits(folder, out, [c.case_id for c in cases]):
         say(f"splits: copied {folder / 'splits_final.json'} to {out / 'splits.json'}")
     samples = FOREGROUND_SAMPLES_TOTAL if fingerprint_samples is None else fingerprint_samples

@@ -92,7 +92,7 @@ def report_bug(command: str, err: BaseException, verbose: bool) -> None:
             where = f"traceback written to {path}"
         except OSError:
             where = "run again with -v to see the traceback"
-    print(f"medmamba {command}: internal error, a bug in medmamba (please report it): {message}; {where}",
+    print(f"medmamba {command}: error: internal error, a bug in medmamba (please report it): {message}; {where}",
           file=sys.stderr)
 
 

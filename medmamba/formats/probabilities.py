@@ -69,7 +69,7 @@ def check_probabilities(folder: Path, case_id: str) -> None:
 
 def _reason(err: BaseException) -> str:
     text = " ".join(str(err).split())
-    if isinstance(err, zipfile.BadZipFile):
+    if isinstance(err, zipfile.BadZipFile) or (isinstance(err, ValueError) and "pickled" in text):
         return f"not a complete .npz file, truncated or damaged: {text}"
     if isinstance(err, KeyError):
         return f"no array {PROBABILITIES_KEY!r} in it"

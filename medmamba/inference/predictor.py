@@ -21,7 +21,7 @@ import torch
 
 from medmamba.atomic import atomic_write_json
 from medmamba.devices import resolve_device
-from medmamba.errors import CheckpointError, DatasetError, MedmambaError
+from medmamba.errors import CheckpointError, DatasetError, MedmambaError, WriteError
 from medmamba.inference.model_folder import (
     build_network_from_checkpoint, fold_checkpoint_paths, load_inference_checkpoint)
 from medmamba.formats.probabilities import save_probabilities
@@ -240,6 +240,8 @@ class Predictor:
             try:
                 fut.result()
                 report.written.append(case_id)
+            except WriteError:  # a full disk or a read-only folder stops the run: no later case could be written
+                raise
             except Exception as err:  # noqa: BLE001 - reported per case, others go on
                 fail(case_id, _describe(err))
 
@@ -261,6 +263,8 @@ class Predictor:
                     try:
                         self._export(case, probabilities, properties, target, save_probabilities)
                         report.written.append(case.case_id)
+                    except WriteError:
+                        raise
                     except Exception as err:  # noqa: BLE001
                         fail(case.case_id, _describe(err))
                     continue
