@@ -435,6 +435,12 @@ def _convert_msd_raw_inside_task(fx, tmp, mp):  # sibling: output inside the inp
             absent(task / "raw"))
 
 
+def _catalog_plot_replaces_users_file(fx, tmp, mp):  # sibling: --plot replaced any file
+    (tmp / "figure.png").write_bytes(b"my figure")
+    return (["catalog", "stats", "--plot", str(tmp / "figure.png")], str(tmp / "figure.png"),
+            unchanged(tmp / "figure.png"))
+
+
 def _catalog_year_nan(fx, tmp, mp):
     return ["catalog", "list", "--year", "nan"], "--year", None
 
@@ -479,7 +485,7 @@ ROWS = [
     _ensemble_output_contains_inputs, _ensemble_users_dataset_json, _ensemble_disk_full,
     _make_demo_id_negative, _make_demo_size_zero, _make_demo_cases_nan, _demo_minutes_inf, _demo_minutes_zero,
     _demo_workdir_with_users_results, _convert_msd_id_too_large, _convert_msd_raw_inside_task,
-    _catalog_year_nan, _unknown_flag, _missing_required_flag, _bug_is_reported_as_bug,
+    _catalog_plot_replaces_users_file, _catalog_year_nan, _unknown_flag, _missing_required_flag, _bug_is_reported_as_bug,
 ]
 
 

@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--domain", help="count only medical or general records")
     p.add_argument("--survey", action="store_true", help="count only methods the survey arXiv 2410.02362 cites")
     p.add_argument("--plot", metavar="OUT.png", help="also write bar charts to this image file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file medmamba did not write")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     counts = catalog.stats(records)
     print(render.format_stats(counts))
     if args.plot:
-        path = render.plot_stats(counts, args.plot)
+        path = render.plot_stats(counts, args.plot, overwrite=args.overwrite)
         print(f"wrote {path}")
     return 0
