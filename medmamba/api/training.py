@@ -99,7 +99,6 @@ def train(
         preprocessed, results: root folders (None: environment variables, then ``./medmamba_data``).
         progress: show tqdm progress bars.
     """
-    from medmamba.errors import ConfigurationError
     from medmamba.formats.json_io import read_json
     from medmamba.formats.summary import load_summary
     from medmamba.training.run_setup import TrainOptions
