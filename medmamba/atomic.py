@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary file in the same folder, then ``os.replace``.
 
 A crash mid-write never leaves a truncated file under the final name, and an existing file is
-only replaced once the new one is complete and flushed to disk (fsync).
+only replaced once the new one is complete and flushed to disk (fsync). A write that fails because
+of the environment (disk full, permission denied, read-only file system) raises
+:class:`~medmamba.errors.WriteError`, one line naming the file and its folder.
 """
 from __future__ import annotations
 
@@ -10,8 +12,15 @@ import json
 import math
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from medmamba.errors import MedmambaError, WriteError
+
+# Below this many free bytes a writer's failure is taken for a full disk: some writers (SimpleITK,
+# torch) report ENOSPC as a generic RuntimeError.
+_NEARLY_FULL_BYTES = 1 << 20
 
 
 @contextlib.contextmanager
@@ -22,18 +31,45 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
     pick a format from the extension still work. Safe to use from several threads at once.
     """
     final = Path(final_path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(final.suffixes) or ".tmp"
-    tmp_path = _create_temporary(final, suffix)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _create_temporary(final, suffix)
+    except OSError as err:
+        raise write_error(final, err) from None
     try:
         yield tmp_path
         _fsync_file(tmp_path)
         os.replace(tmp_path, final)
         _fsync_directory(final.parent)
+    except MedmambaError:
+        raise
+    except OSError as err:
+        raise write_error(final, err) from None
+    except Exception as err:
+        if _nearly_full(final.parent):
+            raise write_error(final, OSError(28, "No space left on device")) from err
+        raise
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            if tmp_path.exists():
+                tmp_path.unlink()
+
+
+def write_error(final: Path, err: OSError) -> WriteError:
+    """The one-line error for a failed write of ``final``: the folder, the reason and the file."""
+    reason = err.strerror or str(err) or type(err).__name__
+    if err.errno in (28, 122):  # ENOSPC, EDQUOT
+        reason += " (free some space and run again; complete files were kept)"
+    return WriteError(f"cannot write {final.name}: {reason}", path=final.parent)
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 def _create_temporary(final: Path, suffix: str) -> Path:

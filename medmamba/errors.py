@@ -41,6 +41,11 @@ class FileFormatError(MedmambaError):
     """A stage's file (JSON, array, checkpoint) that is missing, unreadable or of the wrong shape."""
 
 
+class WriteError(MedmambaError):
+    """A file or folder that cannot be written (disk full, permission denied, read-only file system), or
+    an output location that would replace or mix with the user's own files."""
+
+
 class PlansError(MedmambaError):
     """Missing or invalid fingerprint / plans / preprocessed data."""
 

@@ -79,3 +79,38 @@ def make_preprocessed():
     """``make_preprocessed(root, n_cases=6, size=20, ...)`` writes ``root/Dataset901_TrainTiny`` (a sphere in
     noise per case; 3d_fullres and 2d configurations) and returns that folder."""
     return _make_preprocessed
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A trained model and everything the commands read, made once: ``root/pre`` (Dataset901_TrainTiny,
+    written directly), ``root/res`` (plain_unet 3d_fullres fold_all, one iteration), ``root/images``
+    (two 20^3 test images), ``root/labels`` (their label maps), ``root/pred_a`` and ``root/pred_b``
+    (predictions with saved probabilities) and ``root/raw/Dataset998_Demo`` (a tiny raw demo dataset).
+    Returns a namespace of these paths. Tests must not write into them."""
+    from types import SimpleNamespace
+
+    from medmamba import api
+    from medmamba.datasets.geometry import ImageGeometry
+    from medmamba.datasets.image_io import write_image
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    _make_preprocessed(root / "pre", n_cases=4, size=20)
+    api.train(dataset=DATASET, configuration="3d_fullres", fold="all", epochs=1, iterations_per_epoch=1,
+              val_iterations=1, final_validation=False, device="cpu", num_workers=0, augmentation="none",
+              preprocessed=root / "pre", results=root / "res", progress=False)
+    rng = np.random.default_rng(0)
+    geometry = ImageGeometry.identity((20, 20, 20), (1.0, 1.0, 1.0))
+    for i in range(2):
+        data, seg = _case(rng, 20)
+        write_image(root / "images" / f"case_{i}_0000.nii.gz", data[0], geometry)
+        write_image(root / "labels" / f"case_{i}.nii.gz", seg[0], geometry, dtype=np.uint8)
+    for name in ("pred_a", "pred_b"):
+        api.predict(input_folder=root / "images", output_folder=root / name, dataset=DATASET,
+                    configuration="3d_fullres", folds=["all"], device="cpu", tta=False, save_probabilities=True,
+                    num_workers=0, results=root / "res", progress=False, echo=lambda line: None)
+    raw = api.make_demo_dataset(dataset_id=998, cases=2, test_cases=0, size=8, raw=root / "raw", progress=False)
+    return SimpleNamespace(root=root, pre=root / "pre", res=root / "res", images=root / "images",
+                           labels=root / "labels", pred_a=root / "pred_a", pred_b=root / "pred_b", raw=raw,
+                           raw_root=root / "raw", dataset=DATASET,
+                           model=root / "res" / DATASET / "plain_unet__medmambaPlans__3d_fullres")

@@ -24,8 +24,13 @@ def make_demo_dataset(
     """Write the deterministic synthetic 3D demo dataset (liver, kidney, vessel, lesion) into the raw root
     and return its folder (``DatasetXXX_Demo``). ``size`` is the nominal voxels per axis at 1.75 mm;
     an existing folder made with the same arguments is reused, a different one needs ``overwrite``."""
+    from medmamba import option_ranges as R
     from medmamba.datasets.demo import make_demo_dataset as make
     from medmamba.paths import raw_root
+
+    for option, value in ((R.DATASET_ID, dataset_id), (R.DEMO_CASES, cases), (R.DEMO_TEST_CASES, test_cases),
+                          (R.SEED, seed), (R.DEMO_SIZE, size)):
+        R.check(option, value, allow_none=False)
 
     return make(raw_root(raw), dataset_id=dataset_id, n_cases=cases, seed=seed, n_channels=channels,
                 n_test=test_cases, size=size, overwrite=overwrite, progress=progress)
@@ -50,7 +55,10 @@ def convert_msd(
 ) -> Path:
     """Convert a Medical Segmentation Decathlon ``TaskXX_Name`` folder (only read) into a raw
     ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it."""
+    from medmamba import option_ranges as R
     from medmamba.datasets.msd import convert_msd_dataset
     from medmamba.paths import raw_root
+
+    R.check(R.DATASET_ID, dataset_id)
 
     return convert_msd_dataset(task_folder, raw_root(raw), dataset_id, progress=progress)

@@ -71,8 +71,12 @@ def run_demo(
     from medmamba.errors import ConfigurationError, DatasetError
     from medmamba.evaluation.summary import format_table
 
-    if minutes <= 0:
-        raise ConfigurationError(f"--minutes must be positive, got {minutes}")
+    from medmamba import option_ranges as R
+    from medmamba.output_safety import OutputFolder
+
+    R.check(R.DEMO_MINUTES, minutes, allow_none=False)
+    R.check(R.DEMO_CASES, cases, allow_none=False)
+    R.check(R.DEMO_SIZE, size, allow_none=False)
     if configuration not in ("2d", "3d_fullres"):
         raise ConfigurationError(f"-c must be 2d or 3d_fullres, got {configuration!r}")
     say = echo_or_log(echo)
@@ -80,6 +84,10 @@ def run_demo(
     work = Path(workdir).absolute()
     raw, pre, res = work / "raw", work / "preprocessed", work / "results"
     predictions = work / "predictions"
+    # the demo owns what it makes under workdir; a workdir holding the user's own raw/, results/, ... is refused
+    demo_folder = OutputFolder(work, what="--workdir", hint="choose another --workdir or move it away").open()
+    demo_folder.claim(["raw", "preprocessed", "results", "predictions"], folders=True)
+    demo_folder.claim(["demo_report.png"])
     quiet = [] if progress else ["--no-progress"]
     roots = ["--raw", str(raw)]
     net = ["--network", network] if network else []

@@ -33,6 +33,7 @@ def evaluate(
     num_workers: int = 2,
     raw: str | os.PathLike | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> EvaluateResult:
     """Dice, IoU, HD95 (mm) and NSD of every predicted label map against its reference.
 
@@ -42,16 +43,28 @@ def evaluate(
             with ``regions`` its list-valued labels are evaluated as regions. Not together with ``labels``.
         labels: label values, or regions as tuples of values (None and no dataset: every non-zero value present).
         nsd_tolerance_mm: surface Dice tolerance in mm (None: 1.0).
-        output_file: where summary.json goes (None: ``<prediction_folder>/summary.json``).
+        output_file: where summary.json goes (None: ``<prediction_folder>/summary.json``); never one of the
+            label maps or inside the reference folder; an existing file medmamba did not write is
+            replaced only with ``overwrite``.
         allow_missing: evaluate only the cases that have a prediction instead of failing.
         num_workers: threads.
         raw: raw root for ``dataset`` (None: environment variables, then ``./medmamba_data/raw``).
     """
+    from medmamba import option_ranges as R
     from medmamba.errors import ConfigurationError
     from medmamba.evaluation.evaluate_folders import (
         evaluate_folders, ignore_label_from_dataset_json, labels_from_dataset_json)
     from medmamba.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM
+    from medmamba.output_safety import check_replaceable, check_separate, record_file
 
+    R.check(R.NSD_TOLERANCE_MM, nsd_tolerance_mm)
+    R.check(R.EVALUATE_WORKERS, num_workers, allow_none=False)
+    typed_labels = labels is not None
+    for label in labels or []:
+        for value in (label if isinstance(label, (tuple, list)) else (label,)):
+            if value == 0:
+                raise ConfigurationError("-l 0: label 0 is the background and is not evaluated; give foreground labels")
+            R.check(R.LABEL_VALUE, value, allow_none=False)
     ignore_label = None
     if dataset is not None and labels is not None:
         raise ConfigurationError("give the labels either from a dataset (-d) or as a list (-l), not both")
@@ -68,10 +81,19 @@ def evaluate(
     if tolerance < 0:
         raise ConfigurationError(f"--nsd-tolerance must be >= 0 mm, got {tolerance}")
     output = Path(output_file) if output_file is not None else Path(prediction_folder) / "summary.json"
+    # the summary may sit beside the predictions (the default) but never replaces a label map
+    check_separate(output, [reference_folder], "-o")
+    if Path(prediction_folder).is_dir() and output.resolve().parent == Path(prediction_folder).resolve():
+        from medmamba.evaluation.evaluate_folders import label_map_files
+
+        if output.name in {p.name for p in label_map_files(Path(prediction_folder)).values()}:
+            raise ConfigurationError("-o is one of the predicted label maps being evaluated; choose another file",
+                                     path=output)
+    check_replaceable(output, overwrite)
     summary = evaluate_folders(
         reference_folder, prediction_folder, labels=None if labels is None else list(labels), output_file=output,
         nsd_tolerance_mm=tolerance, ignore_label=ignore_label, allow_missing=allow_missing, num_workers=num_workers,
-        progress=progress,
+        progress=progress, labels_must_occur=typed_labels, before_writing=lambda: record_file(output),
     )
     return EvaluateResult(summary, output.absolute())
 

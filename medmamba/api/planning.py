@@ -87,7 +87,9 @@ def plan_and_preprocess(
         progress: show tqdm progress bars.
         echo: receives the progress lines (folders used, plans summary, preprocessed folders).
     """
+    from medmamba import option_ranges as R
     from medmamba.atomic import atomic_write_bytes, atomic_write_json
+    from medmamba.output_safety import check_separate, created_folder
     from medmamba.datasets.raw_dataset import (
         declared_label_values,
         list_cases,
@@ -113,12 +115,11 @@ def plan_and_preprocess(
     pre_root = resolve_root("preprocessed", preprocessed, log=False)
     say(raw_root.describe())
     say(pre_root.describe())
+    R.check(R.NUM_PROCESSES, num_processes)
+    R.check(R.MEMORY_TARGET_GB, memory_target_gb)
+    R.check(R.FINGERPRINT_SAMPLES, fingerprint_samples)
     n_proc = num_processes if num_processes is not None else min(4, os.cpu_count() or 1)
-    if n_proc < 1:
-        raise ConfigurationError(f"-np must be at least 1, got {n_proc}")
     memory_gb = DEFAULT_MEMORY_TARGET_GB if memory_target_gb is None else memory_target_gb
-    if memory_gb <= 0:
-        raise ConfigurationError(f"--memory-target-gb must be positive, got {memory_gb}")
     if target not in (None, "cpu", "gpu"):
         raise ConfigurationError(f"--target must be cpu or gpu, got {target!r}")
     folder = resolve_dataset_folder(dataset, raw_root.path)
@@ -132,11 +133,12 @@ def plan_and_preprocess(
     target, reason = _target(target)
 
     out = pre_root.path / folder.name
+    check_separate(out, [folder], "preprocessed folder")
     plans_file = out / "plans.json"
     # read before anything is written or computed: an unreadable plans.json stops the run untouched
     user_configs = {} if overwrite_plans else _user_configurations(plans_file)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "dataset.json", (folder / "dataset.json").read_bytes())
+    with created_folder(out):  # a first write that fails (full disk) leaves no new empty folder
+        atomic_write_bytes(out / "dataset.json", (folder / "dataset.json").read_bytes())
     if copy_user_splits(folder, out, [c.case_id for c in cases]):
         say(f"splits: copied {folder / 'splits_final.json'} to {out / 'splits.json'}")
     samples = FOREGROUND_SAMPLES_TOTAL if fingerprint_samples is None else fingerprint_samples

@@ -79,10 +79,12 @@ def predict(
     from medmamba.inference.predictor import Predictor
     from medmamba.paths import resolve_root
 
-    if not 0.0 < step <= 1.0:
-        raise ConfigurationError(f"--step must be in (0, 1], got {step}")
-    if batch_windows < 1:
-        raise ConfigurationError(f"--batch-windows must be >= 1, got {batch_windows}")
+    from medmamba import option_ranges as R
+    from medmamba.output_safety import check_separate
+
+    R.check(R.STEP, step, allow_none=False)
+    R.check(R.BATCH_WINDOWS, batch_windows, allow_none=False)
+    R.check(R.PREDICT_WORKERS, num_workers, allow_none=False)
     fold_names = None
     if folds is not None:
         fold_names = [str(f) for f in folds]
@@ -94,6 +96,7 @@ def predict(
     root = resolve_root("results", results)
     check_output_folder(input_dir, output_dir)  # before loading any checkpoint
     model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
+    check_separate(output_dir, [input_dir, model_folder], "output folder")
     predictor = Predictor.from_model_folder(model_folder, folds=fold_names, checkpoint=checkpoint, device=device,
                                             step=step, use_tta=tta, batch_windows=batch_windows)
     echo_or_log(echo)(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "

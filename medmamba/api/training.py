@@ -99,17 +99,19 @@ def train(
         preprocessed, results: root folders (None: environment variables, then ``./medmamba_data``).
         progress: show tqdm progress bars.
     """
-    from medmamba.errors import ConfigurationError
     from medmamba.formats.json_io import read_json
     from medmamba.formats.summary import load_summary
     from medmamba.training.run_setup import TrainOptions
     from medmamba.training.trainer import train as train_fold
 
-    for flag, value in (("epochs", epochs), ("iters-per-epoch", iterations_per_epoch), ("val-iters", val_iterations)):
-        if value < 1:
-            raise ConfigurationError(f"--{flag} must be >= 1")
-    if time_budget_minutes is not None and time_budget_minutes <= 0:
-        raise ConfigurationError("--time-budget must be a positive number of minutes")
+    from medmamba import option_ranges as R
+
+    for option, value in ((R.EPOCHS, epochs), (R.ITERATIONS_PER_EPOCH, iterations_per_epoch),
+                          (R.VAL_ITERATIONS, val_iterations), (R.SEED, seed)):
+        R.check(option, value, allow_none=False)
+    for option, value in ((R.TIME_BUDGET_MINUTES, time_budget_minutes), (R.LEARNING_RATE, lr),
+                          (R.TRAIN_WORKERS, num_workers), (R.OVERSAMPLE, oversample)):
+        R.check(option, value)
     opts = TrainOptions(
         dataset=str(dataset), configuration=configuration, fold=str(fold), network=network, plans_name=plans_name,
         epochs=epochs, iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, device=device,

@@ -208,8 +208,12 @@ def format_stats(counts: dict[str, Counter]) -> str:
     return "\n".join(lines)
 
 
-def plot_stats(counts: dict[str, Counter], path: str | Path) -> Path:
-    """Bar charts of the main count tables as one PNG (matplotlib, Agg backend), written atomically."""
+def plot_stats(counts: dict[str, Counter], path: str | Path, overwrite: bool = False) -> Path:
+    """Bar charts of the main count tables as one PNG (matplotlib, Agg backend), written atomically.
+    An existing file medmamba did not write is replaced only with ``overwrite``."""
+    from medmamba.output_safety import check_replaceable, record_file
+
+    check_replaceable(path, overwrite)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,6 +235,7 @@ def plot_stats(counts: dict[str, Counter], path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     suffix = path.suffix.lower() or ".png"
+    record_file(path)
     atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format=suffix.lstrip(".")))
     plt.close(fig)
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import numeric
 from medmamba.errors import CatalogError, ConfigurationError
 
 NAME = "catalog"
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dims", help="2D, 3D, 2D+3D or video (2D and 3D also match 2D+3D)")
     p.add_argument("--modality", help="e.g. CT, MRI, X-ray, endoscopy, pathology (prefix ok)")
     p.add_argument("--category", help="pure, U-Net variant, hybrid (any), hybrid CNN, hybrid Transformer, ...")
-    p.add_argument("--year", type=int, help="year of the first version")
+    p.add_argument("--year", type=numeric(R.CATALOG_YEAR), help="year of the first version")
     p.add_argument("--domain", help="medical or general")
     p.add_argument("--implemented", action="store_true", help="only methods medmamba implements")
     p.add_argument("--survey", action="store_true", help="only methods the survey arXiv 2410.02362 cites")
@@ -29,12 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("search", help="ranked search over name, scan, datasets, modality",
                        description="ranked, case-insensitive search over name, scan, datasets, modality")
     p.add_argument("text", nargs="+", help="search terms (all must match)")
-    p.add_argument("--limit", type=int, default=20, help="show at most this many results (default 20)")
+    p.add_argument("--limit", type=numeric(R.CATALOG_LIMIT), default=20, help="show at most this many results (default 20)")
     p = sub.add_parser("stats", help="counts per category, task, modality, dims, year",
                        description="counts per category, task, modality, dims, year (the survey's tables)")
     p.add_argument("--domain", help="count only medical or general records")
     p.add_argument("--survey", action="store_true", help="count only methods the survey arXiv 2410.02362 cites")
     p.add_argument("--plot", metavar="OUT.png", help="also write bar charts to this image file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file medmamba did not write")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     counts = catalog.stats(records)
     print(render.format_stats(counts))
     if args.plot:
-        path = render.plot_stats(counts, args.plot)
+        path = render.plot_stats(counts, args.plot, overwrite=args.overwrite)
         print(f"wrote {path}")
     return 0

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import numeric
+
 NAME = "convert_msd"
 HELP = "convert a Medical Segmentation Decathlon TaskXX_Name folder into a raw DatasetXXX_Name folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="the MSD TaskXX_Name folder (only read, never modified)")
-    parser.add_argument("-id", "--dataset-id", type=int, default=None, help="dataset id of the output (default: XX)")
+    parser.add_argument("-id", "--dataset-id", type=numeric(R.DATASET_ID), default=None, help="dataset id of the output (default: XX)")
     parser.add_argument("--raw", help="raw dataset root to write into (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

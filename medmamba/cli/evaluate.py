@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import numeric
+
 NAME = "evaluate"
 HELP = "compare predicted label maps with reference label maps: Dice, IoU, HD95 (mm), NSD -> summary.json"
 
@@ -23,12 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="labels to evaluate, e.g. `-l 1 2`; a region is comma-separated, e.g. `-l 1,2,3 2,3`")
     parser.add_argument("--regions", action="store_true",
                         help="with -d: evaluate the dataset's regions (list-valued labels) instead of single labels")
-    parser.add_argument("--nsd-tolerance", type=float, default=None, metavar="MM",
+    parser.add_argument("--nsd-tolerance", type=numeric(R.NSD_TOLERANCE_MM), default=None, metavar="MM",
                         help="surface Dice tolerance in mm (default 1.0)")
-    parser.add_argument("-o", "--output", help="summary file (default PRED_DIR/summary.json)")
+    parser.add_argument("-o", "--output", help="summary file (default PRED_DIR/summary.json); never inside the "
+                                               "reference folder or one of the label maps")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing summary file that medmamba did not write")
     parser.add_argument("--allow-missing", action="store_true",
                         help="evaluate only cases that have a prediction instead of failing")
-    parser.add_argument("-np", "--num-workers", type=int, default=2, help="threads (default 2)")
+    parser.add_argument("-np", "--num-workers", type=numeric(R.EVALUATE_WORKERS), default=2, help="threads (default 2)")
     parser.add_argument("--no-per-case", action="store_true", help="print only the means")
     parser.add_argument("--raw", help="raw dataset root, for -d (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
 
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         reference_folder=args.reference, prediction_folder=args.prediction, dataset=args.dataset or None,
         labels=_parse_labels(args.labels) if args.labels else None, regions=args.regions,
         nsd_tolerance_mm=args.nsd_tolerance, output_file=args.output, allow_missing=args.allow_missing,
-        num_workers=args.num_workers, raw=args.raw,
+        num_workers=args.num_workers, raw=args.raw, overwrite=args.overwrite,
     )
     print(format_table(result.summary, per_case=not args.no_per_case))
     print(f"summary written to {result.summary_file}")

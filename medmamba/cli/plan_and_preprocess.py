@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import numeric
+
 NAME = "plan_and_preprocess"
 HELP = "fingerprint a raw dataset, plan configurations (patch, batch, network) and preprocess it"
 
@@ -16,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="registry network(s): the first is used by 2d/3d_fullres/3d_lowres; each further NAME "
                              "adds configurations <config>_NAME; CONFIG=NAME sets one configuration's network "
                              "(default: umamba_bot)")
-    parser.add_argument("--memory-target-gb", type=float, default=None,
+    parser.add_argument("--memory-target-gb", type=numeric(R.MEMORY_TARGET_GB), default=None,
                         help="GPU memory to plan patch x batch for, in GB (default 8, like nnU-Net)")
     parser.add_argument("--target", choices=("cpu", "gpu"), default=None,
                         help="plan for CPU throughput or GPU memory (default: gpu if CUDA is available, else cpu)")
-    parser.add_argument("-np", "--num-processes", type=int, default=None,
+    parser.add_argument("-np", "--num-processes", type=numeric(R.NUM_PROCESSES), default=None,
                         help="worker processes for fingerprint and preprocessing (default min(4, CPU cores)); "
                              "lower it if workers die for lack of RAM")
     parser.add_argument("--clean", action="store_true", help="recompute the fingerprint even if one is cached")
@@ -29,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(drops configurations you added to it); without it an unreadable one is an error")
     parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plans, skip preprocessing")
     parser.add_argument("--verify", action="store_true", help="check the raw dataset first (as `medmamba verify`)")
-    parser.add_argument("--fingerprint-samples", type=int, default=None,
+    parser.add_argument("--fingerprint-samples", type=numeric(R.FINGERPRINT_SAMPLES), default=None,
                         help="foreground intensity samples for the whole dataset (default 1e8, nnU-Net's)")
     parser.add_argument("--raw", help="raw dataset root (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
     parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, "

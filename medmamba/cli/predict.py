@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import numeric
+
 NAME = "predict"
 HELP = "segment a folder of images (CASE_0000.nii.gz ...) with trained fold checkpoints"
 
@@ -21,13 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plans", default=None, help="plans identifier when several plans share the configuration")
     parser.add_argument("--checkpoint", default="final", choices=("final", "best", "latest"),
                         help="which checkpoint of each fold (default final)")
-    parser.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (default 0.5)")
+    parser.add_argument("--step", type=numeric(R.STEP), default=0.5, help="tile step as a fraction of the patch (default 0.5)")
     parser.add_argument("--no-tta", action="store_true", help="disable mirror test-time augmentation (8x faster in 3D)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write CASE.npz (probabilities) + CASE.json, needed by `medmamba ensemble`")
     parser.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu or cuda[:N]")
-    parser.add_argument("--batch-windows", type=int, default=4, help="tiles per forward pass (default 4)")
-    parser.add_argument("-np", "--num-workers", type=int, default=2,
+    parser.add_argument("--batch-windows", type=numeric(R.BATCH_WINDOWS), default=4, help="tiles per forward pass (default 4)")
+    parser.add_argument("-np", "--num-workers", type=numeric(R.PREDICT_WORKERS), default=2,
                         help="background threads reading and exporting cases (default 2; 0 = sequential)")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
     parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")

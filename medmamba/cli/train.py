@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import numeric
+
 NAME = "train"
 HELP = "train a network on one fold of a preprocessed dataset (results/<dataset>/<network>__<plans>__<config>/fold_k)"
 
@@ -18,27 +21,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--fold", required=True, help="fold 0-4 (splits.json), a higher index, or 'all'")
     parser.add_argument("--network", help="registry name overriding the plan's network, e.g. plain_unet or umamba_bot")
     parser.add_argument("-p", "--plans", dest="plans_name", default=DEFAULT_PLANS_NAME, help="plans identifier")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs (default %(default)s)")
-    parser.add_argument("--iters-per-epoch", type=int, default=DEFAULT_ITERATIONS_PER_EPOCH,
+    parser.add_argument("--epochs", type=numeric(R.EPOCHS), default=DEFAULT_EPOCHS, help="epochs (default %(default)s)")
+    parser.add_argument("--iters-per-epoch", type=numeric(R.ITERATIONS_PER_EPOCH), default=DEFAULT_ITERATIONS_PER_EPOCH,
                         help="training iterations per epoch (default %(default)s)")
-    parser.add_argument("--val-iters", type=int, default=DEFAULT_VAL_ITERATIONS,
+    parser.add_argument("--val-iters", type=numeric(R.VAL_ITERATIONS), default=DEFAULT_VAL_ITERATIONS,
                         help="pseudo-Dice validation batches per epoch (default %(default)s)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint_final/latest/best")
     parser.add_argument("--overwrite", action="store_true", help="start over in a fold folder that has checkpoints")
     parser.add_argument("--pretrained", metavar="CKPT", help="initialise from a checkpoint (matching names/shapes)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for weights and sampling")
+    parser.add_argument("--seed", type=numeric(R.SEED), default=DEFAULT_SEED, help="seed for weights and sampling")
     parser.add_argument("--val-best", action="store_true", help="final validation with checkpoint_best.pt")
-    parser.add_argument("--time-budget", type=float, metavar="MINUTES",
+    parser.add_argument("--time-budget", type=numeric(R.TIME_BUDGET_MINUTES), metavar="MINUTES",
                         help="fit the whole schedule (epochs, LR warm-up and decay) into this many minutes of "
                              "training (set-up before and the final validation after are not counted); "
                              "--resume keeps the original budget and the time already spent")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), help="override the plan's optimizer")
-    parser.add_argument("--lr", type=float, help="initial learning rate (default: the optimizer's)")
-    parser.add_argument("--num-workers", type=int, help="data augmentation worker processes")
+    parser.add_argument("--lr", type=numeric(R.LEARNING_RATE), help="initial learning rate (default: the optimizer's)")
+    parser.add_argument("--num-workers", type=numeric(R.TRAIN_WORKERS), help="data augmentation worker processes")
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (AMP is CUDA-only anyway)")
     parser.add_argument("--elastic", action="store_true", help="enable elastic deformation (p 0.2)")
-    parser.add_argument("--oversample", type=float, metavar="FRACTION",
+    parser.add_argument("--oversample", type=numeric(R.OVERSAMPLE), metavar="FRACTION",
                         help="fraction of each batch forced to contain foreground (default: plan's recipe, else 0.33)")
     parser.add_argument("--deep-supervision", dest="deep_supervision", action="store_const", const=True,
                         help="train with deep supervision (default: plan's recipe, else on)")

@@ -22,6 +22,7 @@ from medmamba.datasets.image_io import not_a_file, read_image, write_image
 from medmamba.datasets.raw_dataset import check_dataset_id, dataset_folder_name, parse_dataset_folder_name
 from medmamba.errors import DatasetError
 from medmamba.formats.json_io import read_json
+from medmamba.output_safety import check_separate
 
 logger = logging.getLogger("medmamba.datasets.msd")
 
@@ -133,15 +134,18 @@ def convert_msd_dataset(
     if m is None:
         raise DatasetError("folder name must look like TaskXX_Name (e.g. Task05_Prostate)", path=task)
     dataset_id = check_dataset_id(m.group(1) if dataset_id is None else dataset_id)
+    raw_root = Path(raw_root)
+    final = raw_root / dataset_folder_name(dataset_id, m.group(2))
+    check_separate(final, [task], "output folder")
+    if task.resolve() in [raw_root.resolve(), *raw_root.resolve().parents]:  # it is created if missing
+        check_separate(raw_root, [task], "raw root")
     msd = _msd_json(task)
     n_channels = len(msd["modality"])
     labels = convert_msd_labels(msd["labels"], task / "dataset.json")
     if not (task / "imagesTr").is_dir() or not (task / "labelsTr").is_dir():
         raise DatasetError("MSD task folder needs imagesTr/ and labelsTr/", path=task)
 
-    raw_root = Path(raw_root)
     raw_root.mkdir(parents=True, exist_ok=True)
-    final = raw_root / dataset_folder_name(dataset_id, m.group(2))
     if final.exists():
         raise DatasetError("output folder already exists; remove it or choose another id with -id", path=final)
     clash = [p.name for p in raw_root.iterdir() if p.is_dir() and (parse_dataset_folder_name(p.name) or (None,))[0] == dataset_id]

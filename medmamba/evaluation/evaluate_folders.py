@@ -12,7 +12,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -28,7 +28,7 @@ logger = logging.getLogger("medmamba.evaluation")
 _NOT_IMAGES = (".npz", ".npy", ".json", ".pkl", ".txt", ".png.aux.xml")
 
 
-def _image_files(folder: Path) -> dict[str, Path]:
+def label_map_files(folder: Path) -> dict[str, Path]:
     """``{case_id: path}`` of the image files in ``folder`` (hidden and non-image files skipped)."""
     from medmamba.datasets.image_io import file_ending
 
@@ -122,6 +122,8 @@ def evaluate_folders(
     allow_missing: bool = False,
     num_workers: int = 2,
     progress: bool = True,
+    labels_must_occur: bool = False,
+    before_writing: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every reference label map against its prediction and write ``summary.json``.
 
@@ -134,6 +136,9 @@ def evaluate_folders(
         ignore_label: reference value whose voxels are excluded.
         allow_missing: evaluate only cases with both files instead of failing on a missing prediction.
         num_workers: threads reading and evaluating cases (numpy/scipy release the GIL).
+        labels_must_occur: a label found in no reference and no prediction is an error (for labels the
+            user typed: a typo would otherwise give a summary of NaN).
+        before_writing: called just before the summary is written (the caller records the file as medmamba's).
 
     Returns:
         The summary dict (see :mod:`medmamba.evaluation.summary`).
@@ -142,8 +147,8 @@ def evaluate_folders(
     for folder in (reference_dir, prediction_dir):
         if not folder.is_dir():
             raise DatasetError("folder not found", path=folder)
-    refs = _image_files(reference_dir)
-    preds = _image_files(prediction_dir)
+    refs = label_map_files(reference_dir)
+    preds = label_map_files(prediction_dir)
     if not refs:
         raise DatasetError("no reference label maps found", path=reference_dir)
     missing = sorted(set(refs) - set(preds))
@@ -170,6 +175,13 @@ def evaluate_folders(
     with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
         per_case = list(tqdm(pool.map(job, cases), total=len(cases), desc="evaluate", unit="case",
                              disable=not progress))
+    if labels_must_occur and per_case:
+        for key in per_case[0]["metrics"]:
+            if all(c["metrics"][key]["n_ref"] == 0 and c["metrics"][key]["n_pred"] == 0 for c in per_case):
+                raise DatasetError(f"label {key} occurs in no reference and no prediction; check the label values",
+                                   path=reference_dir)
     summary = build_summary(per_case, labels, nsd_tolerance_mm)
+    if before_writing is not None:
+        before_writing()
     write_summary(output_file if output_file is not None else prediction_dir / "summary.json", summary)
     return summary

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,8 +64,13 @@ def write_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint lacks keys {missing}")
+    # serialised in memory first: torch.save on a full disk fails with an obscure RuntimeError
+    # ("unexpected pos"), a plain file write with OSError(ENOSPC), which atomic_path reports
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
     with atomic_path(path, suffix=".pt.tmp") as tmp:
-        torch.save(checkpoint, tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
     return Path(path)
 
 

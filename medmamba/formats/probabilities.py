@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,12 +49,39 @@ def save_probabilities(folder: Path, case_id: str, probabilities: np.ndarray, pr
     atomic_write_json(folder / f"{case_id}.json", _plain(properties))
 
 
+# What a damaged .npz raises: truncated or not a zip (BadZipFile), cut-off or corrupt member
+# (EOFError, zlib.error), unreadable (OSError), missing key (KeyError), bad array header (ValueError).
+_BROKEN_NPZ = (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def check_probabilities(folder: Path, case_id: str) -> None:
+    """Cheap check that ``CASE.npz`` opens and holds the probabilities (a truncated file fails here:
+    its zip directory is at the end) and that ``CASE.json`` is readable."""
+    npz = folder / f"{case_id}.npz"
+    try:
+        with np.load(npz) as data:
+            if PROBABILITIES_KEY not in data.files:
+                raise KeyError(PROBABILITIES_KEY)
+    except _BROKEN_NPZ as err:
+        raise DatasetError(f"cannot read saved probabilities ({_reason(err)})", path=npz) from None
+    read_json(folder / f"{case_id}.json", dict, "case properties", DatasetError)
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, zipfile.BadZipFile) or (isinstance(err, ValueError) and "pickled" in text):
+        return f"not a complete .npz file, truncated or damaged: {text}"
+    if isinstance(err, KeyError):
+        return f"no array {PROBABILITIES_KEY!r} in it"
+    return f"{type(err).__name__}: {text}"
+
+
 def load_probabilities(folder: Path, case_id: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Read what :func:`save_probabilities` wrote; :class:`DatasetError` naming the file if broken."""
     npz, props = folder / f"{case_id}.npz", folder / f"{case_id}.json"
     try:
         with np.load(npz) as data:
             probs = np.asarray(data[PROBABILITIES_KEY], dtype=np.float32)
-    except (OSError, KeyError, ValueError) as err:
-        raise DatasetError(f"cannot read saved probabilities ({type(err).__name__}: {err})", path=npz) from None
+    except _BROKEN_NPZ as err:
+        raise DatasetError(f"cannot read saved probabilities ({_reason(err)})", path=npz) from None
     return probs, read_json(props, dict, "case properties", DatasetError)

@@ -14,8 +14,9 @@ import numpy as np
 from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError, DatasetError
 from medmamba.formats.json_io import read_json
-from medmamba.formats.probabilities import load_probabilities, save_probabilities
+from medmamba.formats.probabilities import check_probabilities, load_probabilities, save_probabilities
 from medmamba.inference.array_prediction import probabilities_to_labels
+from medmamba.output_safety import OutputFolder, check_separate
 
 logger = logging.getLogger("medmamba.inference")
 
@@ -71,8 +72,6 @@ def ensemble_folders(
     input image recorded in the properties unless ``file_ending`` is given.
     Returns ``{"written": [...], "skipped": [...]}``.
     """
-    from tqdm import tqdm
-
     folders = [Path(f) for f in input_folders]
     if len(folders) < 2:
         raise ConfigurationError("ensembling needs at least two prediction folders")
@@ -80,8 +79,7 @@ def ensemble_folders(
     for folder in folders:
         if not folder.is_dir():
             raise DatasetError("prediction folder not found", path=folder)
-        if output.resolve() == folder.resolve():
-            raise ConfigurationError("output folder is one of the input folders", path=output)
+    check_separate(output, folders, "output folder")
     case_sets = [_saved_cases(f) for f in folders]
     for folder, cases in zip(folders, case_sets):
         if not cases:
@@ -99,15 +97,33 @@ def ensemble_folders(
     except (ValueError, KeyError, TypeError) as err:
         raise DatasetError(f"cannot read the label definition ({err}); it is written by `medmamba predict`",
                            path=dataset_json_path) from None
-    output.mkdir(parents=True, exist_ok=True)
-    written, skipped = [], []
-    for case_id in tqdm(sorted(case_sets[0]), desc="ensemble", unit="case"):
-        probs, properties = load_probabilities(folders[0], case_id)
-        ending = file_ending or _input_ending(properties)
-        target = output / f"{case_id}{ending}"
-        if target.exists() and not overwrite:
+    for folder in folders:  # every input opens before anything is written
+        for case_id in sorted(case_sets[0]):
+            check_probabilities(folder, case_id)
+    with OutputFolder(output, inputs=folders, overwrite=overwrite) as out:
+        return _ensemble_into(out, folders, sorted(case_sets[0]), dataset_json, layout, file_ending,
+                              save_probabilities_too)
+
+
+def _ensemble_into(out: OutputFolder, folders: list[Path], case_ids: list[str], dataset_json: dict[str, Any],
+                   layout: dict[str, Any], file_ending: str | None, save_probabilities_too: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    output = out.path
+    todo: list[tuple[str, Path]] = []
+    skipped = []
+    for case_id in case_ids:
+        target = output / f"{case_id}{file_ending or _input_ending(_properties(folders[0], case_id))}"
+        if target.exists() and not out.overwrite:
             skipped.append(case_id)
-            continue
+        else:
+            todo.append((case_id, target))
+    out.claim(["dataset.json", "ensemble_args.json"]
+              + [name for case_id, target in todo
+                 for name in [target.name, *([f"{case_id}.npz", f"{case_id}.json"] if save_probabilities_too else [])]])
+    written = []
+    for case_id, target in tqdm(todo, desc="ensemble", unit="case"):
+        probs, properties = load_probabilities(folders[0], case_id)
         for folder in folders[1:]:
             other, _ = load_probabilities(folder, case_id)
             if other.shape != probs.shape:
@@ -122,6 +138,10 @@ def ensemble_folders(
     atomic_write_json(output / "dataset.json", dataset_json)
     atomic_write_json(output / "ensemble_args.json", {"input_folders": [str(f) for f in folders]})
     return {"written": written, "skipped": skipped}
+
+
+def _properties(folder: Path, case_id: str) -> dict[str, Any]:
+    return read_json(folder / f"{case_id}.json", dict, "case properties", DatasetError)
 
 
 def _input_ending(properties: Mapping[str, Any]) -> str:

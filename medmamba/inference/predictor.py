@@ -21,7 +21,7 @@ import torch
 
 from medmamba.atomic import atomic_write_json
 from medmamba.devices import resolve_device
-from medmamba.errors import CheckpointError, DatasetError, MedmambaError
+from medmamba.errors import CheckpointError, DatasetError, MedmambaError, WriteError
 from medmamba.inference.model_folder import (
     build_network_from_checkpoint, check_checkpoints_match_model_folder, checkpoint_identity, fold_checkpoint_paths,
     load_inference_checkpoint)
@@ -30,6 +30,7 @@ from medmamba.inference.export import label_layout, probabilities_to_label_map, 
 from medmamba.inference.input_folder import InputCase, check_output_folder, gather_input_cases
 from medmamba.inference.array_prediction import predict_preprocessed_case
 from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP
+from medmamba.output_safety import OutputFolder
 
 logger = logging.getLogger("medmamba.inference")
 
@@ -170,11 +171,37 @@ class Predictor:
         ``num_workers`` threads read/preprocess ahead and as many export behind (0 = in line).
         Never writes into ``input_dir``; files already in ``output_dir`` are kept unless ``overwrite``.
         """
-        from tqdm import tqdm
-
         input_dir, output_dir = Path(input_dir), Path(output_dir)
         check_output_folder(input_dir, output_dir)
         cases, failures = gather_input_cases(input_dir, self.plans.num_input_channels)
+        out = OutputFolder(output_dir, inputs=[input_dir], overwrite=overwrite, what="output folder")
+        with out:
+            self._check_same_model(out)
+            return self._predict_into(out, input_dir, cases, failures, save_probabilities, num_workers, progress,
+                                      extra_args)
+
+    def _check_same_model(self, out: OutputFolder) -> None:
+        """Predictions of two models in one folder would contradict its dataset.json/plans.json: refuse
+        unless ``--overwrite`` (which predicts every case again)."""
+        from medmamba.errors import WriteError
+        from medmamba.formats.json_io import read_json
+
+        previous = out.path / "predict_args.json"
+        if out.overwrite or not previous.is_file() or "predict_args.json" not in out.recorded:
+            return
+        before = read_json(previous, dict, "prediction arguments", WriteError)
+        if before.get("checkpoints") != self.checkpoint_paths or before.get("configuration") != self.configuration:
+            raise WriteError("holds predictions of another model "
+                             f"({', '.join(map(str, before.get('checkpoints') or [])) or 'unknown'}); choose another "
+                             "output folder, or pass --overwrite to predict every case again with this model",
+                             path=out.path)
+
+    def _predict_into(self, out: OutputFolder, input_dir: Path, cases: list[InputCase],
+                      failures: list[tuple[str, str]], save_probabilities: bool, num_workers: int, progress: bool,
+                      extra_args: Mapping[str, Any] | None) -> PredictionReport:
+        from tqdm import tqdm
+
+        output_dir, overwrite = out.path, out.overwrite
         report = PredictionReport()
 
         def fail(case_id: str, reason: str) -> None:
@@ -190,7 +217,11 @@ class Predictor:
                 report.skipped.append(case.case_id)
             else:
                 todo.append((case, target))
-        output_dir.mkdir(parents=True, exist_ok=True)
+        fixed = ["plans.json", "dataset.json", "predict_args.json"]
+        per_case = [name for case, target in todo
+                    for name in [target.name, *([f"{case.case_id}.npz", f"{case.case_id}.json"]
+                                                if save_probabilities else [])]]
+        out.claim(fixed + per_case)
         atomic_write_json(output_dir / "plans.json", self.plans_dict)
         atomic_write_json(output_dir / "dataset.json", self.dataset_json)
         atomic_write_json(output_dir / "predict_args.json", {
@@ -218,6 +249,8 @@ class Predictor:
             try:
                 fut.result()
                 report.written.append(case_id)
+            except WriteError:  # a full disk or a read-only folder stops the run: no later case could be written
+                raise
             except Exception as err:  # noqa: BLE001 - reported per case, others go on
                 fail(case_id, _describe(err))
 
@@ -239,6 +272,8 @@ class Predictor:
                     try:
                         self._export(case, probabilities, properties, target, save_probabilities)
                         report.written.append(case.case_id)
+                    except WriteError:
+                        raise
                     except Exception as err:  # noqa: BLE001
                         fail(case.case_id, _describe(err))
                     continue

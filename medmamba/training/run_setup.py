@@ -131,8 +131,9 @@ def find_dataset_folder(root: Path, dataset: str) -> Path:
 
 def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetup:
     """Find plans, data and cases; choose network and optimizer; name the output folder."""
-    from medmamba.paths import preprocessed_root, results_root
     from medmamba.formats.plans import load_plans
+    from medmamba.output_safety import check_separate
+    from medmamba.paths import preprocessed_root, results_root
 
     folder = find_dataset_folder(preprocessed_root(opts.preprocessed), opts.dataset)
     plans_file = folder / "plans.json"
@@ -177,6 +178,7 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
 
     fold_name = "fold_all" if str(opts.fold) == "all" else f"fold_{int(opts.fold)}"
     out = results_root(opts.results) / folder.name / f"{name}__{plans.plans_name}__{opts.configuration}" / fold_name
+    check_separate(out, [folder], "training output folder")
     return TrainingSetup(folder, plans, opts.configuration, dataset_json, str(opts.fold), name, kwargs, out,
                          data_folder, train_ids, val_ids, opt_name, opt_kwargs, recipe)
 
