@@ -365,7 +365,7 @@ def test_make_demo_dataset_refuses_ids_outside_1_999(dataset_id, tmp_path, capsy
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
     lines = _error_lines(err)
-    assert len(lines) == 1 and "1..999" in lines[0]
+    assert len(lines) == 1 and "999" in lines[0] and "-id" in lines[0]
     assert not any((tmp_path / "raw").glob("Dataset*"))  # nothing made that -d could not address
 
 
