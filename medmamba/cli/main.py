@@ -28,6 +28,9 @@ COMMAND_MODULES: list[str] = [
     "evaluate",
     "ensemble",
     "find_best_configuration",
+    "export_model",
+    "install_model",
+    "export",
     "catalog",
     "info",
 ]
