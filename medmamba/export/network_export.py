@@ -84,11 +84,11 @@ def _onnx_movedim_fix(opset: int) -> Iterator[None]:
     (invalid ONNX); this symbolic normalises the axes first."""
     from torch.onnx import register_custom_op_symbolic, symbolic_helper, unregister_custom_op_symbolic
 
-    @symbolic_helper.parse_args("v", "is", "is")
+    @symbolic_helper.parse_args("v", "t", "t")
     def movedim(g, self, source, destination):
         rank = symbolic_helper._get_tensor_rank(self)
-        source = [s % rank for s in source]
-        destination = [d % rank for d in destination]
+        source = [int(s) % rank for s in source.view(-1).tolist()]
+        destination = [int(d) % rank for d in destination.view(-1).tolist()]
         rest = [d for d in range(rank) if d not in source]
         perm = [-1] * rank
         for s, d in zip(source, destination):
