@@ -128,7 +128,11 @@ class ExportedNetwork:
         self.path = Path(path)
         self.format = export_format(path, fmt)
         if self.format == "torchscript":
-            self._module = torch.jit.load(str(self.path), map_location="cpu").eval()
+            import warnings
+
+            with warnings.catch_warnings():  # TorchScript is deprecated upstream but still the format C++ loads
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._module = torch.jit.load(str(self.path), map_location="cpu").eval()
             self._session = None
         else:
             _require_onnx()
