@@ -152,7 +152,7 @@ def install_model(path: str | os.PathLike, results_root: str | os.PathLike, over
     place only when complete, so a failure never leaves a half-written model; an existing model is
     replaced only with ``overwrite`` (and kept when anything fails before the swap).
     """
-    zf, manifest = read_package(path)
+    zf, manifest = read_package(path, __version__)
     root = Path(results_root)
     final = root / manifest["dataset_name"] / manifest["model_folder"]
     with zf:

@@ -25,7 +25,6 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from medmamba import __version__
 from medmamba.errors import CheckpointError, FileFormatError
 
 MODEL_PACKAGE_FORMAT_VERSION = 1
@@ -94,9 +93,10 @@ def _safe_member(info: zipfile.ZipInfo, prefix: str, where: Path) -> None:
         raise FileFormatError(f"zip entry {name!r} is outside {prefix}/; refusing to install", path=where)
 
 
-def read_package(path: str | os.PathLike) -> tuple[zipfile.ZipFile, dict[str, Any]]:
+def read_package(path: str | os.PathLike, reader_version: str) -> tuple[zipfile.ZipFile, dict[str, Any]]:
     """Open and check a model zip: integrity (every CRC), manifest, medmamba version, entry names.
-    Returns the open zip and its manifest; every problem is one :class:`FileFormatError` line."""
+    ``reader_version`` is the running medmamba's version. Returns the open zip and its manifest; every
+    problem is one :class:`FileFormatError` line."""
     where = Path(path)
     if not where.is_file():
         raise FileFormatError("model file not found", path=where)
@@ -116,8 +116,8 @@ def read_package(path: str | os.PathLike) -> tuple[zipfile.ZipFile, dict[str, An
                                   path=where)
         manifest = parse_manifest(zf.read(MANIFEST_NAME), str(where))
         needed = str(manifest["min_medmamba_version"])
-        if version_tuple(needed) > version_tuple(__version__):
-            raise FileFormatError(f"needs medmamba >= {needed} (this is {__version__}); upgrade medmamba",
+        if version_tuple(needed) > version_tuple(reader_version):
+            raise FileFormatError(f"needs medmamba >= {needed} (this is {reader_version}); upgrade medmamba",
                                   path=where)
         if int(manifest["format_version"]) > MODEL_PACKAGE_FORMAT_VERSION:
             raise FileFormatError(f"package format {manifest['format_version']} is newer than this medmamba "
@@ -147,7 +147,7 @@ def extract_package(zf: zipfile.ZipFile, manifest: dict[str, Any], into: Path) -
 
 
 @contextlib.contextmanager
-def open_model(path: str | os.PathLike) -> Iterator[Path]:
+def open_model(path: str | os.PathLike, reader_version: str) -> Iterator[Path]:
     """A model folder for ``path``: a model folder as is, or a model zip checked and extracted into a
     temporary folder that is removed when the block ends (load what you need inside it)."""
     p = Path(path)
@@ -159,6 +159,6 @@ def open_model(path: str | os.PathLike) -> Iterator[Path]:
         return
     if not p.exists():
         raise CheckpointError("model not found (give a model folder or a zip from `medmamba export_model`)", path=p)
-    zf, manifest = read_package(p)
+    zf, manifest = read_package(p, reader_version)
     with zf, tempfile.TemporaryDirectory(prefix="medmamba_model_") as tmp:
         yield extract_package(zf, manifest, Path(tmp))

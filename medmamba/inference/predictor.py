@@ -125,9 +125,10 @@ class Predictor:
         loaded: call :meth:`predict_folder`, :meth:`predict_case` or :meth:`predict_array` as often as needed.
         """
         from medmamba.formats.checkpoint import CHECKPOINT_KINDS
+        from medmamba import __version__
         from medmamba.formats.model_package import open_model
 
-        with open_model(path) as folder:
+        with open_model(path, __version__) as folder:
             if checkpoint is None:
                 present = [k for k in CHECKPOINT_KINDS if any(folder.glob(f"fold_*/checkpoint_{k}.pt"))]
                 checkpoint = present[0] if present else "final"
