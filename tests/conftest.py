@@ -114,3 +114,27 @@ def tiny_model(tmp_path_factory):
                            labels=root / "labels", pred_a=root / "pred_a", pred_b=root / "pred_b", raw=raw,
                            raw_root=root / "raw", dataset=DATASET,
                            model=root / "res" / DATASET / "plain_unet__medmambaPlans__3d_fullres")
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model(tmp_path_factory, make_preprocessed):
+    """One fold of plain_unet trained for one iteration on the tiny preprocessed dataset ("2d"
+    configuration), plus raw test images to predict: ``(results root, model folder, images folder)``."""
+    import nibabel as nib
+
+    from medmamba import api
+
+    root = tmp_path_factory.mktemp("trained_tiny")
+    make_preprocessed(root / "preprocessed", n_cases=5, size=16)
+    api.train(dataset=901, configuration="2d", fold=0, epochs=1, iterations_per_epoch=1, val_iterations=1,
+              preprocessed=root / "preprocessed", results=root / "results", num_workers=0, progress=False)
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for i, shape in enumerate([(18, 16, 5), (20, 17, 4)]):
+        data, _ = _case(rng, max(shape))
+        volume = data[0][: shape[0], : shape[1], : shape[2]]
+        affine = np.diag([0.9, 1.1, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(images / f"case{i}_0000.nii.gz"))
+    model = root / "results" / DATASET / "plain_unet__medmambaPlans__2d"
+    return root / "results", model, images

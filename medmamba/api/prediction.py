@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from medmamba.api._common import Echo, echo_or_log
 
+ENGINES = ("torch", "torchscript", "onnx")
+
 if TYPE_CHECKING:
     from medmamba.inference.predictor import PredictionReport
 
@@ -37,8 +39,10 @@ def predict(
     *,
     input_folder: str | os.PathLike,
     output_folder: str | os.PathLike,
-    dataset: int | str,
-    configuration: str,
+    dataset: int | str | None = None,
+    configuration: str | None = None,
+    model: str | os.PathLike | None = None,
+    engine: str = "torch",
     folds: Sequence[int | str] | None = None,
     network: str | None = None,
     plans: str | None = None,
@@ -60,6 +64,10 @@ def predict(
         input_folder: images; never written to. ``output_folder`` must not be it or inside it.
         dataset, configuration: which trained model (``network`` / ``plans`` pick one when several share
             the configuration).
+        model: instead of ``dataset``/``configuration``: a model folder or a zip from ``export_model``
+            (no results, raw or preprocessed folders needed).
+        engine: ``"torch"`` (default), ``"torchscript"`` or ``"onnx"`` (onnxruntime, CPU): each fold is
+            exported and parity-checked first, then run with the same sliding window.
         folds: folds to ensemble, e.g. ``[0, 1, 2, 3, 4]`` or ``["all"]`` (None: every trained fold).
         checkpoint: ``"final"``, ``"best"`` or ``"latest"`` of each fold.
         step: sliding-window step as a fraction of the patch, in (0, 1].
@@ -92,23 +100,55 @@ def predict(
             if not (f == "all" or f.isdigit()):
                 raise ConfigurationError(f"-f: fold {f!r} is neither a number nor 'all'")
         fold_names = list(dict.fromkeys(fold_names))
+    if engine not in ENGINES:
+        raise ConfigurationError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if model is None and (dataset is None or configuration is None):
+        raise ConfigurationError("give a model (-m MODEL_FOLDER_OR_ZIP) or a dataset and configuration (-d, -c)")
+    if model is not None and dataset is not None:
+        raise ConfigurationError("give either a model (-m) or a dataset (-d), not both")
     input_dir, output_dir = Path(input_folder), Path(output_folder)
-    root = resolve_root("results", results)
     check_output_folder(input_dir, output_dir)  # before loading any checkpoint
-    model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
+    options = dict(step=step, use_tta=tta, batch_windows=batch_windows)
+    if engine != "torch" and device not in ("auto", "cpu"):
+        raise ConfigurationError(f"--engine {engine} runs on the CPU; drop --device or use --engine torch")
+    if engine != "torch":
+        device = "cpu"
+    if model is not None:
+        model_folder = Path(model)
+        predictor = Predictor.from_model(model, folds=fold_names, checkpoint=checkpoint, device=device, **options)
+    else:
+        root = resolve_root("results", results)
+        model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
+        predictor = Predictor.from_model_folder(model_folder, folds=fold_names, checkpoint=checkpoint,
+                                                device=device, **options)
     check_separate(output_dir, [input_dir, model_folder], "output folder")
-    predictor = Predictor.from_model_folder(model_folder, folds=fold_names, checkpoint=checkpoint, device=device,
-                                            step=step, use_tta=tta, batch_windows=batch_windows)
+    if engine != "torch":
+        _use_exported_networks(predictor, engine)
     echo_or_log(echo)(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "
                       f"TTA axes {predictor.mirror_axes or 'off'})")
     report = predictor.predict_folder(
         input_dir, output_dir, overwrite=overwrite, save_probabilities=save_probabilities, num_workers=num_workers,
-        progress=progress, extra_args={"dataset": str(dataset), "folds": fold_names, "checkpoint": checkpoint})
+        progress=progress, extra_args={"dataset": None if dataset is None else str(dataset),
+                                            "model": None if model is None else str(model), "engine": engine,
+                                            "folds": fold_names, "checkpoint": checkpoint})
     output_dir = output_dir.absolute()
     endings = {c.case_id: c.ending for c in gather_input_cases(input_dir, predictor.plans.num_input_channels)[0]}
     return PredictResult(model_folder=Path(model_folder), output_folder=output_dir, device=str(predictor.device),
                          n_folds=len(predictor.networks),
                          written=[output_dir / f"{case}{endings[case]}" for case in report.written], report=report)
+
+
+def _use_exported_networks(predictor, engine: str) -> None:
+    """Replace the predictor's fold networks by exported (parity-checked) TorchScript/ONNX versions."""
+    import tempfile
+
+    from medmamba.export.network_export import exported_engine
+
+    # TorchScript and onnxruntime read the whole file when loading: the files can go right after
+    with tempfile.TemporaryDirectory(prefix="medmamba_engine_") as folder:
+        predictor.networks = [
+            exported_engine(net, list(predictor.config.patch_size), predictor.plans.num_input_channels, engine,
+                            folder, f"fold{i}") for i, net in enumerate(predictor.networks)]
 
 
 @dataclass(frozen=True)

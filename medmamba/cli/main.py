@@ -36,6 +36,9 @@ COMMAND_MODULES: list[str] = [
     "ensemble",
     "find_best_configuration",
     "compare",
+    "export_model",
+    "install_model",
+    "export",
     "catalog",
     "info",
 ]

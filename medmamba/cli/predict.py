@@ -16,8 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of images in raw naming (CASE_0000.ext, CASE_0001.ext ... per channel; "
                              "CASE.ext for one-channel models); never written to")
     parser.add_argument("-o", "--output", required=True, help="output folder (not the input folder or inside it)")
-    parser.add_argument("-d", "--dataset", required=True, help="dataset id or name, e.g. 5, 005, Dataset005_Prostate")
-    parser.add_argument("-c", "--configuration", required=True, help="configuration, e.g. 3d_fullres or 2d")
+    parser.add_argument("-m", "--model", default=None,
+                        help="model folder or zip from `medmamba export_model` (instead of -d and -c)")
+    parser.add_argument("--engine", default="torch", choices=("torch", "torchscript", "onnx"),
+                        help="run the networks eagerly (default), as TorchScript or through onnxruntime (CPU)")
+    parser.add_argument("-d", "--dataset", default=None, help="dataset id or name, e.g. 5, 005, Dataset005_Prostate")
+    parser.add_argument("-c", "--configuration", default=None, help="configuration, e.g. 3d_fullres or 2d")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
                         help="folds to ensemble, e.g. `-f 0 1 2 3 4` or `-f all` (default: every trained fold)")
     parser.add_argument("--network", default=None, help="network registry name when several models share the configuration")
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = predict(
         input_folder=args.input, output_folder=args.output, dataset=args.dataset, configuration=args.configuration,
+        model=args.model, engine=args.engine,
         folds=args.folds, network=args.network, plans=args.plans, checkpoint=args.checkpoint, step=args.step,
         tta=not args.no_tta, save_probabilities=args.save_probabilities, device=args.device,
         batch_windows=args.batch_windows, num_workers=args.num_workers, overwrite=args.overwrite,

@@ -125,6 +125,69 @@ class Predictor:
         return cls.from_checkpoints(fold_checkpoint_paths(Path(model_folder), folds, checkpoint), device,
                                     model_folder=model_folder, **kwargs)
 
+    @classmethod
+    def from_model(cls, path: str | Path, folds: Sequence[str | int] | None = None, checkpoint: str | None = None,
+                   device: str = "auto", **kwargs: Any) -> "Predictor":
+        """Load a model from its folder (``<results>/<Dataset>/<network>__<plans>__<configuration>``) or from a
+        zip written by ``medmamba export_model``; needs no dataset id and no raw/preprocessed folders.
+
+        ``checkpoint`` None picks ``final`` when present, else the one kind the model holds. The networks stay
+        loaded: call :meth:`predict_folder`, :meth:`predict_case` or :meth:`predict_array` as often as needed.
+        """
+        from medmamba.formats.checkpoint import CHECKPOINT_KINDS
+        from medmamba import __version__
+        from medmamba.formats.model_package import open_model
+
+        with open_model(path, __version__) as folder:
+            if checkpoint is None:
+                present = [k for k in CHECKPOINT_KINDS if any(folder.glob(f"fold_*/checkpoint_{k}.pt"))]
+                checkpoint = present[0] if present else "final"
+            predictor = cls.from_model_folder(folder, folds, checkpoint, device, **kwargs)
+            if not Path(path).is_dir():  # the extracted files are gone after this block: name the zip
+                predictor.checkpoint_paths = [f"{path}:{Path(p).relative_to(folder)}" for p in predictor.checkpoint_paths]
+        return predictor
+
+    def predict_case(self, image_files: Sequence[str | Path], return_probabilities: bool = False
+                     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Label map of one case (one file per channel) on the input's array grid (file voxel order);
+        with ``return_probabilities`` also ``(K, *spatial)`` float32 probabilities on that grid."""
+        data, properties = self.preprocess(image_files)
+        return self._labels(self.predict_preprocessed(data), properties, return_probabilities)
+
+    def predict_array(self, array: np.ndarray, spacing: Sequence[float],
+                      direction: Sequence[Sequence[float]] | None = None, origin: Sequence[float] | None = None,
+                      return_probabilities: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`predict_case` for an in-memory image: ``array`` ``(C, *spatial)`` (or ``(*spatial)`` for a
+        one-channel model) in file voxel order as ``medmamba.datasets.image_io.read_image`` returns it,
+        ``spacing`` in mm per axis, ``direction`` the LPS direction matrix (None: identity). ``origin`` does
+        not change the labels (they are returned on the same grid) and is accepted for symmetry with files."""
+        from medmamba.formats.constants import LIFTED_AXIS_SPACING
+        from medmamba.preprocessing.case_transform import preprocess_arrays
+
+        del origin
+        image = np.asarray(array)
+        n_channels = self.plans.num_input_channels
+        trained_2d = LIFTED_AXIS_SPACING in [float(s) for s in self.plans.original_median_spacing_after_transp]
+        spatial_ndim = 2 if trained_2d else 3
+        if image.ndim == spatial_ndim and n_channels == 1:
+            image = image[None]
+        if image.ndim != spatial_ndim + 1 or image.shape[0] != n_channels:
+            raise DatasetError(f"array of shape {image.shape} is not ({n_channels}, {spatial_ndim} spatial axes) "
+                               f"for this {spatial_ndim}D model")
+        if len(spacing) != spatial_ndim:
+            raise DatasetError(f"spacing {list(spacing)} needs {spatial_ndim} values")
+        if not np.isfinite(image).all():
+            raise DatasetError("image array contains NaN or infinite values")
+        data, _, properties = preprocess_arrays(image, None, [float(s) for s in spacing], self.plans,
+                                                self.configuration, direction=direction)
+        return self._labels(self.predict_preprocessed(data), properties, return_probabilities)
+
+    def _labels(self, probabilities: torch.Tensor, properties: Mapping[str, Any], return_probabilities: bool
+                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        original = self.revert(probabilities, properties)
+        labels = probabilities_to_label_map(original, self.layout)
+        return (labels, original) if return_probabilities else labels
+
     # ---------------------------------------------------------------------------------- predict
     def predict_preprocessed(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(C, *spatial)`` preprocessed data → ``(K, *spatial)`` float32 probabilities (CPU)."""

@@ -305,6 +305,9 @@ def multi_route_scan(
         (batch, L, channels) in u's dtype. The state and all sums are fp32 (fp64 for fp64 inputs).
         Differentiable w.r.t. u, delta, A, B, C, D, z, delta_bias.
     """
+    from medmamba.kernels.export_scan import export_multi_route_scan, export_scan_active
+    if export_scan_active():  # TorchScript/ONNX export: standard operators only
+        return export_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus)
     _validate(u, delta, A, B, C, D, z, delta_bias, routes)
     name = resolve_backend(backend, u.device)
     routes = routes.long()

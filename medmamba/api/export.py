@@ -1,0 +1,81 @@
+"""Models that travel: ``export_model`` / ``install_model`` (one zip per model) and ``export_network``
+(one fold as TorchScript or ONNX, parity-checked)."""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Sequence
+
+from medmamba.api._common import Echo, echo_or_log
+
+if TYPE_CHECKING:
+    from medmamba.export.model_package import ExportedModel, InstalledModel
+    from medmamba.export.network_export import ParityCheck
+
+
+def export_model(
+    *,
+    dataset: int | str,
+    configuration: str,
+    output: str | os.PathLike,
+    folds: Sequence[int | str] | None = None,
+    network: str | None = None,
+    plans: str | None = None,
+    checkpoint: str = "final",
+    overwrite: bool = False,
+    results: str | os.PathLike | None = None,
+) -> ExportedModel:
+    """Write one trained model (plans, dataset.json, fold checkpoints, training-log summaries, MODEL_CARD.md,
+    manifest) into the zip ``output``. ``folds`` None: every fold with a ``checkpoint_<checkpoint>.pt``."""
+    from medmamba.export.model_package import export_model as _export
+    from medmamba.inference.model_folder import find_model_folder
+    from medmamba.paths import resolve_root
+
+    root = resolve_root("results", results)
+    folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
+    return _export(folder, output, [str(f) for f in folds] if folds is not None else None, checkpoint, overwrite)
+
+
+def install_model(*, model_zip: str | os.PathLike, overwrite: bool = False,
+                  results: str | os.PathLike | None = None) -> InstalledModel:
+    """Unpack a zip from :func:`export_model` into the results folder (an existing model only with ``overwrite``)."""
+    from medmamba.export.model_package import install_model as _install
+    from medmamba.paths import resolve_root
+
+    return _install(model_zip, resolve_root("results", results).path, overwrite)
+
+
+def export_network(
+    *,
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    format: str | None = None,
+    fold: int | str | None = None,
+    checkpoint: str | None = None,
+    case: Sequence[str | os.PathLike] | None = None,
+    echo: Echo | None = None,
+) -> list[ParityCheck]:
+    """Export one fold's network of ``model`` (folder or zip) as TorchScript (``.pt``) or ONNX (``.onnx``).
+
+    The file maps ``(batch, C, *patch)`` fp32 images to logits; it is kept only when the exported logits
+    match the eager network's within 1e-4 on random input and, when ``case`` (one image file per channel)
+    is given, on the central patch of that preprocessed case. ``fold`` None: the first fold of the model.
+    """
+    from medmamba.export.network_export import center_patch, export_format
+    from medmamba.export.network_export import export_network as _export
+    from medmamba.inference.predictor import Predictor
+
+    say = echo_or_log(echo)
+    fmt = export_format(output, format)
+    predictor = Predictor.from_model(model, folds=None if fold is None else [str(fold)], checkpoint=checkpoint,
+                                     device="cpu")
+    patch = list(predictor.config.patch_size)
+    real = None
+    if case:
+        data, _ = predictor.preprocess([str(c) for c in case])
+        real = center_patch(data, patch)
+    checks = _export(predictor.networks[0], patch, predictor.plans.num_input_channels, output, fmt, real_patch=real)
+    for check in checks:
+        say(check.line())
+    if not case:
+        say("real-case check not run (give a case to check on real data)")
+    return checks

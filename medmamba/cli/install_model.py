@@ -1,0 +1,23 @@
+"""`medmamba install_model`: unpack a model zip from `medmamba export_model` into the results folder."""
+from __future__ import annotations
+
+import argparse
+
+NAME = "install_model"
+HELP = "install a model zip (from `medmamba export_model`) into the results folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_zip", help="zip written by `medmamba export_model`")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already installed there")
+    parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medmamba.api.export import install_model
+
+    result = install_model(model_zip=args.model_zip, overwrite=args.overwrite, results=args.results)
+    m = result.manifest
+    print(f"installed {result.model_folder} (network {m['network']}, configuration {m['configuration']}, "
+          f"fold(s) {' '.join(str(f) for f in m['folds'])}{', replaced the previous one' if result.replaced else ''})")
+    return 0
