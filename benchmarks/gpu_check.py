@@ -573,10 +573,7 @@ def _network_point(name: str, dims: int, patch: list[int], batch: int, device, s
     topo = pool_and_conv_props([1.0] * dims, patch)
     kwargs = network_kwargs(name, dims, 1, 2, topo)
     if tiny:  # dry run: narrow widths, same code path
-        from medmamba.plans.planner import accepted_kwargs
-
-        accepted = accepted_kwargs(name)
-        kwargs.update({k: v for k, v in TINY_OVERRIDES.get(name, {}).items() if accepted is None or k in accepted})
+        kwargs.update(TINY_OVERRIDES.get(name, {}))
         if "features_per_stage" in kwargs:
             kwargs["features_per_stage"] = [max(4, f // 8) for f in kwargs["features_per_stage"]]
     torch.manual_seed(0)

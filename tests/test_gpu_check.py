@@ -84,7 +84,7 @@ def test_cpu_dry_run_writes_every_section_and_parity_holds(tmp_path):
         assert not sec.get("cut") or name == "kernels", (name, sec["cut"])
 
     parity = sections["parity"]
-    assert parity["ok"] is True and parity["auto"]["resolved"] == "torch"
+    assert parity["ok"] is True and parity["auto"]["resolved"] == "cpp"  # auto on CPU: the fused C++ kernel
     cases = parity["cases"]
     assert {c["K"] for c in cases} == {1, 2, 4, 6, 8}
     assert {c["dims"] for c in cases} == {2, 3} and {c["D"] for c in cases} == {"per_route", "shared"}
