@@ -33,7 +33,7 @@ NARROW = {
     "segmamba": dict(feature_size=[4, 8, 8, 8], depths=[1, 1, 1, 1], hidden_size=8),
 }
 # For tests that only build: the adaptive networks narrowed too (their default 5-stage topology).
-SMALL = {**NARROW, **{n: dict(features_per_stage=[4, 4, 8, 8, 8]) for n in ("plain_unet", "umamba_bot", "umamba_enc")}}
+SMALL = {**NARROW, **{n: dict(features_per_stage=[4, 4, 8, 8, 8]) for n in ("plain_unet", "resenc_unet", "umamba_bot", "umamba_enc")}}
 
 
 def test_every_registered_network_is_covered():
