@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from medmamba.kernels.scan_inputs import make_inputs, rel_err
-from medmamba.kernels.torch_scan import torch_scan_backward, torch_scan_forward
+from medmamba.kernels.torch_scan import torch_scan_backward, torch_scan_forward, z_gate_backward
 
 # Steps per chunk between saved states: the backward's per-chunk scratch (states and decays,
 # 2·(T+1)·N·16 fp32 = 130 KiB at N = 16) stays in L2.
@@ -155,13 +155,7 @@ def cpp_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, del
     cd, u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c = _prepare(u, delta, A, B, C, D, delta_bias, routes)
     batch, length, channels = u.shape
     K, _, N = A.shape
-    gout = grad_out.to(cd)
-    dz = None
-    if z is not None:
-        zc = z.to(cd)
-        sig = torch.sigmoid(zc)
-        dz = (gout * y_pre * sig * (1 + zc * (1 - sig))).to(z.dtype)     # silu' = s(1 + z(1 - s))
-        gout = gout * zc * sig
+    gout, dz = z_gate_backward(grad_out.to(cd), z, y_pre, cd)
     gout = gout.to(cd).contiguous()
     n_blocks = (channels + 15) // 16
     du = torch.zeros(batch, length, channels, dtype=cd)

@@ -183,19 +183,25 @@ def torch_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softpl
     return y.to(u.dtype), y.new_empty(0), states
 
 
+def z_gate_backward(gout: torch.Tensor, z: torch.Tensor | None, y_pre: torch.Tensor,
+                    cd: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Through ``out = y * silu(z)``: the gradient for ``y`` (in ``cd``) and ``dz`` (z's dtype; None
+    without a gate). ``gout`` is dL/dout in ``cd``, ``y_pre`` the saved ungated output."""
+    if z is None:
+        return gout, None
+    zc = z.to(cd)
+    sig = torch.sigmoid(zc)
+    dz = (gout * y_pre * sig * (1 + zc * (1 - sig))).to(z.dtype)  # silu' = s(1 + z(1 - s))
+    return gout * zc * sig, dz
+
+
 def torch_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus,
                         y_pre, states, chunk=None):
     """Backward. Returns (du, ddelta, dA, dB, dC, dD|None, dz|None, ddelta_bias|None), each in its
     input's dtype and shape; dA, dD, ddelta_bias are summed over batch and steps in fp32/fp64."""
     s = _Setup(u, delta, A, B, C, routes, chunk)
     cd, dev, b = s.cd, u.device, s.batch
-    gout = grad_out.to(cd)
-    dz = None
-    if z is not None:
-        zc = z.to(cd)
-        sig = torch.sigmoid(zc)
-        dz = (gout * y_pre * sig * (1 + zc * (1 - sig))).to(z.dtype)     # silu' = s(1 + z(1 - s))
-        gout = gout * zc * sig
+    gout, dz = z_gate_backward(grad_out.to(cd), z, y_pre, cd)
     gout = gout.contiguous()
 
     du = torch.zeros(b, s.length, s.channels, dtype=cd, device=dev)

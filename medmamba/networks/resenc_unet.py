@@ -1,7 +1,7 @@
 """nnU-Net's residual-encoder U-Net (ResEnc): the strong CNN control of "nnU-Net Revisited".
 
-Facts from reference/parity.md §4 (``dynamic_network_architectures`` ``ResidualEncoderUNet`` and
-the ``nnUNetPlannerResEnc{M,L,XL}`` planners) and reference/nnunet.md §3.8:
+Facts from nnU-Net v2's ``dynamic_network_architectures`` ``ResidualEncoderUNet`` and its
+``nnUNetPlannerResEnc{M,L,XL}`` planners (Isensee et al., "nnU-Net Revisited", arXiv 2404.09556):
 
 - Encoder: a stem of one conv-norm-nonlin (features[0], stride 1), then per stage a stack of
   ``BasicBlockD``: conv(k, s) -> norm -> nonlin -> conv(k, 1) -> norm, + skip, nonlin. The skip is
@@ -13,7 +13,7 @@ the ``nnUNetPlannerResEnc{M,L,XL}`` planners) and reference/nnunet.md §3.8:
   in 3D / 512 in 2D, kernels and strides from the planner (same rules as the plain U-Net).
 
 Presets: nnU-Net's M, L and XL presets build this same network; they differ only in the GPU memory
-their planner targets (8, 24 and 40 GB; parity.md §4.1), which sets patch and batch. Here the
+their planner targets (8, 24 and 40 GB; nnU-Net's resenc_presets.md), which sets patch and batch. Here the
 planner's memory model plans it like every network, so the presets are the memory target:
 ``plan_and_preprocess --network resenc_unet`` plans for M's target at the default 8 GB,
 ``--memory-target-gb 24`` for L's 24 GB (with our measured memory model, not nnU-Net's VRAM estimate).
@@ -43,10 +43,10 @@ from medmamba.networks.blocks.conv import (
 )
 from medmamba.networks.registry import NetworkCapabilities, register_network
 
-# Encoder residual blocks per stage of every ResEnc preset (parity.md §4.2, nnunet.md §3.8),
+# Encoder residual blocks per stage of every ResEnc preset (nnU-Net v2 ResEncUNetPlanner),
 # continued with 6 for deeper plans and truncated to n_stages.
 RESENC_BLOCKS_PER_STAGE = (1, 3, 4, 6, 6, 6)
-# One conv block per decoder level (parity.md §4.2).
+# One conv block per decoder level (nnU-Net v2 ResEncUNetPlanner: n_conv_per_stage_decoder 1).
 RESENC_DECODER_CONVS = 1
 
 
@@ -79,7 +79,7 @@ class BasicBlockD(ResidualBlock):
           "(ResidualEncoderUNet, presets M/L)",
     arxiv="2404.09556",
     aliases=("ResEnc", "nnU-Net ResEnc", "ResidualEncoderUNet"),
-    # nnU-Net's planned topology and InstanceNorm (parity.md §4.2); no SSM.
+    # nnU-Net's planned topology and InstanceNorm (nnU-Net v2 ResEncUNetPlanner); no SSM.
     capabilities=NetworkCapabilities(dims=(2, 3), topology="adaptive", norm="instance"),
     default_config={"spatial_dims": 3, "in_channels": 1, "num_classes": 2, "deep_supervision": True},
     description="nnU-Net v2 residual-encoder U-Net (ResEnc M/L): BasicBlockD encoder with "
