@@ -133,3 +133,18 @@ def test_one_device_resolver():
         for name in ("cuda", "cuda:0", "cuda:1"):
             with pytest.raises(ConfigurationError, match="no CUDA device"):
                 resolve_device(name)
+
+
+def test_model_folder_names_round_trip_and_spell_twins_portably(tmp_path):
+    from medmamba.formats.model_folder_name import model_folder_name, model_folders, parse_model_folder_name
+
+    name = model_folder_name("vmunet:gated_cnn", "medmambaPlans", "3d_fullres")
+    assert name == "vmunet+gated_cnn__medmambaPlans__3d_fullres" and ":" not in name
+    assert parse_model_folder_name(name) == ("vmunet:gated_cnn", "medmambaPlans", "3d_fullres")
+    assert parse_model_folder_name("vmunet:no_ssm__p__2d") == ("vmunet:no_ssm", "p", "2d")  # an older spelling
+    for not_a_model in ("fold_0", "a__b", "a__b__c__d", "__b__c"):
+        assert parse_model_folder_name(not_a_model) is None
+    for folder in ("plain_unet__p__2d", "fold_0", "x__y"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "a__b__c").write_text("a file, not a folder")
+    assert [p.name for p in model_folders(tmp_path)] == ["plain_unet__p__2d"]

@@ -212,3 +212,19 @@ def test_recipe_flags_reach_the_run(dataset, tmp_path):
     ckpt = read_checkpoint(fold / "checkpoint_final.pt")
     assert ckpt["network_kwargs"]["deep_supervision"] is False
     assert ckpt["mirror_axes"] == []  # trained without mirroring: no mirror TTA at prediction
+
+
+def test_twin_given_by_alias_trains_into_one_portable_folder_that_predict_finds(dataset, tmp_path):
+    """``--network`` in any spelling (alias, case, twin suffix) names one folder, spelled without ``:``
+    (not allowed in Windows file names), and prediction finds it by the same spellings."""
+    from medmamba.formats.model_folder_name import parse_model_folder_name
+    from medmamba.inference.model_folder import find_model_folder
+
+    assert main(_args(dataset, tmp_path, "2d", 1, 2, "--network", "UMamba_Bot:No_SSM", "--no-validation")) == 0
+    folders = [p.name for p in (tmp_path / DATASET).iterdir()]
+    assert folders == ["umamba_bot+no_ssm__medmambaPlans__2d"]
+    assert parse_model_folder_name(folders[0]) == ("umamba_bot:no_ssm", "medmambaPlans", "2d")
+    assert read_checkpoint(tmp_path / DATASET / folders[0] / "fold_0" / "checkpoint_final.pt")["network_name"] == \
+        "umamba_bot:no_ssm"
+    for spelling in ("umamba_bot:no_ssm", "UMAMBA_BOT:no_ssm"):
+        assert find_model_folder(tmp_path, DATASET, "2d", network=spelling).name == folders[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from medmamba.errors import ConfigurationError
+from medmamba.formats.model_folder_name import network_folder_token
 
 
 def expand_systems(networks: Sequence[str], twins: bool) -> list[str]:
@@ -24,4 +25,4 @@ def expand_systems(networks: Sequence[str], twins: bool) -> list[str]:
 
 def folder_name(system: str) -> str:
     """A file-system-safe folder name for a system (twins' ``:`` becomes ``+``)."""
-    return system.replace(":", "+")
+    return network_folder_token(system)

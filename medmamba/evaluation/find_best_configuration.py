@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from medmamba.atomic import atomic_write_json, atomic_write_text
 from medmamba.errors import ConfigurationError, MedmambaError
 from medmamba.evaluation.summary import build_summary
+from medmamba.formats.model_folder_name import model_folders, parse_model_folder_name
 from medmamba.formats.summary import load_summary, write_summary
 
 DEFAULT_FOLDS = (0, 1, 2, 3, 4)  # nnU-Net's 5-fold cross-validation
@@ -55,7 +56,7 @@ def _label_from_key(key: str):
 
 def collect_model_result(folder: Path, folds: Sequence[str | int]) -> ModelResult:
     """Pool the validation summaries of ``folds`` for one model folder (missing folds are listed)."""
-    network, plans, configuration = folder.name.split("__")
+    network, plans, configuration = parse_model_folder_name(folder.name) or ("", "", "")
     result = ModelResult(folder, network, plans, configuration)
     per_case: list[dict[str, Any]] = []
     label_keys: list[str] = []
@@ -95,8 +96,8 @@ def find_best_configuration(
         raise ConfigurationError(f"metric must be one of {', '.join(HIGHER_IS_BETTER)} (higher is better), got {metric!r}")
     dataset_folder = Path(results_dataset_folder)
     results = []
-    for folder in sorted(p for p in dataset_folder.iterdir() if p.is_dir() and p.name.count("__") == 2):
-        network, _, configuration = folder.name.split("__")
+    for folder in model_folders(dataset_folder):
+        network, _, configuration = parse_model_folder_name(folder.name)  # type: ignore[misc]
         if configurations and configuration not in configurations:
             continue
         if networks and network not in networks:

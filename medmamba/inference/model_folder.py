@@ -15,6 +15,7 @@ import torch
 
 from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.formats.checkpoint import CHECKPOINT_KINDS, INFERENCE_KEYS, read_checkpoint
+from medmamba.formats.model_folder_name import model_folders, parse_model_folder_name
 
 
 def resolve_results_dataset(results_root: str | Path, dataset: str | int) -> Path:
@@ -25,9 +26,12 @@ def resolve_results_dataset(results_root: str | Path, dataset: str | int) -> Pat
                                "train a model first (`medmamba train`)", error=ConfigurationError)
 
 
-def model_folders(dataset_folder: Path) -> list[Path]:
-    """Every ``<network>__<plans>__<configuration>`` folder of a dataset's results."""
-    return sorted(p for p in dataset_folder.iterdir() if p.is_dir() and p.name.count("__") == 2)
+def _network_spellings(network: str) -> set[str]:
+    """The names a model folder of ``network`` may carry: as given, lower case, and its registry name."""
+    from medmamba.networks.registry import find_network
+
+    entry = find_network(network)
+    return {network, network.lower()} | ({entry.name} if entry is not None else set())
 
 
 def find_model_folder(
@@ -41,8 +45,8 @@ def find_model_folder(
     dataset_folder = resolve_results_dataset(results_root, dataset)
     candidates = []
     for folder in model_folders(dataset_folder):
-        net, plans, config = folder.name.split("__")
-        if config == configuration and (network is None or net == network.lower() or net == network) and (
+        net, plans, config = parse_model_folder_name(folder.name)  # type: ignore[misc]
+        if config == configuration and (network is None or net in _network_spellings(network)) and (
                 plans_identifier is None or plans == plans_identifier):
             candidates.append(folder)
     if len(candidates) == 1:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 from medmamba.errors import CheckpointError, ConfigurationError, PlansError
 from medmamba.formats.constants import DEFAULT_PLANS_NAME
 from medmamba.formats.json_io import read_json
+from medmamba.formats.model_folder_name import model_folder_name
 from medmamba.formats.preprocessed_case import completed_case_ids
 from medmamba.training.splits import cases_for_fold, load_or_create_splits
 
@@ -159,10 +160,11 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     recipe = resolve_recipe(opts, config.extra.get("recipe") or {}, plans_file)
     base_kwargs = {"spatial_dims": config.spatial_dims, "in_channels": plans.num_input_channels,
                    "num_classes": plans.num_classes, "deep_supervision": recipe.deep_supervision}
-    if opts.network is None or opts.network.lower() == config.network_name.lower():
+    requested = None if opts.network is None else canonical_network_name(opts.network)
+    if requested is None or requested == canonical_network_name(config.network_name):
         name, kwargs = config.network_name, {**config.network_kwargs, **base_kwargs}
     else:
-        name = opts.network.lower()
+        name = requested
         kwargs = {**_accepted_kwargs(name, config.network_kwargs), **base_kwargs}
 
     opt_cfg = dict(config.extra.get("optimizer", {}) or {})
@@ -177,7 +179,7 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
         opt_kwargs["lr"] = float(opts.lr)
 
     fold_name = "fold_all" if str(opts.fold) == "all" else f"fold_{int(opts.fold)}"
-    out = results_root(opts.results) / folder.name / f"{name}__{plans.plans_name}__{opts.configuration}" / fold_name
+    out = results_root(opts.results) / folder.name / model_folder_name(name, plans.plans_name, opts.configuration) / fold_name
     check_separate(out, [folder], "training output folder")
     return TrainingSetup(folder, plans, opts.configuration, dataset_json, str(opts.fold), name, kwargs, out,
                          data_folder, train_ids, val_ids, opt_name, opt_kwargs, recipe)
@@ -203,6 +205,13 @@ def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> Train
     if not isinstance(values["deep_supervision"], bool):
         raise ConfigurationError(f"deep_supervision must be true or false, got {values['deep_supervision']!r}")
     return TrainingRecipe(float(oversample), values["deep_supervision"], values["augmentation"])
+
+
+def canonical_network_name(name: str) -> str:
+    """The registry name of ``name`` (an alias, any case, or a twin ``NAME:SUFFIX``): one model folder per network."""
+    from medmamba.networks.registry import get_network_entry
+
+    return get_network_entry(name).name
 
 
 def _accepted_kwargs(network_name: str, plan_kwargs: dict) -> dict:
