@@ -236,9 +236,9 @@ def test_folder_errors_and_skipping(results, tmp_path, capsys):
     write_case(inp, "a", image, _geometry((1, 1, 1)))
     before = _checksums(inp)
     assert _predict(results, inp, inp / "sub") == 1
-    assert "inside the input folder" in capsys.readouterr().err
+    assert "is inside the input" in capsys.readouterr().err
     assert _predict(results, inp, inp) == 1
-    assert "is the input folder" in capsys.readouterr().err
+    assert "output folder is the input" in capsys.readouterr().err
     assert _checksums(inp) == before and not (inp / "sub").exists()
 
     out = tmp_path / "out"

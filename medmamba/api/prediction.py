@@ -83,7 +83,7 @@ def predict(
     """
     from medmamba.errors import ConfigurationError
     from medmamba.inference.model_folder import find_model_folder
-    from medmamba.inference.input_folder import check_output_folder, gather_input_cases
+    from medmamba.inference.input_folder import gather_input_cases
     from medmamba.inference.predictor import Predictor
     from medmamba.paths import resolve_root
 
@@ -107,7 +107,7 @@ def predict(
     if model is not None and dataset is not None:
         raise ConfigurationError("give either a model (-m) or a dataset (-d), not both")
     input_dir, output_dir = Path(input_folder), Path(output_folder)
-    check_output_folder(input_dir, output_dir)  # before loading any checkpoint
+    check_separate(output_dir, [input_dir], "output folder")  # before loading any checkpoint
     options = dict(step=step, use_tta=tta, batch_windows=batch_windows)
     if engine != "torch" and device not in ("auto", "cpu"):
         raise ConfigurationError(f"--engine {engine} runs on the CPU; drop --device or use --engine torch")

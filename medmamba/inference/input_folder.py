@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medmamba.errors import ConfigurationError, DatasetError
+from medmamba.errors import DatasetError
 
 # Files that are never images (or are the data half of a header+data pair such as .mhd + .raw).
 NON_IMAGE_ENDINGS = (".json", ".txt", ".csv", ".tsv", ".md", ".npz", ".npy", ".pkl", ".pt", ".py", ".log",
@@ -33,16 +33,6 @@ def _ending(path: Path) -> str:
     from medmamba.datasets.image_io import file_ending
 
     return file_ending(path)
-
-
-def check_output_folder(input_dir: Path, output_dir: Path) -> None:
-    """Refuse an output folder equal to or inside the input folder (inputs are never written)."""
-    inp, out = input_dir.resolve(), output_dir.resolve()
-    if out == inp:
-        raise ConfigurationError("output folder is the input folder; predictions must go elsewhere", path=output_dir)
-    if inp in out.parents:
-        raise ConfigurationError(f"output folder is inside the input folder {input_dir}; choose a folder outside it",
-                                 path=output_dir)
 
 
 def gather_input_cases(input_dir: str | Path, n_channels: int) -> tuple[list[InputCase], list[tuple[str, str]]]:

@@ -27,10 +27,10 @@ from medmamba.inference.model_folder import (
     load_inference_checkpoint)
 from medmamba.formats.probabilities import save_probabilities
 from medmamba.inference.export import label_layout, probabilities_to_label_map, write_label_map
-from medmamba.inference.input_folder import InputCase, check_output_folder, gather_input_cases
+from medmamba.inference.input_folder import InputCase, gather_input_cases
 from medmamba.inference.array_prediction import predict_preprocessed_case
 from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP
-from medmamba.output_safety import OutputFolder
+from medmamba.output_safety import OutputFolder, check_separate
 
 logger = logging.getLogger("medmamba.inference")
 
@@ -235,7 +235,7 @@ class Predictor:
         Never writes into ``input_dir``; files already in ``output_dir`` are kept unless ``overwrite``.
         """
         input_dir, output_dir = Path(input_dir), Path(output_dir)
-        check_output_folder(input_dir, output_dir)
+        check_separate(output_dir, [input_dir], "output folder")
         cases, failures = gather_input_cases(input_dir, self.plans.num_input_channels)
         out = OutputFolder(output_dir, inputs=[input_dir], overwrite=overwrite, what="output folder")
         with out:
