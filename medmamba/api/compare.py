@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from medmamba.api._common import Echo, echo_or_log
-from medmamba.formats.constants import DEFAULT_PLANS_NAME
 from medmamba.training.run_setup import DEFAULT_VAL_ITERATIONS
 
 

@@ -18,7 +18,6 @@ Keys of fingerprint.json: ``format_version``, ``dataset_name``, ``case_ids``, ``
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os

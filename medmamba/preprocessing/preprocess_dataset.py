@@ -9,7 +9,6 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
-from medmamba.devices import available_memory_bytes  # noqa: F401  (re-exported for the planner)
 from medmamba.errors import MedmambaError
 from medmamba.formats.plans import Plans
 from medmamba.formats.preprocessed_case import mark_complete, mark_incomplete
