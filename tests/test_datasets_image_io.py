@@ -167,6 +167,15 @@ def test_4d_nifti_rejected_unless_allowed(tmp_path):
     # a trailing singleton dimension is just a 3D image
     nib.save(nib.Nifti1Image(data[..., :1], np.eye(4)), str(tmp_path / "three.nii.gz"))
     assert read_image(tmp_path / "three.nii.gz")[0].shape == (3, 4, 5)
+    # ... in every format: SimpleITK's readers (nrrd, mha) give the same 3D image
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(data[..., :1].transpose(3, 2, 1, 0)), str(tmp_path / "three.nrrd"))
+    array, geometry = read_image(tmp_path / "three.nrrd")
+    assert array.shape == (3, 4, 5) and geometry.shape == (3, 4, 5)
+    sitk.WriteImage(sitk.GetImageFromArray(data.transpose(3, 2, 1, 0)), str(tmp_path / "four.nrrd"))
+    with pytest.raises(ImageReadError, match="4D image"):
+        read_image(tmp_path / "four.nrrd")
 
 
 def test_corrupt_and_missing_files_raise_one_line_errors(tmp_path):

@@ -330,6 +330,8 @@ def _read_sitk(path: Path) -> tuple[np.ndarray, ImageGeometry]:
         raise ImageReadError(f"unsupported image dimensionality {ndim}D", path=path)
     array = sitk.GetArrayFromImage(img)  # (k, j, i) or (t, k, j, i)
     array = _native(array.transpose(tuple(range(array.ndim - 1, -1, -1))))
+    if ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]  # one time point / channel is a 3D image (the NIfTI reader drops it too)
     n = min(ndim, 3)
     spacing = img.GetSpacing()[:n]
     origin = img.GetOrigin()[:n]
