@@ -170,10 +170,10 @@ def test_4d_nifti_rejected_unless_allowed(tmp_path):
     # ... in every format: SimpleITK's readers (nrrd, mha) give the same 3D image
     import SimpleITK as sitk
 
-    sitk.WriteImage(sitk.GetImageFromArray(data[..., :1].transpose(3, 2, 1, 0)), str(tmp_path / "three.nrrd"))
+    sitk.WriteImage(sitk.GetImageFromArray(data[..., :1].transpose(3, 2, 1, 0), isVector=False), str(tmp_path / "three.nrrd"))
     array, geometry = read_image(tmp_path / "three.nrrd")
     assert array.shape == (3, 4, 5) and geometry.shape == (3, 4, 5)
-    sitk.WriteImage(sitk.GetImageFromArray(data.transpose(3, 2, 1, 0)), str(tmp_path / "four.nrrd"))
+    sitk.WriteImage(sitk.GetImageFromArray(data.transpose(3, 2, 1, 0), isVector=False), str(tmp_path / "four.nrrd"))
     with pytest.raises(ImageReadError, match="4D image"):
         read_image(tmp_path / "four.nrrd")
 

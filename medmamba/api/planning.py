@@ -102,8 +102,8 @@ def plan_and_preprocess(
     from medmamba.plans.memory_model import load_fits
     from medmamba.plans.planner import DEFAULT_MEMORY_TARGET_GB, add_network_variant, plan_experiment
     from medmamba.formats.plans import Plans
+    from medmamba.devices import available_memory_bytes
     from medmamba.preprocessing.preprocess_dataset import (
-        available_memory_bytes,
         copy_user_splits,
         preprocess_dataset,
         preprocessing_bytes_per_case,
