@@ -55,13 +55,16 @@ def convert_msd(
     dataset_id: int | None = None,
     raw: str | os.PathLike | None = None,
     progress: bool = True,
+    brats_regions: bool = False,
 ) -> Path:
     """Convert a Medical Segmentation Decathlon ``TaskXX_Name`` folder (only read) into a raw
-    ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it."""
+    ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it. ``brats_regions``
+    (Task01_BrainTumour, labels 1 edema, 2 non-enhancing, 3 enhancing): declare BraTS's regions whole
+    tumour [1, 2, 3], tumour core [2, 3], enhancing tumour [3] with ``regions_class_order`` [1, 2, 3]."""
     from medmamba import option_ranges as R
     from medmamba.datasets.msd import convert_msd_dataset
     from medmamba.paths import raw_root
 
     R.check(R.DATASET_ID, dataset_id)
 
-    return convert_msd_dataset(task_folder, raw_root(raw), dataset_id, progress=progress)
+    return convert_msd_dataset(task_folder, raw_root(raw), dataset_id, progress=progress, brats_regions=brats_regions)
