@@ -117,7 +117,8 @@ def test_convert_msd_brats_regions(tmp_path):
                                       "enhancing_tumor": [3]}
     assert list(dataset_json["labels"]) == ["background", "whole_tumor", "tumor_core", "enhancing_tumor"]
     assert dataset_json["regions_class_order"] == [1, 2, 3]
-    assert (out / "labelsTr" / "BRATS_001.nii.gz").read_bytes() == (folder / "labelsTr" / "BRATS_001.nii.gz").read_bytes()
+    label_file = "labelsTr/BRATS_001.nii.gz"
+    assert (out / label_file).read_bytes() == (folder / label_file).read_bytes()
     assert verify_dataset(out, progress=False).ok
     (folder / "dataset.json").write_text(json.dumps({
         "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},

@@ -2,9 +2,10 @@
 
 Errors (the dataset cannot be used as is): invalid dataset.json (including non-consecutive or
 duplicated labels; region-based labels whose regions or ``regions_class_order`` do not fit),
-missing or extra files, numTraining wrong, unreadable/corrupt files, invalid geometry, 4D or multi-component images where one channel was expected, NaN/Inf voxels, image/label
-dimensionality, shape or spacing mismatch, a label whose axes point elsewhere than the image's,
-non-integer labels or label values not declared in dataset.json, a 2D case among 3D ones.
+missing or extra files, numTraining wrong, unreadable/corrupt files, invalid geometry, 4D or
+multi-component images where one channel was expected, NaN/Inf voxels, image/label dimensionality,
+shape or spacing mismatch, a label whose axes point elsewhere than the image's, non-integer labels or
+label values not declared in dataset.json, a 2D case among 3D ones.
 Warnings: a training label that is all background, a label whose origin/direction differs slightly
 from the image's (nnU-Net's rule), hidden files, label values declared but never seen. The per-case
 rules are :mod:`medmamba.datasets.case_checks`, which ``plan_and_preprocess`` applies too. nnU-Net checks the same things in ``verify_dataset_integrity.py``

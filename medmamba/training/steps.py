@@ -137,7 +137,8 @@ class ValidationStep:
 
             pred, target = logits > 0, region_targets(seg, self.regions).bool()  # sigmoid > 0.5 <=> logit > 0
             axes = (0, *range(2, pred.ndim))
-            tp, fp, fn = ((a & b).sum(axes).double().cpu() for a, b in ((pred, target), (pred, ~target), (~pred, target)))
+            pairs = ((pred, target), (pred, ~target), (~pred, target))
+            tp, fp, fn = ((a & b).sum(axes).double().cpu() for a, b in pairs)
             return float(loss), tp, fp, fn
         pred = logits.argmax(1)
         target = seg[:, 0]
