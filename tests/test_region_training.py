@@ -131,3 +131,23 @@ def test_region_loss_matches_hand_computation():
     leaf = logits.clone().requires_grad_()
     RegionDiceBCELoss(regions, batch_dice=True)(leaf, seg).backward()
     assert torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0
+
+
+def test_region_pseudo_dice_and_loss_choice():
+    from medmamba.errors import ConfigurationError
+    from medmamba.training.loss import DeepSupervisionLoss, RegionDiceBCELoss
+    from medmamba.training.steps import Precision, ValidationStep, pseudo_dice
+    from medmamba.training.variants import resolve_variants
+
+    regions = [(1, 2), (2,)]
+    seg = torch.tensor([[[0, 1, 2, 2]]])
+    logits = torch.tensor([[[-1.0, 2.0, 3.0, -0.5], [1.0, -2.0, 0.5, 3.0]]])  # fires: [0,1,1,0] and [1,0,1,1]
+    loss = DeepSupervisionLoss(False, base=RegionDiceBCELoss(regions, batch_dice=False))
+    step = ValidationStep(lambda image: logits, loss, Precision.choose(torch.device("cpu")), 3, regions=regions)
+    _, tp, fp, fn = step(torch.zeros(1, 1, 4), seg)
+    # region (1, 2) = [0,1,1,1]: TP 2, FP 0, FN 1; region (2,) = [0,0,1,1]: TP 2, FP 1, FN 0
+    assert tp.tolist() == [2, 2] and fp.tolist() == [0, 1] and fn.tolist() == [1, 0]
+    assert pseudo_dice(tp, fp, fn) == pytest.approx([0.8, 0.8])
+    assert isinstance(resolve_variants(None).build_loss(True, False, regions).base, RegionDiceBCELoss)
+    with pytest.raises(ConfigurationError, match="Dice \\+ BCE per region"):
+        resolve_variants("ce_loss").build_loss(True, False, regions)
