@@ -65,6 +65,7 @@ def test_region_model_predicts_painted_regions(region_run, capsys):
     assert plans["configurations"]["3d_fullres"]["network"]["kwargs"]["num_classes"] == 3
     log = json.loads((fold / "training_log.json").read_text())
     assert all(len(e["pseudo_dice"]) == 3 for e in log["epochs"])  # pseudo-Dice per region
+    assert log["pseudo_dice_outputs"] == ["whole_tumor", "tumor_core", "enhancing_tumor"]
     validation = json.loads((fold / "validation" / "summary.json").read_text())
     assert validation["labels"] == REGION_KEYS and sorted(validation["mean"]) == sorted(REGION_KEYS)
     for folder in ("pred_a", "pred_b"):

@@ -129,9 +129,9 @@ class LabelLayout:
         return [v for v in self.label_values if v > 0]
 
     @property
-    def painted_values(self) -> set[int]:
-        """Values a predicted label map can hold."""
-        return {0, *self.regions_class_order} if self.has_regions else set(self.label_values)
+    def output_names(self) -> list[str]:
+        """A name per foreground output: the region names, else the label values' names."""
+        return list(self.region_names) if self.has_regions else [str(v) for v in self.label_values if v > 0]
 
 
 def label_layout(labels: Mapping[str, Any], regions_class_order: Sequence[int] | None = None,
@@ -140,15 +140,10 @@ def label_layout(labels: Mapping[str, Any], regions_class_order: Sequence[int] |
     a bad region declaration is a :class:`DatasetError` naming ``path``."""
     if not is_region_based(labels):
         return LabelLayout(tuple(all_label_values(labels)))
-    order = None if regions_class_order is None else list(regions_class_order)
+    order = list(regions_class_order) if isinstance(regions_class_order, tuple) else regions_class_order
     problems = region_problems(labels, order)
     if problems:
         raise DatasetError(problems[0], path=path)
     regions = foreground_regions(labels)
     return LabelLayout(tuple(all_label_values(labels)), tuple(m for _, m in regions), tuple(n for n, _ in regions),
                        tuple(int(v) for v in order or ()))
-
-
-def layout_from_dataset_json(dataset_json: Mapping[str, Any], path: Any = None) -> LabelLayout:
-    """:func:`label_layout` of a dataset.json dict (``labels`` and ``regions_class_order``)."""
-    return label_layout(dataset_json["labels"], dataset_json.get("regions_class_order"), path)

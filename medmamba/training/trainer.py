@@ -278,6 +278,7 @@ class Trainer:
             "world_size": self.dist.world_size, "seed": self.opts.seed, "num_workers": self.num_workers,
             "batch_size": self.setup.config.batch_size, "patch_size": list(self.setup.patch_size),
             "recipe": self.setup.recipe.to_dict(), "variants": self.variants.describe(),
+            "pseudo_dice_outputs": self.setup.layout.output_names,  # what each pseudo_dice entry scores
         })
         self.model.train()
         self._session_start = time.perf_counter()
