@@ -124,6 +124,19 @@ def two_names_one_value(raw: Path) -> Path:
         "background": 0, "a": 1, "b": 1}, "numTraining": 3, "file_ending": ".nii.gz"}))
 
 
+def _regions(labels: dict, **extra: object) -> Callable[[Path], Path]:
+    """dataset.json with region-based ``labels`` (nnU-Net's list values) plus ``extra`` keys."""
+
+    def make(raw: Path) -> Path:
+        return _dataset_json_text(raw, json.dumps({"channel_names": {"0": "MR"}, "labels": labels, **extra,
+                                                   "numTraining": 3, "file_ending": ".nii.gz"}))
+
+    return make
+
+
+REGIONS = {"background": 0, "a_or_b": [1, 2], "b": 2}
+
+
 def micrometre_units(raw: Path) -> Path:
     image, _ = _case_arrays(1)
     return _patch_header(_nifti(_image(raw), image), xyzt_units=3 | 8)  # micron, seconds
@@ -273,6 +286,18 @@ ROWS = [
     ("label-duplicate-name-verify", V, duplicate_label_name, ["'a'", "twice"]),
     ("label-non-consecutive", P, non_consecutive_labels, ["consecutive", "7"]),
     ("label-two-names-one-value", P, two_names_one_value, ["several names"]),
+    ("region-no-order-verify", V, _regions(REGIONS), ["need 'regions_class_order'"]),
+    ("region-no-order-plan", P, _regions(REGIONS), ["need 'regions_class_order'"]),
+    ("region-order-length", V, _regions(REGIONS, regions_class_order=[1]), ["1 entries", "2 regions"]),
+    ("region-order-not-member", V, _regions(REGIONS, regions_class_order=[1, 1]),
+     ["regions_class_order[1] = 1", "region 'b'"]),
+    ("region-order-not-ints", V, _regions(REGIONS, regions_class_order="1,2"), ["list of integer"]),
+    ("region-empty", V, _regions({"background": 0, "a": 1, "none": [], "b": [1, 2]}, regions_class_order=[1, 2]),
+     ["region 'none'", "non-empty list"]),
+    ("region-undeclared-value", V, _regions({"background": 0, "ab": [1, 5], "b": 2}, regions_class_order=[1, 2]),
+     ["consecutive", "5"]),
+    ("region-with-background", P, _regions({"background": 0, "all": [0, 1, 2], "b": 2}, regions_class_order=[1, 2]),
+     ["region 'all'", "background"]),
     ("units-micrometre-plan", P, micrometre_units, ["micrometres"]),
     ("units-micrometre-verify", V, micrometre_units, ["micrometres"]),
     ("pixdim-zero", P, _pixdim(0.0), ["pixdim"]),

@@ -93,3 +93,35 @@ def test_convert_msd_cli(task, tmp_path, capsys):
     assert main(["convert_msd", "-i", str(tmp_path / "Task09_Nothing"), "--raw", raw, "--no-progress"]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Task09_Nothing" in lines[0] and "not found" in lines[0]
+
+
+def test_convert_msd_brats_regions(tmp_path):
+    """--brats-regions on a Task01_BrainTumour-like folder (labels 0-3): dataset.json declares BraTS's regions
+    in nnU-Net's terms, label files are copied unchanged, and verify accepts it; other label sets are refused."""
+    folder = tmp_path / "msd" / "Task01_BrainTumour"
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+    label = (np.arange(6 * 5 * 4).reshape(6, 5, 4) % 4).astype(np.uint8)
+    image = np.random.default_rng(0).integers(0, 1000, size=(6, 5, 4, 4)).astype(np.int16)
+    nib.save(nib.Nifti1Image(image, AFFINE), str(folder / "imagesTr" / "BRATS_001.nii.gz"))
+    nib.save(nib.Nifti1Image(label, AFFINE), str(folder / "labelsTr" / "BRATS_001.nii.gz"))
+    (folder / "dataset.json").write_text(json.dumps({
+        "name": "BRATS", "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "numTraining": 1}))
+    assert main(["convert_msd", "-i", str(folder), "--raw", str(tmp_path / "raw"), "--brats-regions",
+                 "--no-progress"]) == 0
+    out = tmp_path / "raw" / "Dataset001_BrainTumour"
+    dataset_json = load_dataset_json(out)
+    assert dataset_json["labels"] == {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3],
+                                      "enhancing_tumor": [3]}
+    assert list(dataset_json["labels"]) == ["background", "whole_tumor", "tumor_core", "enhancing_tumor"]
+    assert dataset_json["regions_class_order"] == [1, 2, 3]
+    label_file = "labelsTr/BRATS_001.nii.gz"
+    assert (out / label_file).read_bytes() == (folder / label_file).read_bytes()
+    assert verify_dataset(out, progress=False).ok
+    (folder / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+        "labels": {"0": "background", "1": "tumour"}, "numTraining": 1}))
+    with pytest.raises(DatasetError, match="--brats-regions needs MSD labels 0-3"):
+        convert_msd_dataset(folder, tmp_path / "raw2", progress=False, brats_regions=True)

@@ -164,6 +164,6 @@ def test_label_layouts_and_label_maps():
     assert seg.dtype == np.uint16 and seg.tolist() == [[0, 5], [300, 300]]
     # regions: sigmoid outputs painted in regions_class_order, later regions win
     regions = label_layout({"background": 0, "whole": [1, 2], "core": 2}, {"regions_class_order": [1, 2]})
-    assert regions["regions"]
+    assert regions.has_regions and regions.num_outputs == 2
     region_probs = np.array([[[0.9, 0.9], [0.2, 0.9]], [[0.1, 0.8], [0.9, 0.3]]], dtype=np.float32)
     assert probabilities_to_label_map(region_probs, regions).tolist() == [[1, 2], [2, 1]]

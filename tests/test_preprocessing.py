@@ -97,6 +97,15 @@ def test_round_trip_exact_without_resampling(case_files, ending, tmp_path):
         back = revert_preprocessing(onehot, props, plans, config)
         assert back.shape == (3, *image.shape)
         np.testing.assert_array_equal(back.argmax(0), label)
+        # region outputs (no background channel): nothing fires outside the crop, painting restores the labels
+        regions = np.stack([(seg[0] > 0).astype(np.float32), (seg[0] == 2).astype(np.float32)])
+        region_back = revert_preprocessing(regions, props, plans, config, regions=True)
+        assert region_back.shape == (2, *image.shape) and (image == 0).any()
+        assert np.all(region_back[:, image == 0] == 0)  # the zero border lies outside the crop
+        painted = np.zeros(image.shape, np.int16)
+        painted[region_back[0] > 0.5] = 1
+        painted[region_back[1] > 0.5] = 2
+        np.testing.assert_array_equal(painted, label)
         json.dumps(props)  # JSON-serialisable
     out = tmp_path / f"pred{ending}"
     export_segmentation(back.argmax(0), props, out)

@@ -200,3 +200,22 @@ def test_2d_dataset(tmp_path):
     label = folder / "labelsTr" / "x1.nii.gz"
     write_image(label, np.zeros((12, 11), np.uint8), g.replace(shape=(12, 11)))
     _only_error(verify_dataset(folder, progress=False), label, "shape (12, 10) vs (12, 11)")
+
+
+def test_region_definitions(broken):
+    """Region-based labels (nnU-Net's list values): a consistent declaration passes; every problem of a bad
+    one is its own line naming dataset.json."""
+    path = broken / "dataset.json"
+    dataset_json = json.loads(path.read_text())
+    dataset_json["labels"] = {"background": 0, "organs": [1, 2, 3, 4], "kidney_vessel": [2, 3], "lesion": 4}
+    dataset_json["regions_class_order"] = [1, 2, 4]
+    path.write_text(json.dumps(dataset_json))
+    assert verify_dataset(broken, progress=False).ok
+    dataset_json["labels"] = {"background": 0, "organs": [0, 1, 2, 3, 4], "kidney_vessel": [2, 3], "lesion": [4, 4]}
+    dataset_json["regions_class_order"] = [1, 4, 4]
+    path.write_text(json.dumps(dataset_json))
+    errors = verify_dataset(broken, progress=False).errors
+    assert len(errors) == 3 and all(e.startswith(f"{path}: ") and "\n" not in e for e in errors), errors
+    assert "'organs'" in errors[0] and "background" in errors[0]
+    assert "'lesion'" in errors[1] and "twice" in errors[1]
+    assert "regions_class_order[1] = 4" in errors[2] and "'kidney_vessel'" in errors[2]

@@ -20,10 +20,13 @@ def make_demo_dataset(
     overwrite: bool = False,
     raw: str | os.PathLike | None = None,
     progress: bool = True,
+    regions: bool = False,
 ) -> Path:
     """Write the deterministic synthetic 3D demo dataset (liver, kidney, vessel, lesion) into the raw root
     and return its folder (``DatasetXXX_Demo``). ``size`` is the nominal voxels per axis at 1.75 mm;
-    an existing folder made with the same arguments is reused, a different one needs ``overwrite``."""
+    an existing folder made with the same arguments is reused, a different one needs ``overwrite``.
+    ``regions``: ``DatasetXXX_DemoRegions``, a nested tumour declared as BraTS-style regions (whole tumour,
+    tumour core, enhancing tumour) for region-based training."""
     from medmamba import option_ranges as R
     from medmamba.datasets.demo import make_demo_dataset as make
     from medmamba.paths import raw_root
@@ -33,7 +36,7 @@ def make_demo_dataset(
         R.check(option, value, allow_none=False)
 
     return make(raw_root(raw), dataset_id=dataset_id, n_cases=cases, seed=seed, n_channels=channels,
-                n_test=test_cases, size=size, overwrite=overwrite, progress=progress)
+                n_test=test_cases, size=size, overwrite=overwrite, progress=progress, regions=regions)
 
 
 def verify(*, dataset: int | str, raw: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:
@@ -52,13 +55,16 @@ def convert_msd(
     dataset_id: int | None = None,
     raw: str | os.PathLike | None = None,
     progress: bool = True,
+    brats_regions: bool = False,
 ) -> Path:
     """Convert a Medical Segmentation Decathlon ``TaskXX_Name`` folder (only read) into a raw
-    ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it."""
+    ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it. ``brats_regions``
+    (Task01_BrainTumour, labels 1 edema, 2 non-enhancing, 3 enhancing): declare BraTS's regions whole
+    tumour [1, 2, 3], tumour core [2, 3], enhancing tumour [3] with ``regions_class_order`` [1, 2, 3]."""
     from medmamba import option_ranges as R
     from medmamba.datasets.msd import convert_msd_dataset
     from medmamba.paths import raw_root
 
     R.check(R.DATASET_ID, dataset_id)
 
-    return convert_msd_dataset(task_folder, raw_root(raw), dataset_id, progress=progress)
+    return convert_msd_dataset(task_folder, raw_root(raw), dataset_id, progress=progress, brats_regions=brats_regions)

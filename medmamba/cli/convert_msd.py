@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="the MSD TaskXX_Name folder (only read, never modified)")
     parser.add_argument("-id", "--dataset-id", type=numeric(R.DATASET_ID), default=None, help="dataset id of the output (default: XX)")
     parser.add_argument("--raw", help="raw dataset root to write into (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
+    parser.add_argument("--brats-regions", action="store_true",
+                        help="Task01_BrainTumour: declare BraTS's regions for region-based training, whole tumour "
+                             "[1,2,3], tumour core [2,3], enhancing tumour [3] (regions_class_order [1,2,3]); "
+                             "the label files stay as they are")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -21,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from medmamba.api import convert_msd
 
     folder = convert_msd(task_folder=args.input, dataset_id=args.dataset_id, raw=args.raw,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, brats_regions=args.brats_regions)
     print(f"wrote {folder}")
     return 0

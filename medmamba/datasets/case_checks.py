@@ -3,8 +3,9 @@ reports every finding) and for `plan_and_preprocess` (which stops at the first e
 each case anyway).
 
 Rules (nnU-Net's ``verify_dataset_integrity`` where it has one):
-- dataset.json labels: plain label values must be the consecutive integers 0..n-1 (region lists need
-  ``regions_class_order``); duplicate names are refused where the JSON is parsed.
+- dataset.json labels: plain label values must be the consecutive integers 0..n-1; region lists must
+  name consecutive foreground values and come with a consistent ``regions_class_order`` (one member
+  value per region); duplicate names are refused where the JSON is parsed.
 - image voxels finite; label voxels finite integers whose values are declared in dataset.json.
 - label vs image: dimensionality, shape and spacing must match (error). Origin and small direction
   differences only warn, as in nnU-Net (the image's geometry is used); but a direction whose axes map
@@ -41,11 +42,15 @@ class Finding:
         return f"{self.path}: {self.problem}"
 
 
-def label_declaration_problems(labels: Mapping[str, Any], regions_class_order: bool) -> list[str]:
-    """Problems with dataset.json ``labels`` (consecutive integers 0..n-1; regions need an order)."""
-    if any(isinstance(v, list) for v in labels.values()):
-        return [] if regions_class_order else ["region-based labels (lists) need 'regions_class_order'"]
-    plain = sorted(int(v) for v in labels.values())
+def label_declaration_problems(labels: Mapping[str, Any], regions_class_order: Any = None) -> list[str]:
+    """Problems with dataset.json ``labels`` (consecutive integers 0..n-1) and, for region-based labels,
+    with the regions and ``regions_class_order`` (None = absent; rules in
+    :func:`medmamba.formats.label_layout.region_problems`)."""
+    from medmamba.formats.label_layout import is_region_based, region_problems
+
+    if is_region_based(labels):
+        return region_problems(labels, regions_class_order)
+    plain = sorted(int(v[0]) if isinstance(v, list) else int(v) for v in labels.values())
     duplicates = sorted(v for v, n in Counter(plain).items() if n > 1)
     if duplicates:
         names = [k for k, v in labels.items() if v == duplicates[0]]

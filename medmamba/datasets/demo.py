@@ -34,6 +34,12 @@ logger = logging.getLogger("medmamba.datasets.demo")
 DEMO_NAME = "Demo"
 DEMO_LABELS = {"background": 0, "liver": 1, "kidney": 2, "vessel": 3, "lesion": 4}
 DEMO_CHANNELS = {"0": "T1", "1": "T2"}
+# ``--regions``: a brain-tumour-like lesion with BraTS's nested structure, labelled as MSD Task01_BrainTumour
+# (1 edema, 2 non-enhancing tumour, 3 enhancing tumour) and trained on BraTS's regions in nnU-Net's
+# dataset.json terms (list values + regions_class_order, encompassing regions first).
+DEMO_REGIONS_NAME = "DemoRegions"
+DEMO_REGION_LABELS = {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": [3]}
+DEMO_REGIONS_CLASS_ORDER = [1, 2, 3]
 # Bumped whenever the generated content changes, so a cached demo folder is regenerated.
 DEMO_FORMAT_VERSION = 1
 
@@ -54,6 +60,9 @@ _TISSUE_MEANS = {
     "medulla": (0.58, 0.90),
     "vessel": (0.95, 0.55),
     "lesion": (0.25, 0.85),
+    "edema": (0.55, 0.75),
+    "enhancing": (0.95, 0.50),
+    "necrosis": (0.15, 0.90),
 }
 _NOISE_SIGMA = 0.025  # Gaussian noise: liver SNR ~20 (0.55 / 0.025), in the range of clinical abdominal MRI
 
@@ -167,11 +176,44 @@ def _phantom(p: np.ndarray, rng: np.random.Generator, edge_mm: float, n_channels
     return images, labels
 
 
-def generate_case(index: int, seed: int, n_channels: int = 1, size: int = 56) -> tuple[list[np.ndarray], np.ndarray, ImageGeometry]:
+def _tumour_phantom(p: np.ndarray, rng: np.random.Generator, edge_mm: float, n_channels: int,
+                    fov_mm: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Like :func:`_phantom` with one tumour in the body: edema (1) around an enhancing rim (3) around a
+    non-enhancing/necrotic centre (2), so whole tumour ⊃ tumour core ⊃ enhancing tumour. Sizes follow
+    the nominal field of view ``fov_mm`` so that small test volumes still hold every part."""
+    p = p + np.stack([3.0 * _smooth_field(p, rng, (60.0, 100.0), 3) for _ in range(3)])
+    jitter = lambda scale: rng.uniform(1 - scale, 1 + scale, size=3)  # noqa: E731
+    body = _occupancy(_ellipsoid_sd(p, np.zeros(3), np.array([48.0, 36.0, 70.0]) * jitter(0.08)), edge_mm)
+    centre = rng.uniform(-0.08, 0.08, 3) * fov_mm
+    outer = np.array([0.32, 0.28, 0.30]) * fov_mm * jitter(0.12)
+    edema = _occupancy(_ellipsoid_sd(p, centre, outer), edge_mm)
+    core_centre = centre + rng.uniform(-0.2, 0.2, 3) * outer
+    core_r = outer * rng.uniform(0.6, 0.7)
+    core = _occupancy(_ellipsoid_sd(p, core_centre, core_r), edge_mm) * edema
+    necrosis = _occupancy(_ellipsoid_sd(p, core_centre, core_r * rng.uniform(0.5, 0.6)), edge_mm) * core
+    labels = np.zeros(p.shape[1:], dtype=np.uint8)
+    for value, occ in ((1, edema), (3, core), (2, necrosis)):  # later structures win: 3 is the rim around 2
+        labels[occ > 0.5] = value
+    bias = np.exp(0.18 * _smooth_field(p, rng, (150.0, 250.0), 2))
+    images = []
+    for c in range(n_channels):
+        img = np.full(p.shape[1:], _TISSUE_MEANS["air"][c], dtype=np.float32)
+        for occ, name, texture in ((body, "body", 0.12), (edema, "edema", 0.06), (core, "enhancing", 0.05),
+                                   (necrosis, "necrosis", 0.10)):
+            value = _TISSUE_MEANS[name][c] * (1.0 + texture * _smooth_field(p, rng, (8.0, 20.0)))
+            img = img * (1.0 - occ) + occ * value
+        img = img * bias + rng.normal(0.0, _NOISE_SIGMA, size=img.shape).astype(np.float32)
+        images.append((img * 1000.0).astype(np.float32))
+    return images, labels
+
+
+def generate_case(index: int, seed: int, n_channels: int = 1, size: int = 56, regions: bool = False
+                  ) -> tuple[list[np.ndarray], np.ndarray, ImageGeometry]:
     """One demo case: ``n_channels`` float32 images ``(i, j, k)``, uint8 labels, and its geometry.
 
-    Deterministic in ``(index, seed, n_channels, size)``; ``size`` is the nominal voxels per axis
-    at 1.75 mm (56 gives ~48-64 voxels; tests use ~20).
+    Deterministic in ``(index, seed, n_channels, size, regions)``; ``size`` is the nominal voxels per axis
+    at 1.75 mm (56 gives ~48-64 voxels; tests use ~20). ``regions``: the nested tumour of
+    :func:`_tumour_phantom` (labels 0-3) instead of the abdomen.
     """
     rng = np.random.default_rng([int(seed), int(index)])
     geometry = _case_geometry(index, rng, size)
@@ -179,15 +221,22 @@ def generate_case(index: int, seed: int, n_channels: int = 1, size: int = 56) ->
     scaled = idx * np.asarray(geometry.spacing, dtype=np.float32).reshape(3, 1, 1, 1)
     world = np.tensordot(geometry.direction_matrix.astype(np.float32), scaled, axes=1)
     world += np.asarray(geometry.origin, dtype=np.float32).reshape(3, 1, 1, 1)
-    images, labels = _phantom(world, rng, edge_mm=float(np.mean(geometry.spacing)), n_channels=n_channels)
+    if regions:
+        images, labels = _tumour_phantom(world, rng, float(np.mean(geometry.spacing)), n_channels, size * 1.75)
+    else:
+        images, labels = _phantom(world, rng, edge_mm=float(np.mean(geometry.spacing)), n_channels=n_channels)
     if geometry.dtype == "uint16":
         images = [np.clip(im, 0, None) for im in images]
     return images, labels, geometry
 
 
-def _demo_record(n_cases: int, n_test: int, seed: int, n_channels: int, size: int) -> dict[str, int]:
-    return {"version": DEMO_FORMAT_VERSION, "n_cases": n_cases, "n_test": n_test, "seed": seed,
-            "n_channels": n_channels, "size": size}
+def _demo_record(n_cases: int, n_test: int, seed: int, n_channels: int, size: int,
+                 regions: bool = False) -> dict[str, int]:
+    record = {"version": DEMO_FORMAT_VERSION, "n_cases": n_cases, "n_test": n_test, "seed": seed,
+              "n_channels": n_channels, "size": size}
+    if regions:
+        record["regions"] = 1
+    return record
 
 
 def make_demo_dataset(
@@ -200,8 +249,13 @@ def make_demo_dataset(
     size: int = 56,
     overwrite: bool = False,
     progress: bool = True,
+    regions: bool = False,
 ) -> Path:
     """Write ``Dataset{id}_Demo`` (``n_cases`` training + ``n_test`` held-out cases) into ``raw_root``.
+
+    ``regions``: ``Dataset{id}_DemoRegions`` instead, a nested tumour (labels 1 edema, 2 non-enhancing,
+    3 enhancing) declared as BraTS's regions whole tumour [1, 2, 3], tumour core [2, 3] and enhancing
+    tumour [3] with ``regions_class_order`` [1, 2, 3] (nnU-Net's region-based training).
 
     If the folder already holds a demo generated with the same arguments it is reused as is;
     a different dataset there raises DatasetError unless ``overwrite``. The folder appears
@@ -214,11 +268,11 @@ def make_demo_dataset(
             f"invalid demo settings: cases={n_cases} (>=1), test cases={n_test} (>=0), "
             f"channels={n_channels} (1 or 2), size={size} (>=8)"
         )
-    final_name = dataset_folder_name(dataset_id, DEMO_NAME)  # checks the id before anything is written
+    final_name = dataset_folder_name(dataset_id, DEMO_REGIONS_NAME if regions else DEMO_NAME)  # checks the id first
     raw_root = Path(raw_root)
     raw_root.mkdir(parents=True, exist_ok=True)
     final = raw_root / final_name
-    record = _demo_record(n_cases, n_test, seed, n_channels, size)
+    record = _demo_record(n_cases, n_test, seed, n_channels, size, regions)
     clash = [p.name for p in raw_root.iterdir() if p.is_dir() and p != final
              and (parse_dataset_folder_name(p.name) or (None,))[0] == dataset_id]
     if clash:
@@ -236,22 +290,26 @@ def make_demo_dataset(
         names = [f"demo_{i:03d}" for i in range(n_cases + n_test)]
         for i in tqdm(range(n_cases + n_test), desc="demo cases", unit="case", disable=not progress):
             split = "Tr" if i < n_cases else "Ts"
-            images, labels, geometry = generate_case(i, seed, n_channels, size)
+            images, labels, geometry = generate_case(i, seed, n_channels, size, regions)
             for c, img in enumerate(images):
                 write_image(tmp / f"images{split}" / f"{names[i]}_{c:04d}.nii.gz", img, geometry)
             write_image(tmp / f"labels{split}" / f"{names[i]}.nii.gz", labels, geometry, dtype=np.uint8)
-        atomic_write_json(tmp / "dataset.json", {
+        dataset_json: dict[str, Any] = {
             "channel_names": {k: v for k, v in DEMO_CHANNELS.items() if int(k) < n_channels},
-            "labels": DEMO_LABELS,
+            "labels": DEMO_REGION_LABELS if regions else DEMO_LABELS,
+            **({"regions_class_order": DEMO_REGIONS_CLASS_ORDER} if regions else {}),
             "numTraining": n_cases,
             "file_ending": ".nii.gz",
             "name": f"medmamba synthetic demo (seed {seed})",
-            "description": "Synthetic abdomen-like phantom: liver, kidney, vessel, lesion. Generated by "
-                           "medmamba.datasets.demo.make_demo_dataset; cases differ in spacing, size, "
-                           "orientation and on-disk dtype on purpose.",
+            "description": ("Synthetic tumour phantom: edema (1) around an enhancing rim (3) around a "
+                            "non-enhancing centre (2), trained as BraTS's nested regions. " if regions else
+                            "Synthetic abdomen-like phantom: liver, kidney, vessel, lesion. ")
+            + "Generated by medmamba.datasets.demo.make_demo_dataset; cases differ in spacing, size, "
+              "orientation and on-disk dtype on purpose.",
             "licence": "CC0",
             "medmamba_demo": record,
-        })
+        }
+        atomic_write_json(tmp / "dataset.json", dataset_json)
         if final.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=raw_root))
             os.replace(final, trash / final.name)

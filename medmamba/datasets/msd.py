@@ -61,6 +61,23 @@ def convert_msd_labels(msd_labels: dict[str, str], path: Path) -> dict[str, int]
     return out
 
 
+# MSD Task01_BrainTumour's labels (its dataset.json: 0 background, 1 edema, 2 non-enhancing tumor,
+# 3 enhancing tumour; channels FLAIR, T1w, t1gd, T2w) hold BraTS's sub-regions, which BraTS scores
+# as nested regions: whole tumour = 1+2+3, tumour core = 2+3, enhancing tumour = 3. ``brats_regions``
+# declares those in nnU-Net's terms (label files unchanged), the order nnU-Net's BraTS conversion uses.
+MSD_BRATS_LABELS = {0: "background", 1: "edema", 2: "non-enhancing tumor", 3: "enhancing tumour"}
+BRATS_REGION_LABELS = {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": [3]}
+BRATS_REGIONS_CLASS_ORDER = [1, 2, 3]
+
+
+def brats_region_labels(labels: dict[str, int], path: Path) -> dict[str, Any]:
+    """dataset.json ``labels`` + ``regions_class_order`` for BraTS regions; the MSD labels must be 0-3."""
+    if sorted(labels.values()) != [0, 1, 2, 3]:
+        raise DatasetError(f"--brats-regions needs MSD labels 0-3 as in Task01_BrainTumour "
+                           f"({', '.join(f'{k} {v}' for k, v in MSD_BRATS_LABELS.items())}), got {labels}", path=path)
+    return {"labels": dict(BRATS_REGION_LABELS), "regions_class_order": list(BRATS_REGIONS_CLASS_ORDER)}
+
+
 def _image_files(directory: Path) -> list[Path]:
     """Every ``*.nii.gz`` of ``directory``; one that is not a regular file (dangling symlink, loop,
     folder) is an error naming it, never a silently dropped case."""
@@ -118,8 +135,13 @@ def convert_msd_dataset(
     raw_root: str | os.PathLike,
     dataset_id: int | None = None,
     progress: bool = True,
+    brats_regions: bool = False,
 ) -> Path:
     """Convert ``TaskXX_Name`` into ``<raw_root>/DatasetXXX_Name``; returns the new folder.
+
+    ``brats_regions`` (Task01_BrainTumour): dataset.json declares BraTS's regions (whole tumour [1, 2, 3],
+    tumour core [2, 3], enhancing tumour [3], ``regions_class_order`` [1, 2, 3]) for region-based
+    training instead of the three labels; the label files are the same.
 
     ``dataset_id`` defaults to the task number XX. Raises DatasetError for a folder that is not an
     MSD task, an image whose channel count disagrees with ``modality``, or an output folder or
@@ -142,6 +164,9 @@ def convert_msd_dataset(
     msd = _msd_json(task)
     n_channels = len(msd["modality"])
     labels = convert_msd_labels(msd["labels"], task / "dataset.json")
+    label_keys: dict[str, Any] = {"labels": labels}
+    if brats_regions:
+        label_keys = brats_region_labels(labels, task / "dataset.json")
     if not (task / "imagesTr").is_dir() or not (task / "labelsTr").is_dir():
         raise DatasetError("MSD task folder needs imagesTr/ and labelsTr/", path=task)
 
@@ -173,7 +198,7 @@ def convert_msd_dataset(
             raise DatasetError(f"no training images (*{_ENDING}) found", path=task / "imagesTr")
         dataset_json: dict[str, Any] = {
             "channel_names": {str(k): v for k, v in sorted(((int(k), v) for k, v in msd["modality"].items()))},
-            "labels": labels,
+            **label_keys,
             "numTraining": len(train),
             "file_ending": _ENDING,
         }

@@ -121,6 +121,15 @@ def find_dataset_folder(
     raise error(f"no dataset named {text!r} ({hint})", path=root)
 
 
+class LabelDeclarationError(DatasetError):
+    """dataset.json ``labels``/``regions_class_order`` problems: the first is the message, all are in
+    ``problems`` (``verify`` reports each on its own line)."""
+
+    def __init__(self, problems: list[str], path: str | os.PathLike | None = None) -> None:
+        super().__init__(problems[0], path=path)
+        self.problems = list(problems)
+
+
 def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
     """Read and validate ``<folder>/dataset.json``.
 
@@ -146,6 +155,10 @@ def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
         raise DatasetError("'labels' must be a non-empty object name -> int", path=path)
     for name, value in labels.items():
         values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and (not value or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                             and v >= 0 for v in value)):
+            raise DatasetError(f"region {name!r} is {value!r}; a region is a non-empty list of integer label "
+                               "values, e.g. [2, 3]", path=path)
         if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
             raise DatasetError(
                 f"label {name!r} has value {value!r}; labels map names to non-negative ints "
@@ -156,9 +169,9 @@ def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
         raise DatasetError("'labels' must contain \"background\": 0", path=path)
     from medmamba.datasets.case_checks import label_declaration_problems
 
-    problems = label_declaration_problems(labels, "regions_class_order" in data)
+    problems = label_declaration_problems(labels, data.get("regions_class_order"))
     if problems:
-        raise DatasetError(problems[0], path=path)
+        raise LabelDeclarationError(problems, path=path)
     if not isinstance(data["numTraining"], int) or isinstance(data["numTraining"], bool) or data["numTraining"] < 0:
         raise DatasetError(f"'numTraining' must be a non-negative int, got {data['numTraining']!r}", path=path)
     ending = data["file_ending"]

@@ -1,10 +1,11 @@
 """Check a raw dataset and report every problem at once, one line per problem naming the file.
 
 Errors (the dataset cannot be used as is): invalid dataset.json (including non-consecutive or
-duplicated labels), missing or extra files, numTraining wrong, unreadable/corrupt files, invalid
-geometry, 4D or multi-component images where one channel was expected, NaN/Inf voxels, image/label
-dimensionality, shape or spacing mismatch, a label whose axes point elsewhere than the image's,
-non-integer labels or label values not declared in dataset.json, a 2D case among 3D ones.
+duplicated labels; region-based labels whose regions or ``regions_class_order`` do not fit),
+missing or extra files, numTraining wrong, unreadable/corrupt files, invalid geometry, 4D or
+multi-component images where one channel was expected, NaN/Inf voxels, image/label dimensionality,
+shape or spacing mismatch, a label whose axes point elsewhere than the image's, non-integer labels or
+label values not declared in dataset.json, a 2D case among 3D ones.
 Warnings: a training label that is all background, a label whose origin/direction differs slightly
 from the image's (nnU-Net's rule), hidden files, label values declared but never seen. The per-case
 rules are :mod:`medmamba.datasets.case_checks`, which ``plan_and_preprocess`` applies too. nnU-Net checks the same things in ``verify_dataset_integrity.py``
@@ -30,6 +31,7 @@ from medmamba.datasets.geometry import ImageGeometry
 from medmamba.datasets.image_io import read_image
 from medmamba.datasets.raw_dataset import (
     Case,
+    LabelDeclarationError,
     case_id_from_image,
     declared_label_values,
     load_dataset_json,
@@ -74,6 +76,9 @@ def verify_dataset(folder: str | os.PathLike, progress: bool = True) -> VerifyRe
     report = VerifyReport(folder=folder)
     try:
         dataset_json = load_dataset_json(folder)
+    except LabelDeclarationError as err:  # every label/region problem, one line each
+        report.errors += [f"{err.path}: {problem}" for problem in err.problems]
+        return report
     except MedmambaError as err:
         report.errors.append(str(err))
         return report

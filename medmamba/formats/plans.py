@@ -209,8 +209,11 @@ class Plans:
 
     @property
     def num_classes(self) -> int:
-        """Number of network outputs: background plus each foreground label (softmax, label-based)."""
-        return len([v for k, v in self.labels.items() if k != "ignore"])
+        """Number of network outputs: one per label value with background (softmax), or one per
+        foreground region (sigmoid) for region-based labels (:mod:`medmamba.formats.label_layout`)."""
+        from medmamba.formats.label_layout import num_network_outputs
+
+        return num_network_outputs(self.labels)
 
     def configuration(self, name: str) -> ConfigurationPlan:
         """The named configuration, or :class:`PlansError` listing the available ones."""

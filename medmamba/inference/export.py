@@ -14,33 +14,27 @@ import numpy as np
 from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError, DatasetError
 from medmamba.formats.json_io import read_json
+from medmamba.formats.label_layout import LabelLayout
+from medmamba.formats.label_layout import label_layout as layout_of
 from medmamba.formats.probabilities import check_probabilities, load_probabilities, save_probabilities
 from medmamba.inference.array_prediction import probabilities_to_labels
 from medmamba.output_safety import OutputFolder, check_separate
 
 logger = logging.getLogger("medmamba.inference")
 
-def label_layout(labels: Mapping[str, Any], dataset_json: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """How network outputs map to label values, from a ``labels`` dict (name → int or list).
-
-    Label mode: output ``k`` is the ``k``-th smallest non-ignore label value (nnU-Net requires
-    consecutive labels, so ``k`` is the value itself). Region mode (any list value and a
-    ``regions_class_order`` in dataset.json): one sigmoid output per region, painted in that order.
-    """
-    has_regions = any(isinstance(v, list) for k, v in labels.items() if k != "ignore")
-    order = (dataset_json or {}).get("regions_class_order")
-    if has_regions and order:
-        return {"regions": True, "regions_class_order": [int(v) for v in order]}
-    values = sorted({int(v) for k, v in labels.items() if k != "ignore" and not isinstance(v, list)})
-    return {"regions": False, "label_values": values}
+def label_layout(labels: Mapping[str, Any], dataset_json: Mapping[str, Any] | None = None) -> LabelLayout:
+    """How network outputs map to label values (:mod:`medmamba.formats.label_layout`): label mode,
+    output ``k`` = the ``k``-th smallest non-ignore label value; region mode (list values), one sigmoid
+    output per region, painted in dataset.json's ``regions_class_order``."""
+    return layout_of(labels, (dataset_json or {}).get("regions_class_order"))
 
 
-def probabilities_to_label_map(probabilities: np.ndarray, layout: Mapping[str, Any]) -> np.ndarray:
+def probabilities_to_label_map(probabilities: np.ndarray, layout: LabelLayout) -> np.ndarray:
     """``(K, *spatial)`` probabilities → label map (uint8, or uint16 above 255) per :func:`label_layout`."""
-    if layout.get("regions"):
-        return probabilities_to_labels(probabilities, regions_class_order=layout["regions_class_order"])
+    if layout.has_regions:
+        return probabilities_to_labels(probabilities, regions_class_order=layout.regions_class_order)
     indices = probabilities_to_labels(probabilities)
-    values = layout.get("label_values") or list(range(probabilities.shape[0]))
+    values = list(layout.label_values) or list(range(probabilities.shape[0]))
     if values == list(range(len(values))):
         return indices
     lookup = np.asarray(values, dtype=np.uint16 if max(values) > 255 else np.uint8)
@@ -94,6 +88,8 @@ def ensemble_folders(
                              "it is written by `medmamba predict`")
     try:
         layout = label_layout(dataset_json["labels"], dataset_json)
+    except DatasetError as err:
+        raise DatasetError(f"{err.problem}; it is written by `medmamba predict`", path=dataset_json_path) from None
     except (ValueError, KeyError, TypeError) as err:
         raise DatasetError(f"cannot read the label definition ({err}); it is written by `medmamba predict`",
                            path=dataset_json_path) from None
@@ -106,7 +102,7 @@ def ensemble_folders(
 
 
 def _ensemble_into(out: OutputFolder, folders: list[Path], case_ids: list[str], dataset_json: dict[str, Any],
-                   layout: dict[str, Any], file_ending: str | None, save_probabilities_too: bool) -> dict[str, Any]:
+                   layout: LabelLayout, file_ending: str | None, save_probabilities_too: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
     output = out.path

@@ -197,7 +197,7 @@ class Predictor:
         return predict_preprocessed_case(
             self.networks, data, self.config.patch_size, self.mirror_axes, step=self.step,
             use_gaussian=self.use_gaussian, batch_windows=self.batch_windows, device=self.device,
-            regions=bool(self.layout.get("regions")), amp=self.amp)
+            regions=self.layout.has_regions, amp=self.amp)
 
     def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
         """Read and preprocess one case as in training; checks the image dimensionality."""
@@ -217,7 +217,8 @@ class Predictor:
         """Probabilities on the preprocessed grid → ``(K, *original array shape)`` float32."""
         from medmamba.preprocessing.case_transform import revert_preprocessing
 
-        return revert_preprocessing(probabilities, properties, self.plans, self.configuration)
+        return revert_preprocessing(probabilities, properties, self.plans, self.configuration,
+                                    regions=self.layout.has_regions)
 
     def _export(self, case: InputCase, probabilities: torch.Tensor, properties: dict[str, Any], target: Path,
                 save_probs: bool) -> None:

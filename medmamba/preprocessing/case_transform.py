@@ -174,6 +174,7 @@ def revert_preprocessing(
     properties: Mapping[str, Any],
     plans: Plans | Mapping[str, Any],
     configuration_name: str,
+    regions: bool = False,
 ) -> np.ndarray:
     """Map per-class probabilities from the preprocessed grid back onto the original image grid.
 
@@ -184,7 +185,8 @@ def revert_preprocessing(
     Returns:
         float32 (K, *original array shape) in the file's voxel order: resampled back to the
         cropped grid (order ``resampling.probabilities_order``, separate z as in preprocessing),
-        un-cropped (outside the crop: background probability 1, others 0), un-transposed,
+        un-cropped (outside the crop: background probability 1, others 0; with ``regions``, sigmoid
+        region probabilities, every channel 0 there), un-transposed,
         for 2D inputs with the lifted axis removed, and reoriented back to the file's voxel
         order. ``argmax(axis=0)`` gives the label map.
     """
@@ -203,7 +205,8 @@ def revert_preprocessing(
                                  order_z=rs.order_z, force_separate_z=rs.force_separate_z,
                                  anisotropy_threshold=rs.anisotropy_threshold)
     full = np.zeros((probs.shape[0], *properties["shape_before_cropping"]), dtype=np.float32)
-    full[0] = 1.0
+    if not regions:  # region outputs have no background channel: outside the crop no region fires
+        full[0] = 1.0
     sl = tuple(slice(lo, hi) for lo, hi in properties["bbox_used_for_cropping"])
     full[(slice(None), *sl)] = probs
     tf = list(properties["transpose_forward"])

@@ -1,4 +1,4 @@
-"""Dice + cross-entropy with deep supervision, as nnU-Net v2.
+"""Dice + cross-entropy with deep supervision, as nnU-Net v2; Dice + BCE per region for region-based labels.
 
 ``loss = CE + (-SoftDice)``: soft Dice on softmax, background excluded, smooth 1e-5, TP/FP/FN
 summed over the batch when ``batch_dice`` (and over all DDP ranks, differentiably), so the loss
@@ -98,6 +98,51 @@ class DiceCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.ce(logits, target) + self.dice(logits, target)
+
+
+def region_targets(target: torch.Tensor, regions: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Integer labels ``(B, 1, *spatial)`` → one binary channel per region ``(B, R, *spatial)`` float32:
+    channel ``r`` is 1 where the label is any of ``regions[r]``'s values (nnU-Net's
+    ConvertSegmentationToRegionsTransform, applied per batch and per deep-supervision level)."""
+    labels = target[:, 0]
+    channels = [torch.isin(labels, torch.as_tensor(list(r), dtype=labels.dtype, device=labels.device))
+                for r in regions]
+    return torch.stack(channels, 1).float()
+
+
+class RegionDiceBCELoss(nn.Module):
+    """``BCE + (-SoftDice)`` (weights 1, 1) over sigmoid region outputs, as nnU-Net's region loss
+    (DC_and_BCE_loss: BCEWithLogits with mean reduction; soft Dice on sigmoid probabilities with every
+    channel counted, smooth 1e-5; TP/FP/FN summed over the batch when ``batch_dice``).
+
+    ``logits`` ``(B, R, *spatial)``; ``target`` ``(B, 1, *spatial)`` integer labels, converted to
+    regions here. ``mask`` (optional, ``(B, 1, *spatial)``, true = voxel counts): the BCE is averaged
+    over the counted voxels and the Dice sums use only them. (nnU-Net divides its masked BCE sum by
+    the voxel count alone, which multiplies it by R; the mean keeps the unmasked loss's scale.)
+    """
+
+    def __init__(self, regions: Sequence[Sequence[int]], batch_dice: bool, smooth: float = DICE_SMOOTH) -> None:
+        super().__init__()
+        self.regions = [tuple(int(v) for v in r) for r in regions]
+        self.batch_dice, self.smooth = batch_dice, smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        logits = logits.float()
+        y = region_targets(target, self.regions)
+        bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        probs = torch.sigmoid(logits)
+        if mask is None:
+            bce = bce.mean()
+        else:
+            m = mask.float()
+            bce = (bce * m).sum() / torch.clamp(m.sum() * logits.shape[1], min=1e-8)
+            probs, y = probs * m, y * m
+        axes = tuple(range(2, logits.ndim))
+        intersect, sum_pred, sum_gt = (probs * y).sum(axes), probs.sum(axes), y.sum(axes)
+        if self.batch_dice:
+            intersect, sum_pred, sum_gt = (_sum_over_ranks(t.sum(0)) for t in (intersect, sum_pred, sum_gt))
+        dc = (2 * intersect + self.smooth) / torch.clamp(sum_gt + sum_pred + self.smooth, min=1e-8)
+        return bce - dc.mean()
 
 
 def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 from medmamba.errors import CheckpointError, ConfigurationError, PlansError
 from medmamba.formats.constants import DEFAULT_PLANS_NAME
 from medmamba.formats.json_io import read_json
+from medmamba.formats.label_layout import LabelLayout, label_layout
 from medmamba.formats.model_folder_name import model_folder_name
 from medmamba.formats.preprocessed_case import completed_case_ids
 from medmamba.training.splits import cases_for_fold, load_or_create_splits
@@ -118,6 +119,12 @@ class TrainingSetup:
         return int(self.network_kwargs["num_classes"])
 
     @property
+    def layout(self) -> LabelLayout:
+        """Label or region outputs (:mod:`medmamba.formats.label_layout`)."""
+        return label_layout(self.plans.labels, self.dataset_json.get("regions_class_order"),
+                            self.dataset_folder / "dataset.json")
+
+    @property
     def patch_size(self) -> tuple[int, ...]:
         return tuple(int(p) for p in self.config.patch_size)
 
@@ -143,8 +150,7 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     plans = load_plans(plans_file)
     config = plans.configuration(opts.configuration)
     dataset_json = read_json(folder / "dataset.json", dict, "dataset.json", PlansError)
-    if any(isinstance(v, (list, tuple)) for k, v in plans.labels.items() if k != "ignore"):
-        raise ConfigurationError("region-based labels are not supported by `medmamba train` yet", path=plans_file)
+    label_layout(plans.labels, dataset_json.get("regions_class_order"), folder / "dataset.json")  # regions checked
     if "ignore" in plans.labels:
         raise ConfigurationError("datasets with an ignore label are not supported by `medmamba train` yet",
                                  path=plans_file)

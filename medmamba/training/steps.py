@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -113,11 +114,15 @@ class TrainStep:
 class ValidationStep:
     """Loss and TP/FP/FN per foreground class on one batch (network in eval mode, no grad).
 
-    Returns ``(loss, tp, fp, fn)`` with ``tp/fp/fn`` float64 tensors ``(K-1,)`` on the CPU.
+    Returns ``(loss, tp, fp, fn)`` with ``tp/fp/fn`` float64 tensors ``(K-1,)`` on the CPU; with
+    ``regions`` (sigmoid outputs, one per region) ``(R,)``: prediction = sigmoid > 0.5 per region
+    against the region's target, no channel dropped (nnU-Net's region pseudo-Dice).
     """
 
-    def __init__(self, network: nn.Module, loss_fn: nn.Module, precision: Precision, num_classes: int) -> None:
+    def __init__(self, network: nn.Module, loss_fn: nn.Module, precision: Precision, num_classes: int,
+                 regions: Sequence[Sequence[int]] | None = None) -> None:
         self.network, self.loss_fn, self.precision, self.num_classes = network, loss_fn, precision, num_classes
+        self.regions = regions
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, seg: torch.Tensor):
@@ -127,6 +132,14 @@ class ValidationStep:
             outputs = self.network(image)
         loss = self.loss_fn(outputs, seg)
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        if self.regions:
+            from medmamba.training.loss import region_targets
+
+            pred, target = logits > 0, region_targets(seg, self.regions).bool()  # sigmoid > 0.5 <=> logit > 0
+            axes = (0, *range(2, pred.ndim))
+            pairs = ((pred, target), (pred, ~target), (~pred, target))
+            tp, fp, fn = ((a & b).sum(axes).double().cpu() for a, b in pairs)
+            return float(loss), tp, fp, fn
         pred = logits.argmax(1)
         target = seg[:, 0]
         tp, fp, fn = (torch.zeros(self.num_classes - 1, dtype=torch.float64) for _ in range(3))

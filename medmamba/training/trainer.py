@@ -95,19 +95,21 @@ class Trainer:
             self.model = self.network
         torch.manual_seed(opts.seed + dist_info.rank)  # dropout etc. differ per rank
         self.precision = Precision.choose(device, opts.amp)
-        self.loss_fn = self.variants.build_loss(config.batch_dice, dist_info.enabled)
+        layout = setup.layout
+        self.loss_fn = self.variants.build_loss(config.batch_dice, dist_info.enabled, layout.regions or None)
         self.budget = opts.time_budget_minutes * 60.0 if opts.time_budget_minutes else None
         self.iters_per_epoch, self.val_iters, self.epochs = opts.iterations_per_epoch, opts.val_iterations, opts.epochs
         self.optimizer, self.schedule = self.variants.build_optimizer(
             self.network.parameters(), setup.optimizer_name, setup.optimizer_kwargs, self.epochs * self.iters_per_epoch,
             self.budget)
         self.step = TrainStep(self.model, self.loss_fn, self.optimizer, self.precision)
-        self.val_step = ValidationStep(self.model, self.loss_fn, self.precision, setup.num_classes)
+        self.val_step = ValidationStep(self.model, self.loss_fn, self.precision, setup.num_classes,
+                                       regions=layout.regions or None)
         self.store = CheckpointStore(setup.output_folder)
         self.log = TrainingLog(setup.output_folder)
         self.state = RunState()
         self.budget_plan: dict | None = None
-        fg = [v for k, v in setup.plans.labels.items() if k != "background" and int(v) > 0]
+        fg = layout.foreground_values  # region mode: the union of the regions is the foreground
         train_cases = _load_cases(setup.data_folder, setup.train_ids, fg)
         val_cases = _load_cases(setup.data_folder, setup.val_ids, fg)
         mask_channels = tuple(i for i, m in enumerate(config.use_mask_for_norm) if m)
@@ -276,6 +278,7 @@ class Trainer:
             "world_size": self.dist.world_size, "seed": self.opts.seed, "num_workers": self.num_workers,
             "batch_size": self.setup.config.batch_size, "patch_size": list(self.setup.patch_size),
             "recipe": self.setup.recipe.to_dict(), "variants": self.variants.describe(),
+            "pseudo_dice_outputs": self.setup.layout.output_names,  # what each pseudo_dice entry scores
         })
         self.model.train()
         self._session_start = time.perf_counter()

@@ -66,6 +66,10 @@ class TrainingLog:
         dice_ax = ax1.twinx()
         dice_ax.plot(ep, [r.get("mean_fg_dice") for r in self.epochs], "g.", label="pseudo-Dice")
         dice_ax.plot(ep, [r.get("ema_fg_dice") for r in self.epochs], "g-", label="pseudo-Dice (EMA)")
+        names = self.meta.get("pseudo_dice_outputs") or []
+        for k, name in enumerate(names if len(names) > 1 else []):  # per class / region, thin
+            values = [r.get("pseudo_dice") or [] for r in self.epochs]
+            dice_ax.plot(ep, [v[k] if k < len(v) else None for v in values], ":", linewidth=0.8, label=str(name))
         dice_ax.set_ylabel("pseudo-Dice")
         ax1.legend(loc="upper left")
         dice_ax.legend(loc="upper right")

@@ -14,7 +14,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from medmamba.formats.preprocessed_case import ground_truth_path, load_preprocessed_case
 
@@ -33,7 +32,8 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
     from medmamba.evaluation.summary import build_summary
     from medmamba.formats.summary import write_summary
     from medmamba.evaluation.metrics import compute_metrics
-    from medmamba.inference.array_prediction import predict_preprocessed_case, probabilities_to_labels
+    from medmamba.inference.array_prediction import predict_preprocessed_case
+    from medmamba.inference.export import probabilities_to_label_map
     from medmamba.formats.checkpoint import read_checkpoint
     from medmamba.training.checkpoint_store import unwrap
 
@@ -44,20 +44,22 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
     network.eval()
     out = setup.output_folder / "validation"
     out.mkdir(parents=True, exist_ok=True)
-    labels = sorted(int(v) for k, v in setup.plans.labels.items() if int(v) > 0)
+    layout = setup.layout
+    labels = layout.evaluation_labels  # region mode: one entry per region, scored on the painted map
     entries, spaces = [], set()
     for case_id in tqdm(setup.val_ids, desc="final validation", leave=False):
         data, seg, props = load_preprocessed_case(setup.data_folder, case_id)
         probs = predict_preprocessed_case(network, np.array(data), setup.patch_size,
-                                          mirror_axes=trainer.mirror_axes, device=trainer.device)
+                                          mirror_axes=trainer.mirror_axes, device=trainer.device,
+                                          regions=layout.has_regions)
         reference = _reference_file(setup, case_id)
         entry: dict
         if reference is not None and "geometry" in props:
             from medmamba.datasets.image_io import read_image
             from medmamba.preprocessing.case_transform import export_segmentation, revert_preprocessing
 
-            full = revert_preprocessing(probs, props, setup.plans, setup.configuration)
-            pred = probabilities_to_labels(full)
+            full = revert_preprocessing(probs, props, setup.plans, setup.configuration, regions=layout.has_regions)
+            pred = probabilities_to_label_map(full, layout)
             pred_file = out / f"{case_id}{setup.plans.file_ending}"
             export_segmentation(pred, props, pred_file)
             ref, geometry = read_image(reference)
@@ -67,7 +69,7 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
             spaces.add("original")
         else:
             seg = np.asarray(seg)[0]
-            pred = torch.as_tensor(probs).argmax(0).numpy()
+            pred = probabilities_to_label_map(probs, layout)
             spacing = list(setup.config.spacing)
             if len(spacing) != seg.ndim:  # 2D configuration over a 3D stack: slice spacing unknown here
                 spacing = [1.0] * (seg.ndim - len(spacing)) + spacing

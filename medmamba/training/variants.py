@@ -35,7 +35,7 @@ import torch
 
 from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.training.augmentation import AugmentationParams
-from medmamba.training.loss import CrossEntropyLoss, DeepSupervisionLoss
+from medmamba.training.loss import CrossEntropyLoss, DeepSupervisionLoss, RegionDiceBCELoss
 from medmamba.training.sampler import PatchSampler
 from medmamba.training.schedule import BUDGET_WARMUP_FRACTION, LRSchedule
 from medmamba.training.run_setup import build_optimizer
@@ -105,7 +105,15 @@ class VariantSet:
     names: tuple[str, ...] = ()
     overrides: dict[str, TrainingVariant] = field(default_factory=dict)  # part -> variant
 
-    def build_loss(self, batch_dice: bool, distributed: bool) -> torch.nn.Module:
+    def build_loss(self, batch_dice: bool, distributed: bool,
+                   regions: Sequence[Sequence[int]] | None = None) -> torch.nn.Module:
+        """The run's loss; ``regions`` (region-based labels): Dice + BCE per region, deep supervision as usual."""
+        if regions:
+            if "loss" in self.overrides:
+                raise ConfigurationError(f"training variant {self.overrides['loss'].name!r} replaces the softmax "
+                                         "loss; region-based labels train with Dice + BCE per region")
+            return DeepSupervisionLoss(batch_dice, distributed=distributed,
+                                       base=RegionDiceBCELoss(regions, batch_dice))
         if "loss" in self.overrides:
             return self.overrides["loss"].loss(batch_dice, distributed)
         return DeepSupervisionLoss(batch_dice, distributed=distributed)
