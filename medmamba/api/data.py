@@ -20,10 +20,13 @@ def make_demo_dataset(
     overwrite: bool = False,
     raw: str | os.PathLike | None = None,
     progress: bool = True,
+    partial: bool = False,
 ) -> Path:
     """Write the deterministic synthetic 3D demo dataset (liver, kidney, vessel, lesion) into the raw root
     and return its folder (``DatasetXXX_Demo``). ``size`` is the nominal voxels per axis at 1.75 mm;
-    an existing folder made with the same arguments is reused, a different one needs ``overwrite``."""
+    an existing folder made with the same arguments is reused, a different one needs ``overwrite``.
+    ``partial``: the partially annotated variant ``DatasetXXX_DemoPartial`` (half of every training
+    label map is the ``ignore`` label 5)."""
     from medmamba import option_ranges as R
     from medmamba.datasets.demo import make_demo_dataset as make
     from medmamba.paths import raw_root
@@ -33,7 +36,7 @@ def make_demo_dataset(
         R.check(option, value, allow_none=False)
 
     return make(raw_root(raw), dataset_id=dataset_id, n_cases=cases, seed=seed, n_channels=channels,
-                n_test=test_cases, size=size, overwrite=overwrite, progress=progress)
+                n_test=test_cases, size=size, overwrite=overwrite, progress=progress, partial=partial)
 
 
 def verify(*, dataset: int | str, raw: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:

@@ -11,6 +11,11 @@ field, Gaussian noise, and partial-volume edges about one voxel wide.
 
 The same seed and arguments give byte-identical files (numpy's PCG64 generator seeded per case,
 and the NIfTI writer's gzip output is deterministic).
+
+``partial=True`` writes the partially annotated variant ``DatasetXXX_DemoPartial``: the same cases,
+but in every training label map a slab of ``PARTIAL_SLAB_FRACTION`` of the slices (last voxel axis,
+at a random position per case) is set to the ``ignore`` label (``PARTIAL_IGNORE_VALUE``, declared in
+dataset.json as nnU-Net does); the held-out labels (labelsTs) stay fully annotated.
 """
 from __future__ import annotations
 
@@ -34,6 +39,9 @@ logger = logging.getLogger("medmamba.datasets.demo")
 DEMO_NAME = "Demo"
 DEMO_LABELS = {"background": 0, "liver": 1, "kidney": 2, "vessel": 3, "lesion": 4}
 DEMO_CHANNELS = {"0": "T1", "1": "T2"}
+PARTIAL_NAME = "DemoPartial"
+PARTIAL_IGNORE_VALUE = 5  # nnU-Net: the ignore label is the highest value, max(labels) + 1
+PARTIAL_SLAB_FRACTION = 0.5  # half of every training label map unannotated
 # Bumped whenever the generated content changes, so a cached demo folder is regenerated.
 DEMO_FORMAT_VERSION = 1
 
@@ -185,9 +193,23 @@ def generate_case(index: int, seed: int, n_channels: int = 1, size: int = 56) ->
     return images, labels, geometry
 
 
-def _demo_record(n_cases: int, n_test: int, seed: int, n_channels: int, size: int) -> dict[str, int]:
-    return {"version": DEMO_FORMAT_VERSION, "n_cases": n_cases, "n_test": n_test, "seed": seed,
-            "n_channels": n_channels, "size": size}
+def ignore_slab(labels: np.ndarray, index: int, seed: int) -> np.ndarray:
+    """``labels`` with a slab of ``PARTIAL_SLAB_FRACTION`` of its slices (last axis) set to the
+    ignore value; the slab's position is drawn from its own generator, so the images stay the same."""
+    rng = np.random.default_rng([int(seed), int(index), 1])
+    n = labels.shape[-1]
+    width = max(1, int(round(PARTIAL_SLAB_FRACTION * n)))
+    start = int(rng.integers(0, n - width + 1))
+    out = labels.copy()
+    out[..., start:start + width] = PARTIAL_IGNORE_VALUE
+    return out
+
+
+def _demo_record(n_cases: int, n_test: int, seed: int, n_channels: int, size: int,
+                 partial: bool = False) -> dict[str, int]:
+    record = {"version": DEMO_FORMAT_VERSION, "n_cases": n_cases, "n_test": n_test, "seed": seed,
+              "n_channels": n_channels, "size": size}
+    return {**record, "partial": 1} if partial else record
 
 
 def make_demo_dataset(
@@ -200,8 +222,10 @@ def make_demo_dataset(
     size: int = 56,
     overwrite: bool = False,
     progress: bool = True,
+    partial: bool = False,
 ) -> Path:
-    """Write ``Dataset{id}_Demo`` (``n_cases`` training + ``n_test`` held-out cases) into ``raw_root``.
+    """Write ``Dataset{id}_Demo`` (``n_cases`` training + ``n_test`` held-out cases) into ``raw_root``;
+    with ``partial`` the partially annotated ``Dataset{id}_DemoPartial`` (see the module docstring).
 
     If the folder already holds a demo generated with the same arguments it is reused as is;
     a different dataset there raises DatasetError unless ``overwrite``. The folder appears
@@ -214,11 +238,11 @@ def make_demo_dataset(
             f"invalid demo settings: cases={n_cases} (>=1), test cases={n_test} (>=0), "
             f"channels={n_channels} (1 or 2), size={size} (>=8)"
         )
-    final_name = dataset_folder_name(dataset_id, DEMO_NAME)  # checks the id before anything is written
+    final_name = dataset_folder_name(dataset_id, PARTIAL_NAME if partial else DEMO_NAME)  # checks the id first
     raw_root = Path(raw_root)
     raw_root.mkdir(parents=True, exist_ok=True)
     final = raw_root / final_name
-    record = _demo_record(n_cases, n_test, seed, n_channels, size)
+    record = _demo_record(n_cases, n_test, seed, n_channels, size, partial)
     clash = [p.name for p in raw_root.iterdir() if p.is_dir() and p != final
              and (parse_dataset_folder_name(p.name) or (None,))[0] == dataset_id]
     if clash:
@@ -237,18 +261,21 @@ def make_demo_dataset(
         for i in tqdm(range(n_cases + n_test), desc="demo cases", unit="case", disable=not progress):
             split = "Tr" if i < n_cases else "Ts"
             images, labels, geometry = generate_case(i, seed, n_channels, size)
+            if partial and split == "Tr":
+                labels = ignore_slab(labels, i, seed)
             for c, img in enumerate(images):
                 write_image(tmp / f"images{split}" / f"{names[i]}_{c:04d}.nii.gz", img, geometry)
             write_image(tmp / f"labels{split}" / f"{names[i]}.nii.gz", labels, geometry, dtype=np.uint8)
         atomic_write_json(tmp / "dataset.json", {
             "channel_names": {k: v for k, v in DEMO_CHANNELS.items() if int(k) < n_channels},
-            "labels": DEMO_LABELS,
+            "labels": {**DEMO_LABELS, "ignore": PARTIAL_IGNORE_VALUE} if partial else DEMO_LABELS,
             "numTraining": n_cases,
             "file_ending": ".nii.gz",
             "name": f"medmamba synthetic demo (seed {seed})",
             "description": "Synthetic abdomen-like phantom: liver, kidney, vessel, lesion. Generated by "
                            "medmamba.datasets.demo.make_demo_dataset; cases differ in spacing, size, "
-                           "orientation and on-disk dtype on purpose.",
+                           "orientation and on-disk dtype on purpose."
+                           + (" Training labels are partial: half of the slices of each is 'ignore'." if partial else ""),
             "licence": "CC0",
             "medmamba_demo": record,
         })

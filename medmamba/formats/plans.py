@@ -175,6 +175,21 @@ class ConfigurationPlan:
         return dict(self.network.kwargs)
 
 
+IGNORE_LABEL_NAME = "ignore"  # nnU-Net's name for the label of unannotated voxels
+
+
+def ignore_label_value(labels: dict[str, Any]) -> int | None:
+    """dataset.json ``labels["ignore"]`` as an int, or None when the dataset declares none."""
+    value = labels.get(IGNORE_LABEL_NAME)
+    return None if value is None or isinstance(value, (list, tuple)) else int(value)
+
+
+def num_network_outputs(labels: dict[str, Any]) -> int:
+    """Network output channels for a dataset.json ``labels`` map: one per label, background
+    included, the ignore label excluded (it gets no output)."""
+    return len([k for k in labels if k != IGNORE_LABEL_NAME])
+
+
 @dataclass
 class Plans:
     """A whole plans file. ``configurations`` maps configuration name → :class:`ConfigurationPlan`.
@@ -210,7 +225,12 @@ class Plans:
     @property
     def num_classes(self) -> int:
         """Number of network outputs: background plus each foreground label (softmax, label-based)."""
-        return len([v for k, v in self.labels.items() if k != "ignore"])
+        return num_network_outputs(self.labels)
+
+    @property
+    def ignore_label(self) -> int | None:
+        """The ``ignore`` label value (no network output; excluded from loss and metrics), or None."""
+        return ignore_label_value(self.labels)
 
     def configuration(self, name: str) -> ConfigurationPlan:
         """The named configuration, or :class:`PlansError` listing the available ones."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from medmamba.errors import PlansError
 from medmamba.formats.constants import ANISOTROPY_THRESHOLD, DEFAULT_PLANS_NAME
-from medmamba.formats.plans import ConfigurationPlan, NetworkSpec, Plans, ResamplingSettings
+from medmamba.formats.plans import ConfigurationPlan, NetworkSpec, Plans, ResamplingSettings, num_network_outputs
 from medmamba.networks.registry import NetworkCapabilities, get_capabilities
 from medmamba.plans.memory_model import CostModel, cost_model, load_fits
 from medmamba.plans.memory_reductions import choose_reductions, reduction_candidates
@@ -327,7 +327,7 @@ def plan_experiment(
     channel_names = dict(dataset_json["channel_names"])
     labels = dict(dataset_json["labels"])
     in_channels = len(channel_names)
-    num_classes = len([k for k in labels if k != "ignore"])
+    num_classes = num_network_outputs(labels)
     schemes, use_mask = normalization_plan(channel_names, fingerprint["median_relative_size_after_cropping"])
 
     fullres_spacing = fullres_target_spacing(spacings, shapes)

@@ -144,9 +144,6 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     dataset_json = read_json(folder / "dataset.json", dict, "dataset.json", PlansError)
     if any(isinstance(v, (list, tuple)) for k, v in plans.labels.items() if k != "ignore"):
         raise ConfigurationError("region-based labels are not supported by `medmamba train` yet", path=plans_file)
-    if "ignore" in plans.labels:
-        raise ConfigurationError("datasets with an ignore label are not supported by `medmamba train` yet",
-                                 path=plans_file)
     data_folder = folder / config.data_identifier
     if not data_folder.is_dir():
         raise PlansError(f"no preprocessed data for configuration {opts.configuration!r}; run "

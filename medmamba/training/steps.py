@@ -111,13 +111,16 @@ class TrainStep:
 
 
 class ValidationStep:
-    """Loss and TP/FP/FN per foreground class on one batch (network in eval mode, no grad).
+    """Loss and TP/FP/FN per foreground class on one batch (network in eval mode, no grad);
+    voxels labelled ``ignore_label`` count in none of them.
 
     Returns ``(loss, tp, fp, fn)`` with ``tp/fp/fn`` float64 tensors ``(K-1,)`` on the CPU.
     """
 
-    def __init__(self, network: nn.Module, loss_fn: nn.Module, precision: Precision, num_classes: int) -> None:
+    def __init__(self, network: nn.Module, loss_fn: nn.Module, precision: Precision, num_classes: int,
+                 ignore_label: int | None = None) -> None:
         self.network, self.loss_fn, self.precision, self.num_classes = network, loss_fn, precision, num_classes
+        self.ignore_label = ignore_label
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, seg: torch.Tensor):
@@ -129,9 +132,10 @@ class ValidationStep:
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         pred = logits.argmax(1)
         target = seg[:, 0]
+        valid = torch.ones_like(target, dtype=torch.bool) if self.ignore_label is None else target != self.ignore_label
         tp, fp, fn = (torch.zeros(self.num_classes - 1, dtype=torch.float64) for _ in range(3))
         for k in range(1, self.num_classes):
-            p, t = pred == k, target == k
+            p, t = (pred == k) & valid, target == k
             tp[k - 1] = (p & t).sum().item()
             fp[k - 1] = (p & ~t).sum().item()
             fn[k - 1] = (~p & t).sum().item()
