@@ -124,6 +124,11 @@ def two_names_one_value(raw: Path) -> Path:
         "background": 0, "a": 1, "b": 1}, "numTraining": 3, "file_ending": ".nii.gz"}))
 
 
+def ignore_not_highest(raw: Path) -> Path:
+    return _dataset_json_text(raw, json.dumps({"channel_names": {"0": "MR"}, "labels": {
+        "background": 0, "ignore": 1, "a": 2, "b": 3}, "numTraining": 3, "file_ending": ".nii.gz"}))
+
+
 def micrometre_units(raw: Path) -> Path:
     image, _ = _case_arrays(1)
     return _patch_header(_nifti(_image(raw), image), xyzt_units=3 | 8)  # micron, seconds
@@ -273,6 +278,8 @@ ROWS = [
     ("label-duplicate-name-verify", V, duplicate_label_name, ["'a'", "twice"]),
     ("label-non-consecutive", P, non_consecutive_labels, ["consecutive", "7"]),
     ("label-two-names-one-value", P, two_names_one_value, ["several names"]),
+    ("label-ignore-not-highest", P, ignore_not_highest, ["'ignore'", "highest", "got 1"]),
+    ("label-ignore-not-highest-verify", V, ignore_not_highest, ["'ignore'", "highest", "got 1"]),
     ("units-micrometre-plan", P, micrometre_units, ["micrometres"]),
     ("units-micrometre-verify", V, micrometre_units, ["micrometres"]),
     ("pixdim-zero", P, _pixdim(0.0), ["pixdim"]),

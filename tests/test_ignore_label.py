@@ -156,3 +156,18 @@ def test_partial_demo_trains_predicts_and_is_scored_without_ignore(tmp_path, mon
                           dataset=999, output_file=tmp_path / "eval.json", allow_missing=True, progress=False)
     assert sorted(result.summary["mean"]) == ["1", "2", "3", "4"]
     assert result.summary["mean"]["1"]["Dice"] == pytest.approx(summary["mean"]["1"]["Dice"])
+
+
+def test_ignore_declaration_rules():
+    from medmamba.datasets.case_checks import label_declaration_problems
+    from medmamba.formats.plans import ignore_label_value, num_network_outputs
+
+    labels = {"background": 0, "a": 1, "b": 2, "ignore": 3}
+    assert label_declaration_problems(labels, False) == []
+    assert ignore_label_value(labels) == 3 and num_network_outputs(labels) == 3
+    assert ignore_label_value({"background": 0, "a": 1}) is None
+    (problem,) = label_declaration_problems({"background": 0, "a": 1, "ignore": [2]}, False)
+    assert "one integer" in problem  # never a region
+    (problem,) = label_declaration_problems({"background": 0, "whole": [1, 2], "core": 2, "ignore": 1}, True)
+    assert "highest" in problem and "above 2" in problem
+    assert label_declaration_problems({"background": 0, "whole": [1, 2], "core": 2, "ignore": 3}, True) == []
