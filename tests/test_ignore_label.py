@@ -171,3 +171,27 @@ def test_ignore_declaration_rules():
     (problem,) = label_declaration_problems({"background": 0, "whole": [1, 2], "core": 2, "ignore": 1}, True)
     assert "highest" in problem and "above 2" in problem
     assert label_declaration_problems({"background": 0, "whole": [1, 2], "core": 2, "ignore": 3}, True) == []
+
+
+def test_label_maps_never_hold_the_ignore_value():
+    from medmamba.inference.export import label_layout, probabilities_to_label_map
+
+    layout = label_layout({"background": 0, "a": 1, "b": 2, "ignore": 3})
+    assert layout == {"regions": False, "label_values": [0, 1, 2]}
+    probs = torch.softmax(torch.randn(3, 6, 6, 6, generator=torch.Generator().manual_seed(0)), 0).numpy()
+    assert set(np.unique(probabilities_to_label_map(probs, layout))) <= {0, 1, 2}
+
+
+def test_pseudo_dice_counts_annotated_voxels_only():
+    from medmamba.training.steps import Precision, ValidationStep
+
+    class Fixed(torch.nn.Module):  # predicts class 1 everywhere
+        def forward(self, x):
+            return torch.stack([torch.zeros_like(x[:, 0]), torch.ones_like(x[:, 0]), torch.zeros_like(x[:, 0])], 1)
+
+    seg = torch.full((1, 1, 4, 4, 4), IGNORE)
+    seg[..., :1] = 1  # 16 annotated voxels of class 1, 48 ignore voxels predicted as class 1
+    step = ValidationStep(Fixed(), DeepSupervisionLoss(True, ignore_label=IGNORE), Precision.choose(torch.device("cpu")),
+                          num_classes=3, ignore_label=IGNORE)
+    _, tp, fp, fn = step(torch.zeros(1, 1, 4, 4, 4), seg)
+    assert tp.tolist() == [16, 0] and fp.tolist() == [0, 0] and fn.tolist() == [0, 0]
