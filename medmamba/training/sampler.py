@@ -15,7 +15,7 @@ most ``MAX_PATCH_ATTEMPTS`` times, then made without the spatial transform aroun
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
 from typing import Iterator
 
@@ -76,13 +76,14 @@ class PatchSampler:
     cases: list[PreprocessedCase]
     patch_size: tuple[int, ...]
     ignore_label: int | None = None
+    _with_annotation: list[PreprocessedCase] | None = field(default=None, init=False, repr=False, compare=False)
 
     def annotated(self, seg: np.ndarray) -> bool:
         """Whether a patch's labels hold at least one voxel that is not ``ignore``."""
         return self.ignore_label is None or bool((np.asarray(seg) != self.ignore_label).any())
 
     def _annotated_cases(self) -> list[PreprocessedCase]:
-        if getattr(self, "_with_annotation", None) is None:
+        if self._with_annotation is None:
             from medmamba.errors import TrainingError
             from medmamba.preprocessing.foreground import sample_annotated_locations
 
@@ -175,7 +176,6 @@ class BatchSource:
             images.append(img)
             segs.append(sg)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(segs).astype(np.int64))
-
 
     def _patch(self, case: PreprocessedCase, centre: np.ndarray, rng: np.random.Generator, spatial: bool
                ) -> tuple[np.ndarray, np.ndarray]:
