@@ -137,6 +137,11 @@ def _regions(labels: dict, **extra: object) -> Callable[[Path], Path]:
 REGIONS = {"background": 0, "a_or_b": [1, 2], "b": 2}
 
 
+def ignore_not_highest(raw: Path) -> Path:
+    return _dataset_json_text(raw, json.dumps({"channel_names": {"0": "MR"}, "labels": {
+        "background": 0, "ignore": 1, "a": 2, "b": 3}, "numTraining": 3, "file_ending": ".nii.gz"}))
+
+
 def micrometre_units(raw: Path) -> Path:
     image, _ = _case_arrays(1)
     return _patch_header(_nifti(_image(raw), image), xyzt_units=3 | 8)  # micron, seconds
@@ -298,6 +303,8 @@ ROWS = [
      ["consecutive", "5"]),
     ("region-with-background", P, _regions({"background": 0, "all": [0, 1, 2], "b": 2}, regions_class_order=[1, 2]),
      ["region 'all'", "background"]),
+    ("label-ignore-not-highest", P, ignore_not_highest, ["'ignore'", "highest", "got 1"]),
+    ("label-ignore-not-highest-verify", V, ignore_not_highest, ["'ignore'", "highest", "got 1"]),
     ("units-micrometre-plan", P, micrometre_units, ["micrometres"]),
     ("units-micrometre-verify", V, micrometre_units, ["micrometres"]),
     ("pixdim-zero", P, _pixdim(0.0), ["pixdim"]),

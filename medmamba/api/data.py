@@ -21,12 +21,14 @@ def make_demo_dataset(
     raw: str | os.PathLike | None = None,
     progress: bool = True,
     regions: bool = False,
+    partial: bool = False,
 ) -> Path:
     """Write the deterministic synthetic 3D demo dataset (liver, kidney, vessel, lesion) into the raw root
     and return its folder (``DatasetXXX_Demo``). ``size`` is the nominal voxels per axis at 1.75 mm;
     an existing folder made with the same arguments is reused, a different one needs ``overwrite``.
     ``regions``: ``DatasetXXX_DemoRegions``, a nested tumour declared as BraTS-style regions (whole tumour,
-    tumour core, enhancing tumour) for region-based training."""
+    tumour core, enhancing tumour) for region-based training. ``partial``: the partially annotated
+    variant ``DatasetXXX_DemoPartial`` (half of every training label map is the ``ignore`` label 5)."""
     from medmamba import option_ranges as R
     from medmamba.datasets.demo import make_demo_dataset as make
     from medmamba.paths import raw_root
@@ -36,7 +38,8 @@ def make_demo_dataset(
         R.check(option, value, allow_none=False)
 
     return make(raw_root(raw), dataset_id=dataset_id, n_cases=cases, seed=seed, n_channels=channels,
-                n_test=test_cases, size=size, overwrite=overwrite, progress=progress, regions=regions)
+                n_test=test_cases, size=size, overwrite=overwrite, progress=progress, regions=regions,
+                partial=partial)
 
 
 def verify(*, dataset: int | str, raw: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:

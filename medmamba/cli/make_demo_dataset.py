@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regions", action="store_true",
                         help="a nested tumour (labels 1 edema, 2 non-enhancing, 3 enhancing) declared as BraTS-style "
                              "regions for region-based training: DatasetXXX_DemoRegions")
+    parser.add_argument("--partial", action="store_true",
+                        help="partially annotated variant DatasetXXX_DemoPartial: half of the slices of every "
+                             "training label map are the 'ignore' label 5 (test labels stay dense)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, different demo folder")
     parser.add_argument("--raw", help="raw dataset root (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -31,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
     folder = make_demo_dataset(dataset_id=args.dataset_id, cases=args.cases, test_cases=args.test_cases, seed=args.seed,
                                channels=args.channels, size=args.size, overwrite=args.overwrite, raw=args.raw,
-                               progress=not args.no_progress, regions=args.regions)
+                               progress=not args.no_progress, regions=args.regions, partial=args.partial)
     print(f"wrote {folder}")
     return 0

@@ -5,7 +5,8 @@ each case anyway).
 Rules (nnU-Net's ``verify_dataset_integrity`` where it has one):
 - dataset.json labels: plain label values must be the consecutive integers 0..n-1; region lists must
   name consecutive foreground values and come with a consistent ``regions_class_order`` (one member
-  value per region); duplicate names are refused where the JSON is parsed.
+  value per region); an ``ignore`` label is one integer above every other value; duplicate names are
+  refused where the JSON is parsed.
 - image voxels finite; label voxels finite integers whose values are declared in dataset.json.
 - label vs image: dimensionality, shape and spacing must match (error). Origin and small direction
   differences only warn, as in nnU-Net (the image's geometry is used); but a direction whose axes map
@@ -42,12 +43,29 @@ class Finding:
         return f"{self.path}: {self.problem}"
 
 
+def ignore_label_problems(labels: Mapping[str, Any]) -> list[str]:
+    """nnU-Net's ignore-label rule: ``"ignore"`` is one integer, higher than every other label value."""
+    if "ignore" not in labels:
+        return []
+    value = labels["ignore"]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [f"label 'ignore' must be one integer value (the highest label), got {value!r}"]
+    others = [int(v) for k, vs in labels.items() if k != "ignore"
+              for v in (vs if isinstance(vs, list) else [vs]) if not isinstance(v, bool) and isinstance(v, int)]
+    if others and value <= max(others):
+        return [f"label 'ignore' must have the highest label value (above {max(others)}), got {value}"]
+    return []
+
+
 def label_declaration_problems(labels: Mapping[str, Any], regions_class_order: Any = None) -> list[str]:
-    """Problems with dataset.json ``labels`` (consecutive integers 0..n-1) and, for region-based labels,
-    with the regions and ``regions_class_order`` (None = absent; rules in
+    """Problems with dataset.json ``labels`` (consecutive integers 0..n-1; ``ignore`` the highest value)
+    and, for region-based labels, with the regions and ``regions_class_order`` (None = absent; rules in
     :func:`medmamba.formats.label_layout.region_problems`)."""
     from medmamba.formats.label_layout import is_region_based, region_problems
 
+    ignore = ignore_label_problems(labels)
+    if ignore:
+        return ignore
     if is_region_based(labels):
         return region_problems(labels, regions_class_order)
     plain = sorted(int(v[0]) if isinstance(v, list) else int(v) for v in labels.values())

@@ -11,6 +11,11 @@ field, Gaussian noise, and partial-volume edges about one voxel wide.
 
 The same seed and arguments give byte-identical files (numpy's PCG64 generator seeded per case,
 and the NIfTI writer's gzip output is deterministic).
+
+``partial=True`` writes the partially annotated variant ``DatasetXXX_DemoPartial``: the same cases,
+but in every training label map a slab of ``PARTIAL_SLAB_FRACTION`` of the slices (last voxel axis,
+at a random position per case) is set to the ``ignore`` label (``PARTIAL_IGNORE_VALUE``, declared in
+dataset.json as nnU-Net does); the held-out labels (labelsTs) stay fully annotated.
 """
 from __future__ import annotations
 
@@ -40,6 +45,9 @@ DEMO_CHANNELS = {"0": "T1", "1": "T2"}
 DEMO_REGIONS_NAME = "DemoRegions"
 DEMO_REGION_LABELS = {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": [3]}
 DEMO_REGIONS_CLASS_ORDER = [1, 2, 3]
+PARTIAL_NAME = "DemoPartial"
+PARTIAL_IGNORE_VALUE = 5  # nnU-Net: the ignore label is the highest value, max(labels) + 1
+PARTIAL_SLAB_FRACTION = 0.5  # half of every training label map unannotated
 # Bumped whenever the generated content changes, so a cached demo folder is regenerated.
 DEMO_FORMAT_VERSION = 1
 
@@ -230,12 +238,26 @@ def generate_case(index: int, seed: int, n_channels: int = 1, size: int = 56, re
     return images, labels, geometry
 
 
+def ignore_slab(labels: np.ndarray, index: int, seed: int) -> np.ndarray:
+    """``labels`` with a slab of ``PARTIAL_SLAB_FRACTION`` of its slices (last axis) set to the
+    ignore value; the slab's position is drawn from its own generator, so the images stay the same."""
+    rng = np.random.default_rng([int(seed), int(index), 1])
+    n = labels.shape[-1]
+    width = max(1, int(round(PARTIAL_SLAB_FRACTION * n)))
+    start = int(rng.integers(0, n - width + 1))
+    out = labels.copy()
+    out[..., start:start + width] = PARTIAL_IGNORE_VALUE
+    return out
+
+
 def _demo_record(n_cases: int, n_test: int, seed: int, n_channels: int, size: int,
-                 regions: bool = False) -> dict[str, int]:
+                 regions: bool = False, partial: bool = False) -> dict[str, int]:
     record = {"version": DEMO_FORMAT_VERSION, "n_cases": n_cases, "n_test": n_test, "seed": seed,
               "n_channels": n_channels, "size": size}
     if regions:
         record["regions"] = 1
+    if partial:
+        record["partial"] = 1
     return record
 
 
@@ -250,8 +272,10 @@ def make_demo_dataset(
     overwrite: bool = False,
     progress: bool = True,
     regions: bool = False,
+    partial: bool = False,
 ) -> Path:
-    """Write ``Dataset{id}_Demo`` (``n_cases`` training + ``n_test`` held-out cases) into ``raw_root``.
+    """Write ``Dataset{id}_Demo`` (``n_cases`` training + ``n_test`` held-out cases) into ``raw_root``;
+    with ``partial`` the partially annotated ``Dataset{id}_DemoPartial`` (see the module docstring).
 
     ``regions``: ``Dataset{id}_DemoRegions`` instead, a nested tumour (labels 1 edema, 2 non-enhancing,
     3 enhancing) declared as BraTS's regions whole tumour [1, 2, 3], tumour core [2, 3] and enhancing
@@ -268,11 +292,14 @@ def make_demo_dataset(
             f"invalid demo settings: cases={n_cases} (>=1), test cases={n_test} (>=0), "
             f"channels={n_channels} (1 or 2), size={size} (>=8)"
         )
-    final_name = dataset_folder_name(dataset_id, DEMO_REGIONS_NAME if regions else DEMO_NAME)  # checks the id first
+    if regions and partial:
+        raise DatasetError("the demo is either the region variant or the partially annotated one, not both")
+    final_name = dataset_folder_name(
+        dataset_id, DEMO_REGIONS_NAME if regions else PARTIAL_NAME if partial else DEMO_NAME)  # checks the id first
     raw_root = Path(raw_root)
     raw_root.mkdir(parents=True, exist_ok=True)
     final = raw_root / final_name
-    record = _demo_record(n_cases, n_test, seed, n_channels, size, regions)
+    record = _demo_record(n_cases, n_test, seed, n_channels, size, regions, partial)
     clash = [p.name for p in raw_root.iterdir() if p.is_dir() and p != final
              and (parse_dataset_folder_name(p.name) or (None,))[0] == dataset_id]
     if clash:
@@ -291,12 +318,15 @@ def make_demo_dataset(
         for i in tqdm(range(n_cases + n_test), desc="demo cases", unit="case", disable=not progress):
             split = "Tr" if i < n_cases else "Ts"
             images, labels, geometry = generate_case(i, seed, n_channels, size, regions)
+            if partial and split == "Tr":
+                labels = ignore_slab(labels, i, seed)
             for c, img in enumerate(images):
                 write_image(tmp / f"images{split}" / f"{names[i]}_{c:04d}.nii.gz", img, geometry)
             write_image(tmp / f"labels{split}" / f"{names[i]}.nii.gz", labels, geometry, dtype=np.uint8)
         dataset_json: dict[str, Any] = {
             "channel_names": {k: v for k, v in DEMO_CHANNELS.items() if int(k) < n_channels},
-            "labels": DEMO_REGION_LABELS if regions else DEMO_LABELS,
+            "labels": (DEMO_REGION_LABELS if regions else
+                       {**DEMO_LABELS, "ignore": PARTIAL_IGNORE_VALUE} if partial else DEMO_LABELS),
             **({"regions_class_order": DEMO_REGIONS_CLASS_ORDER} if regions else {}),
             "numTraining": n_cases,
             "file_ending": ".nii.gz",
@@ -305,7 +335,8 @@ def make_demo_dataset(
                             "non-enhancing centre (2), trained as BraTS's nested regions. " if regions else
                             "Synthetic abdomen-like phantom: liver, kidney, vessel, lesion. ")
             + "Generated by medmamba.datasets.demo.make_demo_dataset; cases differ in spacing, size, "
-              "orientation and on-disk dtype on purpose.",
+              "orientation and on-disk dtype on purpose."
+            + (" Training labels are partial: half of the slices of each is 'ignore'." if partial else ""),
             "licence": "CC0",
             "medmamba_demo": record,
         }

@@ -65,8 +65,9 @@ def labels_from_dataset_json(dataset_json: dict[str, Any], regions: bool = False
 
 
 def ignore_label_from_dataset_json(dataset_json: dict[str, Any]) -> int | None:
-    value = dataset_json.get("labels", {}).get("ignore")
-    return int(value) if isinstance(value, int) else None
+    from medmamba.formats.label_layout import ignore_label_value
+
+    return ignore_label_value(dataset_json.get("labels", {}))
 
 
 def _evaluate_case(

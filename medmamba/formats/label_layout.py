@@ -30,6 +30,13 @@ def _members(value: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def ignore_label_value(labels: Mapping[str, Any]) -> int | None:
+    """``labels["ignore"]`` as an int, or None when the dataset declares none (or declares it as a list,
+    which verify reports)."""
+    value = labels.get(IGNORE_KEY)
+    return None if value is None or isinstance(value, (list, tuple)) else int(value)
+
+
 def is_region_based(labels: Mapping[str, Any]) -> bool:
     """nnU-Net's switch: some non-ignore value is a list of more than one label value."""
     return any(isinstance(v, (list, tuple)) and len(v) > 1 for k, v in labels.items() if k != IGNORE_KEY)

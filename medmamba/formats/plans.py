@@ -215,6 +215,13 @@ class Plans:
 
         return num_network_outputs(self.labels)
 
+    @property
+    def ignore_label(self) -> int | None:
+        """The ``ignore`` label value (no network output; excluded from loss and metrics), or None."""
+        from medmamba.formats.label_layout import ignore_label_value
+
+        return ignore_label_value(self.labels)
+
     def configuration(self, name: str) -> ConfigurationPlan:
         """The named configuration, or :class:`PlansError` listing the available ones."""
         if name not in self.configurations:

@@ -116,7 +116,8 @@ class PreprocessedCase:
     """One training case: lazily memory-mapped arrays and the foreground locations per label.
 
     ``class_locations[label]`` is an int64 array ``(k, ndim)`` of voxel indices (internal order),
-    foreground labels only.
+    foreground labels only. ``annotated_locations``: the same for voxels that are not ``ignore``
+    (datasets with an ignore label; None when the properties have none).
     """
 
     case_id: str
@@ -124,6 +125,7 @@ class PreprocessedCase:
     seg_file: Path
     properties: dict = field(default_factory=dict)
     class_locations: dict[int, np.ndarray] = field(default_factory=dict)
+    annotated_locations: np.ndarray | None = None
 
     def data(self) -> np.ndarray:
         """float32 ``(C, *spatial)``, memory-mapped read-only."""
@@ -180,5 +182,11 @@ def load_training_cases(folder: str | os.PathLike, case_ids: list[str] | None = 
         case = PreprocessedCase(cid, data_file, seg_file, props)
         locs = parse_class_locations(props.get("class_locations"), case.seg().ndim - 1, props_file)
         case.class_locations = {k: v for k, v in locs.items() if k > 0}
+        if props.get("annotated_locations") is not None:
+            annotated = np.asarray(props["annotated_locations"], dtype=np.int64)
+            ndim = case.seg().ndim - 1
+            if annotated.size and (annotated.ndim != 2 or annotated.shape[1] != ndim):
+                raise PlansError(f"annotated_locations must be a list of {ndim}-D voxel indices", path=props_file)
+            case.annotated_locations = annotated.reshape(-1, ndim)
         cases[cid] = case
     return cases

@@ -24,7 +24,7 @@ from medmamba.errors import PlansError
 from medmamba.formats.constants import LIFTED_AXIS_SPACING
 from medmamba.formats.plans import ConfigurationPlan, Plans, plans_from_any
 from medmamba.formats.preprocessed_case import PROPERTIES_FORMAT_VERSION
-from medmamba.preprocessing.foreground import sample_foreground_locations
+from medmamba.preprocessing.foreground import sample_annotated_locations, sample_foreground_locations
 from medmamba.preprocessing.normalization import normalize_channel
 from medmamba.preprocessing.resampling import compute_new_shape, resample_data_or_seg
 
@@ -103,7 +103,8 @@ def preprocess_arrays(
         ``transpose_forward``, ``spacing_after_transpose``, ``shape_before_cropping``,
         ``bbox_used_for_cropping`` ([[start, stop), ...] internal order), ``shape_after_cropping_and_before_resampling``,
         ``spacing_after_resampling``, ``shape_after_resampling``, ``configuration``, ``class_locations``
-        ({label: [[i, j, k], ...]} internal order; only when labels were given).
+        ({label: [[i, j, k], ...]} internal order; only when labels were given), ``annotated_locations``
+        ([[i, j, k], ...] of voxels that are not ``ignore``; only for datasets with an ignore label).
     """
     plans = plans_from_any(plans)
     config = plans.configuration(configuration_name)
@@ -166,6 +167,8 @@ def preprocess_arrays(
     }
     if seg is not None:
         properties["class_locations"] = sample_foreground_locations(seg_out, foreground_label_values(plans))
+        if plans.ignore_label is not None:
+            properties["annotated_locations"] = sample_annotated_locations(seg_out, plans.ignore_label)
     return np.ascontiguousarray(data_out), np.ascontiguousarray(seg_out), properties
 
 

@@ -1,4 +1,5 @@
-"""Foreground voxel locations per class, sampled once at preprocessing for oversampling."""
+"""Foreground voxel locations per class, sampled once at preprocessing for oversampling, and, for
+datasets with an ignore label, locations of annotated voxels (patch centres)."""
 from __future__ import annotations
 
 import math
@@ -32,6 +33,20 @@ def sample_foreground_locations(seg: np.ndarray, labels: Iterable[int], seed: in
         chosen = coords[rng.choice(n, k, replace=False)] if k < n else coords
         out[str(label)] = chosen.astype(int).tolist()
     return out
+
+
+def sample_annotated_locations(seg: np.ndarray, ignore_label: int, seed: int = SEED) -> list[list[int]]:
+    """Voxel coordinates (internal order) of voxels not labelled ``ignore_label`` in ``seg`` (1, *spatial),
+    -1 (outside the nonzero mask, i.e. background) included, as nnU-Net's ``(-1, *labels)`` key.
+
+    At most ``MAX_LOCATIONS_PER_CLASS``: nnU-Net keeps 1% of them when there are more, but our
+    locations live in the case's JSON properties, where 1% of a large volume would be megabytes;
+    a uniform sample of 10000 covers scribbles and sparse slices alike.
+    """
+    coords = np.argwhere(np.asarray(seg)[0] != ignore_label)
+    if len(coords) > MAX_LOCATIONS_PER_CLASS:
+        coords = coords[np.random.RandomState(seed).choice(len(coords), MAX_LOCATIONS_PER_CLASS, replace=False)]
+    return coords.astype(int).tolist()
 
 
 def locations_by_label(seg: np.ndarray, labels: Iterable[int], seed: int = SEED) -> dict[int, np.ndarray]:

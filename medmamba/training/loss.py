@@ -4,6 +4,12 @@
 summed over the batch when ``batch_dice`` (and over all DDP ranks, differentiably), so the loss
 goes below 0. Deep supervision: one target per output, downsampled by nearest-exact to that
 output's shape, weights ``1/2^i`` with the lowest resolution set to 0 (1e-6 under DDP), normalised.
+
+Ignore label (partial annotations, nnU-Net's ``ignore``): :class:`DeepSupervisionLoss` builds, per
+output, ``mask = target != ignore`` from that output's (nearest-downsampled) target, sets those voxels
+to background and hands the mask to the per-output loss: CE is averaged over masked-in voxels only (0
+when a batch has none), soft Dice sums TP/FP/FN over them only, so nothing under an ignore voxel
+reaches the loss or its gradient.
 """
 from __future__ import annotations
 
@@ -60,16 +66,19 @@ def _sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
 class SoftDiceLoss(nn.Module):
     """Negative mean soft Dice over foreground classes.
 
-    ``logits`` ``(B, K, *spatial)`` float; ``target`` ``(B, 1, *spatial)`` int64 labels in ``[0, K)``.
+    ``logits`` ``(B, K, *spatial)`` float; ``target`` ``(B, 1, *spatial)`` int64 labels in ``[0, K)``;
+    ``mask`` (optional) ``(B, 1, *spatial)`` float, 1 where a voxel counts, 0 where it is ignored.
     """
 
     def __init__(self, batch_dice: bool, smooth: float = DICE_SMOOTH, do_bg: bool = False) -> None:
         super().__init__()
         self.batch_dice, self.smooth, self.do_bg = batch_dice, smooth, do_bg
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         probs = torch.softmax(logits.float(), 1)
         onehot = torch.zeros_like(probs).scatter_(1, target.long(), 1.0)
+        if mask is not None:  # (B, 1, *spatial): voxels outside it add nothing to TP, FP or FN
+            probs, onehot = probs * mask, onehot * mask
         if not self.do_bg:
             probs, onehot = probs[:, 1:], onehot[:, 1:]
         axes = tuple(range(2, probs.ndim))
@@ -83,10 +92,14 @@ class SoftDiceLoss(nn.Module):
 
 
 class CrossEntropyLoss(nn.Module):
-    """Mean cross-entropy on one output; shapes as :class:`SoftDiceLoss`."""
+    """Mean cross-entropy on one output (over the voxels of ``mask`` when given); shapes as :class:`SoftDiceLoss`."""
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target[:, 0].long())
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            return F.cross_entropy(logits.float(), target[:, 0].long())
+        ce = F.cross_entropy(logits.float(), target[:, 0].long(), reduction="none")
+        # nnU-Net skips CE for a batch without annotated voxels: the clamp makes that term 0
+        return torch.where(mask[:, 0] > 0, ce, 0.0).sum() / mask.sum().clamp_min(1.0)
 
 
 class DiceCELoss(nn.Module):
@@ -96,8 +109,8 @@ class DiceCELoss(nn.Module):
         super().__init__()
         self.ce, self.dice = CrossEntropyLoss(), SoftDiceLoss(batch_dice)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits, target) + self.dice(logits, target)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.ce(logits, target, mask) + self.dice(logits, target, mask)
 
 
 def region_targets(target: torch.Tensor, regions: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -152,13 +165,25 @@ def downsample_target(target: torch.Tensor, shape: Sequence[int]) -> torch.Tenso
     return F.interpolate(target.float(), size=tuple(shape), mode="nearest-exact").long()
 
 
+def split_ignore(target: torch.Tensor, ignore_label: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(target with ignore voxels set to background 0, float mask (1 = annotated))``; the target
+    unchanged and no mask when there is no ignore label."""
+    if ignore_label is None:
+        return target, None
+    valid = target != ignore_label
+    return torch.where(valid, target, torch.zeros_like(target)), valid.float()
+
+
 class DeepSupervisionLoss(nn.Module):
     """Weighted sum of a per-output loss (``base``, default :class:`DiceCELoss`) over outputs
-    (highest resolution first)."""
+    (highest resolution first). With ``ignore_label`` every output's target is split by
+    :func:`split_ignore` and ``base`` is called as ``base(output, target, mask)``."""
 
-    def __init__(self, batch_dice: bool, distributed: bool = False, base: nn.Module | None = None) -> None:
+    def __init__(self, batch_dice: bool, distributed: bool = False, base: nn.Module | None = None,
+                 ignore_label: int | None = None) -> None:
         super().__init__()
         self.base, self.distributed = base if base is not None else DiceCELoss(batch_dice), distributed
+        self.ignore_label = ignore_label
 
     def forward(self, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
@@ -168,5 +193,9 @@ class DeepSupervisionLoss(nn.Module):
         for w, out in zip(weights, outputs):
             if w == 0.0:
                 continue
-            total = total + w * self.base(out, downsample_target(target, out.shape[2:]))
+            level_target = downsample_target(target, out.shape[2:])
+            if self.ignore_label is None:
+                total = total + w * self.base(out, level_target)
+            else:
+                total = total + w * self.base(out, *split_ignore(level_target, self.ignore_label))
         return total

@@ -151,9 +151,6 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     config = plans.configuration(opts.configuration)
     dataset_json = read_json(folder / "dataset.json", dict, "dataset.json", PlansError)
     label_layout(plans.labels, dataset_json.get("regions_class_order"), folder / "dataset.json")  # regions checked
-    if "ignore" in plans.labels:
-        raise ConfigurationError("datasets with an ignore label are not supported by `medmamba train` yet",
-                                 path=plans_file)
     data_folder = folder / config.data_identifier
     if not data_folder.is_dir():
         raise PlansError(f"no preprocessed data for configuration {opts.configuration!r}; run "

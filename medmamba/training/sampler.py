@@ -7,10 +7,15 @@ Every sample is a pure function of ``(seed, iteration, global sample index)``: i
 - DDP rank ``r`` makes only its slice of the global batch, so the ranks together make exactly the
   single-process global batch;
 - resuming at iteration ``i`` restarts the stream at ``i`` with no RNG state to restore.
+
+With an ignore label (partial annotations) no patch is made of ignore voxels only: cases without an
+annotated voxel are never drawn, a patch that is not forced to foreground is centred on a random
+annotated voxel (nnU-Net), and a patch that augmentation turned into ignore only is drawn again, at
+most ``MAX_PATCH_ATTEMPTS`` times, then made without the spatial transform around its annotated centre.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
 from typing import Iterator
 
@@ -22,6 +27,9 @@ from medmamba.training.augmentation import AugmentationPipeline
 from medmamba.formats.preprocessed_case import PreprocessedCase
 
 FOREGROUND_OVERSAMPLING = 0.33  # nnU-Net ``oversample_foreground_percent``
+# Draws of a patch before its fallback (ignore label only). A centred annotated voxel leaves the
+# patch only under rotation/scaling/elastic deformation near its border, so retries are rare.
+MAX_PATCH_ATTEMPTS = 5
 
 
 def forced_foreground(batch_size: int, index: int, percent: float = FOREGROUND_OVERSAMPLING) -> bool:
@@ -62,10 +70,32 @@ class PatchSampler:
 
     ``patch_size`` has the network's spatial dims; when the arrays have one more spatial axis
     (2D configuration over 3D volumes) a single slice along axis 0 is taken, as nnU-Net does.
+    ``ignore_label``: the dataset's ignore value (None: fully annotated).
     """
 
     cases: list[PreprocessedCase]
     patch_size: tuple[int, ...]
+    ignore_label: int | None = None
+    _with_annotation: list[PreprocessedCase] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def annotated(self, seg: np.ndarray) -> bool:
+        """Whether a patch's labels hold at least one voxel that is not ``ignore``."""
+        return self.ignore_label is None or bool((np.asarray(seg) != self.ignore_label).any())
+
+    def _annotated_cases(self) -> list[PreprocessedCase]:
+        if self._with_annotation is None:
+            from medmamba.errors import TrainingError
+            from medmamba.preprocessing.foreground import sample_annotated_locations
+
+            for case in self.cases:
+                if case.annotated_locations is None:  # properties written without them
+                    locs = sample_annotated_locations(case.seg(), self.ignore_label)
+                    case.annotated_locations = np.asarray(locs, dtype=np.int64).reshape(-1, case.seg().ndim - 1)
+            self._with_annotation = [c for c in self.cases if len(c.annotated_locations)]
+            if not self._with_annotation:
+                raise TrainingError(f"no case has an annotated voxel: every label voxel is 'ignore' "
+                                    f"({self.ignore_label})")
+        return self._with_annotation
 
     def force_foreground(self, batch_size: int, index: int, percent: float, rng: np.random.Generator) -> bool:
         """Whether sample ``index`` of a global batch must contain foreground (nnU-Net's fixed
@@ -73,7 +103,8 @@ class PatchSampler:
         return forced_foreground(batch_size, index, percent)
 
     def pick(self, rng: np.random.Generator, force_fg: bool) -> tuple[PreprocessedCase, np.ndarray]:
-        case = self.cases[int(rng.integers(len(self.cases)))]  # uniform with replacement (nnU-Net v2 data_loader.py)
+        pool = self.cases if self.ignore_label is None else self._annotated_cases()
+        case = pool[int(rng.integers(len(pool)))]  # uniform with replacement (nnU-Net v2 data_loader.py)
         shape = np.asarray(case.seg().shape[1:])
         patch = self._full_patch(len(shape))
         # nnU-Net get_bbox: the patch may extend past the image by half the missing size
@@ -85,6 +116,9 @@ class PatchSampler:
             label = present[int(rng.integers(len(present)))]
             locs = case.class_locations[label]
             loc = locs[int(rng.integers(len(locs)))]
+            lower = np.clip(loc - patch // 2, lb, ub)
+        elif self.ignore_label is not None:  # the clipped patch still holds the annotated voxel
+            loc = case.annotated_locations[int(rng.integers(len(case.annotated_locations)))]
             lower = np.clip(loc - patch // 2, lb, ub)
         else:
             lower = np.array([int(rng.integers(lo, hi + 1)) for lo, hi in zip(lb, ub)])
@@ -132,18 +166,26 @@ class BatchSource:
         for j in self.indices:
             rng = np.random.default_rng([self.seed, iteration, j])
             force = self.sampler.force_foreground(self.batch_size, j, self.oversample, rng)
-            case, centre = self.sampler.pick(rng, force)
-            if self.augment is None:
-                img, sg = self.sampler.crop(case, centre, self.sampler.patch_size)
-                sg = np.where(sg < 0, 0, sg)
-            else:
-                spatial = self.augment.draw_spatial(rng)
-                size = self.augment.crop_size if spatial is not None else self.augment.patch_size
-                img, sg = self.sampler.crop(case, centre, size)
-                img, sg = self.augment(img, sg, rng, spatial)
+            for _ in range(MAX_PATCH_ATTEMPTS):
+                case, centre = self.sampler.pick(rng, force)
+                img, sg = self._patch(case, centre, rng, spatial=True)
+                if self.sampler.annotated(sg):
+                    break
+            else:  # the centre is annotated: a crop around it without the spatial transform keeps it
+                img, sg = self._patch(case, centre, rng, spatial=False)
             images.append(img)
             segs.append(sg)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(segs).astype(np.int64))
+
+    def _patch(self, case: PreprocessedCase, centre: np.ndarray, rng: np.random.Generator, spatial: bool
+               ) -> tuple[np.ndarray, np.ndarray]:
+        if self.augment is None:
+            img, sg = self.sampler.crop(case, centre, self.sampler.patch_size)
+            return img, np.where(sg < 0, 0, sg)
+        drawn = self.augment.draw_spatial(rng) if spatial else None
+        size = self.augment.crop_size if drawn is not None else self.augment.patch_size
+        img, sg = self.sampler.crop(case, centre, size)
+        return self.augment(img, sg, rng, drawn)
 
 
 class BatchStream(IterableDataset):

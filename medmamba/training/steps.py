@@ -112,7 +112,8 @@ class TrainStep:
 
 
 class ValidationStep:
-    """Loss and TP/FP/FN per foreground class on one batch (network in eval mode, no grad).
+    """Loss and TP/FP/FN per foreground class on one batch (network in eval mode, no grad);
+    voxels labelled ``ignore_label`` count in none of them.
 
     Returns ``(loss, tp, fp, fn)`` with ``tp/fp/fn`` float64 tensors ``(K-1,)`` on the CPU; with
     ``regions`` (sigmoid outputs, one per region) ``(R,)``: prediction = sigmoid > 0.5 per region
@@ -120,9 +121,9 @@ class ValidationStep:
     """
 
     def __init__(self, network: nn.Module, loss_fn: nn.Module, precision: Precision, num_classes: int,
-                 regions: Sequence[Sequence[int]] | None = None) -> None:
+                 regions: Sequence[Sequence[int]] | None = None, ignore_label: int | None = None) -> None:
         self.network, self.loss_fn, self.precision, self.num_classes = network, loss_fn, precision, num_classes
-        self.regions = regions
+        self.regions, self.ignore_label = regions, ignore_label
 
     @torch.no_grad()
     def __call__(self, image: torch.Tensor, seg: torch.Tensor):
@@ -136,15 +137,18 @@ class ValidationStep:
             from medmamba.training.loss import region_targets
 
             pred, target = logits > 0, region_targets(seg, self.regions).bool()  # sigmoid > 0.5 <=> logit > 0
+            if self.ignore_label is not None:
+                pred = pred & (seg != self.ignore_label)  # an ignore voxel is no region's member: never in fn
             axes = (0, *range(2, pred.ndim))
             pairs = ((pred, target), (pred, ~target), (~pred, target))
             tp, fp, fn = ((a & b).sum(axes).double().cpu() for a, b in pairs)
             return float(loss), tp, fp, fn
         pred = logits.argmax(1)
         target = seg[:, 0]
+        valid = torch.ones_like(target, dtype=torch.bool) if self.ignore_label is None else target != self.ignore_label
         tp, fp, fn = (torch.zeros(self.num_classes - 1, dtype=torch.float64) for _ in range(3))
         for k in range(1, self.num_classes):
-            p, t = pred == k, target == k
+            p, t = (pred == k) & valid, target == k
             tp[k - 1] = (p & t).sum().item()
             fp[k - 1] = (p & ~t).sum().item()
             fn[k - 1] = (~p & t).sum().item()

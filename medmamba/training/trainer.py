@@ -96,7 +96,8 @@ class Trainer:
         torch.manual_seed(opts.seed + dist_info.rank)  # dropout etc. differ per rank
         self.precision = Precision.choose(device, opts.amp)
         layout = setup.layout
-        self.loss_fn = self.variants.build_loss(config.batch_dice, dist_info.enabled, layout.regions or None)
+        ignore = setup.plans.ignore_label  # partial annotations: no output, no loss, no metric
+        self.loss_fn = self.variants.build_loss(config.batch_dice, dist_info.enabled, layout.regions or None, ignore)
         self.budget = opts.time_budget_minutes * 60.0 if opts.time_budget_minutes else None
         self.iters_per_epoch, self.val_iters, self.epochs = opts.iterations_per_epoch, opts.val_iterations, opts.epochs
         self.optimizer, self.schedule = self.variants.build_optimizer(
@@ -104,12 +105,12 @@ class Trainer:
             self.budget)
         self.step = TrainStep(self.model, self.loss_fn, self.optimizer, self.precision)
         self.val_step = ValidationStep(self.model, self.loss_fn, self.precision, setup.num_classes,
-                                       regions=layout.regions or None)
+                                       regions=layout.regions or None, ignore_label=ignore)
         self.store = CheckpointStore(setup.output_folder)
         self.log = TrainingLog(setup.output_folder)
         self.state = RunState()
         self.budget_plan: dict | None = None
-        fg = layout.foreground_values  # region mode: the union of the regions is the foreground
+        fg = layout.foreground_values  # region mode: the union of the regions; never the ignore label
         train_cases = _load_cases(setup.data_folder, setup.train_ids, fg)
         val_cases = _load_cases(setup.data_folder, setup.val_ids, fg)
         mask_channels = tuple(i for i, m in enumerate(config.use_mask_for_norm) if m)
@@ -123,11 +124,13 @@ class Trainer:
         augment = AugmentationPipeline(setup.patch_size, params)
         bs = config.batch_size
         train_sampler = self.variants.build_sampler(list(train_cases.values()), setup.patch_size)
+        if ignore is not None:
+            train_sampler = dataclasses.replace(train_sampler, ignore_label=ignore)
         self.train_source = BatchSource(train_sampler, augment, bs,
                                         opts.seed, dist_info.rank, dist_info.world_size,
                                         oversample=setup.recipe.oversample)
         # validation patches: no augmentation, their own seed so they do not mirror training patches
-        self.val_source = BatchSource(PatchSampler(list(val_cases.values()), setup.patch_size), None, bs,
+        self.val_source = BatchSource(PatchSampler(list(val_cases.values()), setup.patch_size, ignore), None, bs,
                                       opts.seed + 1, dist_info.rank, dist_info.world_size)
         self.num_workers = opts.num_workers if opts.num_workers is not None else default_num_workers(device)
 

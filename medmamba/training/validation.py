@@ -46,6 +46,7 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     layout = setup.layout
     labels = layout.evaluation_labels  # region mode: one entry per region, scored on the painted map
+    ignore = setup.plans.ignore_label  # scored on annotated voxels only, and not itself a label
     entries, spaces = [], set()
     for case_id in tqdm(setup.val_ids, desc="final validation", leave=False):
         data, seg, props = load_preprocessed_case(setup.data_folder, case_id)
@@ -63,7 +64,8 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
             pred_file = out / f"{case_id}{setup.plans.file_ending}"
             export_segmentation(pred, props, pred_file)
             ref, geometry = read_image(reference)
-            metrics = compute_metrics(np.asarray(ref).astype(np.int64), pred, labels, spacing=geometry.spacing)
+            metrics = compute_metrics(np.asarray(ref).astype(np.int64), pred, labels, spacing=geometry.spacing,
+                                      ignore_label=ignore)
             entry = {"case": case_id, "reference_file": str(reference), "prediction_file": str(pred_file),
                      "spacing": list(geometry.spacing), "metrics": metrics}
             spaces.add("original")
@@ -73,7 +75,7 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
             spacing = list(setup.config.spacing)
             if len(spacing) != seg.ndim:  # 2D configuration over a 3D stack: slice spacing unknown here
                 spacing = [1.0] * (seg.ndim - len(spacing)) + spacing
-            metrics = compute_metrics(np.where(seg < 0, 0, seg), pred, labels, spacing=spacing)
+            metrics = compute_metrics(np.where(seg < 0, 0, seg), pred, labels, spacing=spacing, ignore_label=ignore)
             entry = {"case": case_id, "reference_file": str(setup.data_folder / f"{case_id}_seg.npy"),
                      "prediction_file": None, "spacing": spacing, "metrics": metrics}
             spaces.add("preprocessed")

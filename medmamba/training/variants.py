@@ -10,12 +10,13 @@ sampler. A variant overrides a part by defining the method of that name::
             return replace(params, p_mirror=0.0, mirror_axes=())
 
     variants = resolve_variants("no_mirroring,ce_loss")   # ``medmamba train --variant no_mirroring,ce_loss``
-    loss = variants.build_loss(batch_dice=True, distributed=False)
+    loss = variants.build_loss(batch_dice=True, distributed=False, ignore_label=None)
 
 Part methods (define any of them):
 
-- ``loss(self, batch_dice, distributed) -> nn.Module``: ``(outputs, target) -> scalar``, where
-  ``outputs`` is one tensor or the deep-supervision list (highest resolution first);
+- ``loss(self, batch_dice, distributed, ignore_label) -> nn.Module``: ``(outputs, target) -> scalar``, where
+  ``outputs`` is one tensor or the deep-supervision list (highest resolution first) and voxels of
+  ``ignore_label`` (None: the dataset has none) must not count;
 - ``optimizer(self, parameters, name, kwargs, total_iterations, budget_seconds) -> (Optimizer, LRSchedule)``:
   ``name``/``kwargs`` are the run's resolved optimizer (flags > plan > defaults);
 - ``augmentation(self, params: AugmentationParams) -> AugmentationParams`` (probabilities,
@@ -105,18 +106,19 @@ class VariantSet:
     names: tuple[str, ...] = ()
     overrides: dict[str, TrainingVariant] = field(default_factory=dict)  # part -> variant
 
-    def build_loss(self, batch_dice: bool, distributed: bool,
-                   regions: Sequence[Sequence[int]] | None = None) -> torch.nn.Module:
-        """The run's loss; ``regions`` (region-based labels): Dice + BCE per region, deep supervision as usual."""
+    def build_loss(self, batch_dice: bool, distributed: bool, regions: Sequence[Sequence[int]] | None = None,
+                   ignore_label: int | None = None) -> torch.nn.Module:
+        """The run's loss; ``regions`` (region-based labels): Dice + BCE per region, deep supervision as
+        usual; ``ignore_label``: its voxels count in no loss term."""
         if regions:
             if "loss" in self.overrides:
                 raise ConfigurationError(f"training variant {self.overrides['loss'].name!r} replaces the softmax "
                                          "loss; region-based labels train with Dice + BCE per region")
             return DeepSupervisionLoss(batch_dice, distributed=distributed,
-                                       base=RegionDiceBCELoss(regions, batch_dice))
+                                       base=RegionDiceBCELoss(regions, batch_dice), ignore_label=ignore_label)
         if "loss" in self.overrides:
-            return self.overrides["loss"].loss(batch_dice, distributed)
-        return DeepSupervisionLoss(batch_dice, distributed=distributed)
+            return self.overrides["loss"].loss(batch_dice, distributed, ignore_label)
+        return DeepSupervisionLoss(batch_dice, distributed=distributed, ignore_label=ignore_label)
 
     def build_optimizer(self, parameters: Iterable, name: str, kwargs: dict, total_iterations: int,
                         budget_seconds: float | None) -> tuple[torch.optim.Optimizer, LRSchedule]:
@@ -193,8 +195,9 @@ class CELoss(TrainingVariant):
     """Cross-entropy only (no soft Dice), with the same deep-supervision weights, as nnU-Net's
     variants/loss/nnUNetTrainerCELoss.py."""
 
-    def loss(self, batch_dice: bool, distributed: bool) -> torch.nn.Module:
-        return DeepSupervisionLoss(batch_dice, distributed=distributed, base=CrossEntropyLoss())
+    def loss(self, batch_dice: bool, distributed: bool, ignore_label: int | None = None) -> torch.nn.Module:
+        return DeepSupervisionLoss(batch_dice, distributed=distributed, base=CrossEntropyLoss(),
+                                   ignore_label=ignore_label)
 
 
 @register_variant("probabilistic_oversampling", nnunet="nnUNetTrainer_probabilisticOversampling")
