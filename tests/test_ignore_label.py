@@ -43,7 +43,7 @@ def _loss_and_grads(loss_fn, outputs, target):
 @pytest.mark.parametrize("variant,batch_dice", [(None, True), (None, False), ("ce_loss", True)])
 def test_loss_is_blind_to_ignore_voxels_at_every_level(variant, batch_dice):
     target, outputs = _target_and_outputs()
-    loss_fn = resolve_variants(variant).build_loss(batch_dice, False, IGNORE)
+    loss_fn = resolve_variants(variant).build_loss(batch_dice, False, ignore_label=IGNORE)
     loss, grads = _loss_and_grads(loss_fn, outputs, target)
     changed = []
     for i, out in enumerate(outputs):
@@ -59,7 +59,7 @@ def test_loss_is_blind_to_ignore_voxels_at_every_level(variant, batch_dice):
     for a, b in zip(grads, grads2):
         assert torch.allclose(a, b, rtol=0, atol=1e-7)
     # without the ignore label the same logits give another loss: the mask is what made it blind
-    plain = resolve_variants(variant).build_loss(batch_dice, False, None)
+    plain = resolve_variants(variant).build_loss(batch_dice, False)
     clean = torch.where(target == IGNORE, 0, target)
     assert not torch.allclose(plain(outputs, clean), plain(changed, clean), atol=1e-3)
 
@@ -177,7 +177,7 @@ def test_label_maps_never_hold_the_ignore_value():
     from medmamba.inference.export import label_layout, probabilities_to_label_map
 
     layout = label_layout({"background": 0, "a": 1, "b": 2, "ignore": 3})
-    assert layout == {"regions": False, "label_values": [0, 1, 2]}
+    assert not layout.has_regions and layout.label_values == (0, 1, 2) and layout.num_outputs == 3
     probs = torch.softmax(torch.randn(3, 6, 6, 6, generator=torch.Generator().manual_seed(0)), 0).numpy()
     assert set(np.unique(probabilities_to_label_map(probs, layout))) <= {0, 1, 2}
 

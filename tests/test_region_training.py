@@ -149,6 +149,6 @@ def test_region_pseudo_dice_and_loss_choice():
     # region (1, 2) = [0,1,1,1]: TP 2, FP 0, FN 1; region (2,) = [0,0,1,1]: TP 2, FP 1, FN 0
     assert tp.tolist() == [2, 2] and fp.tolist() == [0, 1] and fn.tolist() == [1, 0]
     assert pseudo_dice(tp, fp, fn) == pytest.approx([0.8, 0.8])
-    assert isinstance(resolve_variants(None).build_loss(True, False, regions).base, RegionDiceBCELoss)
+    assert isinstance(resolve_variants(None).build_loss(True, False, regions=regions).base, RegionDiceBCELoss)
     with pytest.raises(ConfigurationError, match="Dice \\+ BCE per region"):
-        resolve_variants("ce_loss").build_loss(True, False, regions)
+        resolve_variants("ce_loss").build_loss(True, False, regions=regions)

@@ -97,7 +97,8 @@ class Trainer:
         self.precision = Precision.choose(device, opts.amp)
         layout = setup.layout
         ignore = setup.plans.ignore_label  # partial annotations: no output, no loss, no metric
-        self.loss_fn = self.variants.build_loss(config.batch_dice, dist_info.enabled, layout.regions or None, ignore)
+        self.loss_fn = self.variants.build_loss(config.batch_dice, dist_info.enabled, regions=layout.regions or None,
+                                                ignore_label=ignore)
         self.budget = opts.time_budget_minutes * 60.0 if opts.time_budget_minutes else None
         self.iters_per_epoch, self.val_iters, self.epochs = opts.iterations_per_epoch, opts.val_iterations, opts.epochs
         self.optimizer, self.schedule = self.variants.build_optimizer(

@@ -106,7 +106,7 @@ class VariantSet:
     names: tuple[str, ...] = ()
     overrides: dict[str, TrainingVariant] = field(default_factory=dict)  # part -> variant
 
-    def build_loss(self, batch_dice: bool, distributed: bool, regions: Sequence[Sequence[int]] | None = None,
+    def build_loss(self, batch_dice: bool, distributed: bool, *, regions: Sequence[Sequence[int]] | None = None,
                    ignore_label: int | None = None) -> torch.nn.Module:
         """The run's loss; ``regions`` (region-based labels): Dice + BCE per region, deep supervision as
         usual; ``ignore_label``: its voxels count in no loss term."""
