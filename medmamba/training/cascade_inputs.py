@@ -242,8 +242,7 @@ def write_next_stage_segmentation(setup: Any, case_id: str, probabilities: Any) 
     """At a stage with a ``next_stage`` (3d_lowres): resample a validation case's probabilities (this
     stage's preprocessed grid) onto the next stage's preprocessed grid, convert to labels and write the
     hand-over file; None (logged) when there is nothing to write."""
-    from medmamba.inference.array_prediction import probabilities_to_labels
-    from medmamba.preprocessing.resampling import resample_data_or_seg
+    from medmamba.inference.cascade import previous_stage_labels
 
     config = setup.config
     if not config.next_stage:
@@ -261,16 +260,7 @@ def write_next_stage_segmentation(setup: Any, case_id: str, probabilities: Any) 
                        "`medmamba plan_and_preprocess -d %s -c %s` and this validation again", case_id,
                        config.next_stage, setup.dataset_folder.name, config.next_stage)
         return None
-    shape = [int(s) for s in read_properties(props_file)["shape_after_resampling"]]
-    if hasattr(probabilities, "detach"):
-        probabilities = probabilities.detach().float().cpu().numpy()
-    rs = config.resampling
-    resampled = resample_data_or_seg(np.asarray(probabilities, np.float32), shape, config.spacing, nxt.spacing,
-                                     is_seg=False, order=rs.probabilities_order, order_z=rs.order_z,
-                                     force_separate_z=rs.force_separate_z,
-                                     anisotropy_threshold=rs.anisotropy_threshold)
-    regions = any(isinstance(v, (list, tuple)) for v in setup.plans.labels.values())
-    order = setup.dataset_json.get("regions_class_order") if regions else None
-    labels = probabilities_to_labels(resampled, regions_class_order=order)
+    shape = read_properties(props_file)["shape_after_resampling"]
+    labels = previous_stage_labels(probabilities, config, nxt, shape, setup.plans.labels, setup.dataset_json)
     save_next_stage_segmentation(target, labels)
     return target
