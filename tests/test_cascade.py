@@ -125,6 +125,14 @@ def test_predict_without_the_lowres_model_is_an_error(cascade, tmp_path):
     assert not (tmp_path / "pred").exists()
 
 
+def test_exported_engines_refuse_a_cascade(cascade, tmp_path):
+    with pytest.raises(ConfigurationError, match="also runs its 3d_lowres stage"):
+        api.predict(input_folder=cascade.raw / "imagesTs", output_folder=tmp_path / "pred", dataset=DATASET_ID,
+                    configuration="3d_cascade_fullres", engine="torchscript", num_workers=0, results=cascade.res,
+                    progress=False)
+    assert not (tmp_path / "pred").exists()
+
+
 def test_find_best_configuration_ranks_the_cascade(cascade):
     best = api.find_best_configuration(dataset=DATASET_ID, folds=[0], results=cascade.res)
     ranked = {r.folder.name: r for r in best.ranking}

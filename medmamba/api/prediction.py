@@ -128,7 +128,7 @@ def predict(
         predictor = load_cascade_predictor(model_folder, fold_names, checkpoint, device, **options)
     check_separate(output_dir, [input_dir, model_folder], "output folder")
     if engine != "torch":
-        refuse_cascade(predictor, f"--engine {engine}")
+        refuse_cascade(predictor, f"--engine {engine} (an exported network)")
         _use_exported_networks(predictor, engine)
     echo_or_log(echo)(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "
                       f"TTA axes {predictor.mirror_axes or 'off'})")

@@ -117,8 +117,8 @@ def load_cascade_predictor(model_folder: Path, folds: Sequence[str] | None, chec
 
 
 def refuse_cascade(predictor: Predictor, what: str) -> None:
-    """One-line :class:`ConfigurationError` when ``predictor`` is a cascade stage and ``what`` handles one network only."""
+    """One-line :class:`ConfigurationError` when ``predictor`` is a cascade stage and ``what`` handles one stage only."""
     if predictor.config.previous_stage:
-        raise ConfigurationError(f"{what} carries one model, and configuration {predictor.configuration} needs "
-                                 f"its {predictor.config.previous_stage} stage too; predict cascades from the results "
-                                 "folder (`medmamba predict -d DATASET -c " + predictor.configuration + "`)")
+        raise ConfigurationError(f"{what} holds one stage, and {predictor.configuration} also runs its "
+                                 f"{predictor.config.previous_stage} stage; predict it from its model folder with the "
+                                 f"torch engine (`medmamba predict -d DATASET -c {predictor.configuration}`)")
