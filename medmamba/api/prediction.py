@@ -85,7 +85,6 @@ def predict(
     from medmamba.inference.model_folder import find_model_folder
     from medmamba.inference.input_folder import check_output_folder, gather_input_cases
     from medmamba.inference.cascade import load_cascade_predictor, refuse_cascade
-    from medmamba.inference.predictor import Predictor
     from medmamba.paths import resolve_root
 
     from medmamba import option_ranges as R
@@ -114,17 +113,13 @@ def predict(
         raise ConfigurationError(f"--engine {engine} runs on the CPU; drop --device or use --engine torch")
     if engine != "torch":
         device = "cpu"
-    if model is not None and Path(model).is_dir():
+    # a cascade stage's model folder (3d_cascade_fullres) runs its previous stage's model first
+    if model is not None:
         model_folder = Path(model)
-        predictor = load_cascade_predictor(model_folder, fold_names, checkpoint, device, **options)
-    elif model is not None:
-        model_folder = Path(model)
-        predictor = Predictor.from_model(model, folds=fold_names, checkpoint=checkpoint, device=device, **options)
-        refuse_cascade(predictor, "a model zip")
+        predictor = load_cascade_predictor(model, fold_names, checkpoint, device, **options)
     else:
         root = resolve_root("results", results)
         model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
-        # a cascade stage (3d_cascade_fullres) runs its previous stage's model first
         predictor = load_cascade_predictor(model_folder, fold_names, checkpoint, device, **options)
     check_separate(output_dir, [input_dir, model_folder], "output folder")
     if engine != "torch":

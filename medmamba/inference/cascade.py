@@ -91,20 +91,24 @@ class CascadePredictor(Predictor):
 
 def previous_stage_folder(model_folder: Path, previous_stage: str) -> Path:
     """``<network>__<plans>__<previous stage>`` beside the cascade's model folder (same network and plans)."""
+    if model_folder.name.count("__") != 2:
+        raise CheckpointError(f"a cascade model folder is named <network>__<plans>__<configuration>, so that its "
+                              f"{previous_stage} model can be found beside it", path=model_folder)
     network, plans_name, _ = model_folder.name.split("__")
     return model_folder.parent / f"{network}__{plans_name}__{previous_stage}"
 
 
-def load_cascade_predictor(model_folder: Path, folds: Sequence[str] | None, checkpoint: str, device: str,
+def load_cascade_predictor(model: str | Path, folds: Sequence[str] | None, checkpoint: str, device: str,
                            **options: Any) -> Predictor:
-    """The model folder's predictor; for a cascade stage with its previous stage attached (every trained fold
-    of ``<network>__<plans>__<previous stage>``, same checkpoint kind), else the plain predictor."""
-    predictor = Predictor.from_model_folder(model_folder, folds=folds, checkpoint=checkpoint, device=device,
-                                            **options)
+    """:meth:`Predictor.from_model` (a model folder or zip); for a cascade stage's folder with its previous
+    stage attached (every trained fold of ``<network>__<plans>__<previous stage>``, same checkpoint kind)."""
+    predictor = Predictor.from_model(model, folds=folds, checkpoint=checkpoint, device=device, **options)
     previous = predictor.config.previous_stage
     if not previous:
         return predictor
-    folder = previous_stage_folder(Path(model_folder), previous)
+    if not Path(model).is_dir():
+        refuse_cascade(predictor, "a model zip")
+    folder = previous_stage_folder(Path(model), previous)
     if not folder.is_dir():
         raise CheckpointError(f"{predictor.configuration} needs the trained {previous} model first (predict runs it "
                               f"before the full resolution); no model folder {folder.name}", path=folder.parent)
