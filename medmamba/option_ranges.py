@@ -80,6 +80,9 @@ DEMO_MINUTES = OptionRange("--minutes", float, 0, WEEK_MINUTES, low_inclusive=Fa
 MEMORY_TARGET_GB = OptionRange("--memory-target-gb", float, 0, 1024, low_inclusive=False)
 NUM_PROCESSES = OptionRange("-np", int, 1, THREADS)
 FINGERPRINT_SAMPLES = OptionRange("--fingerprint-samples", int, 1, 10**10)  # nnU-Net's default is 1e8
+# Coarser than the fullres spacing (> 1); nnU-Net's own rule stops once the lowres image has at least
+# 2x fewer voxels, i.e. about 1.26x per axis; beyond 8x per axis (512x fewer voxels) nothing is left to segment.
+LOWRES_SPACING_FACTOR = OptionRange("--lowres-spacing-factor", float, 1, 8, low_inclusive=False)
 
 # Training. nnU-Net: 1000 epochs x 250 iterations, 50 validation batches.
 EPOCHS = OptionRange("--epochs", int, 1, 100_000)

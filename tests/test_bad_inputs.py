@@ -328,6 +328,11 @@ def _plan_fingerprint_samples_zero(fx, tmp, mp):
     return plan_args(fx, tmp / "pre", "--fingerprint-samples", "0"), "--fingerprint-samples", absent(tmp / "pre")
 
 
+def _plan_lowres_factor_not_coarser(fx, tmp, mp):  # a "lowres" stage at the fullres spacing is no cascade
+    return (plan_args(fx, tmp / "pre", "--lowres-spacing-factor", "1"), "--lowres-spacing-factor",
+            absent(tmp / "pre"))
+
+
 def _plan_into_raw_folder(fx, tmp, mp):  # sibling: --preprocessed = --raw wrote into the raw dataset
     return plan_args(fx, fx.raw_root), str(fx.raw), None
 
@@ -478,7 +483,8 @@ ROWS = [
     _train_time_budget_nan, _train_time_budget_inf, _train_time_budget_huge, _train_time_budget_negative,
     _train_lr_negative, _train_lr_nan, _train_epochs_zero, _train_epochs_not_integer, _train_oversample_above_one,
     _train_results_inside_preprocessed, _train_disk_full,
-    _plan_memory_nan, _plan_memory_inf, _plan_processes_zero, _plan_fingerprint_samples_zero, _plan_into_raw_folder,
+    _plan_memory_nan, _plan_memory_inf, _plan_processes_zero, _plan_fingerprint_samples_zero, _plan_lowres_factor_not_coarser,
+    _plan_into_raw_folder,
     _plan_disk_full,
     _ensemble_truncated_npz, _ensemble_npz_not_a_zip, _ensemble_npz_without_probabilities,
     _ensemble_properties_not_json, _ensemble_output_is_an_input, _ensemble_output_inside_an_input,

@@ -128,6 +128,24 @@ def test_lowres_trigger():
     assert min(low.spacing) > 1.0
     assert math.prod(low.patch_size) / math.prod(low.median_image_size_in_voxels) >= 0.25 - 1e-6
     assert full.batch_dice is True and low.data_identifier != full.data_identifier
+    # nnU-Net: the lowres stage brings 3d_cascade_fullres = 3d_fullres + previous_stage, stages linked both ways
+    assert "3d_cascade_fullres" not in small.configurations
+    cascade = big.configuration("3d_cascade_fullres")
+    assert (cascade.previous_stage, low.next_stage, full.next_stage) == ("3d_lowres", "3d_cascade_fullres", None)
+    assert cascade.data_identifier == full.data_identifier and cascade.patch_size == full.patch_size
+    assert cascade.network.kwargs["in_channels"] == full.network.kwargs["in_channels"] + 1  # one foreground label
+    again = Plans.from_dict(json.loads(json.dumps(big.to_dict())))
+    assert again.configuration("3d_cascade_fullres").previous_stage == "3d_lowres"
+    assert again.configuration("3d_lowres").next_stage == "3d_cascade_fullres"
+
+
+def test_lowres_spacing_factor_forces_the_cascade():
+    forced = plan(fingerprint([[1.0] * 3] * 10, [[64, 64, 64]] * 10), lowres_spacing_factor=2.0)
+    low, full = forced.configuration("3d_lowres"), forced.configuration("3d_fullres")
+    assert low.spacing == [2.0 * s for s in full.spacing] and low.median_image_size_in_voxels == [32.0] * 3
+    assert forced.configuration("3d_cascade_fullres").previous_stage == "3d_lowres"
+    with pytest.raises(PlansError, match="2D"):
+        plan(fingerprint([[999.0, 1.0, 1.0]] * 4, [[1, 64, 64]] * 4), lowres_spacing_factor=2.0)
 
 
 def test_batch_capped_at_5_percent_of_dataset_and_floored_at_2():

@@ -62,12 +62,14 @@ def export_network(
     """
     from medmamba.export.network_export import center_patch, export_format
     from medmamba.export.network_export import export_network as _export
+    from medmamba.inference.cascade import refuse_cascade
     from medmamba.inference.predictor import Predictor
 
     say = echo_or_log(echo)
     fmt = export_format(output, format)
     predictor = Predictor.from_model(model, folds=None if fold is None else [str(fold)], checkpoint=checkpoint,
                                      device="cpu")
+    refuse_cascade(predictor, "an exported network")
     patch = list(predictor.config.patch_size)
     real = None
     if case:

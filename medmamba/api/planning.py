@@ -58,6 +58,7 @@ def plan_and_preprocess(
     verify: bool = False,
     fingerprint_samples: int | None = None,
     overwrite_plans: bool = False,
+    lowres_spacing_factor: float | None = None,
     raw: str | os.PathLike | None = None,
     preprocessed: str | os.PathLike | None = None,
     progress: bool = True,
@@ -82,6 +83,9 @@ def plan_and_preprocess(
         overwrite_plans: replace an existing plans.json without reading it, also an unreadable one
             (configurations a user added to it are then dropped). Without it an unreadable or invalid
             existing plans.json is an error naming the file and is left as it is.
+        lowres_spacing_factor: plan ``3d_lowres`` and ``3d_cascade_fullres`` at this multiple (> 1) of the
+            3d_fullres spacing even where nnU-Net's rule would not (small test data, trying a cascade);
+            None (default): nnU-Net's rule decides.
         raw, preprocessed: root folders (None: environment variables, then ``./medmamba_data``;
             see :mod:`medmamba.paths`).
         progress: show tqdm progress bars.
@@ -118,6 +122,7 @@ def plan_and_preprocess(
     R.check(R.NUM_PROCESSES, num_processes)
     R.check(R.MEMORY_TARGET_GB, memory_target_gb)
     R.check(R.FINGERPRINT_SAMPLES, fingerprint_samples)
+    R.check(R.LOWRES_SPACING_FACTOR, lowres_spacing_factor)
     n_proc = num_processes if num_processes is not None else min(4, os.cpu_count() or 1)
     memory_gb = DEFAULT_MEMORY_TARGET_GB if memory_target_gb is None else memory_target_gb
     if target not in (None, "cpu", "gpu"):
@@ -145,7 +150,8 @@ def plan_and_preprocess(
     fingerprint = fingerprint_dataset(cases, len(dataset_json["channel_names"]), out / "fingerprint.json",
                                       folder.name, n_proc, clean, samples, progress,
                                       sorted(declared_label_values(dataset_json)))
-    common = dict(dataset_name=folder.name, target=target, target_reason=reason, memory_target_gb=memory_gb)
+    common = dict(dataset_name=folder.name, target=target, target_reason=reason, memory_target_gb=memory_gb,
+                  lowres_spacing_factor=lowres_spacing_factor)
     plans = plan_experiment(fingerprint, dataset_json, networks=network_map, **common)
     for name in extra_networks:
         variant = plan_experiment(fingerprint, dataset_json, networks={"*": name}, **common)

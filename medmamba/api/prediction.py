@@ -84,7 +84,7 @@ def predict(
     from medmamba.errors import ConfigurationError
     from medmamba.inference.model_folder import find_model_folder
     from medmamba.inference.input_folder import gather_input_cases
-    from medmamba.inference.predictor import Predictor
+    from medmamba.inference.cascade import load_cascade_predictor, refuse_cascade
     from medmamba.paths import resolve_root
 
     from medmamba import option_ranges as R
@@ -113,29 +113,42 @@ def predict(
         raise ConfigurationError(f"--engine {engine} runs on the CPU; drop --device or use --engine torch")
     if engine != "torch":
         device = "cpu"
+    # a cascade stage's model folder (3d_cascade_fullres) runs its previous stage's model first
     if model is not None:
         model_folder = Path(model)
-        predictor = Predictor.from_model(model, folds=fold_names, checkpoint=checkpoint, device=device, **options)
+        predictor = load_cascade_predictor(model, fold_names, checkpoint, device, **options)
     else:
         root = resolve_root("results", results)
         model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
-        predictor = Predictor.from_model_folder(model_folder, folds=fold_names, checkpoint=checkpoint,
-                                                device=device, **options)
+        predictor = load_cascade_predictor(model_folder, fold_names, checkpoint, device, **options)
     check_separate(output_dir, [input_dir, model_folder], "output folder")
     if engine != "torch":
+        refuse_cascade(predictor, f"--engine {engine} (an exported network)")
         _use_exported_networks(predictor, engine)
     echo_or_log(echo)(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "
                       f"TTA axes {predictor.mirror_axes or 'off'})")
+    if getattr(predictor, "previous", None) is not None:
+        echo_or_log(echo)(f"previous stage {predictor.previous.configuration} first: "
+                          f"{len(predictor.previous.networks)} fold(s)")
     report = predictor.predict_folder(
         input_dir, output_dir, overwrite=overwrite, save_probabilities=save_probabilities, num_workers=num_workers,
         progress=progress, extra_args={"dataset": None if dataset is None else str(dataset),
                                             "model": None if model is None else str(model), "engine": engine,
-                                            "folds": fold_names, "checkpoint": checkpoint})
+                                            "folds": fold_names, "checkpoint": checkpoint,
+                                            **_previous_stage_args(predictor)})
     output_dir = output_dir.absolute()
     endings = {c.case_id: c.ending for c in gather_input_cases(input_dir, predictor.plans.num_input_channels)[0]}
     return PredictResult(model_folder=Path(model_folder), output_folder=output_dir, device=str(predictor.device),
                          n_folds=len(predictor.networks),
                          written=[output_dir / f"{case}{endings[case]}" for case in report.written], report=report)
+
+
+def _previous_stage_args(predictor) -> dict:
+    """What predict_args.json records about a cascade's previous stage (nothing for other models)."""
+    previous = getattr(predictor, "previous", None)
+    if previous is None:
+        return {}
+    return {"previous_stage": {"configuration": previous.configuration, "checkpoints": previous.checkpoint_paths}}
 
 
 def _use_exported_networks(predictor, engine: str) -> None:

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name: 5, 005 or Dataset005_Prostate")
     parser.add_argument("-c", "--configurations", nargs="+", metavar="CONFIG",
                         help="configurations to preprocess (default: every planned one; "
-                             "2d, 3d_fullres, 3d_lowres when they apply, plus network variants)")
+                             "2d, 3d_fullres, 3d_lowres when they apply, plus network variants; "
+                             "3d_cascade_fullres uses the 3d_fullres data)")
     parser.add_argument("--network", nargs="+", metavar="NAME",
                         help="registry network(s): the first is used by 2d/3d_fullres/3d_lowres; each further NAME "
                              "adds configurations <config>_NAME; CONFIG=NAME sets one configuration's network "
@@ -30,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite-plans", action="store_true",
                         help="replace an existing plans.json without reading it, also an unreadable one "
                              "(drops configurations you added to it); without it an unreadable one is an error")
+    parser.add_argument("--lowres-spacing-factor", type=numeric(R.LOWRES_SPACING_FACTOR), default=None,
+                        metavar="F",
+                        help="plan 3d_lowres and 3d_cascade_fullres at F times the 3d_fullres spacing even where "
+                             "nnU-Net's rule would not (small test data, trying a cascade); default: nnU-Net's rule")
     parser.add_argument("--plan-only", action="store_true", help="write fingerprint and plans, skip preprocessing")
     parser.add_argument("--verify", action="store_true", help="check the raw dataset first (as `medmamba verify`)")
     parser.add_argument("--fingerprint-samples", type=numeric(R.FINGERPRINT_SAMPLES), default=None,
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, configurations=args.configurations, networks=args.network,
         memory_target_gb=args.memory_target_gb, target=args.target, num_processes=args.num_processes,
         clean=args.clean, plan_only=args.plan_only, verify=args.verify, fingerprint_samples=args.fingerprint_samples,
-        overwrite_plans=args.overwrite_plans, raw=args.raw, preprocessed=args.preprocessed,
+        overwrite_plans=args.overwrite_plans, lowres_spacing_factor=args.lowres_spacing_factor, raw=args.raw, preprocessed=args.preprocessed,
         progress=not args.no_progress, echo=print,
     )
     return 0

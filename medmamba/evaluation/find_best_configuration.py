@@ -5,7 +5,8 @@ Reads only ``<results>/<DatasetXXX_Name>/<network>__<plans>__<configuration>/fol
 are pooled — every training case appears in exactly one fold's validation — and averaged as one
 cross-validation summary (nnU-Net's ``accumulate_cv_results``). The
 winner has the highest pooled ``foreground_mean`` of the chosen metric; ties go to the first
-model in name order. Ensembles of models are not ranked here (they need saved validation
+model in name order. A trained ``3d_cascade_fullres`` is ranked like any model (its validation
+already used the low-resolution stage). Ensembles of models are not ranked here (they need saved validation
 probabilities); ``medmamba ensemble`` combines predictions once chosen.
 """
 from __future__ import annotations
@@ -131,13 +132,27 @@ def find_best_configuration(
 
 def inference_instructions(best: ModelResult, folds: Sequence[str | int]) -> str:
     dataset = best.folder.parent.name
+    previous = _previous_stage(best.folder)
     fold_args = " ".join(str(f) for f in folds)
     return (
         f"Best model for {dataset}: {best.name} (cross-validation folds {fold_args}).\n\n"
         "Predict new images with:\n"
         f"medmamba predict -d {dataset} -c {best.configuration} --network {best.network} --plans {best.plans} "
         f"-f {fold_args} -i INPUT_FOLDER -o OUTPUT_FOLDER\n"
+        + (f"(a cascade: predict first runs every trained fold of {previous} in "
+           f"{best.network}__{best.plans}__{previous}, which must stay beside it)\n" if previous else "")
     )
+
+
+def _previous_stage(model_folder: Path) -> str | None:
+    """The configuration's ``previous_stage`` in the model folder's plans.json (cascades), else None."""
+    from medmamba.formats.checkpoint import MODEL_PLANS_FILE
+    from medmamba.formats.plans import load_plans
+
+    if not (model_folder / MODEL_PLANS_FILE).is_file():
+        return None
+    config = load_plans(model_folder / MODEL_PLANS_FILE).configurations.get(model_folder.name.split("__")[2])
+    return None if config is None else config.previous_stage
 
 
 def format_ranking(results: Sequence[ModelResult], metric: str) -> str:

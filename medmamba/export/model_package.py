@@ -89,6 +89,22 @@ Mean over folds: {mean}
 """
 
 
+def _refuse_cascade(model_folder: Path) -> None:
+    """A package holds one model folder; a cascade stage also needs its previous stage's model."""
+    from medmamba.formats.checkpoint import MODEL_PLANS_FILE
+    from medmamba.formats.plans import load_plans
+
+    if not (model_folder / MODEL_PLANS_FILE).is_file() or model_folder.name.count("__") != 2:
+        return
+    name = model_folder.name.split("__")[2]
+    config = load_plans(model_folder / MODEL_PLANS_FILE).configurations.get(name)
+    if config is not None and config.previous_stage:
+        raise ConfigurationError(f"a model package holds one model, and {name} also needs its "
+                                 f"{config.previous_stage} stage; copy both model folders (this one and its "
+                                 f"{config.previous_stage} sibling) into the other results folder instead",
+                                 path=model_folder)
+
+
 def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, folds: Sequence[str | int] | None = None,
                  checkpoint: str = "final", overwrite: bool = False) -> ExportedModel:
     """Write ``output`` (a zip) from ``<results>/<Dataset>/<model folder>``; see the formats module."""
@@ -100,6 +116,7 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
         raise ConfigurationError("output file exists (give --overwrite to replace it)", path=output)
     if output.resolve().is_relative_to(model_folder.resolve()):
         raise ConfigurationError("output must not be inside the model folder", path=output)
+    _refuse_cascade(model_folder)
     names = _fold_names(model_folder, folds, checkpoint)
     prefix = f"{model_folder.parent.name}/{model_folder.name}"
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

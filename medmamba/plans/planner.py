@@ -24,6 +24,7 @@ with the measured saving factors and records what it did in ``extra["memory_redu
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from typing import Any, Callable, Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from medmamba.errors import PlansError
+from medmamba.formats.cascade import foreground_labels
 from medmamba.formats.constants import ANISOTROPY_THRESHOLD, DEFAULT_PLANS_NAME
 from medmamba.formats.label_layout import num_network_outputs
 from medmamba.formats.plans import ConfigurationPlan, NetworkSpec, Plans, ResamplingSettings
@@ -50,6 +52,7 @@ MIN_BATCH_SIZE = 2
 MAX_DATASET_FRACTION_PER_BATCH = 0.05
 LOWRES_TRIGGER = 0.25
 LOWRES_SPACING_GROWTH = 1.03
+CASCADE_CONFIGURATION = "3d_cascade_fullres"  # nnU-Net's name; previous stage 3d_lowres
 DEFAULT_MEMORY_TARGET_GB = 8.0
 # Fewest U-Net stages a planned patch may give: networks/blocks/conv.py refuses n_stages < 2 (a
 # U-Net needs one downsampling), so the shrink loop stops there (then the memory rule may act).
@@ -305,6 +308,7 @@ def plan_experiment(
     configurations: Sequence[str] | None = None,
     fits: Mapping[str, Any] | None = None,
     plans_name: str = DEFAULT_PLANS_NAME,
+    lowres_spacing_factor: float | None = None,
 ) -> Plans:
     """Plans from a fingerprint (see fingerprint.py for its keys) and dataset.json.
 
@@ -313,6 +317,8 @@ def plan_experiment(
         configurations: subset of ``2d``, ``3d_fullres``, ``3d_lowres`` to keep (default: all
             that apply); asking for one that does not apply raises :class:`PlansError`.
         fits: cost fits (default: the packaged memory_fit.json).
+        lowres_spacing_factor: plan ``3d_lowres`` (and the cascade) at this multiple of the 3d_fullres
+            spacing even where nnU-Net's rule would not (3D data only); None: nnU-Net's rule decides.
     """
     if target not in ("cpu", "gpu"):
         raise PlansError(f"target must be 'cpu' or 'gpu', got {target!r}")
@@ -388,12 +394,19 @@ def plan_experiment(
     is_3d = median_t[0] > 1
     if is_3d:
         fullres = make("3d_fullres", spacing_t, median_t, batch_dice=False)
-        lowres = _plan_lowres(fullres, spacing_t, median_t, make)
+        if lowres_spacing_factor is None:
+            lowres = _plan_lowres(fullres, spacing_t, median_t, make)
+        else:
+            lowres = make("3d_lowres", [s * lowres_spacing_factor for s in spacing_t],
+                          [float(max(1, round(m / lowres_spacing_factor))) for m in median_t], batch_dice=False)
+        planned["3d_fullres"] = fullres
         if lowres is not None:
             fullres.batch_dice = True
             planned["3d_lowres"] = lowres
-        planned["3d_fullres"] = fullres
-    order = [c for c in ("2d", "3d_fullres", "3d_lowres") if c in planned]
+            planned[CASCADE_CONFIGURATION] = cascade_configuration(fullres, lowres, labels)
+    elif lowres_spacing_factor is not None:
+        raise PlansError("a lowres spacing factor needs 3D data; this dataset is 2D")
+    order = [c for c in ("2d", "3d_fullres", "3d_lowres", CASCADE_CONFIGURATION) if c in planned]
     if configurations is not None:
         unknown = [c for c in configurations if c not in planned]
         if unknown:
@@ -476,6 +489,21 @@ def _plan_lowres(fullres: ConfigurationPlan, spacing_t: list[float], median_t: l
     return plan
 
 
+def cascade_configuration(fullres: ConfigurationPlan, lowres: ConfigurationPlan,
+                          labels: Mapping[str, Any]) -> ConfigurationPlan:
+    """nnU-Net's ``3d_cascade_fullres``: 3d_fullres (same data, patch, batch) whose network also takes
+    one input channel per foreground label (the low-resolution stage's one-hot segmentation);
+    links the two stages (``previous_stage`` / ``next_stage``)."""
+    cascade = copy.deepcopy(fullres)
+    cascade.name = CASCADE_CONFIGURATION
+    cascade.previous_stage = lowres.name
+    lowres.next_stage = CASCADE_CONFIGURATION
+    kwargs = dict(cascade.network.kwargs)
+    kwargs["in_channels"] = int(kwargs["in_channels"]) + len(foreground_labels(labels))
+    cascade.network = NetworkSpec(cascade.network.name, kwargs)
+    return cascade
+
+
 def add_network_variant(plans: Plans, variant: Plans, network: str) -> list[str]:
     """Add ``variant``'s configurations (planned for another ``network``) to ``plans`` as
     ``<configuration>_<network>``. They reuse the base configuration's preprocessed data when the
@@ -487,7 +515,12 @@ def add_network_variant(plans: Plans, variant: Plans, network: str) -> list[str]
         base = plans.configurations.get(name)
         same_data = base is not None and np.allclose(base.spacing, config.spacing)
         config.name = new_name
+        # cascade links point at the variant's own stages
+        config.previous_stage = None if config.previous_stage is None else f"{config.previous_stage}_{network}"
+        config.next_stage = None if config.next_stage is None else f"{config.next_stage}_{network}"
         config.data_identifier = base.data_identifier if same_data else f"{plans.plans_name}_{new_name}"
+        if config.previous_stage is not None and f"3d_fullres_{network}" in plans.configurations:
+            config.data_identifier = plans.configurations[f"3d_fullres_{network}"].data_identifier
         plans.configurations[new_name] = config
         added.append(new_name)
     return added

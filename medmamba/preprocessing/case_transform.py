@@ -21,6 +21,7 @@ from medmamba.datasets.case_reader import read_case_and_label
 from medmamba.datasets.cropping import crop_to_nonzero
 from medmamba.datasets.orientation import Reorientation, canonical_reorientation
 from medmamba.errors import PlansError
+from medmamba.formats.cascade import foreground_labels
 from medmamba.formats.constants import LIFTED_AXIS_SPACING
 from medmamba.formats.plans import ConfigurationPlan, Plans, plans_from_any
 from medmamba.formats.preprocessed_case import PROPERTIES_FORMAT_VERSION
@@ -30,14 +31,7 @@ from medmamba.preprocessing.resampling import compute_new_shape, resample_data_o
 
 def foreground_label_values(plans: Plans) -> list[int]:
     """Integer foreground label values of the plans' label map (regions contribute their members)."""
-    values: set[int] = set()
-    for name, value in plans.labels.items():
-        if name == "ignore":
-            continue
-        for v in value if isinstance(value, list) else [value]:
-            if int(v) > 0:
-                values.add(int(v))
-    return sorted(values)
+    return foreground_labels(plans.labels)
 
 
 def internal_target_spacing(config: ConfigurationPlan, spacing_internal: Sequence[float]) -> list[float]:

@@ -161,7 +161,10 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     train_ids, val_ids = cases_for_fold(opts.fold, splits, case_ids, splits_file)
 
     recipe = resolve_recipe(opts, config.extra.get("recipe") or {}, plans_file)
-    base_kwargs = {"spatial_dims": config.spatial_dims, "in_channels": plans.num_input_channels,
+    from medmamba.training.cascade_inputs import previous_stage_channels
+
+    base_kwargs = {"spatial_dims": config.spatial_dims,
+                   "in_channels": plans.num_input_channels + previous_stage_channels(plans, config),
                    "num_classes": plans.num_classes, "deep_supervision": recipe.deep_supervision}
     requested = None if opts.network is None else canonical_network_name(opts.network)
     if requested is None or requested == canonical_network_name(config.network_name):

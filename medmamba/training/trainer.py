@@ -123,6 +123,11 @@ class Trainer:
         self.mirror_axes = [int(a) for a in params.mirror_axes] if params.p_mirror > 0.0 else []
         params = dataclasses.replace(params, mirror_axes=tuple(self.mirror_axes))
         augment = AugmentationPipeline(setup.patch_size, params)
+        val_augment = None
+        if config.previous_stage:  # cascade: the previous stage's segmentation becomes input channels
+            from medmamba.training.cascade_inputs import attach_previous_stage
+
+            train_cases, val_cases, augment, val_augment = attach_previous_stage(setup, train_cases, val_cases, augment)
         bs = config.batch_size
         train_sampler = self.variants.build_sampler(list(train_cases.values()), setup.patch_size)
         if ignore is not None:
@@ -131,7 +136,7 @@ class Trainer:
                                         opts.seed, dist_info.rank, dist_info.world_size,
                                         oversample=setup.recipe.oversample)
         # validation patches: no augmentation, their own seed so they do not mirror training patches
-        self.val_source = BatchSource(PatchSampler(list(val_cases.values()), setup.patch_size, ignore), None, bs,
+        self.val_source = BatchSource(PatchSampler(list(val_cases.values()), setup.patch_size, ignore), val_augment, bs,
                                       opts.seed + 1, dist_info.rank, dist_info.world_size)
         self.num_workers = opts.num_workers if opts.num_workers is not None else default_num_workers(device)
 
@@ -370,6 +375,10 @@ def train(opts: TrainOptions) -> TrainingSetup:
         if device.type == "cuda" and dist_info.enabled:
             device = torch.device("cuda", dist_info.local_rank)
         setup = resolve_setup(opts, write_splits=dist_info.is_main)
+        if setup.config.previous_stage:  # before anything is written: a missing fold is a one-line error
+            from medmamba.training.cascade_inputs import require_previous_stage
+
+            require_previous_stage(setup)
         if dist_info.is_main:
             setup.output_folder.mkdir(parents=True, exist_ok=True)
         logger.info("training %s fold %s: %d train / %d val cases, network %s -> %s", setup.configuration,

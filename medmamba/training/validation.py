@@ -35,6 +35,7 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
     from medmamba.inference.array_prediction import predict_preprocessed_case
     from medmamba.inference.export import probabilities_to_label_map
     from medmamba.formats.checkpoint import read_checkpoint
+    from medmamba.training.cascade_inputs import previous_stage_input, write_next_stage_segmentation
     from medmamba.training.checkpoint_store import unwrap
 
     network = unwrap(trainer.network)
@@ -50,9 +51,10 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
     entries, spaces = [], set()
     for case_id in tqdm(setup.val_ids, desc="final validation", leave=False):
         data, seg, props = load_preprocessed_case(setup.data_folder, case_id)
-        probs = predict_preprocessed_case(network, np.array(data), setup.patch_size,
-                                          mirror_axes=trainer.mirror_axes, device=trainer.device,
+        probs = predict_preprocessed_case(network, previous_stage_input(setup, case_id, np.array(data)),
+                                          setup.patch_size, mirror_axes=trainer.mirror_axes, device=trainer.device,
                                           regions=layout.has_regions)
+        write_next_stage_segmentation(setup, case_id, probs)  # 3d_lowres: what the cascade trains on
         reference = _reference_file(setup, case_id)
         entry: dict
         if reference is not None and "geometry" in props:
