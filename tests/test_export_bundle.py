@@ -111,16 +111,3 @@ def test_metadata_verification_rejects_a_missing_key(mixed_model, tmp_path):
     bad.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="channel_def"):
         verify_metadata(meta_file=str(bad), filepath=str(METADATA_SCHEMA))
-
-
-def test_export_bundle_refuses_an_existing_folder(mixed_model, tmp_path, capsys):
-    model, _ = mixed_model
-    target = tmp_path / "bundle"
-    target.mkdir()
-    (target / "keep.txt").write_text("x")
-    assert main(["export_bundle", "-m", str(model), "-o", str(target), "--no-torchscript"]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "exists" in err and str(target) in err
-    assert (target / "keep.txt").read_text() == "x"
-    assert main(["export_bundle", "-m", str(model), "-o", str(model / "bundle"), "--no-torchscript"]) == 1
-    assert "inside the input" in capsys.readouterr().err and not (model / "bundle").exists()
