@@ -71,6 +71,16 @@ def test_export_parity(name, dims, fmt, tmp_path):
         assert "Pad" in {n.op_type for n in graph.node}  # the scan's doubling steps are in the graph
 
 
+def test_onnx_opset_is_20_only_for_volumetric_grid_sample():
+    from medmamba.export.network_export import ONNX_OPSET, onnx_opset
+
+    hrv = {d: build_network("hrvmamba", spatial_dims=d, in_channels=1, num_classes=2, **NARROW["hrvmamba"])
+           for d in (2, 3)}
+    plain = build_network("plain_unet", spatial_dims=3, in_channels=1, num_classes=2, n_stages=2,
+                          features_per_stage=[4, 8])
+    assert (onnx_opset(hrv[3]), onnx_opset(hrv[2]), onnx_opset(plain)) == (20, ONNX_OPSET, ONNX_OPSET)
+
+
 def test_mhsvm_export_scan_parity_tests_the_scan():
     """The graph-friendly scan inside MHS-VM (2D, eager in export mode: what tracing records) matches the
     eager network within the parity limit, and the scan's inputs move the logits far more than that
