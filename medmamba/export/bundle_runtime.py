@@ -50,9 +50,10 @@ class FoldEnsemble(torch.nn.Module):
         return total / len(self.folds)
 
 
-def _spacing_direction(affine_ras: np.ndarray) -> tuple[list[float], list[list[float]]]:
-    """Voxel spacing and LPS direction matrix from a (d+1)² RAS affine (MONAI's MetaTensor ``affine``)."""
-    d = affine_ras.shape[0] - 1
+def _spacing_direction(affine_ras: np.ndarray, ndim: int) -> tuple[list[float], list[list[float]]]:
+    """Voxel spacing and LPS direction matrix of the ``ndim`` spatial axes from a RAS affine (MONAI's
+    MetaTensor ``affine``, 4x4 also for 2D images)."""
+    d = ndim
     lps = np.diag([-1.0, -1.0] + [1.0] * (d - 2)) @ affine_ras[:d, :d] if d >= 2 else affine_ras[:d, :d]
     spacing = np.linalg.norm(lps, axis=0)
     return spacing.tolist(), (lps / spacing).tolist()
@@ -101,7 +102,7 @@ class MedmambaInferer(Inferer):
         out = []
         for b in range(inputs.shape[0]):
             array = inputs[b].detach().cpu().float().numpy()
-            spacing, direction = _spacing_direction(affines[b])
+            spacing, direction = _spacing_direction(affines[b], array.ndim - 1)
             _, probabilities = predictor.predict_array(array, spacing, direction, return_probabilities=True)
             out.append(torch.as_tensor(probabilities))
         probs = torch.stack(out).to(inputs.device)
