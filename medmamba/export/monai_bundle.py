@@ -166,7 +166,8 @@ MONAI {meta['monai_version']}, PyTorch {meta['pytorch_version']}. Intended use: 
 
 ## Run
 
-Needs `pip install medmamba` (and `fire` for MONAI's command line):
+Needs medmamba installed in the same Python environment as MONAI (its `bundle` extra adds `fire`, which
+MONAI's command line needs):
 
     python -m monai.bundle run --config_file configs/inference.json --bundle_root . \\
         --input_dir /path/to/images --output_dir /path/to/predictions
