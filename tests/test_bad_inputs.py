@@ -471,7 +471,20 @@ def _bug_is_reported_as_bug(fx, tmp, mp):  # an unexpected exception: one line s
     return ensemble_args(a, b, tmp / "ens"), "a bug in medmamba", None
 
 
+def _export_bundle_into_users_folder(fx, tmp, mp):
+    (tmp / "bundle").mkdir()
+    (tmp / "bundle" / "mine.txt").write_text("mine\n")
+    return (["export_bundle", "-m", str(fx.model), "-o", str(tmp / "bundle"), "--no-torchscript"], str(tmp / "bundle"),
+            unchanged(tmp / "bundle" / "mine.txt"))
+
+
+def _export_bundle_inside_model_folder(fx, tmp, mp):
+    return (["export_bundle", "-m", str(fx.model), "-o", str(fx.model / "bundle"), "--no-torchscript"],
+            str(fx.model / "bundle"), absent(fx.model / "bundle"))
+
+
 ROWS = [
+    _export_bundle_into_users_folder, _export_bundle_inside_model_folder,
     _evaluate_output_is_reference_label, _evaluate_output_is_a_folder, _evaluate_output_is_reference_folder,
     _evaluate_output_is_a_prediction, _evaluate_output_is_users_file, _evaluate_default_summary_is_users_file,
     _evaluate_label_0, _evaluate_label_negative, _evaluate_label_absent, _evaluate_label_not_a_number,

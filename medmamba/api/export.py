@@ -1,5 +1,5 @@
-"""Models that travel: ``export_model`` / ``install_model`` (one zip per model) and ``export_network``
-(one fold as TorchScript or ONNX, parity-checked)."""
+"""Models that travel: ``export_model`` / ``install_model`` (one zip per model), ``export_network``
+(one fold as TorchScript or ONNX, parity-checked) and ``export_bundle`` (a MONAI bundle)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ from medmamba.api._common import Echo, echo_or_log
 
 if TYPE_CHECKING:
     from medmamba.export.model_package import ExportedModel, InstalledModel
+    from medmamba.export.monai_bundle import ExportedBundle
     from medmamba.export.network_export import ParityCheck
 
 
@@ -81,3 +82,28 @@ def export_network(
     if not case:
         say("real-case check not run (give a case to check on real data)")
     return checks
+
+
+def export_bundle(
+    *,
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    folds: Sequence[int | str] | None = None,
+    checkpoint: str | None = None,
+    version: str = "0.1.0",
+    authors: str = "not stated",
+    copyright: str = "not stated",
+    license: str = "not stated; ask the model's authors",
+    torchscript: bool = True,
+    overwrite: bool = False,
+    echo: Echo | None = None,
+) -> ExportedBundle:
+    """Write ``model`` (folder or zip) as a MONAI bundle folder ``output``: configs/metadata.json,
+    configs/inference.json (MONAI's loader and writer around medmamba's predictor, so the labels are those of
+    ``predict``), models/model.pt (every fold), models/model.ts (when its parity check passes), docs/README.md
+    and LICENSE. Run it with ``python -m monai.bundle run --config_file OUTPUT/configs/inference.json
+    --bundle_root OUTPUT --input_dir IMAGES --output_dir PREDICTIONS``."""
+    from medmamba.export.monai_bundle import export_bundle as _export
+
+    return _export(model, output, folds, checkpoint, version, authors, copyright, license, torchscript, overwrite,
+                   echo_or_log(echo))

@@ -39,6 +39,7 @@ COMMAND_MODULES: list[str] = [
     "export_model",
     "install_model",
     "export",
+    "export_bundle",
     "catalog",
     "info",
 ]

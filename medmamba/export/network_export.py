@@ -26,6 +26,9 @@ PARITY_TOLERANCE = 1e-4
 # Opset 17 (ONNX 1.12, 2022) has every operator the networks use (LayerNormalization, Einsum);
 # onnxruntime releases since 1.12 run it.
 ONNX_OPSET = 17
+# GridSample on volumes (5D input; the 3D deformable convolution) is in ONNX only from opset 20
+# (ONNX 1.15, onnxruntime 1.17); networks that need it are exported at opset 20.
+ONNX_OPSET_VOLUMETRIC_GRID_SAMPLE = 20
 SUFFIXES = {".pt": "torchscript", ".ts": "torchscript", ".onnx": "onnx"}
 
 
@@ -104,6 +107,14 @@ def _onnx_movedim_fix(opset: int) -> Iterator[None]:
         unregister_custom_op_symbolic("aten::movedim", opset)
 
 
+def onnx_opset(module: torch.nn.Module) -> int:
+    """The opset a network is exported at: :data:`ONNX_OPSET`, or 20 when it samples volumes with GridSample."""
+    from medmamba.networks.blocks.deformable import DeformableConv
+
+    volumetric = any(isinstance(m, DeformableConv) and m.spatial_dims == 3 for m in module.modules())
+    return ONNX_OPSET_VOLUMETRIC_GRID_SAMPLE if volumetric else ONNX_OPSET
+
+
 def _trace(module: LogitsOnly, example: torch.Tensor, fmt: str, target: Path) -> None:
     import warnings
 
@@ -115,10 +126,11 @@ def _trace(module: LogitsOnly, example: torch.Tensor, fmt: str, target: Path) ->
         if fmt == "torchscript":
             torch.jit.trace(module, example, check_trace=False).save(str(target))
             return
-        with _onnx_movedim_fix(ONNX_OPSET):
+        opset = onnx_opset(module)
+        with _onnx_movedim_fix(opset):
             torch.onnx.export(module, (example,), str(target), input_names=["image"], output_names=["logits"],
                               dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                              opset_version=ONNX_OPSET, dynamo=False)
+                              opset_version=opset, dynamo=False)
 
 
 class ExportedNetwork:
