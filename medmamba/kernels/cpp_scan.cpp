@@ -25,6 +25,9 @@
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -257,6 +260,28 @@ void forward_impl(const Inputs<T>& in, const Shape& s, T* y, T* states, bool sav
   });
 }
 
+// Sum of the W lanes as a pairwise tree. (A reduction clause without -ffast-math compiled to 16
+// dependent scalar adds per sum, two sums per state per step: more than half of the adjoint
+// loop's instructions; GCC also scalarises a plain-C tree, hence the AVX version for fp32.)
+template <typename T>
+inline T lane_sum(const T* v) {
+  static_assert(W == 16, "lane_sum is written for 16 lanes");
+  T h[8];
+  for (int w = 0; w < 8; ++w) h[w] = v[w] + v[w + 8];
+  return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+}
+
+#if defined(__AVX__)
+template <>
+inline float lane_sum<float>(const float* v) {  // v is 32-byte aligned
+  const __m256 a = _mm256_add_ps(_mm256_load_ps(v), _mm256_load_ps(v + 8));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+#endif
+
 template <typename T>
 void backward_impl(const Inputs<T>& in, const Shape& s, const T* gout, const T* states, T* du_out,
                    T* ddelta, T* dB_part, T* dC_part, T* dA_part, T* dD_part, T* dbias_part) {
@@ -267,7 +292,7 @@ void backward_impl(const Inputs<T>& in, const Shape& s, const T* gout, const T* 
     // per chunk: states after each step (slot 0 = the chunk's start state) and decays
     std::vector<T> hs_buf((s.T + 1) * NW), as_buf(s.T * NW), dv_buf(s.T * W), sig_buf(s.T * W), uu_buf(s.T * W);
     alignas(64) T gc[MAX_N * W], dA_acc[MAX_N * W];
-    alignas(64) T gy[W], gB[W], ddl[W], dD_acc[W], db_acc[W];
+    alignas(64) T gy[W], gB[W], ddl[W], dD_acc[W], db_acc[W], dvu[W], pc[W], pb[W];
     T *hs = hs_buf.data(), *as = as_buf.data();
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / s.n_blocks, blk = task % s.n_blocks, c0 = blk * W;
@@ -320,7 +345,9 @@ void backward_impl(const Inputs<T>& in, const Shape& s, const T* gout, const T* 
             }
             const T *dv = dv_buf.data() + i * W, *uu = uu_buf.data() + i * W, *sg = sig_buf.data() + i * W;
             const T* gp = gout + (b * s.L + p) * s.C + c0;
-            for (int w = 0; w < W; ++w) { gy[w] = w < nw ? gp[w] : T(0); gB[w] = T(0); ddl[w] = T(0); }
+            for (int w = 0; w < W; ++w) {
+              gy[w] = w < nw ? gp[w] : T(0); gB[w] = T(0); ddl[w] = T(0); dvu[w] = dv[w] * uu[w];
+            }
             const T* Bp = in.B + b * in.sb0 + k * in.sb1 + p * in.sb2;
             const T* Cp = in.C + b * in.sc0 + k * in.sc1 + p * in.sc2;
             const T* hprev = hs + i * NW;
@@ -331,20 +358,19 @@ void backward_impl(const Inputs<T>& in, const Shape& s, const T* gout, const T* 
               const T* An = rc.A + n * W;
               T* gcn = gc + n * W;
               T* dAn = dA_acc + n * W;
-              T dc = T(0), db = T(0);
-#pragma omp simd reduction(+ : dc, db)
+#pragma GCC ivdep
               for (int w = 0; w < W; ++w) {
                 const T g = gcn[w] + cn * gy[w];
-                dc += gy[w] * hcur[n * W + w];
-                db += g * dv[w] * uu[w];
+                pc[w] = gy[w] * hcur[n * W + w];
+                pb[w] = g * dvu[w];
                 const T x = g * hprev[n * W + w] * ai[n * W + w];
                 ddl[w] += x * An[w];
                 dAn[w] += x * dv[w];
                 gB[w] += g * bn;
                 gcn[w] = ai[n * W + w] * g;
               }
-              dCk[p * s.N + n] = dc;
-              dBk[p * s.N + n] = db;
+              dCk[p * s.N + n] = lane_sum(pc);
+              dBk[p * s.N + n] = lane_sum(pb);
             }
             T* dup = du_out + (b * s.L + p) * s.C + c0;
             T* ddp = ddelta + ((b * s.K + k) * s.L + p) * s.C + c0;
