@@ -30,6 +30,7 @@ within that process. ``--scan-backend`` fixes the scan backend (default: auto):
 
     python benchmarks/networks.py --twins --repeats 3 --scan-backend torch --tag torch   # before
     python benchmarks/networks.py --twins --repeats 3                                    # after
+    python benchmarks/networks.py --twins --repeats 3 --jobs 2 --tag cpp_20261129       # 2 processes at once
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -232,32 +234,41 @@ def run_twins(args) -> int:
             "method": ("1 torch thread per process; per (network, dims) one process builds the network, its "
                        "gated-CNN twin and plain_unet, warms each up once, then times them interleaved "
                        f"({args.repeats} rounds of net/twin/plain_unet, train step then predict); medians; "
-                       "the machine is shared with other jobs, so compare the ratios"),
+                       f"{args.jobs} such process(es) at a time; the machine is shared with other jobs "
+                       "(see the load averages), so compare the ratios, not the seconds"),
             "train_step": "AdamW step on cross-entropy of the full-resolution output, batch "
                           f"{args.batch}, float32", "predict": "eval-mode forward under no_grad",
             "scan_backend_requested": args.scan_backend, "total_s": time.perf_counter() - start,
+            "parallel_jobs": args.jobs, "load_average_now": list(os.getloadavg()),
             "results": results,
         }
 
     load_at_start = list(os.getloadavg())
-    for dims in args.dims:
-        for name in names:
-            spec = json.dumps({"name": name, "dims": dims, "batch": args.batch, "repeats": args.repeats})
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--twins-child", spec], capture_output=True,
-                                  text=True, env=env, timeout=args.timeout)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            record = {"network": name, "dims": dims, "size": list(TWIN_SIZES[dims]), "batch": args.batch}
-            if proc.returncode != 0 or not lines:
-                record.update(status="error", reason=(proc.stderr.strip().splitlines() or ["no output"])[-1][:300])
-                print(f"{name:12s} {dims}D error: {record['reason']}", flush=True)
-            else:
-                record.update(status="ok", **json.loads(lines[-1]), wall_s=time.perf_counter() - t0)
-                print(f"{name:12s} {dims}D train {record['network_train_s']:6.2f}s  /twin {record['train_vs_twin']:5.2f}"
-                      f"  /plain_unet {record['train_vs_plain_unet']:5.2f}   predict {record['network_predict_s']:6.2f}s"
-                      f"  /twin {record['predict_vs_twin']:5.2f}  /plain_unet {record['predict_vs_plain_unet']:5.2f}"
-                      f"  [{record['scan_backend']}]", flush=True)
-            results.append(record)
+
+    def run_one(dims: int, name: str) -> dict:
+        spec = json.dumps({"name": name, "dims": dims, "batch": args.batch, "repeats": args.repeats})
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--twins-child", spec], capture_output=True,
+                              text=True, env=env, timeout=args.timeout)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        record = {"network": name, "dims": dims, "size": list(TWIN_SIZES[dims]), "batch": args.batch}
+        if proc.returncode != 0 or not lines:
+            record.update(status="error", reason=(proc.stderr.strip().splitlines() or ["no output"])[-1][:300])
+            print(f"{name:12s} {dims}D error: {record['reason']}", flush=True)
+        else:
+            record.update(status="ok", **json.loads(lines[-1]), wall_s=time.perf_counter() - t0)
+            print(f"{name:12s} {dims}D train {record['network_train_s']:6.2f}s  /twin {record['train_vs_twin']:5.2f}"
+                  f"  /plain_unet {record['train_vs_plain_unet']:5.2f}   predict {record['network_predict_s']:6.2f}s"
+                  f"  /twin {record['predict_vs_twin']:5.2f}  /plain_unet {record['predict_vs_plain_unet']:5.2f}"
+                  f"  [{record['scan_backend']}]", flush=True)
+        return record
+
+    # --jobs > 1 runs that many (network, dims) processes at once, each on one thread; ratios are
+    # still taken only within one process (its three models interleaved)
+    points = [(dims, name) for dims in args.dims for name in names]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(run_one, dims, name) for dims, name in points]:
+            results.append(future.result())
             atomic_write_json(out, payload())   # after every point: a stopped run keeps what it measured
     final = payload()
     atomic_write_json(out, final)
@@ -356,9 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scan-backend", default="auto", choices=["auto", "torch", "cpp"],
                         help="--twins: scan backend for the Mamba networks")
     parser.add_argument("--tag", default="", help="--twins: suffix of the output file names")
+    parser.add_argument("--jobs", type=int, default=1, help="--twins: (network, dims) processes run at once")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.batch < 1 or args.timeout <= 0:
-        parser.error("--repeats and --batch must be >= 1 and --timeout > 0")
+    if args.repeats < 1 or args.batch < 1 or args.timeout <= 0 or args.jobs < 1:
+        parser.error("--repeats, --batch and --jobs must be >= 1 and --timeout > 0")
     if args.twins_child:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         spec = json.loads(args.twins_child)

@@ -116,6 +116,20 @@ def test_cpp_bf16_large_delta_stays_finite():
     assert torch.isfinite(out).all() and all(torch.isfinite(x.grad).all() for x in leaves)
 
 
+def test_cpp_fp32_extreme_steps_match_reference():
+    """Steps whose decay underflows (δ·A far below -126 in log2), whose softplus saturates or whose
+    sigmoid is ~0 or ~1: the fp32 exp2 limits its exponent range, and the results still follow
+    the reference, forward and every gradient."""
+    routes = build_routes("cross2d", (4, 9))
+    xs = make_inputs(1, 4, 36, 18, 5)
+    g = torch.Generator().manual_seed(5)
+    pick = torch.randint(0, 4, xs[1].shape, generator=g)
+    xs[1] = torch.where(pick == 0, torch.full_like(xs[1], -1e10), xs[1])
+    xs[1] = torch.where(pick == 1, torch.full_like(xs[1], 150.0), xs[1])
+    xs[1] = torch.where(pick == 2, torch.full_like(xs[1], 1e7), xs[1])
+    _compare(xs, routes, "cpp", "reference", 1e-4, 1e-3)
+
+
 def test_cpp_noncontiguous_inputs():
     """u transposed in memory and B/C sliced out of one wider projection, as the blocks pass them."""
     routes = build_routes("cross2d", (5, 9))

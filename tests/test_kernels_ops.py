@@ -159,6 +159,16 @@ def test_errors_are_one_line_kernel_errors():
         assert "\n" not in str(info.value)
 
 
+def test_route_values_checked_once_and_again_after_an_in_place_change():
+    routes = build_routes("cross2d", (3, 4))
+    xs = make_inputs(1, 4, 12, 3, 2)
+    multi_route_scan(*xs, routes=routes, backend="torch")   # valid: remembered
+    multi_route_scan(*xs, routes=routes, backend="torch")
+    routes[1, 3] = 12                                          # in place: version counter moves on
+    with pytest.raises(KernelError, match="outside"):
+        multi_route_scan(*xs, routes=routes, backend="torch")
+
+
 def test_torch_compile_traces_without_graph_break():
     routes = build_routes("cross2d", (3, 4))
     xs = make_inputs(1, 4, 12, 3, 2)

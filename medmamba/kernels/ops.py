@@ -173,9 +173,24 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, routes) -> None:
     if length == 0 or K == 0:
         raise KernelError(f"multi_route_scan: empty scan (L={length}, K={K})")
     # value check only where it is cheap and not traced (data-dependent under torch.compile)
-    if (routes.device.type == "cpu" and not torch.compiler.is_compiling()
-            and (int(routes.min()) < 0 or int(routes.max()) >= length)):
+    if routes.device.type == "cpu" and not torch.compiler.is_compiling():
+        _check_route_values(routes, length)
+
+
+_CHECKED = "_medmamba_routes_checked"
+
+
+def _check_route_values(routes: torch.Tensor, length: int) -> None:
+    """Indices in [0, length), checked once per routes tensor (a network passes the same cached
+    tensor every call): the tensor remembers the length and version counter it passed with, so an
+    in-place change is checked again. Inference tensors have no version counter: checked every call."""
+    mark = None if routes.is_inference() else (length, routes._version)
+    if mark is not None and getattr(routes, _CHECKED, None) == mark:
+        return
+    if int(routes.min()) < 0 or int(routes.max()) >= length:
         raise KernelError(f"multi_route_scan: routes hold indices outside [0, {length})")
+    if mark is not None:
+        setattr(routes, _CHECKED, mark)
 
 
 # ----------------------------------------------------------------------------- custom op

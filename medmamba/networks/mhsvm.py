@@ -27,7 +27,7 @@ from medmamba.errors import NetworkError
 from medmamba.kernels.ops import multi_route_scan
 from medmamba.kernels.routes import build_routes
 from medmamba.networks.blocks.conv import conv_class
-from medmamba.networks.blocks.ssm import a_log_init, build_mixer, init_dt_bias
+from medmamba.networks.blocks.ssm import a_log_init, build_mixer, init_dt_bias, route_projections
 from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
 from medmamba.networks.vmunet import VMUNet
 
@@ -97,25 +97,28 @@ class MultiHeadScanMixer(nn.Module):
         self.out_norm = nn.LayerNorm(d_model)
         self._route_cache: dict[tuple, torch.Tensor] = {}
 
-    def _routes(self, spatial: Sequence[int], device: torch.device) -> torch.Tensor:
+    def _routes(self, spatial: Sequence[int], device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The 16 ``mhs`` routes on ``spatial`` as (1, L) rows, cached per shape/device (the scan
+        checks a route's indices once, not per call)."""
         key = (tuple(spatial), str(device))
         if key not in self._route_cache:
-            self._route_cache[key] = build_routes("mhs", spatial, device=device)  # (16, L)
+            routes = build_routes("mhs", spatial, device=device)  # (16, L)
+            self._route_cache[key] = tuple(routes[i:i + 1] for i in range(routes.shape[0]))
         return self._route_cache[key]
 
-    def _head(self, h: int, u: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
+    def _head(self, h: int, u: torch.Tensor, routes: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Head h on raster tokens u (B, L, S): 4 single-route scans fused by SRA → (B, L, S)."""
-        x_dbl = torch.einsum("bld,kcd->bklc", u, self.x_proj_weight[h])
-        dt, b_ssm, c_ssm = torch.split(x_dbl, [self.rank, self.d_state, self.d_state], dim=-1)
-        delta = torch.einsum("bklr,kdr->bkld", dt, self.dt_projs_weight[h])
+        delta, b_ssm, c_ssm = route_projections(u, self.x_proj_weight[h], self.dt_projs_weight[h])
         a = -torch.exp(self.A_logs[h].float())
+        # unbind, not per-route slices: its backward stacks the route gradients once instead of
+        # zero-filling a full-size tensor per slice
         ys = []
-        for k in range(ROUTES_PER_HEAD):  # separate scans: SRA needs each route's output
+        for k, (d_k, b_k, c_k, a_k, D_k, bias_k) in enumerate(zip(
+                delta.unbind(1), b_ssm.unbind(1), c_ssm.unbind(1), a.unbind(0), self.Ds[h].unbind(0),
+                self.dt_projs_bias[h].unbind(0))):  # separate scans: SRA needs each route's output
             ys.append(multi_route_scan(
-                u, delta[:, k:k + 1].contiguous(), a[k:k + 1], b_ssm[:, k:k + 1].contiguous(),
-                c_ssm[:, k:k + 1].contiguous(), D=self.Ds[h, k:k + 1], z=None,
-                delta_bias=self.dt_projs_bias[h, k:k + 1],
-                routes=routes[ROUTES_PER_HEAD * h + k:ROUTES_PER_HEAD * h + k + 1],
+                u, d_k[:, None], a_k[None], b_k[:, None], c_k[:, None], D=D_k[None], z=None,
+                delta_bias=bias_k[None], routes=routes[ROUTES_PER_HEAD * h + k],
                 delta_softplus=True, backend=self.backend))
         return scan_route_attention(torch.stack(ys), self.threshold)
 
