@@ -195,3 +195,26 @@ def test_pseudo_dice_counts_annotated_voxels_only():
                           num_classes=3, ignore_label=IGNORE)
     _, tp, fp, fn = step(torch.zeros(1, 1, 4, 4, 4), seg)
     assert tp.tolist() == [16, 0] and fp.tolist() == [0, 0] and fn.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_region_loss_is_blind_to_ignore_voxels_too(batch_dice):
+    """Regions and the ignore label together (nnU-Net allows both): the Dice + BCE region loss sees
+    no ignore voxel at any level."""
+    regions = [(1, 2), (2,)]
+    target, outputs = _target_and_outputs(seed=2)
+    outputs = [o[:, :len(regions)] for o in outputs]  # one sigmoid output per region
+    loss_fn = resolve_variants(None).build_loss(batch_dice, False, regions=regions, ignore_label=IGNORE)
+    loss, grads = _loss_and_grads(loss_fn, outputs, target)
+    changed = []
+    for i, out in enumerate(outputs):
+        ignored = (downsample_target(target, out.shape[2:]) == IGNORE).expand_as(out)
+        changed.append(torch.where(ignored, 50 * torch.randn(out.shape, generator=torch.Generator().manual_seed(i)),
+                                   out))
+        assert torch.count_nonzero(grads[i][ignored]) == 0
+        assert i == len(outputs) - 1 or torch.count_nonzero(grads[i][~ignored]) > 0
+    loss2, _ = _loss_and_grads(loss_fn, changed, target)
+    assert torch.allclose(loss, loss2, rtol=0, atol=1e-6)
+    unmasked = resolve_variants(None).build_loss(batch_dice, False, regions=regions)
+    clean = torch.where(target == IGNORE, 0, target)
+    assert not torch.allclose(unmasked(outputs, clean), unmasked(changed, clean), atol=1e-3)
