@@ -196,12 +196,16 @@ def test_evaluate_cli_labels_and_regions_from_dataset_json(tmp_path, capsys):
     summary = load_summary(pred_dir / "summary.json")
     assert summary["labels"] == ["(1, 2)", "2"]
     assert summary["mean"]["(1, 2)"]["Dice"] == 1.0 and summary["mean"]["2"]["Dice"] == 0.0
-    assert main(base) == 0
+    assert main(base) == 0  # a region-based dataset.json is scored by regions by default
+    assert load_summary(pred_dir / "summary.json")["labels"] == ["(1, 2)", "2"]
+    assert main(base + ["--single-labels"]) == 0
     summary = load_summary(pred_dir / "summary.json")
     assert summary["labels"] == ["1", "2"]
     assert summary["mean"]["1"]["Dice"] == pytest.approx(2 * 4 / (4 + 8))
     assert main(["evaluate", "-r", str(ref_dir), "-p", str(pred_dir), "--regions"]) == 1
     assert "--regions needs -d" in capsys.readouterr().err
+    assert main(["evaluate", "-r", str(ref_dir), "-p", str(pred_dir), "--single-labels"]) == 1
+    assert "--single-labels needs -d" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecated internal argument

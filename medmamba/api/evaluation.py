@@ -26,7 +26,7 @@ def evaluate(
     prediction_folder: str | os.PathLike,
     dataset: int | str | None = None,
     labels: Sequence[int | tuple[int, ...]] | None = None,
-    regions: bool = False,
+    regions: bool | None = None,
     nsd_tolerance_mm: float | None = None,
     output_file: str | os.PathLike | None = None,
     allow_missing: bool = False,
@@ -39,8 +39,10 @@ def evaluate(
 
     Args:
         reference_folder, prediction_folder: label maps, matched by file name.
-        dataset: take the labels (and the ignore label) from this raw dataset's dataset.json;
-            with ``regions`` its list-valued labels are evaluated as regions. Not together with ``labels``.
+        dataset: take the labels (and the ignore label) from this raw dataset's dataset.json. Not
+            together with ``labels``.
+        regions: with ``dataset``, score its list-valued labels as regions (True) or every label value
+            on its own (False); None: regions exactly when dataset.json is region-based (nnU-Net's rule).
         labels: label values, or regions as tuples of values (None and no dataset: every non-zero value present).
         nsd_tolerance_mm: surface Dice tolerance in mm (None: 1.0).
         output_file: where summary.json goes (None: ``<prediction_folder>/summary.json``); never one of the
@@ -68,13 +70,18 @@ def evaluate(
     ignore_label = None
     if dataset is not None and labels is not None:
         raise ConfigurationError("give the labels either from a dataset (-d) or as a list (-l), not both")
-    if regions and dataset is None:
-        raise ConfigurationError("--regions needs -d (regions come from dataset.json); with -l write regions as 1,2,3")
+    if regions is not None and dataset is None:
+        raise ConfigurationError(f"--{'regions' if regions else 'single-labels'} needs -d (labels come from "
+                                 "dataset.json); with -l write regions as 1,2,3")
     if dataset is not None:
         from medmamba.datasets.raw_dataset import load_dataset_json, resolve_dataset_folder
         from medmamba.paths import raw_root
 
         dataset_json = load_dataset_json(resolve_dataset_folder(dataset, raw_root(raw)))
+        if regions is None:
+            from medmamba.formats.label_layout import is_region_based
+
+            regions = is_region_based(dataset_json.get("labels", {}))
         labels = labels_from_dataset_json(dataset_json, regions=regions)
         ignore_label = ignore_label_from_dataset_json(dataset_json)
     tolerance = DEFAULT_NSD_TOLERANCE_MM if nsd_tolerance_mm is None else nsd_tolerance_mm

@@ -24,8 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-d", "--dataset", help="dataset id or name: labels come from its dataset.json")
     group.add_argument("-l", "--labels", nargs="+",
                        help="labels to evaluate, e.g. `-l 1 2`; a region is comma-separated, e.g. `-l 1,2,3 2,3`")
-    parser.add_argument("--regions", action="store_true",
-                        help="with -d: evaluate the dataset's regions (list-valued labels) instead of single labels")
+    scoring = parser.add_mutually_exclusive_group()
+    scoring.add_argument("--regions", action="store_true", default=None,
+                         help="with -d: evaluate the dataset's regions (list-valued labels); the default when "
+                              "dataset.json is region-based, as in nnU-Net")
+    scoring.add_argument("--single-labels", dest="regions", action="store_false",
+                         help="with -d: evaluate each label value on its own, even for a region-based dataset")
     parser.add_argument("--nsd-tolerance", type=numeric(R.NSD_TOLERANCE_MM), default=None, metavar="MM",
                         help="surface Dice tolerance in mm (default 1.0)")
     parser.add_argument("-o", "--output", help="summary file (default PRED_DIR/summary.json); never inside the "
