@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             export_seconds[engine] = round(time.perf_counter() - start, 2)
             parity[engine] = max(c.max_abs_diff for c in checks)
             engines[engine] = ExportedNetwork(Path(tmp) / f"net{suffix}", fmt, threads=1)
-            print(f"exported {engine} in {export_seconds[engine]} s, max |eager - exported| logits {parity[engine]:.2e}",
-                  flush=True)
+            print(f"exported {engine} in {export_seconds[engine]} s, "
+                  f"max |eager - exported| logits {parity[engine]:.2e}", flush=True)
 
         def run(engine):
             return predict_preprocessed_case([engines[engine]], data, patch, None, step=0.5, use_gaussian=True,
