@@ -208,6 +208,15 @@ def measure_twins(name: str, dims: int, batch: int, repeats: int) -> dict:
             "twin_train_vs_plain_unet": med["twin_train_s"] / med["plain_unet_train_s"]}
 
 
+def _cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (platform.processor() is empty on many Linux systems)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def run_twins(args) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import torch
@@ -229,8 +238,8 @@ def run_twins(args) -> int:
         return {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                        "torch": torch.__version__, "load_average_at_start": load_at_start},
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or _cpu_model(),
+                        "cpus": os.cpu_count(), "torch": torch.__version__, "load_average_at_start": load_at_start},
             "method": ("1 torch thread per process; per (network, dims) one process builds the network, its "
                        "gated-CNN twin and plain_unet, warms each up once, then times them interleaved "
                        f"({args.repeats} rounds of net/twin/plain_unet, train step then predict); medians; "

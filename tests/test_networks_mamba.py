@@ -14,7 +14,7 @@ from medmamba.networks.blocks.deformable import DeformableConv
 from medmamba.networks.blocks.gated_cnn import GatedCNNMixer
 from medmamba.networks.blocks.patches import PatchEmbed, PatchExpand, PatchMerging, pixel_shuffle_last
 from medmamba.networks.blocks.residual import DropPath
-from medmamba.networks.blocks.ssm import MambaMixer, MultiRouteSSM, VSSBlock
+from medmamba.networks.blocks.ssm import MambaMixer, MultiRouteSSM, VSSBlock, route_projections
 from medmamba.networks.mhsvm import scan_route_attention
 
 MY_NETWORKS = ("vmunet", "mhsvm", "hrvmamba")
@@ -322,3 +322,25 @@ def test_scan_route_attention():
     std = ys[:, 1].std()
     cv = std / ((ys[:, 1] - 0).mean() + 1e-5)
     torch.testing.assert_close(out[1], ys[:, 1].sum() * (cv - 0.5))
+
+
+def test_route_projections_match_per_route_einsums_forward_and_gradients():
+    """The two-GEMM (block-diagonal dt) route projections equal VMamba's per-route einsums
+    (x_proj → dt, B, C; dt_proj → delta), values and every gradient, fp64."""
+    g = torch.Generator().manual_seed(0)
+    K, R, N, D = 3, 2, 4, 10
+    u = torch.randn(2, 7, D, generator=g, dtype=torch.float64, requires_grad=True)
+    wx = torch.randn(K, R + 2 * N, D, generator=g, dtype=torch.float64, requires_grad=True)
+    wdt = torch.randn(K, D, R, generator=g, dtype=torch.float64, requires_grad=True)
+    got = route_projections(u, wx, wdt)
+    x_dbl = torch.einsum("bld,kcd->bklc", u, wx)
+    dt, b_ssm, c_ssm = torch.split(x_dbl, [R, N, N], dim=-1)
+    want = (torch.einsum("bklr,kdr->bkld", dt, wdt), b_ssm, c_ssm)
+    weights = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in want]
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and a.stride(-1) == 1
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    grads_got = torch.autograd.grad(sum((a * w).sum() for a, w in zip(got, weights)), (u, wx, wdt))
+    grads_want = torch.autograd.grad(sum((b * w).sum() for b, w in zip(want, weights)), (u, wx, wdt))
+    for a, b in zip(grads_got, grads_want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
