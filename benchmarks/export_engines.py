@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,21 +30,16 @@ ENGINES = ("eager", "torchscript", "onnxruntime")
 
 
 def machine_info() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
-        info["cpu_model"] = names[0] if names else platform.processor()
-    except OSError:
-        info["cpu_model"] = platform.processor()
+    """The benchmarks' machine description (pipeline.py), plus the onnxruntime version."""
+    from pipeline import machine_info as describe
+
+    info = describe()
     try:
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
     except ImportError:
         pass
-    info["load_average_at_start"] = list(os.getloadavg())
     return info
 
 
