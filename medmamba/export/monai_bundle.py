@@ -19,6 +19,7 @@ import torch
 
 from medmamba import __version__
 from medmamba.atomic import atomic_write_json, atomic_write_text
+from medmamba.formats.label_layout import LabelLayout
 from medmamba.errors import ConfigurationError, NetworkError
 from medmamba.formats.monai_bundle import BUNDLE_FORMAT_VERSION, MEDMAMBA_DIR, MONAI_METADATA_SCHEMA_URL
 
@@ -37,15 +38,15 @@ class ExportedBundle:
     parity: list[Any]
 
 
-def _channel_defs(plans, layout: dict[str, Any]) -> dict[str, str]:
-    if layout.get("regions"):
-        names = [k for k, v in plans.labels.items() if isinstance(v, list)]
-        return {str(i): n for i, n in enumerate(names)}
+def _channel_defs(plans, layout: LabelLayout) -> dict[str, str]:
+    """Output channel -> name: the region names (region mode), else the label names by value."""
+    if layout.has_regions:
+        return {str(i): n for i, n in enumerate(layout.region_names)}
     by_value = {int(v): k for k, v in plans.labels.items() if k != "ignore" and not isinstance(v, list)}
-    return {str(i): by_value[v] for i, v in enumerate(layout["label_values"])}
+    return {str(i): by_value[v] for i, v in enumerate(layout.label_values)}
 
 
-def metadata(plans, configuration: str, dataset_json: dict[str, Any], layout: dict[str, Any], network_name: str,
+def metadata(plans, configuration: str, dataset_json: dict[str, Any], layout: LabelLayout, network_name: str,
              folds: list[str], version: str, authors: str, copyright: str, license: str) -> dict[str, Any]:
     """``configs/metadata.json``: every key the MONAI Bundle Specification makes mandatory, plus name,
     license, intended use and the medmamba provenance."""
@@ -91,7 +92,7 @@ def metadata(plans, configuration: str, dataset_json: dict[str, Any], layout: di
                 "num_channels": len(channels), "spatial_shape": [int(s) for s in config.patch_size],
                 "dtype": "float32", "value_range": [], "is_patch_data": True, "channel_def": channels}},
             "outputs": {"pred": {
-                "type": "image", "format": "classes" if layout.get("regions") else "labels", "modality": "n/a",
+                "type": "image", "format": "classes" if layout.has_regions else "labels", "modality": "n/a",
                 "num_channels": len(labels_out), "spatial_shape": [int(s) for s in config.patch_size],
                 "dtype": "float32", "value_range": [0, 1], "is_patch_data": True, "channel_def": labels_out}},
         },
@@ -249,13 +250,13 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
     plans = plans_from_any(first["plans"])
     configuration = first["configuration"]
     layout = label_layout(plans.labels, first["dataset_json"])
-    ensemble = FoldEnsemble(first["network_name"], first["network_kwargs"], len(ckpts), bool(layout.get("regions")))
+    ensemble = FoldEnsemble(first["network_name"], first["network_kwargs"], len(ckpts), layout.has_regions)
     for net, ckpt in zip(ensemble.folds, ckpts):
         net.load_state_dict(ckpt["state_dict"])
     ensemble.eval()
     config = plans.configuration(configuration)
     n_channels = plans.num_input_channels
-    max_label = max(layout.get("label_values") or layout.get("regions_class_order") or [1])
+    max_label = max(layout.regions_class_order if layout.has_regions else layout.label_values or (1,))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -291,7 +292,7 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
                         authors, copyright, license)
         atomic_write_json(staging / "configs" / "metadata.json", meta)
         atomic_write_json(staging / "configs" / "inference.json", inference_config(
-            first["network_name"], first["network_kwargs"], len(ckpts), bool(layout.get("regions")), n_channels,
+            first["network_name"], first["network_kwargs"], len(ckpts), layout.has_regions, n_channels,
             plans.file_ending, max_label))
         atomic_write_text(staging / "docs" / "README.md", _readme(meta, ts_note, n_channels))
         atomic_write_text(staging / "LICENSE", _license(license, copyright))
