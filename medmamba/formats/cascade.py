@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -23,18 +23,6 @@ from medmamba.atomic import atomic_write_with
 from medmamba.errors import FileFormatError
 
 NEXT_STAGE_FOLDER = "predicted_next_stage"
-
-
-def foreground_labels(labels: Mapping[str, Any]) -> list[int]:
-    """Integer foreground values of a dataset.json label map (region lists contribute their members;
-    background and ``ignore`` excluded). A cascade stage gets one extra input channel per value: the
-    previous stage's segmentation one-hot encoded (nnU-Net's ``foreground_labels``)."""
-    values: set[int] = set()
-    for name, value in labels.items():
-        if name == "ignore":
-            continue
-        values.update(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if int(v) > 0)
-    return sorted(values)
 
 
 def one_hot_foreground(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:

@@ -54,6 +54,13 @@ def all_label_values(labels: Mapping[str, Any]) -> list[int]:
     return sorted({m for k, v in labels.items() if k != IGNORE_KEY for m in _members(v)})
 
 
+def foreground_labels(labels: Mapping[str, Any]) -> list[int]:
+    """Every non-zero label value a label file may hold (region members included, ``ignore`` not): the
+    foreground the patch sampler oversamples, and the cascade's one input channel per value
+    (nnU-Net's ``foreground_labels``)."""
+    return [v for v in all_label_values(labels) if v > 0]
+
+
 def num_network_outputs(labels: Mapping[str, Any]) -> int:
     """Output channels of the network: one per foreground region (region mode), else one per
     label value including background."""
@@ -123,8 +130,6 @@ class LabelLayout:
     def foreground_values(self) -> list[int]:
         """Every non-zero label value a label file may hold (region members included): the foreground
         the patch sampler oversamples (in region mode the union of the regions)."""
-        if self.has_regions:
-            return sorted({m for r in self.regions for m in r if m > 0})
         return [v for v in self.label_values if v > 0]
 
     @property

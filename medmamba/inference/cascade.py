@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from medmamba.errors import CheckpointError, ConfigurationError
-from medmamba.formats.cascade import foreground_labels, one_hot_foreground
+from medmamba.formats.cascade import one_hot_foreground
+from medmamba.formats.label_layout import foreground_labels
 from medmamba.inference.export import label_layout, probabilities_to_label_map
 from medmamba.inference.predictor import Predictor
 

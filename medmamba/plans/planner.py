@@ -32,9 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from medmamba.errors import PlansError
-from medmamba.formats.cascade import foreground_labels
 from medmamba.formats.constants import ANISOTROPY_THRESHOLD, DEFAULT_PLANS_NAME
-from medmamba.formats.label_layout import num_network_outputs
+from medmamba.formats.label_layout import foreground_labels, num_network_outputs
 from medmamba.formats.plans import ConfigurationPlan, NetworkSpec, Plans, ResamplingSettings
 from medmamba.networks.registry import NetworkCapabilities, get_capabilities
 from medmamba.plans.memory_model import CostModel, cost_model, load_fits

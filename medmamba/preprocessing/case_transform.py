@@ -21,18 +21,13 @@ from medmamba.datasets.case_reader import read_case_and_label
 from medmamba.datasets.cropping import crop_to_nonzero
 from medmamba.datasets.orientation import Reorientation, canonical_reorientation
 from medmamba.errors import PlansError
-from medmamba.formats.cascade import foreground_labels
+from medmamba.formats.label_layout import foreground_labels
 from medmamba.formats.constants import LIFTED_AXIS_SPACING
 from medmamba.formats.plans import ConfigurationPlan, Plans, plans_from_any
 from medmamba.formats.preprocessed_case import PROPERTIES_FORMAT_VERSION
 from medmamba.preprocessing.foreground import sample_annotated_locations, sample_foreground_locations
 from medmamba.preprocessing.normalization import normalize_channel
 from medmamba.preprocessing.resampling import compute_new_shape, resample_data_or_seg
-
-def foreground_label_values(plans: Plans) -> list[int]:
-    """Integer foreground label values of the plans' label map (regions contribute their members)."""
-    return foreground_labels(plans.labels)
-
 
 def internal_target_spacing(config: ConfigurationPlan, spacing_internal: Sequence[float]) -> list[float]:
     """Target spacing (mm, 3 internal axes): a 2d configuration keeps the case's own axis-0 spacing."""
@@ -160,7 +155,7 @@ def preprocess_arrays(
         "shape_after_resampling": list(data_out.shape[1:]),
     }
     if seg is not None:
-        properties["class_locations"] = sample_foreground_locations(seg_out, foreground_label_values(plans))
+        properties["class_locations"] = sample_foreground_locations(seg_out, foreground_labels(plans.labels))
         if plans.ignore_label is not None:
             properties["annotated_locations"] = sample_annotated_locations(seg_out, plans.ignore_label)
     return np.ascontiguousarray(data_out), np.ascontiguousarray(seg_out), properties

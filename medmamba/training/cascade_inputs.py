@@ -25,13 +25,13 @@ import numpy as np
 
 from medmamba.errors import ConfigurationError, PlansError
 from medmamba.formats.cascade import (
-    foreground_labels,
     load_next_stage_segmentation,
     next_stage_file,
     next_stage_folder,
     one_hot_foreground,
     save_next_stage_segmentation,
 )
+from medmamba.formats.label_layout import foreground_labels
 from medmamba.formats.preprocessed_case import PreprocessedCase, read_array, read_properties
 
 logger = logging.getLogger("medmamba.training")
