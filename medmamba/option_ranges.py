@@ -93,6 +93,10 @@ LEARNING_RATE = OptionRange("--lr", float, 0, 10, low_inclusive=False)  # nnU-Ne
 TRAIN_WORKERS = OptionRange("--num-workers", int, 0, THREADS)
 OVERSAMPLE = OptionRange("--oversample", float, 0, 1)
 
+# Comparison. Papers report 3-5 seeds; a thousand per system is a typo.
+COMPARE_SEEDS = OptionRange("--seeds", int, 1, 1000)
+COMPARE_JOBS = OptionRange("--jobs", int, 1, THREADS)
+
 # Prediction and evaluation.
 STEP = OptionRange("--step", float, 0, 1, low_inclusive=False)
 BATCH_WINDOWS = OptionRange("--batch-windows", int, 1, 4096)

@@ -261,6 +261,36 @@ def _predict_read_only(fx, tmp, mp):
     return predict_args(fx, fx.images, tmp / "out"), str(tmp / "out"), absent(tmp / "out")
 
 
+def compare_args(fx, output, *extra) -> list[str]:
+    return ["compare", "-d", fx.dataset, "-c", "3d_fullres", "--networks", "plain_unet", "--preprocessed", str(fx.pre),
+            "--raw", str(fx.raw_root), "-o", str(output), "--device", "cpu", *extra]
+
+
+def _compare_jobs_zero(fx, tmp, mp):
+    return compare_args(fx, tmp / "cmp", "--epochs", "1", "--iters-per-epoch", "1", "--jobs", "0"), "--jobs", \
+        absent(tmp / "cmp")
+
+
+def _compare_seeds_not_integer(fx, tmp, mp):
+    return compare_args(fx, tmp / "cmp", "--epochs", "1", "--iters-per-epoch", "1", "--seeds", "2.5"), "--seeds", \
+        absent(tmp / "cmp")
+
+
+def _compare_time_budget_inf(fx, tmp, mp):
+    return compare_args(fx, tmp / "cmp", "--time-budget", "inf"), "--time-budget", absent(tmp / "cmp")
+
+
+def _compare_iters_without_epochs(fx, tmp, mp):
+    return compare_args(fx, tmp / "cmp", "--time-budget", "1", "--iters-per-epoch", "5"), "--iters-per-epoch", \
+        absent(tmp / "cmp")
+
+
+def _compare_device_torch_cannot_use(fx, tmp, mp):  # sibling: CUDA calls failed after the folder was made
+    args = compare_args(fx, tmp / "cmp", "--epochs", "1", "--iters-per-epoch", "1")
+    args[args.index("--device") + 1] = "cuda:99"
+    return args, "--device", absent(tmp / "cmp")
+
+
 def _train_time_budget_nan(fx, tmp, mp):  # defect 3: trained for ever
     return train_args(fx, tmp / "res", "--time-budget", "nan"), "--time-budget", absent(tmp / "res")
 
@@ -493,6 +523,8 @@ ROWS = [
     _predict_replaces_users_dataset_json, _predict_over_another_models_predictions, _predict_output_is_a_file,
     _predict_step_zero, _predict_step_nan, _predict_batch_windows_zero, _predict_disk_full, _predict_disk_full_while_writing_cases,
     _predict_read_only,
+    _compare_jobs_zero, _compare_seeds_not_integer, _compare_time_budget_inf, _compare_iters_without_epochs,
+    _compare_device_torch_cannot_use,
     _train_time_budget_nan, _train_time_budget_inf, _train_time_budget_huge, _train_time_budget_negative,
     _train_lr_negative, _train_lr_nan, _train_epochs_zero, _train_epochs_not_integer, _train_oversample_above_one,
     _train_results_inside_preprocessed, _train_disk_full,

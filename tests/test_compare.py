@@ -15,7 +15,7 @@ from medmamba.compare.runner import PAIR_FILE, pair_folder
 from medmamba.compare.systems import expand_systems
 from medmamba.errors import ConfigurationError
 
-SYSTEM_KEYS = {"name", "params", "train_seconds_per_iteration", "predict_seconds_per_case", "peak_memory_mb",
+SYSTEM_KEYS = {"name", "params", "train_seconds_per_iteration", "iterations", "predict_seconds_per_case", "peak_memory_mb",
                "seeds", "mean_dice", "sd_dice", "vs_first"}
 # 2 networks x --twins: plain_unet has no SSM (no twins), umamba_bot gets both
 SYSTEMS = ["plain_unet", "umamba_bot", "umamba_bot:gated_cnn", "umamba_bot:no_ssm"]
@@ -103,6 +103,7 @@ def test_compare_writes_the_three_files_then_resumes(tiny):
             assert all(0.0 <= v <= 1.0 for labels in seed["dice_per_case"].values()
                        for v in labels.values() if v is not None)
         assert s["params"] > 0 and s["train_seconds_per_iteration"] > 0 and s["predict_seconds_per_case"] > 0
+        assert s["iterations"] == 1  # --epochs 1 --iters-per-epoch 1
         assert s["peak_memory_mb"] > 0 and s["sd_dice"] is not None
         assert set(s["vs_first"]) == {"mean_difference", "ci95", "p_value", "test"}
     params = {s["name"]: s["params"] for s in data["systems"]}
@@ -149,3 +150,144 @@ def test_compare_refuses_a_patch_a_fixed_depth_network_cannot_take(tiny):
                     iterations_per_epoch=1, val_iterations=1, output_folder=tiny / "fixed", device="cpu",
                     preprocessed=tiny / "pre", raw=tiny / "raw", progress=False)
     assert not (tiny / "fixed" / "pairs").exists()  # refused before anything trained
+
+
+def test_compare_never_writes_into_the_dataset_or_over_a_users_file(tiny):
+    from medmamba.errors import WriteError
+
+    kw = dict(dataset=998, configuration="2d", networks=["plain_unet"], seeds=1, epochs=1, iterations_per_epoch=1,
+              val_iterations=1, device="cpu", preprocessed=tiny / "pre", raw=tiny / "raw", progress=False)
+    raw_folder = tiny / "raw" / "Dataset998_Demo"
+    before = sorted(p.relative_to(raw_folder) for p in raw_folder.rglob("*"))
+    for inside in (raw_folder, raw_folder / "cmp", tiny / "pre" / "Dataset998_Demo" / "cmp"):
+        with pytest.raises(WriteError, match="input"):
+            api.compare(output_folder=inside, **kw)
+    assert sorted(p.relative_to(raw_folder) for p in raw_folder.rglob("*")) == before
+    mine = tiny / "mine"
+    mine.mkdir()
+    (mine / "compare.md").write_text("my notes\n")
+    with pytest.raises(WriteError, match="not written by medmamba"):
+        api.compare(output_folder=mine, **kw)
+    assert (mine / "compare.md").read_text() == "my notes\n" and not (mine / "pairs").exists()
+
+
+# ------------------------------------------------------------------ several processes sharing one folder
+def _fake_measurement(system, seed, folder):
+    from medmamba.compare.runner import PairMeasurement
+
+    return PairMeasurement(params=1, train_seconds_per_iteration=0.1, predict_seconds_per_case=0.2,
+                           dice_per_case={"c": {"1": 0.5}})
+
+
+def test_a_claimed_pair_is_left_to_its_holder_and_its_result_reused(tmp_path):
+    import threading
+
+    from medmamba.compare.runner import release_claim, run_pairs, try_claim
+
+    held = try_claim(pair_folder(tmp_path, "b", 0))  # "another process" works on (b, 0)
+    assert held is not None and try_claim(pair_folder(tmp_path, "b", 0)) is None  # no second claim
+    ran, result = [], {}
+
+    def run(system, seed, folder):
+        ran.append((system, seed))
+        return _fake_measurement(system, seed, folder)
+
+    worker = threading.Thread(target=lambda: result.setdefault("records", run_pairs(
+        tmp_path, ["a", "b"], [0], run, echo=lambda m: None, wait_seconds=0.05)))
+    worker.start()
+    worker.join(timeout=1.0)
+    assert worker.is_alive() and ran == [("a", 0)]  # (b, 0) is waited for, not trained a second time
+    record = {"system": "b", "seed": 0, "peak_memory_mb": 1.0, "wall_seconds": 1.0,
+              "params": 7, "train_seconds_per_iteration": 0.3, "predict_seconds_per_case": 0.4,
+              "dice_per_case": {"c": {"1": 0.9}}}
+    (pair_folder(tmp_path, "b", 0) / PAIR_FILE).write_text(json.dumps(record))
+    release_claim(held)
+    worker.join(timeout=10.0)
+    assert not worker.is_alive() and ran == [("a", 0)]
+    assert [r["system"] for r in result["records"]] == ["a", "b"] and result["records"][1]["params"] == 7
+
+
+def test_the_claim_of_a_killed_process_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from medmamba.compare.runner import CLAIM_FILE, run_pairs
+
+    folder = pair_folder(tmp_path, "a", 0)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from medmamba.compare.runner import try_claim; "
+        f"assert try_claim(Path({str(folder)!r})) is not None; print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from medmamba.compare.runner import try_claim
+
+        assert try_claim(folder) is None  # held by the live process
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (folder / CLAIM_FILE).exists()  # the file stays; its lock went with the process
+    start = time.perf_counter()
+    records = run_pairs(tmp_path, ["a"], [0], _fake_measurement, echo=lambda m: None, wait_seconds=0.05)
+    assert records[0]["params"] == 1 and time.perf_counter() - start < 5
+
+
+def test_compare_with_two_jobs_trains_every_pair_once(tiny):
+    out = tiny / "jobs"
+    result = api.compare(dataset=998, configuration="2d", networks=["plain_unet", "umamba_bot:no_ssm"], seeds=1,
+                         epochs=1, iterations_per_epoch=1, val_iterations=1, fold=0, output_folder=out,
+                         device="cpu", preprocessed=tiny / "pre", raw=tiny / "raw", progress=False, tta=False,
+                         jobs=2)
+    data = json.loads((out / "compare.json").read_text())
+    assert [s["name"] for s in data["systems"]] == ["plain_unet", "umamba_bot:no_ssm"]
+    assert data["tta"] is False
+    assert all(s["seeds"][0]["dice_per_case"] for s in data["systems"])
+    # this process trained what the worker did not claim (the claim tests above prove a pair runs once)
+    assert set(result.trained) <= {("plain_unet", 0), ("umamba_bot:no_ssm", 0)}
+    for system in ("plain_unet", "umamba_bot:no_ssm"):
+        assert (pair_folder(out, system, 0) / PAIR_FILE).is_file()
+
+
+def test_a_worker_exits_when_its_parent_is_killed(tmp_path):
+    """compare --jobs: killing the command (SIGKILL, no clean-up) must not leave workers training on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import multiprocessing, sys, time\n"
+        "import medmamba.api.compare\n"
+        "m = sys.modules['medmamba.api.compare']\n"
+        "def fake(**kw):\n"
+        "    print('worker', __import__('os').getpid(), flush=True); time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    m.compare = fake\n"
+        "    ctx = multiprocessing.get_context('fork')\n"
+        "    p = ctx.Process(target=m._compare_worker, args=({}, 1)); p.start()\n"
+        "    time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = parent.stdout.readline().split()
+        assert line[0] == "worker"
+        worker = int(line[1])
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            if open(f"/proc/{worker}/stat").read().split()[2] == "Z":
+                break  # exited, waiting to be reaped
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

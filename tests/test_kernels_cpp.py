@@ -9,6 +9,7 @@ test here reuses that one build."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +186,26 @@ def test_wrong_results_fail_the_self_test(monkeypatch):
 
     monkeypatch.setattr(cpp_scan, "cpp_scan_forward", off_by_a_bit)
     assert "forward differs" in cpp_scan._self_test()
+
+
+def test_a_killed_build_does_not_hang_later_processes(tmp_path):
+    """torch's build lock file, left behind when a first-use build is killed, made every later
+    process wait for ever; now a process finds it stale (nobody holds medmamba's flock) and loads."""
+    import subprocess
+    import sys
+
+    from torch.utils import cpp_extension
+
+    assert cpp_scan.cpp_scan_status() is None  # built and loaded in this process
+    build_dir = Path(cpp_extension._get_build_directory(cpp_scan._build_name(), verbose=False))
+    (build_dir / "lock").touch()  # what a build killed between taking and releasing torch's lock leaves
+    code = ("from medmamba.kernels import cpp_scan; import sys; r = cpp_scan.cpp_scan_status(); "
+            "print(r); sys.exit(r is not None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (build_dir / "lock").exists()
+    # the build does not depend on the checkout's path: a second load rebuilds nothing
+    so = next(build_dir.glob("*.so"))
+    before = so.stat().st_mtime_ns
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and so.stat().st_mtime_ns == before

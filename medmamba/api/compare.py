@@ -1,6 +1,7 @@
 """``compare``: train, predict and evaluate several networks (and their twins) over seeds on one fold."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -10,11 +11,14 @@ from typing import Any, Sequence
 from medmamba.api._common import Echo, echo_or_log
 from medmamba.training.run_setup import DEFAULT_VAL_ITERATIONS
 
+# Once every pair is done, a worker only reads the pair results and writes the report: seconds.
+WORKER_FINISH_SECONDS = 120.0
+
 
 @dataclass(frozen=True)
 class CompareResult:
     """What :func:`compare` wrote: ``json_file`` (``compare.json``: per system ``name``, ``params``,
-    ``train_seconds_per_iteration``, ``predict_seconds_per_case``, ``peak_memory_mb``,
+    ``train_seconds_per_iteration``, ``iterations``, ``predict_seconds_per_case``, ``peak_memory_mb``,
     ``seeds`` [``{seed, dice_per_case}``], ``mean_dice``, ``sd_dice``, ``vs_first``), ``markdown_file``,
     ``plot_file``; ``report`` is the compare.json dict; ``trained`` the pairs run by this call
     (the others were finished by an earlier call into the same folder)."""
@@ -40,6 +44,8 @@ def compare(
     iterations_per_epoch: int | None = None,
     val_iterations: int = DEFAULT_VAL_ITERATIONS,
     fold: int = 0,
+    tta: bool = True,
+    jobs: int = 1,
     device: str = "auto",
     preprocessed: str | os.PathLike | None = None,
     raw: str | os.PathLike | None = None,
@@ -59,37 +65,53 @@ def compare(
         time_budget_minutes: training minutes per pair; or else ``epochs`` x ``iterations_per_epoch``.
         val_iterations: validation iterations per epoch during training.
         fold: cross-validation fold (0-4 or a higher index of splits.json); not ``"all"``.
+        tta: mirror test-time augmentation when predicting the validation cases (same for every system).
+        jobs: pairs run at once, each in its own process with ``torch.get_num_threads() // jobs`` threads
+            (at least 1); the same command started several times into one folder also shares the pairs.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         preprocessed, raw: root folders (None: environment variables, then ``./medmamba_data``).
     """
     from medmamba.compare.report import JSON_FILE, MARKDOWN_FILE, PLOT_FILE, write_report
-    from medmamba.compare.runner import check_settings, run_pairs
+    from medmamba.compare.runner import SETTINGS_FILE, check_settings, run_pairs
     from medmamba.compare.systems import expand_systems
+    from medmamba import option_ranges as R
     from medmamba.errors import ConfigurationError
+    from medmamba.output_safety import OutputFolder
 
     say = echo_or_log(echo)
     if (time_budget_minutes is None) == (epochs is None):
         raise ConfigurationError("give either --time-budget or --epochs with --iters-per-epoch")
-    if time_budget_minutes is not None and not time_budget_minutes > 0:
-        raise ConfigurationError("--time-budget must be a positive number of minutes")
-    if epochs is not None and (iterations_per_epoch is None or epochs < 1 or iterations_per_epoch < 1):
-        raise ConfigurationError("--epochs and --iters-per-epoch must both be given, each >= 1")
-    if seeds < 1 or val_iterations < 1:
-        raise ConfigurationError("--seeds and --val-iters must be >= 1")
+    if (epochs is None) != (iterations_per_epoch is None):
+        raise ConfigurationError("--epochs and --iters-per-epoch go together (or give --time-budget alone)")
+    for option, value in ((R.TIME_BUDGET_MINUTES, time_budget_minutes), (R.EPOCHS, epochs),
+                          (R.ITERATIONS_PER_EPOCH, iterations_per_epoch)):
+        R.check(option, value)
+    for option, value in ((R.COMPARE_SEEDS, seeds), (R.VAL_ITERATIONS, val_iterations), (R.COMPARE_JOBS, jobs)):
+        R.check(option, value, allow_none=False)
     if str(fold) == "all":
         raise ConfigurationError("compare needs a fold with validation cases; -f all has none")
     systems = expand_systems(networks, twins)
+    cuda = _uses_cuda(device)
     output = Path(output_folder).absolute()
-    val_ids, dataset_name, raw_cases, ending, plans = _validation_cases(dataset, configuration, fold, systems[0],
-                                                                        preprocessed, raw)
+    val_ids, dataset_name, raw_cases, ending, plans, inputs = _validation_cases(dataset, configuration, fold,
+                                                                                systems[0], preprocessed, raw)
     _check_patch_fits(systems, plans, configuration)
+    previous = plans.configuration(configuration).previous_stage
+    if previous:
+        raise ConfigurationError(f"configuration {configuration} is the second stage of a cascade (its input includes "
+                                 f"{previous}'s predictions); compare one stage at a time, e.g. -c {previous}")
     schedule = ({"time_budget_minutes": float(time_budget_minutes)} if time_budget_minutes is not None else
                 {"epochs": int(epochs), "iterations_per_epoch": int(iterations_per_epoch)})
     settings = {"dataset": dataset_name, "configuration": configuration, "fold": int(fold),
-                "schedule": {**schedule, "val_iterations": int(val_iterations)}, "validation_cases": val_ids}
+                "schedule": {**schedule, "val_iterations": int(val_iterations)}, "tta": bool(tta),
+                "validation_cases": val_ids}
+    # the comparison owns what it writes in -o; the dataset's folders and a user's own files there are refused
+    folder = OutputFolder(output, inputs=inputs, what="-o output folder",
+                          hint="choose another -o folder or move it away").open()
+    folder.claim([JSON_FILE, MARKDOWN_FILE, PLOT_FILE, SETTINGS_FILE])
+    folder.claim(["pairs", "validation"], folders=True)
     check_settings(output, settings)
     images, labels = _link_validation_cases(output, raw_cases, val_ids, ending)
-    cuda = _uses_cuda(device)
     trained: list[tuple[str, int]] = []
 
     def run_pair(system: str, seed: int, folder: Path):
@@ -98,23 +120,80 @@ def compare(
                          time_budget_minutes=time_budget_minutes, epochs=epochs,
                          iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations,
                          device=device, preprocessed=preprocessed, raw=raw, images=images, labels=labels,
-                         n_cases=len(val_ids), progress=progress)
+                         n_cases=len(val_ids), tta=tta, progress=progress)
 
     seed_list = list(range(seeds))
-    records = run_pairs(output, systems, seed_list, run_pair, cuda=cuda, echo=say)
+    jobs = min(jobs, len(systems) * seeds)
+    if jobs > 1:
+        worker_args = dict(dataset=dataset, configuration=configuration, networks=list(networks), twins=twins,
+                           seeds=seeds, time_budget_minutes=time_budget_minutes, epochs=epochs,
+                           iterations_per_epoch=iterations_per_epoch, val_iterations=val_iterations, fold=fold,
+                           tta=tta, device=device, output_folder=str(output),
+                           preprocessed=None if preprocessed is None else str(preprocessed),
+                           raw=None if raw is None else str(raw), progress=False)
+        with _worker_processes(jobs - 1, worker_args, say):
+            records = run_pairs(output, systems, seed_list, run_pair, cuda=cuda, echo=say)
+    else:
+        records = run_pairs(output, systems, seed_list, run_pair, cuda=cuda, echo=say)
     report = write_report(output, records, systems, {**settings, "seeds": seed_list})
     say(f"compared {len(systems)} system(s) x {seeds} seed(s): {output / MARKDOWN_FILE}")
     return CompareResult(output, output / JSON_FILE, output / MARKDOWN_FILE, output / PLOT_FILE, report, trained)
 
 
-def _uses_cuda(device: str) -> bool:
+@contextlib.contextmanager
+def _worker_processes(count: int, worker_args: dict, say: Echo):
+    """``count`` more processes running the same comparison (they share the pairs through their claims);
+    this process and each worker get ``torch.get_num_threads() // (count + 1)`` threads (at least 1) for
+    the block. A worker that fails leaves its pair to the others. On success the workers are given
+    ``WORKER_FINISH_SECONDS`` to write the (identical) report and exit; on failure they are stopped."""
+    import multiprocessing
+
     import torch
 
-    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    previous = torch.get_num_threads()
+    threads = max(1, previous // (count + 1))
+    torch.set_num_threads(threads)
+    context = multiprocessing.get_context("spawn")  # no fork of a process that has started torch threads
+    workers = [context.Process(target=_compare_worker, args=(worker_args, threads), daemon=False)
+               for _ in range(count)]
+    for w in workers:
+        w.start()
+    say(f"{count + 1} processes share the pairs, {threads} thread(s) each")
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        for w in workers:
+            w.join(timeout=WORKER_FINISH_SECONDS if finished else 0)
+            if w.is_alive():
+                w.terminate()
+                w.join()
+        torch.set_num_threads(previous)
+
+
+def _compare_worker(worker_args: dict, threads: int) -> None:
+    import multiprocessing
+    import threading
+
+    import torch
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a killed parent (SIGTERM, SIGKILL) must not leave this worker training alone
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
+    torch.set_num_threads(threads)
+    compare(**worker_args, jobs=1, echo=lambda message: print(f"(worker {os.getpid()}) {message}", flush=True))
+
+
+def _uses_cuda(device: str) -> bool:
+    from medmamba.devices import resolve_device
+
+    return resolve_device(device).type == "cuda"  # a device torch cannot use is refused before any training
 
 
 def _validation_cases(dataset, configuration, fold, network, preprocessed, raw):
-    """(validation case ids of the fold, dataset folder name, raw training cases by id, file ending, plans)."""
+    """(validation case ids of the fold, dataset folder name, raw training cases by id, file ending, plans,
+    [raw dataset folder, preprocessed dataset folder])."""
     from medmamba.datasets.raw_dataset import list_cases, load_dataset_json, resolve_dataset_folder
     from medmamba.paths import raw_root
     from medmamba.training.run_setup import TrainOptions, resolve_setup
@@ -130,7 +209,8 @@ def _validation_cases(dataset, configuration, fold, network, preprocessed, raw):
         raise DatasetError(f"validation case(s) {', '.join(missing[:5])} of fold {fold} are not in the raw "
                            "dataset's training cases", path=raw_folder)
     ending = load_dataset_json(raw_folder)["file_ending"]
-    return list(setup.val_ids), Path(setup.dataset_folder).name, cases, ending, setup.plans
+    return (list(setup.val_ids), Path(setup.dataset_folder).name, cases, ending, setup.plans,
+            [raw_folder, Path(setup.dataset_folder)])
 
 
 def _check_patch_fits(systems, plans, configuration: str) -> None:
@@ -173,7 +253,7 @@ def _link_validation_cases(output: Path, cases, val_ids, ending: str) -> tuple[P
 
 def _run_pair(system: str, seed: int, folder: Path, *, dataset: str, configuration: str, fold: int,
               time_budget_minutes, epochs, iterations_per_epoch, val_iterations, device, preprocessed, raw,
-              images: Path, labels: Path, n_cases: int, progress: bool):
+              images: Path, labels: Path, n_cases: int, tta: bool, progress: bool):
     from medmamba.api.evaluation import evaluate
     from medmamba.api.prediction import predict
     from medmamba.api.training import train
@@ -199,11 +279,12 @@ def _run_pair(system: str, seed: int, folder: Path, *, dataset: str, configurati
     predictions = folder / "predictions"
     start = time.perf_counter()
     predict(input_folder=images, output_folder=predictions, dataset=dataset, configuration=configuration,
-            folds=[fold], network=system, device=device, overwrite=True, results=results, progress=progress)
+            folds=[fold], network=system, tta=tta, device=device, overwrite=True, results=results,
+            progress=progress)
     per_case = (time.perf_counter() - start) / n_cases
     summary = evaluate(reference_folder=labels, prediction_folder=predictions, dataset=dataset, raw=raw,
                        output_file=folder / "summary.json", progress=progress).summary
     dice = {entry["case"]: {label: metrics.get("Dice") for label, metrics in entry["metrics"].items()}
             for entry in summary["metric_per_case"]}
     return PairMeasurement(params=int(params), train_seconds_per_iteration=per_iteration,
-                           predict_seconds_per_case=per_case, dice_per_case=dice)
+                           predict_seconds_per_case=per_case, dice_per_case=dice, iterations=iterations)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import numeric
+
 NAME = "compare"
 HELP = ("train, predict and evaluate several networks (and with --twins each Mamba network's gated-CNN and "
         "no-SSM twins) over seeds on one fold's validation cases -> compare.json, compare.md, compare.png")
@@ -23,13 +26,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="registry names; the first is the reference (twins: NAME:gated_cnn, NAME:no_ssm)")
     parser.add_argument("--twins", action="store_true",
                         help="add NAME:gated_cnn and NAME:no_ssm after every Mamba network")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per system (default 3)")
+    parser.add_argument("--seeds", type=numeric(R.COMPARE_SEEDS), default=3, help="seeds per system (default 3)")
     schedule = parser.add_mutually_exclusive_group(required=True)
-    schedule.add_argument("--time-budget", type=float, metavar="MIN", help="training minutes per (system, seed)")
-    schedule.add_argument("--epochs", type=int, help="epochs per (system, seed), with --iters-per-epoch")
-    parser.add_argument("--iters-per-epoch", type=int, help="training iterations per epoch (with --epochs)")
-    parser.add_argument("--val-iters", type=int, default=None, help="validation iterations per epoch (default 50)")
+    schedule.add_argument("--time-budget", type=numeric(R.TIME_BUDGET_MINUTES), metavar="MIN", help="training minutes per (system, seed)")
+    schedule.add_argument("--epochs", type=numeric(R.EPOCHS), help="epochs per (system, seed), with --iters-per-epoch")
+    parser.add_argument("--iters-per-epoch", type=numeric(R.ITERATIONS_PER_EPOCH), help="training iterations per epoch (with --epochs)")
+    parser.add_argument("--val-iters", type=numeric(R.VAL_ITERATIONS), default=None, help="validation iterations per epoch (default 50)")
     parser.add_argument("-f", "--fold", type=int, default=0, help="cross-validation fold (default 0)")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="predict the validation cases without mirror test-time augmentation (4x faster in 2D, 8x in 3D)")
+    parser.add_argument("--jobs", type=numeric(R.COMPARE_JOBS), default=1,
+                        help="pairs trained at once, each in its own process with the threads split between them "
+                             "(default 1)")
     parser.add_argument("-o", "--output", required=True, help="output folder (rerun into it to resume)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, "
@@ -44,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     result = compare(
         dataset=args.dataset, configuration=args.configuration, networks=args.networks, twins=args.twins,
         seeds=args.seeds, time_budget_minutes=args.time_budget, epochs=args.epochs,
-        iterations_per_epoch=args.iters_per_epoch, fold=args.fold, output_folder=args.output, device=args.device,
+        iterations_per_epoch=args.iters_per_epoch, fold=args.fold, tta=not args.no_tta, jobs=args.jobs,
+        output_folder=args.output, device=args.device,
         preprocessed=args.preprocessed, raw=args.raw, echo=print, **extra,
     )
     print(result.markdown_file.read_text(encoding="utf-8"), end="")

@@ -40,6 +40,7 @@ def build_report(records: Sequence[Mapping[str, Any]], systems: Sequence[str],
             "name": system,
             "params": mine[0]["params"] if mine else None,
             "train_seconds_per_iteration": _median([r["train_seconds_per_iteration"] for r in mine]),
+            "iterations": _median([r.get("iterations") for r in mine]),
             "predict_seconds_per_case": _median([r["predict_seconds_per_case"] for r in mine]),
             "peak_memory_mb": _median([r["peak_memory_mb"] for r in mine]),
             "seeds": seeds,
@@ -61,9 +62,9 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         f"Dataset {report.get('dataset')}, configuration {report.get('configuration')}, fold {report.get('fold')} "
         f"(validation cases only), schedule: {report.get('schedule')}, seeds {report.get('seeds')}.",
         "",
-        f"| system | params (M) | train s/iter | predict s/case | peak memory (MB) | Dice mean ± SD (seeds) "
+        f"| system | params (M) | train s/iter | iterations | predict s/case | peak memory (MB) | Dice mean ± SD (seeds) "
         f"| Δ vs {first} [95% CI] | p (Wilcoxon) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in systems:
         v = s["vs_first"]
@@ -76,13 +77,14 @@ def markdown_table(report: Mapping[str, Any]) -> str:
                      ("" if ci is None else f" [{ci[0]:+.4f}, {ci[1]:+.4f}]"))
             p = _fmt(v["p_value"], 3)
         params = "–" if s["params"] is None else f"{s['params'] / 1e6:.2f}"
-        lines.append(f"| {s['name']} | {params} | {_fmt(s['train_seconds_per_iteration'], 3)} | "
+        iterations = "–" if s.get("iterations") is None else f"{s['iterations']:.0f}"
+        lines.append(f"| {s['name']} | {params} | {_fmt(s['train_seconds_per_iteration'], 3)} | {iterations} | "
                      f"{_fmt(s['predict_seconds_per_case'], 2)} | {_fmt(s['peak_memory_mb'], 0)} | {dice} | "
                      f"{delta} | {p} |")
     lines += ["", "Dice: mean over a case's foreground labels, then over cases; ± is the SD over seeds. "
               "Δ: paired per-case difference to the first system (cases' Dice averaged over seeds), "
-              "bootstrap 95% CI over cases; p: two-sided Wilcoxon signed-rank test. Times and memory: "
-              "median over seeds."]
+              "bootstrap 95% CI over cases; p: two-sided Wilcoxon signed-rank test. Times, iterations trained "
+              "and memory: median over seeds."]
     return "\n".join(lines) + "\n"
 
 

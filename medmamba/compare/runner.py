@@ -6,6 +6,12 @@ with its measurements; a rerun skips every pair whose ``pair.json`` exists and h
 recorded in ``OUT/compare_settings.json``; a rerun with other settings into the same folder is
 refused rather than mixing results of two schedules.
 
+Several processes may work on one output folder at once (``compare --jobs N``, or the same command
+started once per GPU): a process claims a pair with an exclusive ``flock`` on ``claim.lock`` in its
+folder, so no pair is trained twice. Pairs claimed by another process are left to it and waited
+for; the kernel releases the lock of a process that exits or is killed, so its pair is taken over
+and its training resumes from its checkpoints.
+
 Peak memory of a pair: on CUDA, ``torch.cuda.max_memory_allocated`` (reset at the pair's start);
 on CPU, the largest resident set size of this process sampled every 0.05 s from
 ``/proc/self/statm`` while the pair runs (None where that file does not exist).
@@ -24,22 +30,31 @@ from medmamba.atomic import atomic_write_json
 from medmamba.compare.systems import folder_name
 from medmamba.errors import ConfigurationError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 logger = logging.getLogger("medmamba.compare")
 
 PAIR_FILE = "pair.json"
+CLAIM_FILE = "claim.lock"
 SETTINGS_FILE = "compare_settings.json"
 SAMPLE_SECONDS = 0.05
+WAIT_SECONDS = 5.0  # how often a process re-checks pairs other processes are working on
 
 
 @dataclass(frozen=True)
 class PairMeasurement:
     """What ``run_pair`` measured for one (system, seed): parameters, training seconds per
-    iteration, prediction seconds per validation case and ``dice_per_case`` ``{case: {label: dice}}``."""
+    iteration, prediction seconds per validation case, ``dice_per_case`` ``{case: {label: dice}}``
+    and the training iterations done (under a time budget they differ between systems)."""
 
     params: int
     train_seconds_per_iteration: float | None
     predict_seconds_per_case: float | None
     dice_per_case: dict[str, dict[str, float | None]]
+    iterations: int | None = None
 
 
 RunPair = Callable[[str, int, Path], PairMeasurement]
@@ -118,26 +133,70 @@ def load_pair(path: Path) -> dict[str, Any] | None:
     return read_json(path, dict, "compare pair result", ConfigurationError) if path.is_file() else None
 
 
+def try_claim(folder: Path) -> int | None:
+    """Claim the pair in ``folder`` for this process: an open file descriptor holding an exclusive lock
+    on its claim file, or None while another live process holds it. The kernel drops the lock when
+    the holder exits or dies, so the pair of a killed process is free again (no stale claims)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    if fcntl is None:  # no advisory locks on this platform: one process per output folder
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_claim(fd: int) -> None:
+    """Drop a claim (the claim file stays: removing it could let two processes lock different files)."""
+    os.close(fd)
+
+
 def run_pairs(output: str | os.PathLike, systems: Sequence[str], seeds: Sequence[int], run_pair: RunPair,
-              cuda: bool = False, echo: Callable[[str], None] = logger.info) -> list[dict[str, Any]]:
+              cuda: bool = False, echo: Callable[[str], None] = logger.info,
+              wait_seconds: float = WAIT_SECONDS) -> list[dict[str, Any]]:
     """Run (or reuse) every (system, seed) pair; returns their records
-    ``{"system", "seed", "peak_memory_mb", "wall_seconds", **PairMeasurement}`` in system, seed order."""
-    records = []
-    total = len(systems) * len(seeds)
-    for i, (system, seed) in enumerate(((s, k) for s in systems for k in seeds), start=1):
-        folder = pair_folder(Path(output), system, seed)
-        record = load_pair(folder / PAIR_FILE)
-        if record is not None:
-            echo(f"[{i}/{total}] {system} seed {seed}: finished earlier, reused")
-            records.append(record)
-            continue
-        echo(f"[{i}/{total}] {system} seed {seed}: training, predicting, evaluating in {folder}")
-        folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        with PeakMemory(cuda) as memory:
-            measured = run_pair(system, seed, folder)
-        record = {"system": system, "seed": seed, "peak_memory_mb": memory.peak_mb,
-                  "wall_seconds": round(time.perf_counter() - start, 3), **asdict(measured)}
-        atomic_write_json(folder / PAIR_FILE, record)
-        records.append(record)
-    return records
+    ``{"system", "seed", "peak_memory_mb", "wall_seconds", **PairMeasurement}`` in system, seed order.
+    Pairs another process has claimed are waited for (see the module docstring)."""
+    pairs = [(s, k) for s in systems for k in seeds]
+    total = len(pairs)
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    waiting_said: set[tuple[str, int]] = set()
+    while len(done) < total:
+        progressed = False
+        for i, (system, seed) in enumerate(pairs, start=1):
+            if (system, seed) in done:
+                continue
+            folder = pair_folder(Path(output), system, seed)
+            record = load_pair(folder / PAIR_FILE)
+            if record is not None:
+                echo(f"[{i}/{total}] {system} seed {seed}: " + ("finished by another process" if (system, seed)
+                                                               in waiting_said else "finished earlier, reused"))
+                done[(system, seed)] = record
+                progressed = True
+                continue
+            claim = try_claim(folder)
+            if claim is None:
+                if (system, seed) not in waiting_said:
+                    echo(f"[{i}/{total}] {system} seed {seed}: another process is working on it, left to it")
+                    waiting_said.add((system, seed))
+                continue
+            try:
+                record = load_pair(folder / PAIR_FILE)  # finished between the check and the claim
+                if record is None:
+                    echo(f"[{i}/{total}] {system} seed {seed}: training, predicting, evaluating in {folder}")
+                    start = time.perf_counter()
+                    with PeakMemory(cuda) as memory:
+                        measured = run_pair(system, seed, folder)
+                    record = {"system": system, "seed": seed, "peak_memory_mb": memory.peak_mb,
+                              "wall_seconds": round(time.perf_counter() - start, 3), **asdict(measured)}
+                    atomic_write_json(folder / PAIR_FILE, record)
+            finally:
+                release_claim(claim)
+            done[(system, seed)] = record
+            progressed = True
+        if len(done) < total and not progressed:
+            time.sleep(wait_seconds)
+    return [done[p] for p in pairs]

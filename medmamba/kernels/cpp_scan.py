@@ -12,6 +12,7 @@ backend, forward and every gradient) and returns None when it can be used, else 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -76,11 +77,49 @@ def _load() -> None:
     _put_ninja_on_path()
     name = _build_name()
     build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
-    if not any(build_dir.glob("*.so")):
-        print("medmamba: building the CPU scan kernel once for this machine (about a minute)...",
-              file=sys.stderr, flush=True)
-    cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_cflags(), is_python_module=False,
-                       verbose=False)
+    with _build_lock(build_dir):
+        # Build from a copy in the build folder: build.ninja records the source's path, so two
+        # checkouts of the same source would otherwise rebuild (overwrite) each other's loaded library.
+        source = build_dir / _SOURCE.name
+        text = _SOURCE.read_bytes()
+        if not source.is_file() or source.read_bytes() != text:
+            tmp = source.with_name(f".{source.name}.{os.getpid()}")
+            tmp.write_bytes(text)
+            os.replace(tmp, source)
+        if not any(build_dir.glob("*.so")):
+            print("medmamba: building the CPU scan kernel once for this machine (about a minute)...",
+                  file=sys.stderr, flush=True)
+        cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_cflags(), is_python_module=False,
+                           verbose=False)
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: Path):
+    """Hold an exclusive ``flock`` on the build folder while building or loading.
+
+    torch's own build lock is a plain file that a killed build (Ctrl-C during the first-use
+    compile) leaves behind, after which every later process waits for it forever. The kernel
+    releases a flock when its holder dies, and every medmamba process takes this one before
+    torch's: whoever holds it is the only one building, so a torch lock file found then is stale
+    and is removed."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): torch's lock file alone
+        yield
+        return
+    with open(build_dir / "medmamba_build.flock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print("medmamba: waiting for another process building the CPU scan kernel...", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (build_dir / "lock").unlink(missing_ok=True)  # torch's build lock left by a killed build
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _self_test() -> str | None:
