@@ -101,6 +101,14 @@ class OutputFolder:
             self.recorded |= new
             write_written_files(self.path, self.recorded)
 
+    def adopt(self, names: Iterable[str]) -> None:
+        """Record files the caller has recognised as written by medmamba before there was a record
+        (an earlier version), so that this and later runs may replace them."""
+        new = set(names) - self.recorded
+        if new:
+            self.recorded |= new
+            write_written_files(self.path, self.recorded)
+
     def abandon(self) -> None:
         """Remove the folder if this run created it and no file but the record is in it."""
         if not self.created or not self.path.is_dir():

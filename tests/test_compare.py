@@ -121,6 +121,12 @@ def test_compare_writes_the_three_files_then_resumes(tiny):
     for (s, k), mtime in finished.items():
         if (s, k) != ("umamba_bot:no_ssm", 1):
             assert (pair_folder(out, s, k) / PAIR_FILE).stat().st_mtime_ns == mtime
+    # a folder written before compare kept a record of its files (and before the tta setting) still resumes
+    (out / ".medmamba_written.json").unlink()
+    settings = json.loads((out / "compare_settings.json").read_text())
+    del settings["tta"]
+    (out / "compare_settings.json").write_text(json.dumps(settings))
+    assert _compare(tiny, out).trained == []
     # another schedule into the same folder is refused, not mixed
     with pytest.raises(ConfigurationError, match="other settings"):
         api.compare(dataset=998, configuration="2d", networks=["plain_unet"], seeds=1, epochs=2,

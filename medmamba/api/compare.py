@@ -72,7 +72,7 @@ def compare(
         preprocessed, raw: root folders (None: environment variables, then ``./medmamba_data``).
     """
     from medmamba.compare.report import JSON_FILE, MARKDOWN_FILE, PLOT_FILE, write_report
-    from medmamba.compare.runner import SETTINGS_FILE, check_settings, run_pairs
+    from medmamba.compare.runner import SETTINGS_FILE, check_settings, is_comparison_folder, run_pairs
     from medmamba.compare.systems import expand_systems
     from medmamba import option_ranges as R
     from medmamba.errors import ConfigurationError
@@ -108,6 +108,8 @@ def compare(
     # the comparison owns what it writes in -o; the dataset's folders and a user's own files there are refused
     folder = OutputFolder(output, inputs=inputs, what="-o output folder",
                           hint="choose another -o folder or move it away").open()
+    if is_comparison_folder(output):  # resumed, perhaps from a version that kept no record of its files
+        folder.adopt([JSON_FILE, MARKDOWN_FILE, PLOT_FILE, SETTINGS_FILE, "pairs", "validation"])
     folder.claim([JSON_FILE, MARKDOWN_FILE, PLOT_FILE, SETTINGS_FILE])
     folder.claim(["pairs", "validation"], folders=True)
     check_settings(output, settings)

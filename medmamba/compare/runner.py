@@ -111,13 +111,31 @@ def pair_folder(output: Path, system: str, seed: int) -> Path:
     return Path(output) / "pairs" / folder_name(system) / f"seed_{seed}"
 
 
+# Settings added after the first release, with the value a folder written before them implies.
+SETTINGS_DEFAULTS = {"tta": True}
+# Keys every compare_settings.json has held: a file with them is a comparison medmamba wrote.
+SETTINGS_KEYS = ("dataset", "configuration", "fold", "schedule", "validation_cases")
+
+
+def is_comparison_folder(output: Path) -> bool:
+    """Whether ``output`` holds a comparison medmamba wrote (its settings file reads as one), also one
+    written by a version that kept no record of its files."""
+    import json
+
+    try:
+        recorded = json.loads((Path(output) / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and all(k in recorded for k in SETTINGS_KEYS)
+
+
 def check_settings(output: Path, settings: Mapping[str, Any]) -> None:
     """Record ``settings`` in a new output folder; refuse a folder holding another comparison."""
     from medmamba.formats.json_io import read_json
 
     path = Path(output) / SETTINGS_FILE
     if path.is_file():
-        recorded = read_json(path, dict, "compare settings", ConfigurationError)
+        recorded = {**SETTINGS_DEFAULTS, **read_json(path, dict, "compare settings", ConfigurationError)}
         if recorded != dict(settings):
             changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
             raise ConfigurationError(f"this folder holds a comparison with other settings ({', '.join(changed)}); "
