@@ -120,13 +120,16 @@ SETTINGS_KEYS = ("dataset", "configuration", "fold", "schedule", "validation_cas
 def is_comparison_folder(output: Path) -> bool:
     """Whether ``output`` holds a comparison medmamba wrote (its settings file reads as one), also one
     written by a version that kept no record of its files."""
-    import json
+    from medmamba.formats.json_io import read_json
 
-    try:
-        recorded = json.loads((Path(output) / SETTINGS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    path = Path(output) / SETTINGS_FILE
+    if not path.is_file():
         return False
-    return isinstance(recorded, dict) and all(k in recorded for k in SETTINGS_KEYS)
+    try:
+        recorded = read_json(path, dict, "compare settings", ConfigurationError)
+    except (ConfigurationError, OSError):
+        return False
+    return all(k in recorded for k in SETTINGS_KEYS)
 
 
 def check_settings(output: Path, settings: Mapping[str, Any]) -> None:
