@@ -223,8 +223,10 @@ def run_twins(args) -> int:
 
     from medmamba.atomic import atomic_write_json
     from medmamba.networks import list_networks
+    from medmamba.networks.registry import twin_names
 
-    names = args.networks or [n for n in list_networks() if n != "plain_unet"]
+    # every network with a gated-CNN twin (the Mamba ones)
+    names = args.networks or [n for n in list_networks() if f"{n}:gated_cnn" in twin_names(n)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.scan_backend != "auto":
         env["MEDMAMBA_SCAN_BACKEND"] = args.scan_backend

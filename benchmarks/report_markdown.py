@@ -15,9 +15,15 @@ from typing import Any
 TARGET_FWD_NS_PER_LANE_STEP = 1.0  # CPU forward, torch backend
 TARGET_FWDBWD_OVER_FWD = 3.0  # backward ≈ 1.7-2x forward bytes + recomputed exps (mamba selective_scan_bwd_kernel.cuh)
 TARGET_GRID = (64, 64)
+# The Mamba-at-CNN-cost targets: cpp scan vs the compiled 20-line chunked scan (B1 K4 D192 N16
+# L4096, 2 threads), and every Mamba network's step vs its own gated-CNN twin (1 thread).
+TARGET_OVER_COMPILED = 3.5
+TARGET_OVER_TWIN = 1.5
 KERNEL_BACKENDS = ["reference", "torch", "cpp", "triton", "unfused"]
 MODES = ["fwd", "fwd+bwd"]
 MISSING = "—"
+VS_COMPILED_FILE = "kernels_vs_compiled_2threads.json"
+TWINS_FILE = "networks_twins.json"
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -259,6 +265,40 @@ def pipeline_section(pipeline: dict | None, train: dict | None, predict: dict | 
     return out
 
 
+def vs_compiled_section(data: dict) -> list[str]:
+    """benchmarks/kernels.py --vs-compiled: each backend's ns/lane-step and its speed-up over the
+    torch.compile'd chunked scan, measured interleaved in one run."""
+    rows = []
+    for r in data.get("results", []):
+        ratio = (data.get("speedup_over_compiled") or {}).get(f"{r['backend']} {r['mode']}")
+        rows.append([r["backend"], r["mode"], fmt(r["seconds"] * 1e3, 1), fmt(r["ns_per_lane_step"], 3),
+                     "1.00 (baseline)" if r["backend"] == "compiled" else fmt(ratio)])
+    out = [f"B1 K4 D192 N16 L4096, {describe_machine(data.get('machine'))}; {data.get('method', '')}.", ""]
+    out += table(["backend", "mode", "ms (median)", "ns/lane-step", "speed-up over compiled"], rows)
+    return out + [f"Baseline: {data.get('baseline', MISSING)}.", ""]
+
+
+TWIN_COLUMNS = [("train_vs_twin", "train / twin"), ("predict_vs_twin", "predict / twin"),
+                ("train_vs_plain_unet", "train / plain_unet"), ("predict_vs_plain_unet", "predict / plain_unet")]
+
+
+def twins_section(data: dict) -> list[str]:
+    """benchmarks/networks.py --twins: each Mamba network's step time over its gated-CNN twin's and
+    over plain_unet's (same process, interleaved)."""
+    rows = []
+    for r in data.get("results", []):
+        size = "×".join(map(str, r.get("size", [])))
+        if r.get("status") != "ok":
+            rows.append([r.get("network", ""), f"{r.get('dims', '')}D", size, r.get("status", "?")]
+                        + [MISSING] * (len(TWIN_COLUMNS) + 2))
+            continue
+        rows.append([r["network"], f"{r['dims']}D", size, "ok", fmt(r["network_train_s"]), fmt(r["twin_train_s"])]
+                    + [fmt(r.get(key)) for key, _ in TWIN_COLUMNS])
+    out = [f"{describe_machine(data.get('machine'))}; {data.get('method', '')}.", ""]
+    return out + table(["network", "dims", "size", "status", "train s", "twin train s"]
+                       + [label for _, label in TWIN_COLUMNS], rows) + [""]
+
+
 # ---------------------------------------------------------------- targets
 def evaluate_targets(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue targets, one row per kernels JSON: {target, source, value (str), status met|missed|not measured}."""
@@ -294,6 +334,24 @@ def evaluate_targets(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
                          "source": file,
                          "value": f"{met}/{len(ratios)} points; worst ratio {fmt(max(ratios))}" if ratios else MISSING,
                          "status": "not measured" if not ratios else ("met" if met == len(ratios) else "missed")})
+    compiled = (sources.get(VS_COMPILED_FILE) or {}).get("data")
+    for mode in MODES:
+        ratio = ((compiled or {}).get("speedup_over_compiled") or {}).get(f"cpp {mode}")
+        rows.append({"target": f"cpp {mode} ≥ {TARGET_OVER_COMPILED:g}× the compiled chunked scan (2 threads)",
+                     "source": VS_COMPILED_FILE, "value": fmt(ratio) + ("×" if ratio is not None else ""),
+                     "status": "not measured" if ratio is None
+                     else ("met" if ratio >= TARGET_OVER_COMPILED else "missed")})
+    twins = (sources.get(TWINS_FILE) or {}).get("data")
+    for key, label in TWIN_COLUMNS[:2]:
+        measured = [(r["network"], r["dims"], r[key]) for r in (twins or {}).get("results", [])
+                    if r.get("status") == "ok" and r.get(key) is not None]
+        worst = max(measured, key=lambda m: m[2]) if measured else None
+        met = sum(v <= TARGET_OVER_TWIN for _, _, v in measured)
+        rows.append({"target": f"every Mamba network's {label} ≤ {TARGET_OVER_TWIN:g} (1 thread)",
+                     "source": TWINS_FILE,
+                     "value": (f"{met}/{len(measured)} points; worst {worst[0]} {worst[1]}D {fmt(worst[2])}"
+                               if worst else MISSING),
+                     "status": "not measured" if not measured else ("met" if met == len(measured) else "missed")})
     return rows
 
 
@@ -320,6 +378,12 @@ def render_report(sources: dict[str, dict[str, Any]], meta: dict[str, Any], pngs
     for file in kernel_files:
         d = data(file)
         out += kernels_section(file, d) if d is not None else [f"`{file}`: not available (file missing).", ""]
+    out += ["## Scan kernel vs the compiled chunked scan", ""]
+    d = data(VS_COMPILED_FILE)
+    out += vs_compiled_section(d) if d is not None else [f"`{VS_COMPILED_FILE}`: not available (file missing).", ""]
+    out += ["## Mamba networks vs their gated-CNN twins", ""]
+    d = data(TWINS_FILE)
+    out += twins_section(d) if d is not None else [f"`{TWINS_FILE}`: not available (file missing).", ""]
     out += ["## Networks (params, time, memory; MONAI baselines included)", ""]
     nets = data("networks.json")
     out += networks_section(nets) if nets is not None else ["`networks.json`: not available (file missing).", ""]

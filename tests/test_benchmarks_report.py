@@ -183,7 +183,7 @@ def test_pipeline_nnunet_measured_cell():
 def test_targets_met_and_missed(fwd_ns, fwd_s, both_s, unfused_peak, expected):
     src = sources(**{"kernels_cpu.json": {"benchmark": "kernels", "file": "kernels_cpu.json", "status": "ran",
                                           "data": kernels_json(fwd_ns, fwd_s, both_s, unfused_peak)}})
-    rows = report.evaluate_targets(src)
+    rows = [r for r in report.evaluate_targets(src) if r["source"] == "kernels_cpu.json"]
     assert [r["status"] for r in rows] == expected
     assert rows[1]["value"] == f"{both_s / fwd_s:.2f}×"
     text = render(src)
@@ -198,10 +198,57 @@ def test_targets_not_measured_when_case_or_file_missing():
                                           "data": data},
                      "kernels_cpu_2threads.json": {"benchmark": "kernels", "file": "kernels_cpu_2threads.json",
                                                    "status": "reused", "data": None}})
-    rows = report.evaluate_targets(src)
+    rows = [r for r in report.evaluate_targets(src) if r["source"].startswith("kernels_cpu")]
     assert [r["status"] for r in rows] == ["not measured"] * 5
     assert rows[-1]["source"] == "kernels_cpu_2threads.json"
     assert "`kernels_cpu_2threads.json`: not available (file missing)." in render(src)
+
+
+def vs_compiled_json(fwd=4.1, both=33.6):
+    results = [{"backend": b, "mode": m, "seconds": s, "ns_per_lane_step": s / 50.3e6 * 1e9}
+               for b, m, s in (("compiled", "fwd", 0.144), ("cpp", "fwd", 0.144 / fwd), ("compiled", "fwd+bwd", 2.9),
+                               ("cpp", "fwd+bwd", 2.9 / both))]
+    return {"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 2, "torch": "2.13"},
+            "method": "interleaved repeats", "baseline": "chunked scan, torch.compile'd", "results": results,
+            "speedup_over_compiled": {"cpp fwd": fwd, "cpp fwd+bwd": both}}
+
+
+def twins_json(*ratios):
+    rows = [{"network": name, "dims": dims, "size": [128, 128], "status": "ok", "network_train_s": 2.0 * t,
+             "twin_train_s": 2.0, "train_vs_twin": t, "predict_vs_twin": p, "train_vs_plain_unet": 2 * t,
+             "predict_vs_plain_unet": 2 * p} for name, dims, t, p in ratios]
+    rows.append({"network": "segmamba", "dims": 3, "size": [32, 32, 32], "status": "timeout"})
+    return {"machine": {"processor": "Test CPU", "cpus": 2, "torch": "2.13"}, "method": "1 thread", "results": rows}
+
+
+@pytest.mark.parametrize("fwd, both, ratios, expected", [
+    (4.1, 33.6, [("vmunet", 2, 1.4, 1.5), ("umamba_bot", 3, 1.0, 0.9)], ["met", "met", "met", "met"]),
+    (3.5, 3.4, [("vmunet", 2, 1.51, 1.2), ("mhsvm", 3, 1.2, 2.4)], ["met", "missed", "missed", "missed"]),
+])
+def test_compiled_scan_and_twin_targets(fwd, both, ratios, expected):
+    src = sources(**{report.VS_COMPILED_FILE: {"benchmark": "kernels_vs_compiled", "file": report.VS_COMPILED_FILE,
+                                               "status": "ran", "data": vs_compiled_json(fwd, both)},
+                     report.TWINS_FILE: {"benchmark": "twins", "file": report.TWINS_FILE, "status": "reused",
+                                         "data": twins_json(*ratios)}})
+    rows = [r for r in report.evaluate_targets(src)
+            if r["source"] in (report.VS_COMPILED_FILE, report.TWINS_FILE)]
+    assert [r["status"] for r in rows] == expected
+    assert rows[0]["value"] == f"{fwd:.2f}×"
+    worst = max(ratios, key=lambda r: r[2])
+    assert rows[2]["value"] == f"{sum(r[2] <= 1.5 for r in ratios)}/2 points; worst {worst[0]} {worst[1]}D {worst[2]:.2f}"
+    text = render(src)
+    assert [r[4] for r in rows_of(text, "cpp") if r[1] in ("fwd", "fwd+bwd")] == [f"{fwd:.2f}", f"{both:.2f}"]
+    assert rows_of(text, "compiled")[0][4] == "1.00 (baseline)"
+    (seg,) = rows_of(text, "segmamba")
+    assert seg[3] == "timeout" and seg[6] == "—"  # a failed point is shown, not dropped
+
+
+def test_compiled_scan_and_twin_targets_not_measured_without_files():
+    rows = [r for r in report.evaluate_targets(sources())
+            if r["source"] in (report.VS_COMPILED_FILE, report.TWINS_FILE)]
+    assert [r["status"] for r in rows] == ["not measured"] * 4
+    text = render()
+    assert f"`{report.TWINS_FILE}`: not available (file missing)." in text
 
 
 def test_seconds_per_iteration_from_training_log():

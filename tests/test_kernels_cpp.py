@@ -142,6 +142,25 @@ def test_cpp_noncontiguous_inputs():
     _compare([u, delta, A, B, C, D, z, bias], routes, "cpp", "reference", 1e-4, 1e-3)
 
 
+@pytest.mark.skipif(not cpp_scan._openmp_flags(), reason="torch here runs its threads without OpenMP (parallel_for needs no flag)")
+def test_kernel_runs_on_torch_threads():
+    """The kernel's parallel_for is an inline OpenMP region: built without the OpenMP flag it ran
+    on one thread whatever torch.set_num_threads said (half the speed on 2 cores)."""
+    before = torch.get_num_threads()
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            assert cpp_scan.cpp_scan_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    torch.set_num_threads(2)
+    try:  # tasks (batch, channel block) split over two threads: forward and every gradient exact
+        _compare(make_inputs(2, 2, 70, 40, 4, dtype=torch.float64), build_routes("bidirectional", (7, 10)),
+                 "cpp", "reference", 1e-10, 1e-10)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_build_failure_falls_back_to_torch_with_a_reason(monkeypatch):
     """A failed build (simulated) makes `auto` warn and run the torch backend with the same
     saved-state layout; `cpp` asked for by name is a one-line error; `medmamba info` says why."""

@@ -35,10 +35,11 @@ def backend_report() -> list[tuple[str, bool, str]]:
         triton_row = ("triton", False, "no CUDA device; CPU runs use cpp, else torch")
     else:
         triton_row = ("triton", True, f"CUDA device {torch.cuda.get_device_name(0)}")
-    from medmamba.kernels.cpp_scan import cpp_scan_status
+    from medmamba.kernels.cpp_scan import cpp_scan_status, cpp_scan_threads
 
     reason = cpp_scan_status()
-    cpp_row = ("cpp", reason is None, "fused CPU kernel (built for this machine, self-test passed)"
+    cpp_row = ("cpp", reason is None, "fused CPU kernel (built for this machine, self-test passed, runs on "
+               f"{cpp_scan_threads()} of {torch.get_num_threads()} torch threads)"
                if reason is None else f"{reason}; using torch backend on CPU")
     return [
         triton_row,

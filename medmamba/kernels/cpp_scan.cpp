@@ -446,9 +446,21 @@ void scan_backward(const at::Tensor& gout, const at::Tensor& u, const at::Tensor
   }
 }
 
+// Size of the thread team of one parallel_for region here (1 when the extension was built without
+// the OpenMP flag torch's own parallel_for needs).
+int64_t team_size() {
+  std::vector<char> seen(std::max(1, at::get_num_threads()), 0);
+  at::parallel_for(0, static_cast<int64_t>(seen.size()) * 64, 1, [&](int64_t, int64_t) {
+    const int id = at::get_thread_num();
+    if (id >= 0 && id < static_cast<int>(seen.size())) seen[id] = 1;
+  });
+  return std::count(seen.begin(), seen.end(), 1);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(medmamba_cpp_scan, m) {
+  m.def("team_size() -> int", &team_size);
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor bias, Tensor routes, "
         "bool softplus, int chunk, Tensor(a!) y, Tensor(b!) states, bool save) -> ()");
   m.def("backward(Tensor gout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor bias, "

@@ -34,9 +34,20 @@ _SOURCE = Path(__file__).with_name("cpp_scan.cpp")
 FAIL_ENV = "MEDMAMBA_CPP_SCAN_FAIL"
 
 
+def _openmp_flags() -> list[str]:
+    """``-fopenmp`` where torch runs its intra-op threads on OpenMP (Linux wheels): ``at::parallel_for``
+    is then an inline OpenMP region compiled into this extension, and without the flag it runs on
+    one thread whatever ``torch.set_num_threads`` says. The library it links (``libgomp.so.1``) is
+    the one torch has already loaded, so the kernel shares torch's threads and thread count.
+    Elsewhere (macOS clang, MSVC, torch's native pool) parallel_for needs no flag."""
+    if not sys.platform.startswith("linux"):
+        return []
+    return ["-fopenmp"] if "parallel backend: OpenMP" in torch.__config__.parallel_info() else []
+
+
 def _cflags() -> list[str]:
     # -march=native: the build runs on the machine that uses it (the cache key includes the CPU)
-    return ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+    return ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *_openmp_flags()]
 
 
 def _build_name() -> str:
@@ -89,8 +100,8 @@ def _load() -> None:
         if not any(build_dir.glob("*.so")):
             print("medmamba: building the CPU scan kernel once for this machine (about a minute)...",
                   file=sys.stderr, flush=True)
-        cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_cflags(), is_python_module=False,
-                           verbose=False)
+        cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_cflags(),
+                           extra_ldflags=_openmp_flags(), is_python_module=False, verbose=False)
 
 
 @contextlib.contextmanager
@@ -154,6 +165,14 @@ def cpp_scan_status() -> str | None:
     except Exception as exc:  # no compiler, build error, load error: report it, fall back to torch
         text = " ".join(str(exc).split())
         return f"{type(exc).__name__}: {text[:300]}"
+
+
+def cpp_scan_threads() -> int:
+    """Threads the built kernel runs on at the current ``torch.get_num_threads()`` (0 when the cpp
+    backend is unusable): the team of one ``at::parallel_for`` region inside the extension."""
+    if cpp_scan_status() is not None:
+        return 0
+    return int(torch.ops.medmamba_cpp_scan.team_size())
 
 
 def _prepare(u, delta, A, B, C, D, delta_bias, routes):

@@ -76,33 +76,27 @@ def a_log_init(n_routes: int, channels: int, d_state: int) -> torch.Tensor:
     return torch.log(a).expand(n_routes, channels, d_state).clone()
 
 
-def block_diagonal(weights: torch.Tensor) -> torch.Tensor:
-    """``(K, O, I)`` → the ``(K·O, K·I)`` block-diagonal matrix of the K blocks (broadcast mul, so
-    it traces and exports as standard ops, unlike ``torch.block_diag``)."""
-    K, O, I = weights.shape
-    eye = torch.eye(K, dtype=weights.dtype, device=weights.device)
-    return (weights[:, :, None, :] * eye[:, None, :, None]).reshape(K * O, K * I)
-
-
 def route_projections(u: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_weight: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-route (delta, B, C) of VMamba's x_proj → (dt, B, C), dt_proj → delta (vmamba.py SS2D),
     for K routes at once: u ``(batch, L, D)``, x_proj_weight ``(K, R + 2N, D)``, dt_projs_weight
     ``(K, D, R)`` → delta ``(batch, K, L, D)``, B and C ``(batch, K, L, N)``.
 
-    One GEMM for all routes' x_proj and one for their dt projections (block-diagonal weight: the
-    inner dimension R ≈ D/16 is too small for a per-route batched matmul to run well); the results
-    stay token-major and are returned as strided views, which the scan reads without a copy
-    (einsum + contiguous copies cost ~10% more per block, 1 thread, measured 2026-11-29)."""
+    One GEMM for all routes' x_proj and one batched GEMM over the routes for their dt projections;
+    the results are returned as strided views (token-major B and C, route-major delta, unit channel
+    stride), which the scan reads without a copy. (The dt projection was one GEMM with a
+    block-diagonal (K·D, K·R) weight before: K times the FLOPs, and with inner dimension K·R its
+    GEMMs ran at a few GFLOP/s; the batched form made a VM-UNet 2D step 12% faster in training and
+    10% in prediction, 1 thread, measured 2026-11-29. einsum + contiguous copies cost ~10% more
+    per block than strided views.)"""
     K, RN2, D = x_proj_weight.shape
     R = dt_projs_weight.shape[2]
     N = (RN2 - R) // 2
     batch, length, _ = u.shape
     x_dbl = F.linear(u, x_proj_weight.reshape(K * RN2, D)).view(batch, length, K, RN2)
     dt, b_ssm, c_ssm = torch.split(x_dbl, [R, N, N], dim=-1)
-    delta = F.linear(dt.reshape(batch, length, K * R), block_diagonal(dt_projs_weight))
-    delta = delta.view(batch, length, K, D)
-    return delta.transpose(1, 2), b_ssm.transpose(1, 2), c_ssm.transpose(1, 2)
+    delta = torch.bmm(dt.reshape(batch * length, K, R).transpose(0, 1), dt_projs_weight.transpose(1, 2))
+    return delta.view(K, batch, length, D).transpose(0, 1), b_ssm.transpose(1, 2), c_ssm.transpose(1, 2)
 
 
 class Mlp(nn.Module):
