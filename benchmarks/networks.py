@@ -31,6 +31,7 @@ within that process. ``--scan-backend`` fixes the scan backend (default: auto):
     python benchmarks/networks.py --twins --repeats 3 --scan-backend torch --tag torch   # before
     python benchmarks/networks.py --twins --repeats 3                                    # after
     python benchmarks/networks.py --twins --repeats 3 --jobs 2 --tag cpp_20261129       # 2 processes at once
+    python benchmarks/networks.py --twins --repeats 3 --jobs 2 --rotate --tag rotate    # one route per layer
 """
 from __future__ import annotations
 
@@ -147,16 +148,23 @@ def measure_one(name: str, dims: int, size: tuple[int, ...], batch: int, repeats
 TWIN_SIZES = {2: (128, 128), 3: (32, 32, 32)}
 
 
-def _twin_models(name: str, dims: int):
+def _twin_models(name: str, dims: int, rotate: bool = False):
+    """The network (with one route per layer rotating through its route set when ``rotate``: the
+    planner's ``rotate_routes`` setting, which a user can also write into plans.json), its gated-CNN
+    twin and plain_unet."""
     from medmamba.networks import build_network
+    from medmamba.networks.registry import get_capabilities
+    from medmamba.plans.memory_reductions import rotate_schedule
 
     def build(n, **kw):
         return build_network(n, spatial_dims=dims, in_channels=1, num_classes=2, **kw)
 
-    return {"network": build(name), "twin": build(name, mixer="gated_cnn"), "plain_unet": build("plain_unet")}
+    kwargs = {"routes": rotate_schedule(get_capabilities(name).ssm.routes[dims])} if rotate else {}
+    return {"network": build(name, **kwargs), "twin": build(name, mixer="gated_cnn"),
+            "plain_unet": build("plain_unet")}
 
 
-def measure_twins(name: str, dims: int, batch: int, repeats: int) -> dict:
+def measure_twins(name: str, dims: int, batch: int, repeats: int, rotate: bool = False) -> dict:
     """Child-process body of --twins: interleaved train-step and predict medians of the three models."""
     import statistics
 
@@ -165,7 +173,7 @@ def measure_twins(name: str, dims: int, batch: int, repeats: int) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     size = TWIN_SIZES[dims]
-    models = _twin_models(name, dims)
+    models = _twin_models(name, dims, rotate)
     x = torch.randn(batch, 1, *size)
     target = torch.randint(0, 2, (batch, *size))
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
@@ -227,6 +235,10 @@ def run_twins(args) -> int:
 
     # every network with a gated-CNN twin (the Mamba ones)
     names = args.networks or [n for n in list_networks() if f"{n}:gated_cnn" in twin_names(n)]
+    if args.rotate:
+        from medmamba.networks.registry import get_capabilities
+
+        names = [n for n in names if get_capabilities(n).ssm.rotatable]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.scan_backend != "auto":
         env["MEDMAMBA_SCAN_BACKEND"] = args.scan_backend
@@ -257,12 +269,14 @@ def run_twins(args) -> int:
     load_at_start = list(os.getloadavg())
 
     def run_one(dims: int, name: str) -> dict:
-        spec = json.dumps({"name": name, "dims": dims, "batch": args.batch, "repeats": args.repeats})
+        spec = json.dumps({"name": name, "dims": dims, "batch": args.batch, "repeats": args.repeats,
+                           "rotate": args.rotate})
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--twins-child", spec], capture_output=True,
                               text=True, env=env, timeout=args.timeout)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        record = {"network": name, "dims": dims, "size": list(TWIN_SIZES[dims]), "batch": args.batch}
+        record = {"network": name, "dims": dims, "size": list(TWIN_SIZES[dims]), "batch": args.batch,
+                  "routes": "rotate (one per layer)" if args.rotate else "all per layer"}
         if proc.returncode != 0 or not lines:
             record.update(status="error", reason=(proc.stderr.strip().splitlines() or ["no output"])[-1][:300])
             print(f"{name:12s} {dims}D error: {record['reason']}", flush=True)
@@ -378,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scan-backend", default="auto", choices=["auto", "torch", "cpp"],
                         help="--twins: scan backend for the Mamba networks")
     parser.add_argument("--tag", default="", help="--twins: suffix of the output file names")
+    parser.add_argument("--rotate", action="store_true",
+                        help="--twins: the rotatable networks with one route per layer (rotate_routes)")
     parser.add_argument("--jobs", type=int, default=1, help="--twins: (network, dims) processes run at once")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch < 1 or args.timeout <= 0 or args.jobs < 1:
@@ -385,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.twins_child:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         spec = json.loads(args.twins_child)
-        print(json.dumps(measure_twins(spec["name"], spec["dims"], spec["batch"], spec["repeats"])))
+        print(json.dumps(measure_twins(spec["name"], spec["dims"], spec["batch"], spec["repeats"],
+                                       spec.get("rotate", False))))
         return 0
     if args.twins:
         if args.timeout == 60.0:
