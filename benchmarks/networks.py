@@ -231,13 +231,11 @@ def run_twins(args) -> int:
 
     from medmamba.atomic import atomic_write_json
     from medmamba.networks import list_networks
-    from medmamba.networks.registry import twin_names
+    from medmamba.networks.registry import get_capabilities, twin_names
 
     # every network with a gated-CNN twin (the Mamba ones)
     names = args.networks or [n for n in list_networks() if f"{n}:gated_cnn" in twin_names(n)]
     if args.rotate:
-        from medmamba.networks.registry import get_capabilities
-
         names = [n for n in names if get_capabilities(n).ssm.rotatable]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.scan_backend != "auto":

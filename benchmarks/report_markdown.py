@@ -301,7 +301,8 @@ def twins_section(data: dict) -> list[str]:
 
 # ---------------------------------------------------------------- targets
 def evaluate_targets(sources: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue targets, one row per kernels JSON: {target, source, value (str), status met|missed|not measured}."""
+    """Issue targets: the rows of every kernels JSON, then the compiled-scan and twin targets
+    ({target, source, value (str), status met|missed|not measured})."""
     rows: list[dict[str, Any]] = []
     for file, entry in sources.items():
         data = entry.get("data")

@@ -96,14 +96,15 @@ class OutputFolder:
                                  path=target)
             if not self.replaceable(name):
                 raise WriteError(f"exists and was not written by medmamba; {self.hint}", path=target)
-        new = set(names) - self.recorded
-        if new:
-            self.recorded |= new
-            write_written_files(self.path, self.recorded)
+        self._record(names)
 
     def adopt(self, names: Iterable[str]) -> None:
         """Record files the caller has recognised as written by medmamba before there was a record
         (an earlier version), so that this and later runs may replace them."""
+        self._record(names)
+
+    def _record(self, names: Iterable[str]) -> None:
+        """Add ``names`` to the folder's record of files medmamba wrote (rewritten only when it grows)."""
         new = set(names) - self.recorded
         if new:
             self.recorded |= new
