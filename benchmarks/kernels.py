@@ -247,6 +247,13 @@ def plot_vs_compiled(results, ratios, path: Path, machine: dict) -> None:
     ax.set_title(f"B1 K4 D192 N16 L4096, {machine['torch_threads']} thread(s); cpp speed-up "
                  f"fwd {ratios['cpp fwd']:.2f}x, fwd+bwd {ratios['cpp fwd+bwd']:.2f}x", fontsize=9)
     ax.legend()
+    save_figure(fig, path, machine)
+
+
+def save_figure(fig, path: Path, machine: dict) -> None:
+    """Footer naming the machine and its load, then an atomic PNG write."""
+    import matplotlib.pyplot as plt
+
     fig.text(0.01, 0.01, f"{machine.get('cpu_model', '')}, torch {machine['torch']}, "
              f"load {machine.get('load_average_at_start', '?')}", fontsize=6)
     fig.tight_layout()

@@ -24,6 +24,7 @@ MODES = ["fwd", "fwd+bwd"]
 MISSING = "—"
 VS_COMPILED_FILE = "kernels_vs_compiled_2threads.json"
 TWINS_FILE = "networks_twins.json"
+DEFORM_FILE = "deform_cpu_1threads.json"
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -278,6 +279,22 @@ def vs_compiled_section(data: dict) -> list[str]:
     return out + [f"Baseline: {data.get('baseline', MISSING)}.", ""]
 
 
+def deform_section(data: dict) -> list[str]:
+    """benchmarks/deform.py: the fused deformable sampling over its grid_sample reference at
+    HRVMamba-Small's shapes, measured interleaved in one run."""
+    rows = []
+    for r in data.get("rows", []):
+        sec = r.get("seconds", {})
+        rows.append([f"{r['dims']}D", "×".join(map(str, r["spatial"])), str(r["groups"]), str(r["channels_per_group"])]
+                    + [fmt(sec.get(k, float("nan")) * 1e3, 2) for k in ("torch fwd", "cpp fwd", "torch fwd+bwd",
+                                                                         "cpp fwd+bwd")]
+                    + [fmt(r["speedup"]["fwd"], 1), fmt(r["speedup"]["fwd+bwd"], 1), f"{r['max_rel_diff']:.1e}"])
+    out = [f"Batch 2, float32, {describe_machine(data.get('machine'))}; {data.get('method', '')}.", ""]
+    return out + table(["dims", "grid", "groups", "ch/group", "grid_sample fwd ms", "cpp fwd ms",
+                        "grid_sample fwd+bwd ms", "cpp fwd+bwd ms", "fwd speed-up", "fwd+bwd speed-up",
+                        "max rel diff"], rows) + [""]
+
+
 TWIN_COLUMNS = [("train_vs_twin", "train / twin"), ("predict_vs_twin", "predict / twin"),
                 ("train_vs_plain_unet", "train / plain_unet"), ("predict_vs_plain_unet", "predict / plain_unet")]
 
@@ -385,6 +402,9 @@ def render_report(sources: dict[str, dict[str, Any]], meta: dict[str, Any], pngs
     out += ["## Mamba networks vs their gated-CNN twins", ""]
     d = data(TWINS_FILE)
     out += twins_section(d) if d is not None else [f"`{TWINS_FILE}`: not available (file missing).", ""]
+    out += ["## Deformable sampling (HRVMamba): fused CPU kernel vs grid_sample", ""]
+    d = data(DEFORM_FILE)
+    out += deform_section(d) if d is not None else [f"`{DEFORM_FILE}`: not available (file missing).", ""]
     out += ["## Networks (params, time, memory; MONAI baselines included)", ""]
     nets = data("networks.json")
     out += networks_section(nets) if nets is not None else ["`networks.json`: not available (file missing).", ""]

@@ -39,6 +39,8 @@ BENCHMARKS: dict[str, tuple[list[tuple[list[str], dict[str, str]]], list[str]]] 
                 ["kernels_cpu.json", "kernels_cpu_2threads.json"]),
     "kernels_vs_compiled": ([([PY, str(HERE / "kernels.py"), "--vs-compiled", "--threads", "2", "--repeats", "9"],
                               {"OMP_NUM_THREADS": "2"})], ["kernels_vs_compiled_2threads.json"]),
+    "deform": ([([PY, str(HERE / "deform.py"), "--threads", "1"], {"OMP_NUM_THREADS": "1"})],
+               ["deform_cpu_1threads.json"]),
     "networks": ([([PY, str(HERE / "networks.py")], {"OMP_NUM_THREADS": "1"})], ["networks.json"]),
     "twins": ([([PY, str(HERE / "networks.py"), "--twins", "--repeats", "3", "--jobs", "2", "--timeout", "1500"],
                 {"OMP_NUM_THREADS": "1"})], ["networks_twins.json"]),
@@ -46,8 +48,8 @@ BENCHMARKS: dict[str, tuple[list[tuple[list[str], dict[str, str]]], list[str]]] 
     "predict": ([([PY, str(HERE / "predict.py")], {"OMP_NUM_THREADS": "1"})], ["predict_cpu.json"]),
     "pipeline": ([([PY, str(HERE / "pipeline.py")], {})], ["pipeline_cpu.json"]),
 }
-PNGS = ["kernels_cpu.png", "kernels_cpu_2threads.png", "kernels_vs_compiled_2threads.png", "networks.png",
-        "networks_twins.png", "report_pipeline.png"]
+PNGS = ["kernels_cpu.png", "kernels_cpu_2threads.png", "kernels_vs_compiled_2threads.png", "deform_cpu_1threads.png",
+        "networks.png", "networks_twins.png", "report_pipeline.png"]
 
 
 def shown_command(cmd: list[str], env_overrides: dict[str, str]) -> str:

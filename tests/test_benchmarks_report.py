@@ -330,3 +330,19 @@ def test_informed_nnunet_plans_take_our_patch_and_batch_and_nnunets_topology():
     assert kw["n_stages"] == 5 and kw["strides"] == [[1, 1]] + [[2, 2]] * 4
     assert kw["features_per_stage"] == [32, 64, 128, 256, 512] and kw["conv_bias"] is True
     assert kw["n_conv_per_stage"] == [2] * 5 and kw["n_conv_per_stage_decoder"] == [2] * 4
+
+
+def test_deform_section_shows_times_speedups_and_agreement():
+    rows = [{"dims": 2, "spatial": [32, 32], "groups": 2, "channels_per_group": 32, "kernel_points": 9,
+             "max_rel_diff": 9.6e-07, "seconds": {"torch fwd": 0.046, "cpp fwd": 0.0143, "torch fwd+bwd": 0.125,
+                                                   "cpp fwd+bwd": 0.0307},
+             "speedup": {"fwd": 0.046 / 0.0143, "fwd+bwd": 0.125 / 0.0307}}]
+    data = {"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 1, "torch": "2.13"},
+            "method": "interleaved repeats", "rows": rows}
+    src = sources(**{report.DEFORM_FILE: {"benchmark": "deform", "file": report.DEFORM_FILE, "status": "ran",
+                                          "data": data}})
+    (row,) = rows_of(render(src), "2D")
+    assert row[1:4] == ["32×32", "2", "32"]
+    assert row[4:8] == ["46.00", "14.30", "125.00", "30.70"]
+    assert row[8:] == ["3.2", "4.1", "9.6e-07"]
+    assert f"`{report.DEFORM_FILE}`: not available (file missing)." in render()

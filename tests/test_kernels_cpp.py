@@ -9,14 +9,13 @@ test here reuses that one build."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
 from medmamba.errors import KernelError
 from medmamba.kernels import build_routes, multi_route_scan, resolve_backend
-from medmamba.kernels import cpp_scan, ops
+from medmamba.kernels import cpp_build, cpp_scan, ops
 from medmamba.kernels.scan_inputs import make_inputs, rel_err
 
 
@@ -142,7 +141,7 @@ def test_cpp_noncontiguous_inputs():
     _compare([u, delta, A, B, C, D, z, bias], routes, "cpp", "reference", 1e-4, 1e-3)
 
 
-@pytest.mark.skipif(not cpp_scan._openmp_flags(), reason="torch here runs its threads without OpenMP (parallel_for needs no flag)")
+@pytest.mark.skipif(not cpp_build.openmp_flags(), reason="torch here runs its threads without OpenMP (parallel_for needs no flag)")
 def test_kernel_runs_on_torch_threads():
     """The kernel's parallel_for is an inline OpenMP region: built without the OpenMP flag it ran
     on one thread whatever torch.set_num_threads said (half the speed on 2 cores)."""
@@ -210,10 +209,8 @@ def test_a_killed_build_does_not_hang_later_processes(tmp_path):
     import subprocess
     import sys
 
-    from torch.utils import cpp_extension
-
     assert cpp_scan.cpp_scan_status() is None  # built and loaded in this process
-    build_dir = Path(cpp_extension._get_build_directory(cpp_scan._build_name(), verbose=False))
+    build_dir = cpp_build.build_directory("medmamba_cpp_scan", cpp_scan._SOURCE)
     (build_dir / "lock").touch()  # what a build killed between taking and releasing torch's lock leaves
     code = ("from medmamba.kernels import cpp_scan; import sys; r = cpp_scan.cpp_scan_status(); "
             "print(r); sys.exit(r is not None)")

@@ -334,3 +334,31 @@ def test_autocast_bf16_forward_backward(name):
     assert all(torch.isfinite(o.float()).all() for o in outs)
     sum(o.float().mean() for o in outs).backward()
     assert all(p.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+@pytest.mark.parametrize("dims, shape", [(2, (3, 6, 5, 7)), (3, (2, 4, 3, 5, 6))])
+@pytest.mark.parametrize("affine", [True, False])
+def test_instance_norm_on_group_norm_equals_torchs(dims, shape, affine):
+    """Our InstanceNorm (F.group_norm, one group per channel) against torch's: output and every
+    gradient in fp64, same state dict; torch's one-voxel training error and unbatched input kept."""
+    from medmamba.networks.blocks.conv import instance_norm
+
+    ours = instance_norm(dims, shape[1], affine=affine).double()
+    theirs = getattr(torch.nn, f"InstanceNorm{dims}d")(shape[1], affine=affine).double()
+    assert isinstance(ours, type(theirs))
+    if affine:
+        with torch.no_grad():
+            ours.weight.normal_()
+            ours.bias.normal_()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    a, b = ours(x), theirs(x)
+    assert (a - b).abs().max() < 1e-12
+    grad = torch.randn_like(a)
+    for ga, gb in zip(torch.autograd.grad(a, [x, *ours.parameters()], grad),
+                      torch.autograd.grad(b, [x, *theirs.parameters()], grad)):
+        assert (ga - gb).abs().max() < 1e-12
+    with pytest.raises(ValueError, match="more than 1 spatial element"):
+        ours.train()(torch.randn(2, shape[1], *([1] * dims), dtype=torch.float64))
+    unbatched = torch.randn(*shape[1:], dtype=torch.float64)
+    assert torch.allclose(ours(unbatched), theirs(unbatched))

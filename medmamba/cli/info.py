@@ -24,7 +24,8 @@ def _version(module: str) -> str:
 
 
 def backend_report() -> list[tuple[str, bool, str]]:
-    """(backend, available, reason) for each scan backend, in the order `auto` tries them."""
+    """(backend, available, reason) for each scan backend, in the order `auto` tries them, then the
+    fused deformable sampling."""
     import torch
 
     from medmamba.kernels.ops import triton_available
@@ -41,11 +42,18 @@ def backend_report() -> list[tuple[str, bool, str]]:
     cpp_row = ("cpp", reason is None, "fused CPU kernel (built for this machine, self-test passed, runs on "
                f"{cpp_scan_threads()} of {torch.get_num_threads()} torch threads)"
                if reason is None else f"{reason}; using torch backend on CPU")
+    from medmamba.kernels.deform_sampling import cpp_deform_status
+
+    reason = cpp_deform_status()
+    deform_row = ("cpp deform", reason is None,
+                  "fused CPU deformable sampling for HRVMamba (built for this machine, self-test passed)"
+                  if reason is None else f"{reason}; HRVMamba's deformable conv uses grid_sample on CPU")
     return [
         triton_row,
         cpp_row,
         ("torch", True, "vectorised chunked scan (CPU and GPU)"),
         ("reference", True, "sequential oracle (slow; for tests)"),
+        deform_row,
     ]
 
 
@@ -64,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         device = f"cpu ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
     print(f"device: {device}")
-    print("scan backends:")
+    print("scan backends and fused kernels:")
     for name, ok, reason in backend_report():
         print(f"  {name:<10} {'available' if ok else 'unavailable'}: {reason}")
     print("folders:")

@@ -12,17 +12,13 @@ backend, forward and every gradient) and returns None when it can be used, else 
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import os
-import platform
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from medmamba.kernels import cpp_build
 from medmamba.kernels.scan_inputs import make_inputs, rel_err
 from medmamba.kernels.torch_scan import torch_scan_backward, torch_scan_forward, z_gate_backward
 
@@ -31,106 +27,12 @@ from medmamba.kernels.torch_scan import torch_scan_backward, torch_scan_forward,
 CHUNK_LENGTH = 64
 _SOURCE = Path(__file__).with_name("cpp_scan.cpp")
 # Environment variable that makes the build fail on purpose (tests of the fallback path).
-FAIL_ENV = "MEDMAMBA_CPP_SCAN_FAIL"
-
-
-def _openmp_flags() -> list[str]:
-    """``-fopenmp`` where torch runs its intra-op threads on OpenMP (Linux wheels): ``at::parallel_for``
-    is then an inline OpenMP region compiled into this extension, and without the flag it runs on
-    one thread whatever ``torch.set_num_threads`` says. The library it links (``libgomp.so.1``) is
-    the one torch has already loaded, so the kernel shares torch's threads and thread count.
-    Elsewhere (macOS clang, MSVC, torch's native pool) parallel_for needs no flag."""
-    if not sys.platform.startswith("linux"):
-        return []
-    return ["-fopenmp"] if "parallel backend: OpenMP" in torch.__config__.parallel_info() else []
-
-
-def _cflags() -> list[str]:
-    # -march=native: the build runs on the machine that uses it (the cache key includes the CPU)
-    return ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", *_openmp_flags()]
-
-
-def _build_name() -> str:
-    """Extension name keyed by source, compiler flags, CPU and torch version, so a changed file,
-    a different CPU sharing a home directory, or a new torch never loads a stale build."""
-    key = hashlib.sha1()
-    key.update(_SOURCE.read_bytes())
-    key.update(" ".join(_cflags()).encode())
-    key.update(platform.machine().encode() + platform.processor().encode() + torch.__version__.encode())
-    try:
-        with open("/proc/cpuinfo") as f:
-            key.update(next((line for line in f if line.startswith("flags")), "").encode())
-    except OSError:
-        pass
-    return f"medmamba_cpp_scan_{key.hexdigest()[:12]}"
-
-
-def _put_ninja_on_path() -> None:
-    """cpp_extension runs ``ninja`` from PATH; a venv used without activation (``.venv/bin/medmamba``)
-    has the pip-installed ninja only in the venv's bin folder, so add that folder for the build."""
-    try:
-        import ninja
-    except ImportError:
-        return  # cpp_extension then says ninja is missing, and the torch backend is used
-    path = os.environ.get("PATH", "")
-    if ninja.BIN_DIR not in path.split(os.pathsep):
-        os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, path) if p)
+FAIL_ENV = cpp_build.FAIL_ENV
 
 
 def _load() -> None:
     """Build (or reuse) and load the extension; raises on any failure."""
-    if os.environ.get(FAIL_ENV):
-        raise RuntimeError(f"build disabled by {FAIL_ENV}")
-    if hasattr(torch.ops, "medmamba_cpp_scan") and hasattr(torch.ops.medmamba_cpp_scan, "forward"):
-        return
-    from torch.utils import cpp_extension
-
-    _put_ninja_on_path()
-    name = _build_name()
-    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
-    with _build_lock(build_dir):
-        # Build from a copy in the build folder: build.ninja records the source's path, so two
-        # checkouts of the same source would otherwise rebuild (overwrite) each other's loaded library.
-        source = build_dir / _SOURCE.name
-        text = _SOURCE.read_bytes()
-        if not source.is_file() or source.read_bytes() != text:
-            tmp = source.with_name(f".{source.name}.{os.getpid()}")
-            tmp.write_bytes(text)
-            os.replace(tmp, source)
-        if not any(build_dir.glob("*.so")):
-            print("medmamba: building the CPU scan kernel once for this machine (about a minute)...",
-                  file=sys.stderr, flush=True)
-        cpp_extension.load(name=name, sources=[str(source)], extra_cflags=_cflags(),
-                           extra_ldflags=_openmp_flags(), is_python_module=False, verbose=False)
-
-
-@contextlib.contextmanager
-def _build_lock(build_dir: Path):
-    """Hold an exclusive ``flock`` on the build folder while building or loading.
-
-    torch's own build lock is a plain file that a killed build (Ctrl-C during the first-use
-    compile) leaves behind, after which every later process waits for it forever. The kernel
-    releases a flock when its holder dies, and every medmamba process takes this one before
-    torch's: whoever holds it is the only one building, so a torch lock file found then is stale
-    and is removed."""
-    build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): torch's lock file alone
-        yield
-        return
-    with open(build_dir / "medmamba_build.flock", "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            print("medmamba: waiting for another process building the CPU scan kernel...", file=sys.stderr,
-                  flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            (build_dir / "lock").unlink(missing_ok=True)  # torch's build lock left by a killed build
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    cpp_build.load_extension(_SOURCE, "medmamba_cpp_scan", "CPU scan kernel")
 
 
 def _self_test() -> str | None:
@@ -163,8 +65,7 @@ def cpp_scan_status() -> str | None:
         _load()
         return _self_test()
     except Exception as exc:  # no compiler, build error, load error: report it, fall back to torch
-        text = " ".join(str(exc).split())
-        return f"{type(exc).__name__}: {text[:300]}"
+        return cpp_build.describe_failure(exc)
 
 
 def cpp_scan_threads() -> int:

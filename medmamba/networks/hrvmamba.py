@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from medmamba.errors import NetworkError
 from medmamba.networks.blocks.patches import crop_to, pad_to_multiple
-from medmamba.networks.blocks.conv import conv_class
+from medmamba.networks.blocks.conv import conv_class, instance_norm
 from medmamba.networks.blocks.residual import LN_EPS, DropPath
 from medmamba.networks.blocks.ssm import Mlp, build_mixer
 from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
@@ -52,7 +52,7 @@ def _norm(spatial_dims: int, channels: int, kind: str) -> nn.Module:
     if kind == "batch":
         return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
     if kind == "instance":
-        return (nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+        return instance_norm(spatial_dims, channels)
     raise NetworkError(f"norm must be 'batch' or 'instance', got {kind!r}")
 
 

@@ -61,15 +61,22 @@ def default_num_workers(device: torch.device) -> int:
     return max(0, min(2, cpus // 4))
 
 
-def _prepare_scan_backend(device: torch.device) -> None:
-    """Build, load and self-test the CPU scan kernel now (once per machine it compiles for about
-    25 s), so that this set-up time is not measured as the first iterations' cost by --time-budget."""
+def _prepare_scan_backend(device: torch.device, network: torch.nn.Module) -> None:
+    """Build, load and self-test the CPU kernels the network uses now (once per machine each
+    compiles for about 25 s), so that this set-up time is not measured as the first iterations'
+    cost by --time-budget."""
     from medmamba.kernels.ops import resolve_backend
 
     if resolve_backend("auto", device) == "cpp":
         from medmamba.kernels.cpp_scan import cpp_scan_status
 
         cpp_scan_status()
+    from medmamba.networks.blocks.deformable import DeformableConv
+
+    if device.type == "cpu" and any(isinstance(m, DeformableConv) for m in network.modules()):
+        from medmamba.kernels.deform_sampling import cpp_deform_status
+
+        cpp_deform_status()
 
 
 class Trainer:
@@ -82,7 +89,7 @@ class Trainer:
         torch.manual_seed(opts.seed)  # identical initial weights for a given seed (DDP syncs anyway)
         self.network = build_network(setup.network_name, **setup.network_kwargs).to(device)
         if get_capabilities(setup.network_name).ssm is not None:
-            _prepare_scan_backend(device)
+            _prepare_scan_backend(device, self.network)
         if opts.pretrained:
             copied, skipped = load_pretrained(self.network, opts.pretrained)
             logger.info("pretrained: copied %d tensors, kept %d initialised", copied, skipped)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medmamba.errors import NetworkError
@@ -49,9 +50,31 @@ def conv_transpose_class(spatial_dims: int) -> type[nn.Module]:
     return {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}[_check_dims(spatial_dims)]
 
 
+class _GroupNormInstanceNorm:
+    """Instance norm computed as ``F.group_norm`` with one group per channel (the same statistics:
+    per sample and channel, biased variance). torch's CPU ``instance_norm`` runs a batch norm over a
+    (1, B·C, *S) view and was 10x slower forward and 1.7x slower forward+backward at
+    (4, 32, 112, 128), 1 thread (measured 2026-11-29, group_norm 1.6 vs 17.5 ms forward). Running
+    statistics, unbatched input and the one-voxel training error keep torch's own path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.track_running_stats or x.dim() != self._get_no_batch_dim() + 1
+                or (self.training and math.prod(x.shape[2:]) == 1)):
+            return super().forward(x)  # type: ignore[misc]
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
+class InstanceNorm2d(_GroupNormInstanceNorm, nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same parameters and state dict) on the faster group-norm kernel."""
+
+
+class InstanceNorm3d(_GroupNormInstanceNorm, nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` (same parameters and state dict) on the faster group-norm kernel."""
+
+
 def instance_norm(spatial_dims: int, channels: int, affine: bool = True) -> nn.Module:
     """InstanceNorm with nnU-Net's eps 1e-5 (affine by default; MONAI's UNETR blocks use affine=False)."""
-    cls = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[_check_dims(spatial_dims)]
+    cls = {2: InstanceNorm2d, 3: InstanceNorm3d}[_check_dims(spatial_dims)]
     return cls(channels, eps=INSTANCE_NORM_EPS, affine=affine)
 
 

@@ -1,5 +1,5 @@
-"""Deformable convolution, 2D and 3D, on ``torch.nn.functional.grid_sample`` (no torchvision,
-no compiled op).
+"""Deformable convolution, 2D and 3D: the projections around :func:`medmamba.kernels.deform_sampling.deformable_sample`
+(a fused CPU kernel, ``F.grid_sample`` elsewhere and under export; no torchvision).
 
 DCNv4-style (Xiong et al., arXiv 2401.06197; the op HRVMamba puts inside its DSS2D,
 HRVMamba hrvmamba.py / DCNv4 dcnv4.py): value = Linear(x); for every voxel p, group g and kernel point k, an
@@ -15,9 +15,9 @@ import itertools
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from medmamba.errors import NetworkError
+from medmamba.kernels.deform_sampling import deformable_sample
 from medmamba.networks.blocks.conv import conv_class
 
 __all__ = ["DeformableConv"]
@@ -82,26 +82,8 @@ class DeformableConv(nn.Module):
         nd, G, K = self.spatial_dims, self.groups, self.n_points
         if len(spatial) != nd or channels != self.channels:
             raise NetworkError(f"DeformableConv({nd}D, {self.channels} ch) got input {tuple(x.shape)}")
-        value = self.value_proj(x)
+        value = self.value_proj(x).reshape(batch, *spatial, G, channels // G)
         feat = x if self.offset_dw is None else self.offset_dw(x.movedim(-1, 1)).movedim(1, -1)
         om = self.offset_mask(feat).view(batch, *spatial, G, K, nd + 1)
-        offset, mask = om[..., :nd] * self.offset_scale, om[..., nd]
-
-        sizes = torch.tensor(spatial, dtype=x.dtype, device=x.device)
-        axes = [torch.arange(s, dtype=x.dtype, device=x.device) for s in spatial]
-        base = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (*S, d)
-        pos = base[..., None, None, :] + self.kernel_points.to(x.dtype) + offset  # (B, *S, G, K, d)
-        # voxel index → grid_sample's [-1, 1] (align_corners=False: voxel centres at (2i+1)/n - 1);
-        # grid_sample wants the last array axis first (x = W).
-        grid = ((2 * pos + 1) / sizes - 1).flip(-1)
-        grid = grid.movedim(nd + 1, 1)  # (B, G, *S, K, d)
-        grid = grid.reshape(batch * G, *spatial[:-1], spatial[-1] * K, nd)
-        cg = channels // G
-        value = value.reshape(batch, *spatial, G, cg).movedim(nd + 1, 1).movedim(-1, 2)  # (B, G, cg, *S)
-        sampled = F.grid_sample(value.reshape(batch * G, cg, *spatial), grid, mode="bilinear",
-                                padding_mode="zeros", align_corners=False)
-        sampled = sampled.view(batch, G, cg, *spatial, K)
-        weights = mask.movedim(nd + 1, 1).unsqueeze(2)  # (B, G, 1, *S, K)
-        out = (sampled * weights).sum(-1)  # (B, G, cg, *S)
-        out = out.reshape(batch, channels, *spatial).movedim(1, -1)
-        return self.output_proj(out)
+        out = deformable_sample(value, om, self.kernel_points, self.offset_scale)
+        return self.output_proj(out.reshape(batch, *spatial, channels))
