@@ -10,7 +10,6 @@ G = ceil(C/16) groups of 32, 3^d kernel points; 2D branches at 1/4…1/32 of a 1
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import itertools
 import math
@@ -25,12 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernels import machine_info, save_figure  # noqa: E402
+from kernels import machine_info, save_figure, threads_and_repeats  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 from medmamba.kernels.deform_sampling import cpp_deform_status, deformable_sample  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # HRVMamba-Small branch widths (hrvmamba.py SMALL_WIDTHS) at strides 4, 8, 16, 32
 WIDTHS = (32, 64, 128, 256)
 INPUT = {2: 128, 3: 64}
@@ -61,14 +59,7 @@ def run_once(backend, value, om, kernel, backward):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--out-dir", type=Path, default=RESULTS)
-    args = ap.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1:
-        ap.error("--threads and --repeats must be >= 1")
-    torch.set_num_threads(args.threads)
+    args = threads_and_repeats(__doc__, argv)
     reason = cpp_deform_status()
     if reason is not None:
         print(f"cpp deformable sampling unavailable: {reason}", file=sys.stderr)

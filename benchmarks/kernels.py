@@ -250,6 +250,20 @@ def plot_vs_compiled(results, ratios, path: Path, machine: dict) -> None:
     save_figure(fig, path, machine)
 
 
+def threads_and_repeats(doc: str, argv=None, repeats: int = 7) -> argparse.Namespace:
+    """The command line of the small interleaved CPU benchmarks: --threads, --repeats, --out-dir;
+    sets torch's thread count."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1:
+        ap.error("--threads and --repeats must be >= 1")
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def save_figure(fig, path: Path, machine: dict) -> None:
     """Footer naming the machine and its load, then an atomic PNG write."""
     import matplotlib.pyplot as plt

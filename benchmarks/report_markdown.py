@@ -25,6 +25,7 @@ MISSING = "—"
 VS_COMPILED_FILE = "kernels_vs_compiled_2threads.json"
 TWINS_FILE = "networks_twins.json"
 DEFORM_FILE = "deform_cpu_1threads.json"
+NORM_FILE = "instance_norm_cpu_1threads.json"
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -295,6 +296,14 @@ def deform_section(data: dict) -> list[str]:
                         "max rel diff"], rows) + [""]
 
 
+def instance_norm_section(data: dict) -> list[str]:
+    """benchmarks/instance_norm.py: our InstanceNorm (F.group_norm) against torch's, op and networks."""
+    rows = [[r["what"], fmt(r["ours_s"] * 1e3, 2), fmt(r["torch_s"] * 1e3, 2), fmt(r["ours_over_torch"], 3)]
+            for r in data.get("rows", [])]
+    out = [f"{describe_machine(data.get('machine'))}; {data.get('method', '')}.", ""]
+    return out + table(["what", "group_norm ms", "torch instance_norm ms", "ratio"], rows) + [""]
+
+
 TWIN_COLUMNS = [("train_vs_twin", "train / twin"), ("predict_vs_twin", "predict / twin"),
                 ("train_vs_plain_unet", "train / plain_unet"), ("predict_vs_plain_unet", "predict / plain_unet")]
 
@@ -396,15 +405,15 @@ def render_report(sources: dict[str, dict[str, Any]], meta: dict[str, Any], pngs
     for file in kernel_files:
         d = data(file)
         out += kernels_section(file, d) if d is not None else [f"`{file}`: not available (file missing).", ""]
-    out += ["## Scan kernel vs the compiled chunked scan", ""]
-    d = data(VS_COMPILED_FILE)
-    out += vs_compiled_section(d) if d is not None else [f"`{VS_COMPILED_FILE}`: not available (file missing).", ""]
-    out += ["## Mamba networks vs their gated-CNN twins", ""]
-    d = data(TWINS_FILE)
-    out += twins_section(d) if d is not None else [f"`{TWINS_FILE}`: not available (file missing).", ""]
-    out += ["## Deformable sampling (HRVMamba): fused CPU kernel vs grid_sample", ""]
-    d = data(DEFORM_FILE)
-    out += deform_section(d) if d is not None else [f"`{DEFORM_FILE}`: not available (file missing).", ""]
+    for title, file, section in (("Scan kernel vs the compiled chunked scan", VS_COMPILED_FILE, vs_compiled_section),
+                                 ("Mamba networks vs their gated-CNN twins", TWINS_FILE, twins_section),
+                                 ("Deformable sampling (HRVMamba): fused CPU kernel vs grid_sample", DEFORM_FILE,
+                                  deform_section),
+                                 ("Instance norm on F.group_norm vs torch's instance_norm", NORM_FILE,
+                                  instance_norm_section)):
+        d = data(file)
+        out += [f"## {title}", ""]
+        out += section(d) if d is not None else [f"`{file}`: not available (file missing).", ""]
     out += ["## Networks (params, time, memory; MONAI baselines included)", ""]
     nets = data("networks.json")
     out += networks_section(nets) if nets is not None else ["`networks.json`: not available (file missing).", ""]

@@ -41,6 +41,8 @@ BENCHMARKS: dict[str, tuple[list[tuple[list[str], dict[str, str]]], list[str]]] 
                               {"OMP_NUM_THREADS": "2"})], ["kernels_vs_compiled_2threads.json"]),
     "deform": ([([PY, str(HERE / "deform.py"), "--threads", "1"], {"OMP_NUM_THREADS": "1"})],
                ["deform_cpu_1threads.json"]),
+    "instance_norm": ([([PY, str(HERE / "instance_norm.py"), "--threads", "1", "--repeats", "13"],
+                        {"OMP_NUM_THREADS": "1"})], ["instance_norm_cpu_1threads.json"]),
     "networks": ([([PY, str(HERE / "networks.py")], {"OMP_NUM_THREADS": "1"})], ["networks.json"]),
     "twins": ([([PY, str(HERE / "networks.py"), "--twins", "--repeats", "3", "--jobs", "2", "--timeout", "1500"],
                 {"OMP_NUM_THREADS": "1"})], ["networks_twins.json"]),
@@ -49,7 +51,7 @@ BENCHMARKS: dict[str, tuple[list[tuple[list[str], dict[str, str]]], list[str]]] 
     "pipeline": ([([PY, str(HERE / "pipeline.py")], {})], ["pipeline_cpu.json"]),
 }
 PNGS = ["kernels_cpu.png", "kernels_cpu_2threads.png", "kernels_vs_compiled_2threads.png", "deform_cpu_1threads.png",
-        "networks.png", "networks_twins.png", "report_pipeline.png"]
+        "instance_norm_cpu_1threads.png", "networks.png", "networks_twins.png", "report_pipeline.png"]
 
 
 def shown_command(cmd: list[str], env_overrides: dict[str, str]) -> str:

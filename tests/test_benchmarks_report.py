@@ -346,3 +346,14 @@ def test_deform_section_shows_times_speedups_and_agreement():
     assert row[4:8] == ["46.00", "14.30", "125.00", "30.70"]
     assert row[8:] == ["3.2", "4.1", "9.6e-07"]
     assert f"`{report.DEFORM_FILE}`: not available (file missing)." in render()
+
+
+def test_instance_norm_section():
+    data = {"machine": {"cpu_model": "Test CPU", "cpu_count": 2, "torch_threads": 1, "torch": "2.13"},
+            "method": "interleaved repeats",
+            "rows": [{"what": "umamba_bot predict", "ours_s": 0.8, "torch_s": 0.9, "ours_over_torch": 0.8 / 0.9}]}
+    src = sources(**{report.NORM_FILE: {"benchmark": "instance_norm", "file": report.NORM_FILE, "status": "ran",
+                                        "data": data}})
+    (row,) = rows_of(render(src), "umamba_bot predict")
+    assert row[1:] == ["800.00", "900.00", "0.889"]
+    assert f"`{report.NORM_FILE}`: not available (file missing)." in render()

@@ -53,9 +53,9 @@ def conv_transpose_class(spatial_dims: int) -> type[nn.Module]:
 class _GroupNormInstanceNorm:
     """Instance norm computed as ``F.group_norm`` with one group per channel (the same statistics:
     per sample and channel, biased variance). torch's CPU ``instance_norm`` runs a batch norm over a
-    (1, B·C, *S) view and was 10x slower forward and 1.7x slower forward+backward at
-    (4, 32, 112, 128), 1 thread (measured 2026-11-29, group_norm 1.6 vs 17.5 ms forward). Running
-    statistics, unbatched input and the one-voxel training error keep torch's own path."""
+    (1, B·C, *S) view: 2x slower forward, 1.1x forward+backward at (4, 32, 112, 128), 1 thread
+    (benchmarks/results/instance_norm_cpu_1threads.json). Running statistics, unbatched input and
+    the one-voxel training error keep torch's own path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.track_running_stats or x.dim() != self._get_no_batch_dim() + 1
