@@ -166,6 +166,21 @@ def test_build_failure_falls_back_to_grid_sample(monkeypatch):
     assert deform_sampling.cpp_deform_status() is None
 
 
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_first_use_in_a_prediction_still_verifies_the_kernel(mode):
+    """Prediction (no_grad / inference_mode) is often the first use in a process: the self-test's
+    gradient checks must still run there, not fail and send `auto` to grid_sample for good."""
+    deform_sampling.cpp_deform_status.cache_clear()
+    try:
+        with mode():
+            assert deform_sampling.cpp_deform_status() is None
+            value, om, kernel = _inputs((4, 5), dtype=torch.float32)
+            assert _rel(deformable_sample(value, om, kernel), torch_deformable_sample(value, om, kernel)) <= 2e-5
+    finally:
+        deform_sampling.cpp_deform_status.cache_clear()
+    assert deform_sampling.cpp_deform_status() is None
+
+
 def test_wrong_results_fail_the_self_test(monkeypatch):
     real = deform_sampling.torch_deformable_sample
     monkeypatch.setattr(deform_sampling, "torch_deformable_sample", lambda *a: real(*a) * 1.01)

@@ -77,7 +77,13 @@ def _self_test_inputs(spatial: tuple[int, ...], dtype: torch.dtype, seed: int = 
 
 def _self_test() -> str | None:
     """The kernel against the grid_sample reference, 2D and 3D, fp32 and fp64: forward and the
-    gradients of value and offset_mask. None when they agree, else why not."""
+    gradients of value and offset_mask. None when they agree, else why not. Runs with autograd on
+    whatever the caller's mode: the first use is often a prediction under no_grad/inference_mode."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _compare_with_reference()
+
+
+def _compare_with_reference() -> str | None:
     for spatial in ((5, 7), (3, 4, 5)):
         for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-10)):
             value, om, kernel = _self_test_inputs(spatial, dtype)
