@@ -10,12 +10,10 @@ G = ceil(C/16) groups of 32, 3^d kernel points; 2D branches at 1/4…1/32 of a 1
 """
 from __future__ import annotations
 
-import gc
+import functools
 import itertools
 import math
-import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernels import machine_info, save_figure, threads_and_repeats  # noqa: E402
+from kernels import interleaved_medians, machine_info, save_figure, threads_and_repeats  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 from medmamba.kernels.deform_sampling import cpp_deform_status, deformable_sample  # noqa: E402
@@ -69,18 +67,9 @@ def main(argv=None) -> int:
         inputs = make(nd, spatial, groups, cg)
         got, ref = (deformable_sample(*inputs, backend=b) for b in ("cpp", "torch"))
         agreement = float((got - ref).abs().max() / ref.abs().max())
-        times = {(b, m): [] for b in ("torch", "cpp") for m in ("fwd", "fwd+bwd")}
-        for backward in (False, True):
-            for b in ("torch", "cpp"):
-                run_once(b, *inputs, backward)  # warm-up
-        for _ in range(args.repeats):
-            for backward in (False, True):
-                for b in ("torch", "cpp"):
-                    gc.collect()
-                    t = time.perf_counter()
-                    run_once(b, *inputs, backward)
-                    times[(b, "fwd+bwd" if backward else "fwd")].append(time.perf_counter() - t)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        calls = {(b, "fwd+bwd" if backward else "fwd"): functools.partial(run_once, b, *inputs, backward)
+                 for backward in (False, True) for b in ("torch", "cpp")}
+        med = interleaved_medians(calls, args.repeats)
         row = {"dims": nd, "spatial": list(spatial), "batch": 2, "groups": groups, "channels_per_group": cg,
                "kernel_points": 3 ** nd, "max_rel_diff": agreement,
                "seconds": {f"{b} {m}": s for (b, m), s in med.items()},

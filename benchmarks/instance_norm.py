@@ -12,9 +12,7 @@ Writes ``benchmarks/results/instance_norm_cpu_<N>threads.{json,png}``.
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernels import machine_info, save_figure, threads_and_repeats  # noqa: E402
+from kernels import interleaved_medians, machine_info, save_figure, threads_and_repeats  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 from medmamba.networks.blocks.conv import InstanceNorm2d  # noqa: E402
@@ -36,18 +34,6 @@ TOPOLOGY = dict(spatial_dims=2, in_channels=1, num_classes=9, deep_supervision=T
                 features_per_stage=[32, 64, 128, 256, 512], kernel_sizes=[[3, 3]] * 5,
                 strides=[[1, 1]] + [[2, 2]] * 4)
 PATCH = (112, 128)
-
-
-def _interleaved(fns: dict, repeats: int) -> dict:
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def op_rows(repeats: int) -> list[dict]:
@@ -61,9 +47,9 @@ def op_rows(repeats: int) -> list[dict]:
             m.bias.copy_(bias)
     rows = []
     with torch.no_grad():
-        med = _interleaved({"ours": lambda: ours(x), "torch": lambda: theirs(x)}, repeats)
+        med = interleaved_medians({"ours": lambda: ours(x), "torch": lambda: theirs(x)}, repeats)
     rows.append({"what": "op forward (4, 32, 112, 128)", "ours_s": med["ours"], "torch_s": med["torch"]})
-    med = _interleaved({"ours": lambda: ours(xg).sum().backward(), "torch": lambda: theirs(xg).sum().backward()},
+    med = interleaved_medians({"ours": lambda: ours(xg).sum().backward(), "torch": lambda: theirs(xg).sum().backward()},
                        repeats)
     rows.append({"what": "op forward+backward (4, 32, 112, 128)", "ours_s": med["ours"], "torch_s": med["torch"]})
     return rows
@@ -100,7 +86,7 @@ def network_rows(repeats: int) -> list[dict]:
                 net(tiles)
 
         for mode, fn in (("train step", train), ("predict", predict)):
-            med = _interleaved({"ours": use(InstanceNorm2d, fn), "torch": use(nn.InstanceNorm2d, fn)}, repeats)
+            med = interleaved_medians({"ours": use(InstanceNorm2d, fn), "torch": use(nn.InstanceNorm2d, fn)}, repeats)
             rows.append({"what": f"{name} {mode}", "ours_s": med["ours"], "torch_s": med["torch"]})
         for m in norms:
             m.__class__ = InstanceNorm2d

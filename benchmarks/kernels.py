@@ -264,6 +264,22 @@ def threads_and_repeats(doc: str, argv=None, repeats: int = 7) -> argparse.Names
     return args
 
 
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each callable: one warm-up call each, then ``repeats`` rounds calling them
+    in turn (a garbage collection before each timed call), so slow drifts of a shared machine hit
+    all of them alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def save_figure(fig, path: Path, machine: dict) -> None:
     """Footer naming the machine and its load, then an atomic PNG write."""
     import matplotlib.pyplot as plt

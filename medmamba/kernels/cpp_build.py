@@ -63,10 +63,15 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join(p for p in (ninja.BIN_DIR, path) if p)
 
 
-def build_directory(prefix: str, source: Path) -> Path:
+def _directory_of(name: str) -> Path:
     from torch.utils import cpp_extension
 
-    return Path(cpp_extension._get_build_directory(build_name(prefix, source), verbose=False))
+    return Path(cpp_extension._get_build_directory(name, verbose=False))
+
+
+def build_directory(prefix: str, source: Path) -> Path:
+    """The folder the extension of ``source`` is built in."""
+    return _directory_of(build_name(prefix, source))
 
 
 def load_extension(source: Path, prefix: str, what: str) -> None:
@@ -81,7 +86,7 @@ def load_extension(source: Path, prefix: str, what: str) -> None:
 
     _put_ninja_on_path()
     name = build_name(prefix, source)
-    build_dir = build_directory(prefix, source)
+    build_dir = _directory_of(name)
     with _build_lock(build_dir, what):
         # Build from a copy in the build folder: build.ninja records the source's path, so two
         # checkouts of the same source would otherwise rebuild (overwrite) each other's loaded library.
