@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny preprocessed dataset written directly in the docs/internals.md format
-(no preprocessing run), used by the tests/test_training_*.py modules."""
+(no preprocessing run), used by the tests/test_training_*.py modules; every C++ kernel build
+failing on purpose, for the fallback tests."""
 from __future__ import annotations
 
 import json
@@ -138,3 +139,24 @@ def trained_tiny_model(tmp_path_factory, make_preprocessed):
         nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), str(images / f"case{i}_0000.nii.gz"))
     model = root / "results" / DATASET / "plain_unet__medmambaPlans__2d"
     return root / "results", model, images
+
+
+@pytest.fixture
+def failed_cpp_builds(monkeypatch):
+    """Every C++ kernel build fails (``cpp_build.FAIL_ENV``) for one test. The switch covers both
+    kernels, and any status computed meanwhile (``medmamba info`` asks for both) is cached, so
+    both caches and both warn-once flags are reset before and after; afterwards both kernels must
+    load again, so no later test silently runs a fallback."""
+    from medmamba.kernels import cpp_build, cpp_scan, deform_sampling, ops
+
+    statuses = (cpp_scan.cpp_scan_status, deform_sampling.cpp_deform_status)
+    monkeypatch.setenv(cpp_build.FAIL_ENV, "1")
+    monkeypatch.setattr(ops, "_CPP_WARNED", False)
+    monkeypatch.setattr(deform_sampling, "_WARNED", False)
+    for status in statuses:
+        status.cache_clear()
+    yield
+    monkeypatch.delenv(cpp_build.FAIL_ENV)
+    for status in statuses:
+        status.cache_clear()
+    assert [status() for status in statuses] == [None, None]

@@ -157,38 +157,30 @@ def test_kernel_runs_on_torch_threads():
         torch.set_num_threads(before)
 
 
-def test_build_failure_falls_back_to_torch_with_a_reason(monkeypatch):
+def test_build_failure_falls_back_to_torch_with_a_reason(failed_cpp_builds):
     """A failed build (simulated) makes `auto` warn and run the torch backend with the same
     saved-state layout; `cpp` asked for by name is a one-line error; `medmamba info` says why."""
     from medmamba.cli.info import backend_report
 
-    monkeypatch.setenv(cpp_scan.FAIL_ENV, "1")
-    monkeypatch.setattr(ops, "_CPP_WARNED", False)
-    cpp_scan.cpp_scan_status.cache_clear()
-    try:
-        assert "build disabled" in cpp_scan.cpp_scan_status()
-        with pytest.raises(KernelError, match="cpp"):
-            resolve_backend("cpp", torch.device("cpu"))
-        row = dict((name, (ok, why)) for name, ok, why in backend_report())["cpp"]
-        assert row[0] is False and "build disabled" in row[1] and "torch" in row[1]
-        routes = build_routes("cross2d", (5, 14))
-        xs = [x.requires_grad_(True) for x in make_inputs(1, 4, 70, 3, 2)]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out, _, states = ops._scan_op(*xs, routes, True, "cpp_auto", True)
-        assert any("cpp scan is unavailable" in str(w.message) for w in caught)
-        assert states.shape == cpp_scan.cpp_state_shape(1, 4, 70, 3, 2)
-        with torch.no_grad():
-            expected = multi_route_scan(*xs, routes=routes, backend="torch")
-        assert rel_err(out, expected) <= 1e-6
-        ref = multi_route_scan(*xs, routes=routes, backend="reference")
-        grad = torch.randn_like(ref)
-        for a, b in zip(torch.autograd.grad(out, xs, grad), torch.autograd.grad(ref, xs, grad)):
-            assert rel_err(a, b) <= 1e-3
-    finally:
-        monkeypatch.delenv(cpp_scan.FAIL_ENV)
-        cpp_scan.cpp_scan_status.cache_clear()
-    assert cpp_scan.cpp_scan_status() is None
+    assert "build disabled" in cpp_scan.cpp_scan_status()
+    with pytest.raises(KernelError, match="cpp"):
+        resolve_backend("cpp", torch.device("cpu"))
+    row = dict((name, (ok, why)) for name, ok, why in backend_report())["cpp"]
+    assert row[0] is False and "build disabled" in row[1] and "torch" in row[1]
+    routes = build_routes("cross2d", (5, 14))
+    xs = [x.requires_grad_(True) for x in make_inputs(1, 4, 70, 3, 2)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, _, states = ops._scan_op(*xs, routes, True, "cpp_auto", True)
+    assert any("cpp scan is unavailable" in str(w.message) for w in caught)
+    assert states.shape == cpp_scan.cpp_state_shape(1, 4, 70, 3, 2)
+    with torch.no_grad():
+        expected = multi_route_scan(*xs, routes=routes, backend="torch")
+    assert rel_err(out, expected) <= 1e-6
+    ref = multi_route_scan(*xs, routes=routes, backend="reference")
+    grad = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, xs, grad), torch.autograd.grad(ref, xs, grad)):
+        assert rel_err(a, b) <= 1e-3
 
 
 def test_wrong_results_fail_the_self_test(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medmamba.errors import KernelError
-from medmamba.kernels import cpp_build, deform_sampling
+from medmamba.kernels import deform_sampling
 from medmamba.kernels.deform_sampling import deformable_sample, torch_deformable_sample
 
 
@@ -142,28 +142,20 @@ def test_wrong_shapes_and_backends_are_one_line_errors():
         deformable_sample(value, om, kernel, backend="triton")
 
 
-def test_build_failure_falls_back_to_grid_sample(monkeypatch):
+def test_build_failure_falls_back_to_grid_sample(failed_cpp_builds):
     """A failed build makes `auto` warn once and run grid_sample; `cpp` asked for by name is a
     one-line error; `medmamba info` says why."""
     from medmamba.cli.info import backend_report
 
-    monkeypatch.setenv(cpp_build.FAIL_ENV, "1")
-    monkeypatch.setattr(deform_sampling, "_WARNED", False)
-    deform_sampling.cpp_deform_status.cache_clear()
-    try:
-        assert "build disabled" in deform_sampling.cpp_deform_status()
-        with pytest.raises(KernelError, match="cpp"):
-            deformable_sample(*_inputs((3, 3)), backend="cpp")
-        rows = {name: (ok, why) for name, ok, why in backend_report()}
-        assert rows["cpp deform"][0] is False and "build disabled" in rows["cpp deform"][1]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _check(*_inputs((5, 4)), 1.0, 1e-12, 1e-11, backend="auto")
-        assert any("deformable sampling is unavailable" in str(w.message) for w in caught)
-    finally:
-        monkeypatch.delenv(cpp_build.FAIL_ENV)
-        deform_sampling.cpp_deform_status.cache_clear()
-    assert deform_sampling.cpp_deform_status() is None
+    assert "build disabled" in deform_sampling.cpp_deform_status()
+    with pytest.raises(KernelError, match="cpp"):
+        deformable_sample(*_inputs((3, 3)), backend="cpp")
+    rows = {name: (ok, why) for name, ok, why in backend_report()}
+    assert rows["cpp deform"][0] is False and "build disabled" in rows["cpp deform"][1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _check(*_inputs((5, 4)), 1.0, 1e-12, 1e-11, backend="auto")
+    assert any("deformable sampling is unavailable" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
