@@ -171,7 +171,7 @@ def test_build_failure_falls_back_to_torch_with_a_reason(failed_cpp_builds):
     xs = [x.requires_grad_(True) for x in make_inputs(1, 4, 70, 3, 2)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out, _, states = ops._scan_op(*xs, routes, True, "cpp_auto", True)
+        out, _, states = ops._scan_op(*xs, routes, True, "cpp_auto", True, True)
     assert any("cpp scan is unavailable" in str(w.message) for w in caught)
     assert states.shape == cpp_scan.cpp_state_shape(1, 4, 70, 3, 2)
     with torch.no_grad():

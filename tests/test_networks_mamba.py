@@ -15,7 +15,7 @@ from medmamba.networks.blocks.gated_cnn import GatedCNNMixer
 from medmamba.networks.blocks.patches import PatchEmbed, PatchExpand, PatchMerging, pixel_shuffle_last
 from medmamba.networks.blocks.residual import DropPath
 from medmamba.networks.blocks.ssm import MambaMixer, MultiRouteSSM, VSSBlock, route_projections
-from medmamba.networks.mhsvm import scan_route_attention
+from medmamba.networks.blocks.route_attention import SRA_EPS, scan_route_attention
 
 MY_NETWORKS = ("vmunet", "mhsvm", "hrvmamba")
 TINY = {
@@ -322,6 +322,46 @@ def test_scan_route_attention():
     std = ys[:, 1].std()
     cv = std / ((ys[:, 1] - 0).mean() + 1e-5)
     torch.testing.assert_close(out[1], ys[:, 1].sum() * (cv - 0.5))
+
+
+def _sra_by_autograd(ys, threshold):
+    """The fusion as MHS-VM writes it (torch.std and min over the route axis), for autograd."""
+    return ys.sum(0) * torch.relu(ys.std(0) / ((ys - ys.min(0).values).mean(0) + SRA_EPS) - threshold)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_scan_route_attention_gradients_equal_autograd_of_the_paper_formula(threshold):
+    """The hand-written backward against autograd through torch.std/min, fp64, with gates both
+    open and shut, routes along a middle axis, and positions where all routes agree (σ = 0)."""
+    g = torch.Generator().manual_seed(0)
+    ys = torch.randn(2, 4, 30, 3, generator=g, dtype=torch.float64)
+    ys[:, :, :5] = ys[:, :1, :5]          # identical routes: σ = 0, gate shut, zero σ-gradient
+    ys.requires_grad_(True)
+    got = scan_route_attention(ys, threshold, dim=1)
+    want = _sra_by_autograd(ys.movedim(1, 0), threshold)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert (got != 0).any() and (got == 0).any()
+    weight = torch.randn(got.shape, generator=g, dtype=torch.float64)
+    (g_got,) = torch.autograd.grad((got * weight).sum(), ys)
+    (g_want,) = torch.autograd.grad((want * weight).sum(), ys)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
+    free = ys.detach()[:, :, 5:].clone().requires_grad_(True)  # no ties, no σ = 0: gradcheck
+    assert torch.autograd.gradcheck(lambda t: scan_route_attention(t, threshold, dim=1), (free,))
+
+
+def test_scan_route_attention_sequence_no_grad_and_compile_agree():
+    ys = torch.randn(4, 2, 6, 5)
+    want = scan_route_attention(ys.clone().requires_grad_(True), 0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(scan_route_attention(list(ys), 0.0), want.detach())
+    compiled = torch.compile(lambda t: scan_route_attention(t, 0.0), fullgraph=True, backend="aot_eager")
+    leaf = ys.clone().requires_grad_(True)
+    out = compiled(leaf)
+    torch.testing.assert_close(out, want.detach())
+    out.sum().backward()
+    eager = ys.clone().requires_grad_(True)
+    scan_route_attention(eager, 0.0).sum().backward()
+    torch.testing.assert_close(leaf.grad, eager.grad)
 
 
 def test_route_projections_match_per_route_einsums_forward_and_gradients():

@@ -117,6 +117,7 @@ struct DenormalsAreZero {
 
 struct Shape {
   int64_t batch, L, C, K, N, T, n_chunks, n_blocks;
+  int64_t y_sb, y_sk;  // batch and route strides of y / gout: (batch, L, C) summed or (batch, K, L, C) per route
 };
 
 template <typename T>
@@ -237,7 +238,7 @@ void forward_impl(const Inputs<T>& in, const Shape& s, T* y, T* states, bool sav
           if (t + PREFETCH_STEPS < s.L) {
             const int64_t q = route[t + PREFETCH_STEPS];
             prefetch_inputs(in, b, k, q, c0);
-            __builtin_prefetch(y + (b * s.L + q) * s.C + c0, 1);
+            __builtin_prefetch(y + b * s.y_sb + k * s.y_sk + q * s.C + c0, 1);
           }
           load_step(in, rc, b, k, p, c0, nw, dv, static_cast<T*>(nullptr), uu);
           for (int w = 0; w < W; ++w) { du[w] = dv[w] * uu[w]; yy[w] = rc.D[w] * uu[w]; }
@@ -254,7 +255,7 @@ void forward_impl(const Inputs<T>& in, const Shape& s, T* y, T* states, bool sav
               yy[w] += hv * cn;
             }
           }
-          T* yp = y + (b * s.L + p) * s.C + c0;
+          T* yp = y + b * s.y_sb + k * s.y_sk + p * s.C + c0;
           for (int w = 0; w < nw; ++w) yp[w] += yy[w];
         }
       }
@@ -339,14 +340,14 @@ void backward_impl(const Inputs<T>& in, const Shape& s, const T* gout, const T* 
             const int64_t p = route[t0 + i];
             if (i >= PREFETCH_STEPS) {  // rows the recompute above did not touch: gradient in and out
               const int64_t q = route[t0 + i - PREFETCH_STEPS];
-              __builtin_prefetch(gout + (b * s.L + q) * s.C + c0);
+              __builtin_prefetch(gout + b * s.y_sb + k * s.y_sk + q * s.C + c0);
               __builtin_prefetch(du_out + (b * s.L + q) * s.C + c0, 1);
               __builtin_prefetch(ddelta + ((b * s.K + k) * s.L + q) * s.C + c0, 1);
               __builtin_prefetch(dBk + q * s.N, 1);
               __builtin_prefetch(dCk + q * s.N, 1);
             }
             const T *dv = dv_buf.data() + i * W, *uu = uu_buf.data() + i * W, *sg = sig_buf.data() + i * W;
-            const T* gp = gout + (b * s.L + p) * s.C + c0;
+            const T* gp = gout + b * s.y_sb + k * s.y_sk + p * s.C + c0;
             for (int w = 0; w < W; ++w) {
               gy[w] = w < nw ? gp[w] : T(0); gB[w] = T(0); ddl[w] = T(0); dvu[w] = dv[w] * uu[w];
             }
@@ -397,7 +398,7 @@ void backward_impl(const Inputs<T>& in, const Shape& s, const T* gout, const T* 
   });
 }
 
-Shape shape_of(const at::Tensor& u, const at::Tensor& A, int64_t chunk) {
+Shape shape_of(const at::Tensor& u, const at::Tensor& A, int64_t chunk, bool per_route) {
   Shape s;
   s.batch = u.size(0); s.L = u.size(1); s.C = u.size(2);
   s.K = A.size(0); s.N = A.size(2);
@@ -405,13 +406,17 @@ Shape shape_of(const at::Tensor& u, const at::Tensor& A, int64_t chunk) {
   s.T = chunk;
   s.n_chunks = (s.L + chunk - 1) / chunk;
   s.n_blocks = (s.C + W - 1) / W;
+  s.y_sk = per_route ? s.L * s.C : 0;
+  s.y_sb = per_route ? s.K * s.L * s.C : s.L * s.C;
   return s;
 }
 
 void scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
                   const at::Tensor& C, const at::Tensor& D, const at::Tensor& bias, const at::Tensor& routes,
-                  bool softplus, int64_t chunk, const at::Tensor& y, const at::Tensor& states, bool save) {
-  const Shape s = shape_of(u, A, chunk);
+                  bool softplus, int64_t chunk, bool per_route, const at::Tensor& y, const at::Tensor& states,
+                  bool save) {
+  const Shape s = shape_of(u, A, chunk, per_route);
+  TORCH_CHECK(y.numel() == s.batch * (per_route ? s.K : 1) * s.L * s.C, "y has the wrong size");
   TORCH_CHECK(y.is_contiguous() && (!save || states.is_contiguous()), "outputs must be contiguous");
   if (u.scalar_type() == at::kDouble) {
     forward_impl<double>(inputs_of<double>(u, delta, A, B, C, D, bias, routes, softplus), s, y.data_ptr<double>(),
@@ -425,11 +430,12 @@ void scan_forward(const at::Tensor& u, const at::Tensor& delta, const at::Tensor
 
 void scan_backward(const at::Tensor& gout, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
                    const at::Tensor& B, const at::Tensor& C, const at::Tensor& D, const at::Tensor& bias,
-                   const at::Tensor& routes, bool softplus, int64_t chunk, const at::Tensor& states,
+                   const at::Tensor& routes, bool softplus, int64_t chunk, bool per_route, const at::Tensor& states,
                    const at::Tensor& du, const at::Tensor& ddelta, const at::Tensor& dB_part,
                    const at::Tensor& dC_part, const at::Tensor& dA_part, const at::Tensor& dD_part,
                    const at::Tensor& dbias_part) {
-  const Shape s = shape_of(u, A, chunk);
+  const Shape s = shape_of(u, A, chunk, per_route);
+  TORCH_CHECK(gout.numel() == s.batch * (per_route ? s.K : 1) * s.L * s.C, "gout has the wrong size");
   for (const at::Tensor* t : {&gout, &states, &du, &ddelta, &dB_part, &dC_part, &dA_part, &dD_part, &dbias_part})
     TORCH_CHECK(t->is_contiguous(), "backward buffers must be contiguous");
   if (u.scalar_type() == at::kDouble) {
@@ -462,9 +468,9 @@ int64_t team_size() {
 TORCH_LIBRARY(medmamba_cpp_scan, m) {
   m.def("team_size() -> int", &team_size);
   m.def("forward(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor bias, Tensor routes, "
-        "bool softplus, int chunk, Tensor(a!) y, Tensor(b!) states, bool save) -> ()");
+        "bool softplus, int chunk, bool per_route, Tensor(a!) y, Tensor(b!) states, bool save) -> ()");
   m.def("backward(Tensor gout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor bias, "
-        "Tensor routes, bool softplus, int chunk, Tensor states, Tensor(a!) du, Tensor(b!) ddelta, "
+        "Tensor routes, bool softplus, int chunk, bool per_route, Tensor states, Tensor(a!) du, Tensor(b!) ddelta, "
         "Tensor(c!) dB_part, Tensor(d!) dC_part, Tensor(e!) dA_part, Tensor(f!) dD_part, "
         "Tensor(g!) dbias_part) -> ()");
   m.impl("forward", c10::DispatchKey::CPU, &scan_forward);

@@ -37,23 +37,29 @@ def _load() -> None:
 
 def _self_test() -> str | None:
     """The kernel against the torch backend on tiny inputs (two chunks, a channel tail, fp32 and
-    fp64, gate and D and bias on, softplus on and off). None when they agree, else why not."""
+    fp64, gate and D and bias on, softplus on and off, summed and per-route outputs). None when
+    they agree, else why not."""
     routes = torch.stack([torch.arange(70), torch.arange(70).flip(0), torch.randperm(70, generator=torch.Generator().manual_seed(0))])
-    for dtype, tol_f, tol_g, softplus in ((torch.float32, 1e-4, 1e-3, True), (torch.float64, 1e-10, 1e-10, False)):
+    for dtype, tol_f, tol_g, softplus, summed in ((torch.float32, 1e-4, 1e-3, True, True),
+                                                  (torch.float64, 1e-10, 1e-10, False, True),
+                                                  (torch.float32, 1e-4, 1e-3, True, False)):
         xs = make_inputs(2, 3, 70, 19, 5, dtype=dtype)
         if not softplus:
             xs[1] = xs[1].abs() * 0.3
-        ref = torch_scan_forward(*xs, routes, softplus, True, CHUNK_LENGTH)
-        got = cpp_scan_forward(*xs, routes, softplus, True)
+        if not summed:
+            xs[6] = None  # per-route outputs take no gate
+        mode = f"{dtype}, {'summed' if summed else 'per-route'} outputs"
+        ref = torch_scan_forward(*xs, routes, softplus, True, CHUNK_LENGTH, sum_routes=summed)
+        got = cpp_scan_forward(*xs, routes, softplus, True, sum_routes=summed)
         for name, a, b in (("forward", got[0], ref[0]), ("saved states", got[2], ref[2])):
             if rel_err(a, b) > tol_f:
-                return f"{name} differs from the torch backend in {dtype} (relative error {rel_err(a, b):.1e})"
-        grad = make_inputs(2, 3, 70, 19, 5, dtype=dtype, seed=1)[0]
-        g_ref = torch_scan_backward(grad, *xs, routes, softplus, ref[1], ref[2], CHUNK_LENGTH)
-        g_got = cpp_scan_backward(grad, *xs, routes, softplus, got[1], got[2])
+                return f"{name} differs from the torch backend in {mode} (relative error {rel_err(a, b):.1e})"
+        grad = torch.randn(ref[0].shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        g_ref = torch_scan_backward(grad, *xs, routes, softplus, ref[1], ref[2], CHUNK_LENGTH, sum_routes=summed)
+        g_got = cpp_scan_backward(grad, *xs, routes, softplus, got[1], got[2], sum_routes=summed)
         for name, a, b in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), g_got, g_ref):
-            if rel_err(a, b) > tol_g:
-                return f"gradient of {name} differs from the torch backend in {dtype} (relative error {rel_err(a, b):.1e})"
+            if a is not None and rel_err(a, b) > tol_g:
+                return f"gradient of {name} differs from the torch backend in {mode} (relative error {rel_err(a, b):.1e})"
     return None
 
 
@@ -94,22 +100,24 @@ def cpp_state_shape(batch: int, n_routes: int, length: int, channels: int, n_sta
     return ((length + CHUNK_LENGTH - 1) // CHUNK_LENGTH, batch, n_routes, channels, n_state)
 
 
-def cpp_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states=True):
+def cpp_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states=True,
+                     sum_routes=True):
     """Same contract as ``torch_scan.torch_scan_forward`` (chunk = ``CHUNK_LENGTH``)."""
     cd, u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c = _prepare(u, delta, A, B, C, D, delta_bias, routes)
     batch, length, channels = u.shape
     K, _, N = A.shape
-    y = torch.zeros(batch, length, channels, dtype=cd)
+    y = torch.zeros(batch, *(() if sum_routes else (K,)), length, channels, dtype=cd)
     states = torch.empty(cpp_state_shape(batch, K, length, channels, N) if save_states else (0,), dtype=cd)
     torch.ops.medmamba_cpp_scan.forward(u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c, bool(delta_softplus),
-                                        CHUNK_LENGTH, y, states, bool(save_states))
+                                        CHUNK_LENGTH, not sum_routes, y, states, bool(save_states))
     if z is not None:
         out = (y * F.silu(z.to(cd))).to(u.dtype)
         return out, (y if save_states else y.new_empty(0)), states
     return y.to(u.dtype), y.new_empty(0), states
 
 
-def cpp_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, y_pre, states):
+def cpp_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, y_pre, states,
+                      sum_routes=True):
     """Same contract as ``torch_scan.torch_scan_backward``."""
     cd, u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c = _prepare(u, delta, A, B, C, D, delta_bias, routes)
     batch, length, channels = u.shape
@@ -125,7 +133,8 @@ def cpp_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, del
     dD_part = torch.empty(batch, K, channels, dtype=cd)
     dbias_part = torch.empty(batch, K, channels, dtype=cd)
     torch.ops.medmamba_cpp_scan.backward(gout, u_c, d_c, A_c, B_c, C_c, D_c, bias_c, routes_c,
-                                         bool(delta_softplus), CHUNK_LENGTH, states.contiguous(), du, ddelta,
+                                         bool(delta_softplus), CHUNK_LENGTH, not sum_routes, states.contiguous(),
+                                         du, ddelta,
                                          dB_part, dC_part, dA_part, dD_part, dbias_part)
     dB = (dB_part[0] if n_blocks == 1 else dB_part.sum(0)).to(B.dtype)
     dC = (dC_part[0] if n_blocks == 1 else dC_part.sum(0)).to(C.dtype)

@@ -65,12 +65,13 @@ def _inverse(route: torch.Tensor) -> torch.Tensor:
     return inverse
 
 
-def export_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus=True):
+def export_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus=True, sum_routes=True):
     """Same contract as :func:`medmamba.kernels.ops.multi_route_scan` (no backward needed)."""
     cd = torch.float64 if u.dtype == torch.float64 else torch.float32
     routes = routes.long()
     u_c = u.to(cd)
     y = None
+    per_route = []
     for k in range(routes.shape[0]):  # K is small (at most 16 routes)
         route = routes[k]
         # routes are fixed by the grid shape: the inverse is a constant of the exported graph
@@ -89,7 +90,10 @@ def export_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_s
         if D is not None:
             y_k = y_k + D[k].to(cd) * u_k
         y_k = torch.index_select(y_k, 1, inverse)
+        per_route.append(y_k)
         y = y_k if y is None else y + y_k
+    if not sum_routes:
+        return torch.stack(per_route, 1).to(u.dtype)
     if z is not None:
         y = y * F.silu(z.to(cd))
     return y.to(u.dtype)

@@ -97,6 +97,19 @@ def _triton_self_test(device: torch.device) -> str | None:
             for name, a, b in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), g_got, g_ref):
                 if rel_err(a, b) > 1e-3:
                     return f"gradient of {name} differs from the torch backend (relative error {rel_err(a, b):.1e})"
+            # per-route outputs (no gate): the output and its gradient's strides
+            xs[6] = None
+            ref = torch_scan_forward(*xs, routes, True, sum_routes=False)
+            got = triton_scan.triton_scan_forward(*xs, routes, True, sum_routes=False)
+            if rel_err(got[0], ref[0]) > 1e-4:
+                return f"per-route forward differs from the torch backend (relative error {rel_err(got[0], ref[0]):.1e})"
+            grad = torch.stack([grad, grad.flip(1)], 1)
+            g_ref = torch_scan_backward(grad, *xs, routes, True, ref[1], ref[2], sum_routes=False)
+            g_got = triton_scan.triton_scan_backward(grad, *xs, routes, True, got[1], got[2], sum_routes=False)
+            for name, a, b in zip(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"), g_got, g_ref):
+                if a is not None and rel_err(a, b) > 1e-3:
+                    return (f"per-route gradient of {name} differs from the torch backend "
+                            f"(relative error {rel_err(a, b):.1e})")
     except Exception as exc:  # a compile/launch failure on this GPU: report it, fall back to torch
         return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     return None
@@ -208,27 +221,31 @@ def _state_shape(backend: str, u: torch.Tensor, A: torch.Tensor) -> tuple[int, .
 @torch.library.custom_op("medmamba::multi_route_scan", mutates_args=())
 def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
              D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None,
-             routes: torch.Tensor, delta_softplus: bool, backend: str, save_states: bool
+             routes: torch.Tensor, delta_softplus: bool, backend: str, save_states: bool, sum_routes: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # "triton_auto"/"cpp_auto" = chosen by "auto": it runs only once verified, else the torch
     # backend runs with that backend's chunk length, so saved states keep the same layout
     if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
         from medmamba.kernels.triton_scan import triton_scan_forward
-        return triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states)
+        return triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states,
+                                   sum_routes)
     if backend == "cpp" or (backend == "cpp_auto" and cpp_verified()):
-        return cpp_scan.cpp_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states)
+        return cpp_scan.cpp_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states,
+                                         sum_routes)
     chunk = None
     if backend == "triton_auto":
         from medmamba.kernels.triton_scan import TILE_LENGTH as chunk
     elif backend == "cpp_auto":
         chunk = cpp_scan.CHUNK_LENGTH
-    return torch_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states, chunk)
+    return torch_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states, chunk,
+                              sum_routes)
 
 
 @_scan_op.register_fake
-def _scan_op_fake(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, backend, save_states):
+def _scan_op_fake(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, backend, save_states, sum_routes):
     cd = torch.float64 if u.dtype == torch.float64 and not backend.startswith("triton") else torch.float32
-    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    batch, length, channels = u.shape
+    out = u.new_empty((batch, length, channels) if sum_routes else (batch, A.shape[0], length, channels))
     y_pre = u.new_empty(u.shape if z is not None and save_states else (0,), dtype=cd)
     states = u.new_empty(_state_shape(backend, u, A) if save_states else (0,), dtype=cd)
     return out, y_pre, states
@@ -238,36 +255,37 @@ def _scan_op_fake(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, b
 def _scan_backward_op(grad_out: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                       B: torch.Tensor, C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
                       delta_bias: torch.Tensor | None, routes: torch.Tensor, delta_softplus: bool,
-                      y_pre: torch.Tensor, states: torch.Tensor, backend: str) -> list[torch.Tensor]:
+                      y_pre: torch.Tensor, states: torch.Tensor, backend: str, sum_routes: bool
+                      ) -> list[torch.Tensor]:
     args = (grad_out.contiguous(), u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, y_pre, states)
     if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
         from medmamba.kernels.triton_scan import triton_scan_backward
-        grads = triton_scan_backward(*args)
+        grads = triton_scan_backward(*args, sum_routes=sum_routes)
     elif backend == "cpp" or (backend == "cpp_auto" and cpp_verified()):
-        grads = cpp_scan.cpp_scan_backward(*args)
+        grads = cpp_scan.cpp_scan_backward(*args, sum_routes=sum_routes)
     elif backend == "triton_auto":
         from medmamba.kernels.triton_scan import TILE_LENGTH
-        grads = torch_scan_backward(*args, chunk=TILE_LENGTH)
+        grads = torch_scan_backward(*args, chunk=TILE_LENGTH, sum_routes=sum_routes)
     elif backend == "cpp_auto":
-        grads = torch_scan_backward(*args, chunk=cpp_scan.CHUNK_LENGTH)
+        grads = torch_scan_backward(*args, chunk=cpp_scan.CHUNK_LENGTH, sum_routes=sum_routes)
     else:
-        grads = torch_scan_backward(*args)
+        grads = torch_scan_backward(*args, sum_routes=sum_routes)
     # custom ops cannot return None: absent optional inputs get an empty placeholder
     return [g if g is not None else u.new_empty(0) for g in grads]
 
 
 @_scan_backward_op.register_fake
 def _scan_backward_fake(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus,
-                        y_pre, states, backend):
+                        y_pre, states, backend, sum_routes):
     def like(t):
         return u.new_empty(0) if t is None else torch.empty_like(t, memory_format=torch.contiguous_format)
     return [like(u), like(delta), like(A), like(B), like(C), like(D), like(z), like(delta_bias)]
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, backend, _ = inputs
+    u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, backend, _, sum_routes = inputs
     _, y_pre, states = output
-    ctx.delta_softplus, ctx.backend = delta_softplus, backend
+    ctx.delta_softplus, ctx.backend, ctx.sum_routes = delta_softplus, backend, sum_routes
     ctx.has = (D is not None, z is not None, delta_bias is not None)
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, routes, y_pre, states)
 
@@ -275,11 +293,11 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, _grad_y_pre, _grad_states):
     u, delta, A, B, C, D, z, delta_bias, routes, y_pre, states = ctx.saved_tensors
     grads = _scan_backward_op(grad_out, u, delta, A, B, C, D, z, delta_bias, routes,
-                              ctx.delta_softplus, y_pre, states, ctx.backend)
+                              ctx.delta_softplus, y_pre, states, ctx.backend, ctx.sum_routes)
     du, ddelta, dA, dB, dC, dD, dz, dbias = grads
     has_D, has_z, has_bias = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
-            dbias if has_bias else None, None, None, None, None)
+            dbias if has_bias else None, None, None, None, None, None)
 
 
 _scan_op.register_autograd(_backward, setup_context=_setup_context)
@@ -299,6 +317,7 @@ def multi_route_scan(
     routes: torch.Tensor,
     delta_softplus: bool = True,
     backend: str = "auto",
+    sum_routes: bool = True,
 ) -> torch.Tensor:
     """Multi-route selective scan with the gather/scatter fused into the backend.
 
@@ -315,19 +334,25 @@ def multi_route_scan(
         backend: "auto" (triton on CUDA if importable and its one-time self-test on that device
             passes; cpp on CPU if it builds and passes its self-test; else torch), "torch",
             "triton", "cpp", "reference".
+        sum_routes: False returns each route's output (batch, K, L, channels) in raster order
+            instead of their sum, for fusions that weigh the routes (MHS-VM's route attention);
+            z must then be None.
 
     Returns:
-        (batch, L, channels) in u's dtype. The state and all sums are fp32 (fp64 for fp64 inputs).
+        (batch, L, channels) in u's dtype (``sum_routes=False``: (batch, K, L, channels)). The state and all sums are fp32 (fp64 for fp64 inputs).
         Differentiable w.r.t. u, delta, A, B, C, D, z, delta_bias.
     """
     from medmamba.kernels.export_scan import export_multi_route_scan, export_scan_active
     if export_scan_active():  # TorchScript/ONNX export: standard operators only
-        return export_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus)
+        return export_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, sum_routes)
     _validate(u, delta, A, B, C, D, z, delta_bias, routes)
+    if not sum_routes and z is not None:
+        raise KernelError("multi_route_scan: per-route outputs (sum_routes=False) take no gate z; "
+                          "gate the fused output instead")
     name = resolve_backend(backend, u.device)
     routes = routes.long()
     if name == "reference":
-        return reference_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus)
+        return reference_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, sum_routes)
     # chunk-start states (and the pre-gate sum) are kept only when a backward can follow
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
@@ -335,5 +360,6 @@ def multi_route_scan(
     # The op chooses its own precision (fp32 state and sums); autocast must not re-type the ops
     # inside the backends (under CPU bf16 autocast it mixed dtypes in index_add_).
     with torch.autocast(device_type=u.device.type, enabled=False):
-        out, _, _ = _scan_op(u, delta, A, B, C, D, z, delta_bias, routes, bool(delta_softplus), op_backend, save)
+        out, _, _ = _scan_op(u, delta, A, B, C, D, z, delta_bias, routes, bool(delta_softplus), op_backend, save,
+                             bool(sum_routes))
     return out

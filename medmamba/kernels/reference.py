@@ -35,18 +35,21 @@ def reference_multi_route_scan(
     delta_bias: torch.Tensor | None,
     routes: torch.Tensor,
     delta_softplus: bool = True,
+    sum_routes: bool = True,
 ) -> torch.Tensor:
     """Sequential multi-route selective scan.
 
     Shapes as :func:`medmamba.kernels.ops.multi_route_scan`: u (batch, L, channels),
     delta (batch, K, L, channels), A (K, channels, N), B/C (batch, K, L, N), D/delta_bias
     (K, channels), z (batch, L, channels), routes (K, L) int64. Returns (batch, L, channels) in
-    u's dtype; state and sums in float32 (float64 for float64 inputs).
+    u's dtype, or with ``sum_routes=False`` each route's output (batch, K, L, channels) (z must
+    then be None); state and sums in float32 (float64 for float64 inputs).
     """
     cd = compute_dtype(u)
     batch, length, channels = u.shape
     n_routes = routes.shape[0]
     y = torch.zeros(batch, length, channels, dtype=cd, device=u.device)
+    per_route = []
     for k in range(n_routes):
         A_k = A[k].to(cd)
         h = torch.zeros(batch, channels, A.shape[-1], dtype=cd, device=u.device)
@@ -66,7 +69,11 @@ def reference_multi_route_scan(
                 y_t = y_t + D[k].to(cd) * u_t
             rows.append(y_t)
         y_k = torch.stack(rows, dim=1)                 # (batch, L, channels) in route order
-        y = y.index_add(1, routes[k], y_k)
+        y_k = torch.zeros_like(y).index_add(1, routes[k], y_k)    # raster order
+        per_route.append(y_k)
+        y = y + y_k
+    if not sum_routes:
+        return torch.stack(per_route, 1).to(u.dtype)
     if z is not None:
         y = y * F.silu(z.to(cd))
     return y.to(u.dtype)

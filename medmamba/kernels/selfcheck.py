@@ -24,17 +24,19 @@ from medmamba.kernels.scan_inputs import make_inputs, rel_err
 FORWARD_TOL, GRAD_TOL = 1e-4, 1e-3  # acceptance tolerances (fp32)
 
 CASES = {
-    # name: (routes spec, spatial shape, batch, channels, N, full inputs, softplus, strided)
+    # name: (routes spec, spatial shape, batch, channels, N, full inputs, softplus, strided, summed)
     # L = 45 spans 2 triton tiles of 32, channels 10 span 2 blocks of 8, N = 3 pads to 4:
     # every mask path runs; the torch backend sees several chunks only on longer inputs.
     # "strided" passes non-contiguous u (a transposed copy viewed back) and B/C sliced out of
     # a wider projection, as networks do.
     "hilbert_snake_2d": (["hilbert", "snake_wh_rev"], (5, 9), 1, 10, 3, True, True, False),
     "tom_3d_plain_strided": ("tom", (2, 3, 6), 2, 4, 2, False, False, True),
+    # per-route outputs (sum_routes=False, no gate): each route's output and gradient in its own slab
+    "per_route_2d": (["hilbert", "snake_wh_rev", "zigzag"], (5, 9), 2, 10, 3, True, True, False, False),
 }
 
 
-def run_case(backend, spec, shape, batch, channels, n_state, full, softplus, strided=False) -> dict:
+def run_case(backend, spec, shape, batch, channels, n_state, full, softplus, strided=False, summed=True) -> dict:
     from medmamba.kernels import build_routes, multi_route_scan
 
     routes = build_routes(spec, shape)
@@ -43,7 +45,9 @@ def run_case(backend, spec, shape, batch, channels, n_state, full, softplus, str
     if not softplus:
         xs[1] = xs[1].abs() * 0.3  # δ used as is: keep it positive
     args = xs if full else xs[:5]
-    leaves = [x.requires_grad_(True) for x in args]
+    if not summed:
+        args[6] = None  # per-route outputs take no gate
+    leaves = [x.requires_grad_(True) for x in args if x is not None]
     if strided:
         u, delta, A, B, C = args[:5]
         u = u.transpose(1, 2).contiguous().transpose(1, 2)
@@ -51,8 +55,8 @@ def run_case(backend, spec, shape, batch, channels, n_state, full, softplus, str
         C = torch.cat([B, C], dim=-1)[..., n_state:]
         args = [u, delta, A, B, C] + list(args[5:])
         assert not u.is_contiguous() and not B.is_contiguous()
-    ref = multi_route_scan(*args, routes=routes, delta_softplus=softplus, backend="reference")
-    out = multi_route_scan(*args, routes=routes, delta_softplus=softplus, backend=backend)
+    ref = multi_route_scan(*args, routes=routes, delta_softplus=softplus, backend="reference", sum_routes=summed)
+    out = multi_route_scan(*args, routes=routes, delta_softplus=softplus, backend=backend, sum_routes=summed)
     grad = torch.randn_like(ref)
     g_ref = torch.autograd.grad(ref, leaves, grad)
     g_out = torch.autograd.grad(out, leaves, grad)

@@ -146,18 +146,21 @@ class _Setup:
 
 
 def torch_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states=True,
-                       chunk=None):
+                       chunk=None, sum_routes=True):
     """Forward. Shapes as ``multi_route_scan``.
 
     Returns (out (batch, L, channels) in u.dtype, y_pre (batch, L, channels) fp32 pre-gate sum,
     states (n_chunks, batch, K, channels, N) fp32); y_pre and states are empty tensors when
     ``save_states`` is False (no backward will follow) and y_pre is empty when z is None.
     ``chunk`` overrides the chunk length (to reproduce another backend's saved-state layout).
+    ``sum_routes=False``: out is each route's output (batch, K, L, channels), z must be None.
     """
     s = _Setup(u, delta, A, B, C, routes, chunk)
     cd, dev = s.cd, u.device
     D_c = None if D is None else D.to(cd)[None, None]
-    y = torch.zeros(s.batch, s.length, s.channels, dtype=cd, device=dev)
+    y = torch.zeros(s.batch, *(() if sum_routes else (s.K,)), s.length, s.channels, dtype=cd, device=dev)
+    # per-route outputs: route k's rows are rows k·L + p of the flat (batch, K·L, channels) view
+    y_flat = y if sum_routes else y.view(s.batch, s.K * s.length, s.channels)
     states = torch.empty((s.n_chunks, s.batch, s.K, s.channels, s.N) if save_states else (0,),
                          dtype=cd, device=dev)
     h = torch.zeros(s.batch, s.K, s.channels, s.N, dtype=cd, device=dev)
@@ -176,7 +179,7 @@ def torch_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softpl
         y_g = torch.einsum("btkcn,btkn->btkc", hs, c_g)                  # (b, T, K, c)
         if D_c is not None:
             y_g.addcmul_(D_c, u_g)
-        y.index_add_(1, flat, y_g.reshape(s.batch, -1, s.channels))
+        y_flat.index_add_(1, flat if sum_routes else flat_off, y_g.reshape(s.batch, -1, s.channels))
     if z is not None:
         out = (y * F.silu(z.to(cd))).to(u.dtype)
         return out, (y if save_states else y.new_empty(0)), states
@@ -196,13 +199,16 @@ def z_gate_backward(gout: torch.Tensor, z: torch.Tensor | None, y_pre: torch.Ten
 
 
 def torch_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus,
-                        y_pre, states, chunk=None):
+                        y_pre, states, chunk=None, sum_routes=True):
     """Backward. Returns (du, ddelta, dA, dB, dC, dD|None, dz|None, ddelta_bias|None), each in its
-    input's dtype and shape; dA, dD, ddelta_bias are summed over batch and steps in fp32/fp64."""
+    input's dtype and shape; dA, dD, ddelta_bias are summed over batch and steps in fp32/fp64.
+    ``grad_out`` is (batch, K, L, channels) when the forward ran with ``sum_routes=False``."""
     s = _Setup(u, delta, A, B, C, routes, chunk)
     cd, dev, b = s.cd, u.device, s.batch
     gout, dz = z_gate_backward(grad_out.to(cd), z, y_pre, cd)
     gout = gout.contiguous()
+    if not sum_routes:
+        gout = gout.view(b, s.K * s.length, s.channels)
 
     du = torch.zeros(b, s.length, s.channels, dtype=cd, device=dev)
     ddelta = torch.empty(delta.shape, dtype=delta.dtype, device=dev)
@@ -226,7 +232,7 @@ def torch_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, d
         d, d_pre = _discretise(d_g, delta_bias, delta_softplus, cd)
         decay, hs, g, tmp = (x[:, :steps] for x in (decay_buf, hs_buf, g_buf, tmp_buf))
         _chunk_states(d, u_g, b_g, s.A2, states[j], decay, hs)
-        gy = torch.index_select(gout, 1, flat).view(b, steps, s.K, s.channels)
+        gy = torch.index_select(gout, 1, flat if sum_routes else flat_off).view(b, steps, s.K, s.channels)
         # adjoint of h: g_t = C_t·gy_t + a_{t+1}·g_{t+1}, carried in from the next chunk
         torch.mul(gy[..., None], c_g[:, :, :, None, :], out=g)
         g_t, decay_t = g.unbind(1), decay.unbind(1)

@@ -50,7 +50,7 @@ def _softplus(x):
 def _fwd_kernel(
     u_ptr, d_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, r_ptr, y_ptr, st_ptr,
     L, CH, K,
-    su_b, su_l, su_c, sd_b, sd_k, sd_l, sd_c, sb_b, sb_k, sb_l, sb_n, sc_b, sc_k, sc_l, sc_n,
+    su_b, su_l, su_c, sd_b, sd_k, sd_l, sd_c, sb_b, sb_k, sb_l, sb_n, sc_b, sc_k, sc_l, sc_n, sy_b, sy_k,
     N: tl.constexpr, NP: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr,
 ):
@@ -97,7 +97,7 @@ def _fwd_kernel(
         y = tl.sum(hs * Ct[:, None, :], axis=2)                          # (BL, BD)
         if HAS_D:
             y += Dk[None, :] * u
-        tl.atomic_add(y_ptr + b * L * CH + pos[:, None] * CH + offs_d[None, :], y, mask=m_td)
+        tl.atomic_add(y_ptr + b * sy_b + k * sy_k + pos[:, None] * CH + offs_d[None, :], y, mask=m_td)
         last = tl.arange(0, BL)[:, None, None] == (BL - 1)
         h = tl.sum(tl.where(last, hs, 0.0), axis=0)
 
@@ -107,7 +107,7 @@ def _bwd_kernel(
     u_ptr, d_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, r_ptr, st_ptr, gy_ptr,
     du_ptr, dd_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
     L, CH, K,
-    su_b, su_l, su_c, sd_b, sd_k, sd_l, sd_c, sb_b, sb_k, sb_l, sb_n, sc_b, sc_k, sc_l, sc_n,
+    su_b, su_l, su_c, sd_b, sd_k, sd_l, sd_c, sb_b, sb_k, sb_l, sb_n, sc_b, sc_k, sc_l, sc_n, sy_b, sy_k,
     N: tl.constexpr, NP: tl.constexpr, BL: tl.constexpr, BD: tl.constexpr,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
 ):
@@ -167,7 +167,7 @@ def _bwd_kernel(
             d1 = _softplus(d1)
         d1 = tl.where(m_td1, d1, 0.0)
         a1 = tl.exp2(d1[:, :, None] * A2[None, :, :])
-        gy = tl.load(gy_ptr + b * L * CH + pos[:, None] * CH + offs_d[None, :], mask=m_td, other=0.0)
+        gy = tl.load(gy_ptr + b * sy_b + k * sy_k + pos[:, None] * CH + offs_d[None, :], mask=m_td, other=0.0)
         beta = gy[:, :, None] * Ct[:, None, :]
         a_rev, g_loc = tl.associative_scan((a1, beta), 0, _combine, reverse=True)
         g = g_loc + a_rev * g_next[None, :, :]
@@ -205,6 +205,11 @@ def _strides(*tensors):
     return [s for t in tensors for s in t.stride()]
 
 
+def _output_strides(length, channels, K, sum_routes):
+    """Batch and route strides of y / grad_out: (batch, L, C) summed or (batch, K, L, C) per route."""
+    return (length * channels, 0) if sum_routes else (K * length * channels, length * channels)
+
+
 def _launch_args(u, delta, A, B, C, routes):
     batch, length, channels = u.shape
     K, _, N = A.shape
@@ -213,19 +218,20 @@ def _launch_args(u, delta, A, B, C, routes):
     return batch, length, channels, K, N, grid, meta
 
 
-def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states=True):
+def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states=True,
+                        sum_routes=True):
     """Forward on CUDA (or TRITON_INTERPRET=1). Same contract as ``torch_scan_forward``."""
     batch, length, channels, K, N, grid, meta = _launch_args(u, delta, A, B, C, routes)
     routes = routes.contiguous()
     A_c = A.float().contiguous()
     D_c = A_c if D is None else D.float().contiguous()
     bias_c = A_c if delta_bias is None else delta_bias.float().contiguous()
-    y = torch.zeros(batch, length, channels, dtype=torch.float32, device=u.device)
+    y = torch.zeros(batch, *(() if sum_routes else (K,)), length, channels, dtype=torch.float32, device=u.device)
     states = torch.empty(triton_state_shape(batch, K, length, channels, N) if save_states else (0,),
                          dtype=torch.float32, device=u.device)
     _fwd_kernel[grid](
         u, delta, A_c, B, C, D_c, bias_c, routes, y, states, length, channels, K,
-        *_strides(u, delta, B, C),
+        *_strides(u, delta, B, C), *_output_strides(length, channels, K, sum_routes),
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         SAVE_STATES=bool(save_states), **meta,
     )
@@ -236,7 +242,7 @@ def triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softp
 
 
 def triton_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus,
-                         y_pre, states):
+                         y_pre, states, sum_routes=True):
     """Backward on CUDA (or TRITON_INTERPRET=1). Same contract as ``torch_scan_backward``."""
     batch, length, channels, K, N, grid, meta = _launch_args(u, delta, A, B, C, routes)
     routes = routes.contiguous()
@@ -262,7 +268,7 @@ def triton_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, 
     _bwd_kernel[grid](
         u, delta, A_c, B, C, D_c, bias_c, routes, states, gout,
         du, ddelta, dA, dB, dC, dD, dbias, length, channels, K,
-        *_strides(u, delta, B, C),
+        *_strides(u, delta, B, C), *_output_strides(length, channels, K, sum_routes),
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), **meta,
     )
     return (du.to(u.dtype), ddelta.to(delta.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),

@@ -27,29 +27,14 @@ from medmamba.errors import NetworkError
 from medmamba.kernels.ops import multi_route_scan
 from medmamba.kernels.routes import build_routes
 from medmamba.networks.blocks.conv import conv_class
+from medmamba.networks.blocks.route_attention import scan_route_attention
 from medmamba.networks.blocks.ssm import a_log_init, build_mixer, init_dt_bias, route_projections
 from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
 from medmamba.networks.vmunet import VMUNet
 
-__all__ = ["MultiHeadScanMixer", "scan_route_attention", "MHSVM"]
+__all__ = ["MultiHeadScanMixer", "MHSVM"]
 
 ROUTES_PER_HEAD = 4  # [r0, r0_rev, r1, r1_rev] (MHS-VM mhsm.py ``ScanHead``)
-SRA_EPS = 1e-5  # MHS-VM GFU denominator epsilon (mhsm.py GFU)
-
-
-def scan_route_attention(ys: torch.Tensor, threshold: float) -> torch.Tensor:
-    """MHS-VM's gated fusion of route outputs ``ys (K, ...)`` → ``(...)``:
-    Σ_k y_k ⊙ ReLU(cv − threshold), cv = unbiased std over k / (mean_k(y_k − min_k y) + 1e-5)."""
-    s = ys.sum(0)
-    # unbiased std over k written out: torch.std over the leading dim was 3-7x slower on CPU
-    # (forward 450 vs 60 ms, fwd+bwd 520 vs 140 ms for (4, 2, 32, 32, 96), 1 thread, measured
-    # 2026-11-28) and dominated MHS-VM's predict; zero variance gets a zero gradient, as in torch.std
-    centred = ys - s / ys.shape[0]
-    var = centred.square().sum(0) / (ys.shape[0] - 1)
-    positive = var > 0
-    std = torch.where(positive, var, 1.0).sqrt() * positive
-    m = (ys - ys.min(0).values).mean(0)
-    return s * F.relu(std / (m + SRA_EPS) - threshold)
 
 
 class MultiHeadScanMixer(nn.Module):
@@ -98,29 +83,23 @@ class MultiHeadScanMixer(nn.Module):
         self._route_cache: dict[tuple, torch.Tensor] = {}
 
     def _routes(self, spatial: Sequence[int], device: torch.device) -> tuple[torch.Tensor, ...]:
-        """The 16 ``mhs`` routes on ``spatial`` as (1, L) rows, cached per shape/device (the scan
-        checks a route's indices once, not per call)."""
+        """Each head's 4 ``mhs`` routes on ``spatial`` as a (4, L) tensor, cached per shape/device
+        (the scan checks a route tensor's indices once, not per call)."""
         key = (tuple(spatial), str(device))
         if key not in self._route_cache:
             routes = build_routes("mhs", spatial, device=device)  # (16, L)
-            self._route_cache[key] = tuple(routes[i:i + 1] for i in range(routes.shape[0]))
+            self._route_cache[key] = routes.split(ROUTES_PER_HEAD)
         return self._route_cache[key]
 
-    def _head(self, h: int, u: torch.Tensor, routes: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Head h on raster tokens u (B, L, S): 4 single-route scans fused by SRA → (B, L, S)."""
+    def _head(self, h: int, u: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
+        """Head h on raster tokens u (B, L, S): its 4 route scans in one call, each route's output
+        kept (SRA weighs them), fused by SRA → (B, L, S)."""
         delta, b_ssm, c_ssm = route_projections(u, self.x_proj_weight[h], self.dt_projs_weight[h])
-        a = -torch.exp(self.A_logs[h].float())
-        # unbind, not per-route slices: its backward stacks the route gradients once instead of
-        # zero-filling a full-size tensor per slice
-        ys = []
-        for k, (d_k, b_k, c_k, a_k, D_k, bias_k) in enumerate(zip(
-                delta.unbind(1), b_ssm.unbind(1), c_ssm.unbind(1), a.unbind(0), self.Ds[h].unbind(0),
-                self.dt_projs_bias[h].unbind(0))):  # separate scans: SRA needs each route's output
-            ys.append(multi_route_scan(
-                u, d_k[:, None], a_k[None], b_k[:, None], c_k[:, None], D=D_k[None], z=None,
-                delta_bias=bias_k[None], routes=routes[ROUTES_PER_HEAD * h + k],
-                delta_softplus=True, backend=self.backend))
-        return scan_route_attention(torch.stack(ys), self.threshold)
+        ys = multi_route_scan(
+            u, delta, -torch.exp(self.A_logs[h].float()), b_ssm, c_ssm, D=self.Ds[h], z=None,
+            delta_bias=self.dt_projs_bias[h], routes=routes, delta_softplus=True, backend=self.backend,
+            sum_routes=False)                                            # (B, 4, L, S)
+        return scan_route_attention(ys, self.threshold, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, *spatial, channels = x.shape
@@ -129,7 +108,7 @@ class MultiHeadScanMixer(nn.Module):
         x = F.silu(self.conv(x.movedim(-1, 1)).movedim(1, -1))
         heads = self.head_proj(x).reshape(batch, length, self.heads, self.sub)
         routes = self._routes(spatial, x.device)
-        y = torch.cat([self._head(h, heads[:, :, h].contiguous(), routes) for h in range(self.heads)], -1)
+        y = torch.cat([self._head(h, heads[:, :, h].contiguous(), routes[h]) for h in range(self.heads)], -1)
         y = self.out_norm(self.y_proj(self.head_norm(y)))
         return (y * F.silu(z.reshape(batch, length, channels))).reshape(batch, *spatial, channels)
 
