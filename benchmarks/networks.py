@@ -29,9 +29,12 @@ in one process per (network, dims), medians of ``--repeats`` after one warm-up e
 within that process. ``--scan-backend`` fixes the scan backend (default: auto):
 
     python benchmarks/networks.py --twins --repeats 3 --scan-backend torch --tag torch   # before
-    python benchmarks/networks.py --twins --repeats 3                                    # after
+    python benchmarks/networks.py --twins --repeats 5                                    # after (run_all's)
     python benchmarks/networks.py --twins --repeats 3 --jobs 2 --tag cpp_20261129       # 2 processes at once
     python benchmarks/networks.py --twins --repeats 3 --jobs 2 --rotate --tag rotate    # one route per layer
+
+Two processes at once halve the wall time but each slows the other unevenly: ratios then moved by up
+to 1.5x between runs of unchanged code, against ~15% one at a time (2-vCPU EPYC, 2026-11-29).
 """
 from __future__ import annotations
 

@@ -339,7 +339,8 @@ def multi_route_scan(
             z must then be None.
 
     Returns:
-        (batch, L, channels) in u's dtype (``sum_routes=False``: (batch, K, L, channels)). The state and all sums are fp32 (fp64 for fp64 inputs).
+        (batch, L, channels) in u's dtype (``sum_routes=False``: (batch, K, L, channels)). The
+        state and all sums are fp32 (fp64 for fp64 inputs).
         Differentiable w.r.t. u, delta, A, B, C, D, z, delta_bias.
     """
     from medmamba.kernels.export_scan import export_multi_route_scan, export_scan_active
