@@ -147,12 +147,11 @@ def failed_cpp_builds(monkeypatch):
     kernels, and any status computed meanwhile (``medmamba info`` asks for both) is cached, so
     both caches and both warn-once flags are reset before and after; afterwards both kernels must
     load again, so no later test silently runs a fallback."""
-    from medmamba.kernels import cpp_build, cpp_scan, deform_sampling, ops
+    from medmamba.kernels import cpp_build, cpp_scan, deform_sampling
 
     statuses = (cpp_scan.cpp_scan_status, deform_sampling.cpp_deform_status)
     monkeypatch.setenv(cpp_build.FAIL_ENV, "1")
-    monkeypatch.setattr(ops, "_CPP_WARNED", False)
-    monkeypatch.setattr(deform_sampling, "_WARNED", False)
+    monkeypatch.setattr(cpp_build, "_WARNED", set())
     for status in statuses:
         status.cache_clear()
     yield

@@ -12,6 +12,7 @@ import hashlib
 import os
 import platform
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -134,3 +135,16 @@ def _build_lock(build_dir: Path, what: str):
 def describe_failure(exc: Exception) -> str:
     """One line for ``medmamba info`` and the fallback warning."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+# Kernels whose unavailability has been announced in this process (one warning each).
+_WARNED: set[str] = set()
+
+
+def usable(reason: str | None, what: str, fallback: str) -> bool:
+    """Whether a kernel whose status is ``reason`` (None = built, loaded, self-test passed) may be
+    used by ``auto``; when not, warns once per process with the reason and the ``fallback`` used."""
+    if reason is not None and what not in _WARNED:
+        _WARNED.add(what)
+        warnings.warn(f"medmamba: the {what} is unavailable ({reason}); {fallback}", RuntimeWarning, stacklevel=4)
+    return reason is None

@@ -17,7 +17,6 @@ Backends:
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from medmamba.errors import KernelError
 from medmamba.kernels import cpp_build
 from medmamba.kernels.export_scan import export_scan_active
+from medmamba.kernels.scan_inputs import rel_err
 
 __all__ = ["deformable_sample", "torch_deformable_sample", "cpp_deform_status"]
 
@@ -96,7 +96,7 @@ def _compare_with_reference() -> str | None:
             pairs += zip(("value gradient", "offset/modulation gradient"),
                          torch.autograd.grad(got, (value, om), grad), torch.autograd.grad(ref, (value, om), grad))
             for name, a, b in pairs:
-                err = float((a - b).detach().abs().max() / b.detach().abs().max().clamp_min(1e-30))
+                err = rel_err(a, b)
                 if not err <= tol:
                     return f"{name} differs from grid_sample in {len(spatial)}D {dtype} (relative error {err:.1e})"
     return None
@@ -113,18 +113,9 @@ def cpp_deform_status() -> str | None:
         return cpp_build.describe_failure(exc)
 
 
-_WARNED = False
-
-
 def cpp_deform_verified() -> bool:
     """Whether ``auto`` may use the fused kernel; warns once with the reason when not."""
-    global _WARNED
-    reason = cpp_deform_status()
-    if reason is not None and not _WARNED:
-        _WARNED = True
-        warnings.warn(f"medmamba: the cpp deformable sampling is unavailable ({reason}); using grid_sample",
-                      RuntimeWarning, stacklevel=3)
-    return reason is None
+    return cpp_build.usable(cpp_deform_status(), "cpp deformable sampling", "using grid_sample")
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:

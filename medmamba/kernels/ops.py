@@ -19,7 +19,7 @@ import warnings
 import torch
 
 from medmamba.errors import KernelError
-from medmamba.kernels import cpp_scan
+from medmamba.kernels import cpp_build, cpp_scan
 from medmamba.kernels.reference import reference_multi_route_scan
 from medmamba.kernels.scan_inputs import make_inputs, rel_err
 from medmamba.kernels.torch_scan import saved_state_shape, torch_scan_backward, torch_scan_forward
@@ -128,19 +128,10 @@ def triton_verified(device: torch.device) -> bool:
     return _TRITON_VERIFIED[key]
 
 
-_CPP_WARNED = False
-
-
 def cpp_verified() -> bool:
     """Whether the cpp backend is built, loaded and passed its self-test (once per process, the
     first time ``auto`` would use it). On failure a warning says why and ``auto`` uses torch."""
-    global _CPP_WARNED
-    reason = cpp_scan.cpp_scan_status()
-    if reason is not None and not _CPP_WARNED:
-        _CPP_WARNED = True
-        warnings.warn(f"medmamba: the cpp scan is unavailable ({reason}); backend 'auto' uses the torch "
-                      "backend on CPU", RuntimeWarning, stacklevel=3)
-    return reason is None
+    return cpp_build.usable(cpp_scan.cpp_scan_status(), "cpp scan", "backend 'auto' uses the torch backend on CPU")
 
 
 def _shape_error(name: str, tensor: torch.Tensor, expected: str) -> KernelError:

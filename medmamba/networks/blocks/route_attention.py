@@ -18,6 +18,7 @@ is 0, as torch.std's gradient there; ties for the minimum send its gradient to t
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -29,20 +30,19 @@ SRA_EPS = 1e-5  # MHS-VM GFU denominator epsilon (mhsm.py GFU)
 
 def _terms(ys: Sequence[torch.Tensor], threshold: float):
     """s, μ, σ, d = m + ε and r = σ/d − t of the fusion."""
-    count = len(ys)
-    s = ys[0] + ys[1] if count > 1 else ys[0].clone()
+    count = len(ys)  # >= 2 (scan_route_attention checks)
+    s = ys[0] + ys[1]
     for y in ys[2:]:
         s.add_(y)
     mean = s * (1.0 / count)
     # centred (y − μ)², not E[y²] − μ²: at init the routes differ by ~1e-8 relative (the D·u skip
     # dominates), which the uncentred form loses to fp32 cancellation
     var = torch.zeros_like(s)
-    minimum = ys[0]
     for y in ys:
         centred = y - mean
         var.addcmul_(centred, centred)
-        minimum = torch.minimum(minimum, y)
-    std = var.mul_(1.0 / max(count - 1, 1)).sqrt_()
+    minimum = functools.reduce(torch.minimum, ys)
+    std = var.mul_(1.0 / (count - 1)).sqrt_()
     denom = (mean - minimum).add_(SRA_EPS)
     ratio = std / denom - threshold
     return s, mean, std, minimum, denom, ratio
