@@ -349,6 +349,11 @@ def test_scan_route_attention_gradients_equal_autograd_of_the_paper_formula(thre
     assert torch.autograd.gradcheck(lambda t: scan_route_attention(t, threshold, dim=1), (free,))
 
 
+def test_scan_route_attention_needs_two_routes():
+    with pytest.raises(ValueError, match="at least 2 routes"):
+        scan_route_attention(torch.randn(1, 3, 4), 0.0)
+
+
 def test_scan_route_attention_sequence_no_grad_and_compile_agree():
     ys = torch.randn(4, 2, 6, 5)
     want = scan_route_attention(ys.clone().requires_grad_(True), 0.0)
