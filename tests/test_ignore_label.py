@@ -174,9 +174,9 @@ def test_ignore_declaration_rules():
 
 
 def test_label_maps_never_hold_the_ignore_value():
-    from medmamba.inference.export import label_layout, probabilities_to_label_map
+    from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map
 
-    layout = label_layout({"background": 0, "a": 1, "b": 2, "ignore": 3})
+    layout = layout_from_dataset({"background": 0, "a": 1, "b": 2, "ignore": 3})
     assert not layout.has_regions and layout.label_values == (0, 1, 2) and layout.num_outputs == 3
     probs = torch.softmax(torch.randn(3, 6, 6, 6, generator=torch.Generator().manual_seed(0)), 0).numpy()
     assert set(np.unique(probabilities_to_label_map(probs, layout))) <= {0, 1, 2}

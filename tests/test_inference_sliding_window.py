@@ -152,18 +152,18 @@ def test_gather_input_cases(tmp_path):
 def test_label_layouts_and_label_maps():
     import numpy as np
 
-    from medmamba.inference.export import label_layout, probabilities_to_label_map
+    from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map
 
     probs = np.zeros((3, 2, 2), dtype=np.float32)
     probs[0, 0, 0] = probs[1, 0, 1] = probs[2, 1, :] = 1.0
-    layout = label_layout({"background": 0, "a": 1, "b": 2})
+    layout = layout_from_dataset({"background": 0, "a": 1, "b": 2})
     seg = probabilities_to_label_map(probs, layout)
     assert seg.dtype == np.uint8 and seg.tolist() == [[0, 1], [2, 2]]
     # non-consecutive values map index -> value; large values give uint16
-    seg = probabilities_to_label_map(probs, label_layout({"background": 0, "a": 5, "b": 300, "ignore": 7}))
+    seg = probabilities_to_label_map(probs, layout_from_dataset({"background": 0, "a": 5, "b": 300, "ignore": 7}))
     assert seg.dtype == np.uint16 and seg.tolist() == [[0, 5], [300, 300]]
     # regions: sigmoid outputs painted in regions_class_order, later regions win
-    regions = label_layout({"background": 0, "whole": [1, 2], "core": 2}, {"regions_class_order": [1, 2]})
+    regions = layout_from_dataset({"background": 0, "whole": [1, 2], "core": 2}, {"regions_class_order": [1, 2]})
     assert regions.has_regions and regions.num_outputs == 2
     region_probs = np.array([[[0.9, 0.9], [0.2, 0.9]], [[0.1, 0.8], [0.9, 0.3]]], dtype=np.float32)
     assert probabilities_to_label_map(region_probs, regions).tolist() == [[1, 2], [2, 1]]

@@ -76,10 +76,10 @@ def test_region_model_predicts_painted_regions(region_run, capsys):
     # ensemble: mean of the sigmoid probabilities, then painted
     assert main(["ensemble", "-i", str(root / "pred_a"), str(root / "pred_b"), "-o", str(root / "ens")]) == 0
     from medmamba.formats.probabilities import load_probabilities
-    from medmamba.inference.export import label_layout, probabilities_to_label_map
+    from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map
 
     dataset_json = json.loads((root / "pred_a" / "dataset.json").read_text())
-    layout = label_layout(dataset_json["labels"], dataset_json)
+    layout = layout_from_dataset(dataset_json["labels"], dataset_json)
     for pred in sorted((root / "ens").glob("*.nii.gz")):
         case = pred.name[: -len(".nii.gz")]
         mean = (load_probabilities(root / "pred_a", case)[0] + load_probabilities(root / "pred_b", case)[0]) / 2

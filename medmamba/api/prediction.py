@@ -182,7 +182,7 @@ def ensemble(
 ) -> EnsembleResult:
     """Average the probabilities saved by ``predict(save_probabilities=True)`` in two or more folders
     (same cases) and write label maps with each input image's geometry."""
-    from medmamba.inference.export import ensemble_folders
+    from medmamba.inference.ensembling import ensemble_folders
 
     result = ensemble_folders([str(p) for p in inputs], output_folder, overwrite=overwrite,
                               save_probabilities_too=save_probabilities)

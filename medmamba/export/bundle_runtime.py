@@ -118,13 +118,13 @@ class LabelMapd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         from medmamba.formats.monai_bundle import read_bundle_model
         from medmamba.formats.plans import plans_from_any
-        from medmamba.inference.export import label_layout
+        from medmamba.inference.label_maps import layout_from_dataset
 
         _, plans, dataset_json = read_bundle_model(model_dir)
-        self.layout = label_layout(plans_from_any(plans).labels, dataset_json)
+        self.layout = layout_from_dataset(plans_from_any(plans).labels, dataset_json)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from medmamba.inference.export import probabilities_to_label_map
+        from medmamba.inference.label_maps import probabilities_to_label_map
 
         d = dict(data)
         for key in self.key_iterator(d):

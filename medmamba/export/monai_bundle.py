@@ -224,7 +224,7 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
     from medmamba.formats.checkpoint import CHECKPOINT_KINDS
     from medmamba.formats.model_package import open_model
     from medmamba.formats.plans import plans_from_any
-    from medmamba.inference.export import label_layout
+    from medmamba.inference.label_maps import layout_from_dataset
     from medmamba.inference.model_folder import fold_checkpoint_paths, load_inference_checkpoint
     from medmamba.inference.predictor import Predictor
     from medmamba.output_safety import check_separate
@@ -249,7 +249,7 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
     first = ckpts[0]
     plans = plans_from_any(first["plans"])
     configuration = first["configuration"]
-    layout = label_layout(plans.labels, first["dataset_json"])
+    layout = layout_from_dataset(plans.labels, first["dataset_json"])
     ensemble = FoldEnsemble(first["network_name"], first["network_kwargs"], len(ckpts), layout.has_regions)
     for net, ckpt in zip(ensemble.folds, ckpts):
         net.load_state_dict(ckpt["state_dict"])

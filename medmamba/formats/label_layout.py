@@ -146,8 +146,8 @@ class LabelLayout:
         return list(self.region_names) if self.has_regions else [str(v) for v in self.label_values if v > 0]
 
 
-def label_layout(labels: Mapping[str, Any], regions_class_order: Sequence[int] | None = None,
-                 path: Any = None) -> LabelLayout:
+def layout_from_labels(labels: Mapping[str, Any], regions_class_order: Sequence[int] | None = None,
+                       path: Any = None) -> LabelLayout:
     """The layout of a ``labels`` dict (+ dataset.json's ``regions_class_order`` in region mode);
     a bad region declaration is a :class:`DatasetError` naming ``path``."""
     if not is_region_based(labels):

@@ -21,7 +21,7 @@ import numpy as np
 from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.formats.cascade import one_hot_foreground
 from medmamba.formats.label_layout import foreground_labels
-from medmamba.inference.export import label_layout, probabilities_to_label_map
+from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map
 from medmamba.inference.predictor import Predictor
 
 
@@ -40,7 +40,7 @@ def previous_stage_labels(probabilities: Any, previous_config: Any, next_config:
                                      previous_config.spacing, next_config.spacing, is_seg=False,
                                      order=rs.probabilities_order, order_z=rs.order_z,
                                      force_separate_z=rs.force_separate_z, anisotropy_threshold=rs.anisotropy_threshold)
-    return probabilities_to_label_map(resampled, label_layout(labels, dataset_json))
+    return probabilities_to_label_map(resampled, layout_from_dataset(labels, dataset_json))
 
 
 class CascadePredictor(Predictor):

@@ -26,7 +26,7 @@ from medmamba.inference.model_folder import (
     build_network_from_checkpoint, check_checkpoints_match_model_folder, checkpoint_identity, fold_checkpoint_paths,
     load_inference_checkpoint)
 from medmamba.formats.probabilities import save_probabilities
-from medmamba.inference.export import label_layout, probabilities_to_label_map, write_label_map
+from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map, write_label_map
 from medmamba.inference.input_folder import InputCase, gather_input_cases
 from medmamba.inference.array_prediction import predict_preprocessed_case
 from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP
@@ -88,7 +88,7 @@ class Predictor:
         self.batch_windows = batch_windows
         self.device = torch.device(device)
         self.amp = amp
-        self.layout = label_layout(self.plans.labels, self.dataset_json)
+        self.layout = layout_from_dataset(self.plans.labels, self.dataset_json)
         self.checkpoint_paths: list[str] = []
 
     # ------------------------------------------------------------------------------ construction
@@ -104,18 +104,18 @@ class Predictor:
         first = checkpoints[0]
         for ckpt in checkpoints[1:]:
             for key in ("network_name", "network_kwargs", "configuration"):
-                if ckpt[key] != first[key]:
-                    raise CheckpointError(f"{key} differs from {first['_path']}; folds must come from one model",
-                                          path=ckpt["_path"])
+                if getattr(ckpt, key) != getattr(first, key):
+                    raise CheckpointError(f"{key} differs from {first.path}; folds must come from one model",
+                                          path=ckpt.path)
             if checkpoint_identity(ckpt)["hash"] != checkpoint_identity(first)["hash"]:
-                raise CheckpointError(f"trained for other labels, channels or plans than {first['_path']}; folds "
-                                      "must come from one model", path=ckpt["_path"])
+                raise CheckpointError(f"trained for other labels, channels or plans than {first.path}; folds "
+                                      "must come from one model", path=ckpt.path)
         if model_folder is not None:
             check_checkpoints_match_model_folder(model_folder, checkpoints)
         networks = [build_network_from_checkpoint(c, dev) for c in checkpoints]
-        predictor = cls(networks, first["plans"], first["configuration"], first["dataset_json"],
-                        mirror_axes=first["mirror_axes"], device=dev, **kwargs)
-        predictor.checkpoint_paths = [c["_path"] for c in checkpoints]
+        predictor = cls(networks, first.plans, first.configuration, first.dataset_json,
+                        mirror_axes=first.mirror_axes, device=dev, **kwargs)
+        predictor.checkpoint_paths = [c.path for c in checkpoints]
         return predictor
 
     @classmethod

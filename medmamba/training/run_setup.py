@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 from medmamba.errors import CheckpointError, ConfigurationError, PlansError
 from medmamba.formats.constants import DEFAULT_PLANS_NAME
 from medmamba.formats.json_io import read_json
-from medmamba.formats.label_layout import LabelLayout, label_layout
+from medmamba.formats.label_layout import LabelLayout, layout_from_labels
 from medmamba.formats.model_folder_name import model_folder_name
 from medmamba.formats.preprocessed_case import completed_case_ids
 from medmamba.training.splits import cases_for_fold, load_or_create_splits
@@ -121,7 +121,7 @@ class TrainingSetup:
     @property
     def layout(self) -> LabelLayout:
         """Label or region outputs (:mod:`medmamba.formats.label_layout`)."""
-        return label_layout(self.plans.labels, self.dataset_json.get("regions_class_order"),
+        return layout_from_labels(self.plans.labels, self.dataset_json.get("regions_class_order"),
                             self.dataset_folder / "dataset.json")
 
     @property
@@ -150,7 +150,7 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     plans = load_plans(plans_file)
     config = plans.configuration(opts.configuration)
     dataset_json = read_json(folder / "dataset.json", dict, "dataset.json", PlansError)
-    label_layout(plans.labels, dataset_json.get("regions_class_order"), folder / "dataset.json")  # regions checked
+    layout_from_labels(plans.labels, dataset_json.get("regions_class_order"), folder / "dataset.json")  # regions checked
     data_folder = folder / config.data_identifier
     if not data_folder.is_dir():
         raise PlansError(f"no preprocessed data for configuration {opts.configuration!r}; run "
@@ -248,7 +248,7 @@ def load_pretrained(network: "torch.nn.Module", path: str | os.PathLike) -> tupl
     """
     from medmamba.formats.checkpoint import read_checkpoint
 
-    source = read_checkpoint(path)["state_dict"]
+    source = read_checkpoint(path).state_dict
     target = network.state_dict()
     copied = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if not copied:

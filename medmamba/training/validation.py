@@ -33,14 +33,14 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
     from medmamba.formats.summary import write_summary
     from medmamba.evaluation.metrics import compute_metrics
     from medmamba.inference.array_prediction import predict_preprocessed_case
-    from medmamba.inference.export import probabilities_to_label_map
+    from medmamba.inference.label_maps import probabilities_to_label_map
     from medmamba.formats.checkpoint import read_checkpoint
     from medmamba.training.cascade_inputs import previous_stage_input, write_next_stage_segmentation
     from medmamba.training.checkpoint_store import unwrap
 
     network = unwrap(trainer.network)
     if best and trainer.store.path("best").is_file():
-        network.load_state_dict(read_checkpoint(trainer.store.path("best"), map_location=trainer.device)["state_dict"])
+        network.load_state_dict(read_checkpoint(trainer.store.path("best"), map_location=trainer.device).state_dict)
         logger.info("final validation with checkpoint_best.pt")
     network.eval()
     out = setup.output_folder / "validation"

@@ -1,51 +1,17 @@
-"""Turn probabilities on the original grid into files: label maps and ensembles of saved probabilities.
-
-The saved-probabilities format (``--save-probabilities``) is :mod:`medmamba.formats.probabilities`;
-``medmamba ensemble`` averages them across folders.
-"""
+"""``medmamba ensemble``: average the saved probabilities (:mod:`medmamba.formats.probabilities`) of several
+prediction folders and write label maps."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-
-import numpy as np
 
 from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError, DatasetError
 from medmamba.formats.json_io import read_json
 from medmamba.formats.label_layout import LabelLayout
-from medmamba.formats.label_layout import label_layout as layout_of
 from medmamba.formats.probabilities import check_probabilities, load_probabilities, save_probabilities
-from medmamba.inference.array_prediction import probabilities_to_labels
+from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map, write_label_map
 from medmamba.output_safety import OutputFolder, check_separate
-
-logger = logging.getLogger("medmamba.inference")
-
-def label_layout(labels: Mapping[str, Any], dataset_json: Mapping[str, Any] | None = None) -> LabelLayout:
-    """How network outputs map to label values (:mod:`medmamba.formats.label_layout`): label mode,
-    output ``k`` = the ``k``-th smallest non-ignore label value; region mode (list values), one sigmoid
-    output per region, painted in dataset.json's ``regions_class_order``."""
-    return layout_of(labels, (dataset_json or {}).get("regions_class_order"))
-
-
-def probabilities_to_label_map(probabilities: np.ndarray, layout: LabelLayout) -> np.ndarray:
-    """``(K, *spatial)`` probabilities → label map (uint8, or uint16 above 255) per :func:`label_layout`."""
-    if layout.has_regions:
-        return probabilities_to_labels(probabilities, regions_class_order=layout.regions_class_order)
-    indices = probabilities_to_labels(probabilities)
-    values = list(layout.label_values) or list(range(probabilities.shape[0]))
-    if values == list(range(len(values))):
-        return indices
-    lookup = np.asarray(values, dtype=np.uint16 if max(values) > 255 else np.uint8)
-    return lookup[indices]
-
-
-def write_label_map(labels: np.ndarray, properties: Mapping[str, Any], path: Path) -> None:
-    """Write a label map with the input's exact geometry (preprocessing's ``export_segmentation``)."""
-    from medmamba.preprocessing.case_transform import export_segmentation
-
-    export_segmentation(labels, properties, path)
 
 
 def _saved_cases(folder: Path) -> set[str]:
@@ -87,7 +53,7 @@ def ensemble_folders(
     dataset_json = read_json(dataset_json_path, dict, "dataset.json", DatasetError,
                              "it is written by `medmamba predict`")
     try:
-        layout = label_layout(dataset_json["labels"], dataset_json)
+        layout = layout_from_dataset(dataset_json["labels"], dataset_json)
     except DatasetError as err:
         raise DatasetError(f"{err.problem}; it is written by `medmamba predict`", path=dataset_json_path) from None
     except (ValueError, KeyError, TypeError) as err:
@@ -149,5 +115,4 @@ def _input_ending(properties: Mapping[str, Any]) -> str:
     return ".nii.gz"
 
 
-__all__ = ["label_layout", "probabilities_to_label_map", "save_probabilities", "load_probabilities",
-           "write_label_map", "ensemble_folders"]
+__all__ = ["ensemble_folders"]
