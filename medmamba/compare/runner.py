@@ -7,8 +7,8 @@ recorded in ``OUT/compare_settings.json``; a rerun with other settings into the 
 refused rather than mixing results of two schedules.
 
 Several processes may work on one output folder at once (``compare --jobs N``, or the same command
-started once per GPU): a process claims a pair with an exclusive ``flock`` on ``claim.lock`` in its
-folder, so no pair is trained twice. Pairs claimed by another process are left to it and waited
+started once per GPU): a process claims a pair by its ``claim.lock`` (:mod:`medmamba.claims`, an
+exclusive ``flock``), so no pair is trained twice. Pairs claimed by another process are left to it and waited
 for; the kernel releases the lock of a process that exits or is killed, so its pair is taken over
 and its training resumes from its checkpoints.
 
@@ -26,14 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from medmamba import claims
 from medmamba.atomic import atomic_write_json
+from medmamba.claims import Claim
 from medmamba.compare.systems import folder_name
 from medmamba.errors import ConfigurationError
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 logger = logging.getLogger("medmamba.compare")
 
@@ -154,25 +151,15 @@ def load_pair(path: Path) -> dict[str, Any] | None:
     return read_json(path, dict, "compare pair result", ConfigurationError) if path.is_file() else None
 
 
-def try_claim(folder: Path) -> int | None:
-    """Claim the pair in ``folder`` for this process: an open file descriptor holding an exclusive lock
-    on its claim file, or None while another live process holds it. The kernel drops the lock when
-    the holder exits or dies, so the pair of a killed process is free again (no stale claims)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    if fcntl is None:  # no advisory locks on this platform: one process per output folder
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+def try_claim(folder: Path) -> Claim | None:
+    """Claim the pair in ``folder`` for this process (:mod:`medmamba.claims`), or None while another
+    live process holds it; the claim of a process that exits or is killed is free again."""
+    return claims.try_claim(folder / CLAIM_FILE)
 
 
-def release_claim(fd: int) -> None:
-    """Drop a claim (the claim file stays: removing it could let two processes lock different files)."""
-    os.close(fd)
+def release_claim(claim: Claim) -> None:
+    """Drop a claim (the claim file stays, see :meth:`medmamba.claims.Claim.release`)."""
+    claim.release()
 
 
 def run_pairs(output: str | os.PathLike, systems: Sequence[str], seeds: Sequence[int], run_pair: RunPair,
