@@ -101,6 +101,9 @@ COMPARE_JOBS = OptionRange("--jobs", int, 1, THREADS)
 STEP = OptionRange("--step", float, 0, 1, low_inclusive=False)
 BATCH_WINDOWS = OptionRange("--batch-windows", int, 1, 4096)
 PREDICT_WORKERS = OptionRange("-np", int, 0, THREADS)
+# a cohort split into more parts than a million (SLURM's largest array size is 4 million) is a typo
+PREDICT_PARTS = OptionRange("--num-parts", int, 1, 1_000_000)
+PREDICT_PART_ID = OptionRange("--part-id", int, 0, 1_000_000 - 1)
 EVALUATE_WORKERS = OptionRange("-np", int, 1, THREADS)
 NSD_TOLERANCE_MM = OptionRange("--nsd-tolerance", float, 0, 1000)  # a metre: larger than any body
 LABEL_VALUE = OptionRange("-l", int, 1, 65535)  # 0 is background; label maps are at most uint16

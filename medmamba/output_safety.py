@@ -5,6 +5,12 @@
 - An existing file is replaced only if medmamba wrote it (listed in the folder's record,
   :mod:`medmamba.formats.written_files`) or ``overwrite`` is set (``--overwrite``).
 - A command that fails before writing anything leaves no new empty output folder behind.
+- A folder a command fills as a whole (``predict -o``) is refused when it already holds files medmamba
+  did not write (:func:`check_no_foreign_files`, unless ``overwrite``) or lies inside a raw dataset
+  (:func:`check_outside_raw_dataset`, always): its files would be mistaken for ours, or ours would
+  become part of the dataset. Both are checked before anything is written.
+- Several processes may fill one folder at once: the record is merged under a lock
+  (:func:`medmamba.formats.written_files.add_written_files`).
 """
 from __future__ import annotations
 
@@ -15,9 +21,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from medmamba.errors import WriteError
-from medmamba.formats.written_files import WRITTEN_FILES_NAME, read_written_files, write_written_files
+from medmamba.formats.written_files import (
+    WRITTEN_FILES_LOCK_NAME, WRITTEN_FILES_NAME, add_written_files, read_written_files, write_written_files)
 
 OVERWRITE_HINT = "move it away, choose another output, or pass --overwrite"
+RAW_DATASET_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")  # beside dataset.json: an nnU-Net raw dataset
 
 
 def check_separate(output: str | os.PathLike, inputs: Iterable[str | os.PathLike], what: str = "output") -> None:
@@ -34,6 +42,30 @@ def check_separate(output: str | os.PathLike, inputs: Iterable[str | os.PathLike
         if out in inp.parents:
             raise WriteError(f"{what} contains the input {given}; inputs are never written, choose a location "
                              "that holds no input", path=output)
+
+
+def check_outside_raw_dataset(output: str | os.PathLike, what: str = "output folder") -> None:
+    """Refuse an ``output`` that is, or lies inside, a raw dataset folder (one holding ``dataset.json``
+    beside ``imagesTr``, ``labelsTr`` or ``imagesTs``): files written there would become part of the dataset."""
+    out = Path(output).resolve()
+    for folder in (out, *out.parents):
+        if (folder / "dataset.json").is_file() and any((folder / sub).is_dir() for sub in RAW_DATASET_FOLDERS):
+            where = "is the raw dataset" if folder == out else f"is inside the raw dataset {folder}"
+            raise WriteError(f"{what} {where}; what medmamba writes there would become part of the dataset, "
+                             "choose an output outside it", path=output)
+
+
+def check_no_foreign_files(folder: str | os.PathLike, recorded: set[str], what: str = "output folder") -> None:
+    """Refuse an existing ``folder`` holding a file or folder medmamba did not write (not in ``recorded``).
+    Hidden entries are ignored: no output of ours is hidden except the record, its lock, claim folders and
+    the temporary files of atomic writes in progress, and no case file is hidden."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir()):
+        if not entry.name.startswith(".") and entry.name not in recorded:
+            raise WriteError(f"exists in the {what} and was not written by medmamba; move it away, choose another "
+                             "output, or pass --overwrite", path=entry)
 
 
 def check_replaceable(path: str | os.PathLike, overwrite: bool) -> None:
@@ -54,7 +86,7 @@ class OutputFolder:
     """
 
     def __init__(self, folder: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
-                 what: str = "output folder", hint: str = OVERWRITE_HINT) -> None:
+                 what: str = "output folder", hint: str = OVERWRITE_HINT, whole_folder: bool = False) -> None:
         self.path = Path(folder)
         self.inputs = list(inputs)
         self.overwrite = overwrite
@@ -62,9 +94,13 @@ class OutputFolder:
         self.hint = hint
         self.created = False
         self.recorded: set[str] = set()
+        # a folder this command fills as a whole: no raw dataset around it, no foreign file in it
+        self.whole_folder = whole_folder
 
     def open(self) -> "OutputFolder":
         check_separate(self.path, self.inputs, self.what)
+        if self.whole_folder:
+            check_outside_raw_dataset(self.path, self.what)
         if self.path.exists() and not self.path.is_dir():
             raise WriteError(f"{self.what} exists and is not a folder", path=self.path)
         if not self.path.exists():
@@ -79,6 +115,8 @@ class OutputFolder:
             if not self.overwrite:
                 raise
             self.recorded = set()
+        if self.whole_folder and not self.created and not self.overwrite:
+            check_no_foreign_files(self.path, self.recorded, self.what)
         return self
 
     def replaceable(self, name: str) -> bool:
@@ -107,14 +145,19 @@ class OutputFolder:
         """Add ``names`` to the folder's record of files medmamba wrote (rewritten only when it grows)."""
         new = set(names) - self.recorded
         if new:
-            self.recorded |= new
-            write_written_files(self.path, self.recorded)
+            try:
+                self.recorded = add_written_files(self.path, self.recorded | new)
+            except WriteError:  # an unreadable record, accepted by open() under --overwrite: start it again
+                if not self.overwrite:
+                    raise
+                self.recorded |= new
+                write_written_files(self.path, self.recorded)
 
     def abandon(self) -> None:
-        """Remove the folder if this run created it and no file but the record is in it."""
+        """Remove the folder if this run created it and no file but the record (and its lock) is in it."""
         if not self.created or not self.path.is_dir():
             return
-        left = [p for p in self.path.iterdir() if p.name != WRITTEN_FILES_NAME]
+        left = [p for p in self.path.iterdir() if p.name not in (WRITTEN_FILES_NAME, WRITTEN_FILES_LOCK_NAME)]
         if not left:
             shutil.rmtree(self.path, ignore_errors=True)
 
@@ -144,6 +187,7 @@ def created_folder(path: str | os.PathLike) -> Iterator[Path]:
 def record_file(path: str | os.PathLike) -> None:
     """Add one file (about to be written) to its folder's record."""
     p = Path(path)
-    names = read_written_files(p.parent) if p.parent.is_dir() else set()
-    if p.name not in names:
-        write_written_files(p.parent, names | {p.name})
+    if p.parent.is_dir():
+        add_written_files(p.parent, {p.name})
+    else:
+        write_written_files(p.parent, {p.name})

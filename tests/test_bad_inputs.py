@@ -216,6 +216,48 @@ def _predict_over_another_models_predictions(fx, tmp, mp):  # defect 2: contradi
     return predict_args(fx, fx.images, out), str(out), unchanged(out / "dataset.json")
 
 
+def _predict_over_another_tools_label_maps(fx, tmp, mp):  # issue 31: were "skipped 2 already present", rc 0
+    out = tmp / "out"
+    shutil.copytree(fx.labels, out)  # another tool's label maps, named like the cases
+    before = checksums(out)
+
+    def check():  # nothing written, nothing replaced
+        assert checksums(out) == before and sorted(p.name for p in out.iterdir()) == ["case_0.nii.gz", "case_1.nii.gz"]
+    return predict_args(fx, fx.images, out), str(out / "case_0.nii.gz"), check
+
+
+def _predict_into_raw_labels(fx, tmp, mp):  # issue 31: `-i imagesTr -o labelsTr` wrote dataset.json etc. there
+    raw = tmp / "raw" / fx.raw.name
+    shutil.copytree(fx.raw, raw)
+    shutil.rmtree(raw / "imagesTr")
+    shutil.copytree(fx.images, raw / "imagesTr")  # images the model can read, in the raw dataset's imagesTr
+    before = checksums(raw)
+
+    def check():
+        assert checksums(raw) == before, "the raw dataset was written"
+    return predict_args(fx, raw / "imagesTr", raw / "labelsTr"), str(raw / "labelsTr"), check
+
+
+def _predict_into_new_folder_in_raw_dataset(fx, tmp, mp):  # not even a new folder inside a raw dataset
+    raw = tmp / "raw" / fx.raw.name
+    shutil.copytree(fx.raw, raw)
+    out = raw / "predictions"
+    return predict_args(fx, fx.images, out, "--overwrite"), str(out), absent(out)
+
+
+def _predict_part_id_not_below_num_parts(fx, tmp, mp):
+    return predict_args(fx, fx.images, tmp / "out", "--num-parts", "2", "--part-id", "2"), "--part-id", \
+        absent(tmp / "out")
+
+
+def _predict_num_parts_zero(fx, tmp, mp):
+    return predict_args(fx, fx.images, tmp / "out", "--num-parts", "0"), "--num-parts", absent(tmp / "out")
+
+
+def _predict_part_id_negative(fx, tmp, mp):
+    return predict_args(fx, fx.images, tmp / "out", "--part-id", "-1"), "--part-id", absent(tmp / "out")
+
+
 def _predict_output_is_a_file(fx, tmp, mp):
     (tmp / "out").write_text("not a folder\n")
     return predict_args(fx, fx.images, tmp / "out"), str(tmp / "out"), unchanged(tmp / "out")
@@ -252,7 +294,8 @@ def _predict_disk_full_while_writing_cases(fx, tmp, mp):  # defect 8: stops at t
 
     def check():  # the run stopped: no label map, no temporary file left
         names = sorted(p.name for p in (tmp / "out").iterdir())
-        assert names == [".medmamba_written.json", "dataset.json", "plans.json", "predict_args.json"], names
+        assert names == [".medmamba_claims", ".medmamba_written.json", ".medmamba_written.lock", "dataset.json",
+                         "plans.json", "predict_args.json"], names
     return predict_args(fx, fx.images, tmp / "out"), str(tmp / "out"), check
 
 
@@ -522,7 +565,9 @@ ROWS = [
     _predict_into_raw_dataset, _predict_into_input, _predict_inside_input, _predict_into_model_folder,
     _predict_replaces_users_dataset_json, _predict_over_another_models_predictions, _predict_output_is_a_file,
     _predict_step_zero, _predict_step_nan, _predict_batch_windows_zero, _predict_disk_full, _predict_disk_full_while_writing_cases,
-    _predict_read_only,
+    _predict_read_only, _predict_over_another_tools_label_maps, _predict_into_raw_labels,
+    _predict_into_new_folder_in_raw_dataset, _predict_part_id_not_below_num_parts, _predict_num_parts_zero,
+    _predict_part_id_negative,
     _compare_jobs_zero, _compare_seeds_not_integer, _compare_time_budget_inf, _compare_iters_without_epochs,
     _compare_device_torch_cannot_use,
     _train_time_budget_nan, _train_time_budget_inf, _train_time_budget_huge, _train_time_budget_negative,
@@ -555,7 +600,7 @@ def test_bad_input_is_one_line_exit_1_and_inputs_unchanged(row, tiny_model, tmp_
 
 # Representative rows as a user runs them: a real process, its real stderr and exit status.
 SUBPROCESS_ROWS = [_evaluate_output_is_reference_label, _train_time_budget_nan, _ensemble_truncated_npz,
-                   _unknown_flag]
+                   _unknown_flag, _predict_over_another_tools_label_maps, _predict_into_raw_labels]
 
 
 @pytest.mark.parametrize("row", SUBPROCESS_ROWS, ids=[r.__name__.lstrip("_") for r in SUBPROCESS_ROWS])

@@ -57,6 +57,8 @@ def predict(
     results: str | os.PathLike | None = None,
     progress: bool = True,
     echo: Echo | None = None,
+    num_parts: int = 1,
+    part_id: int = 0,
 ) -> PredictResult:
     """Segment every case of ``input_folder`` (raw naming: ``CASE_0000.ext`` per channel) into ``output_folder``.
 
@@ -77,6 +79,9 @@ def predict(
         batch_windows: windows per forward pass (>= 1).
         num_workers: background threads reading and exporting cases (0: sequential).
         overwrite: predict cases whose output already exists (else they are skipped).
+        num_parts, part_id: predict only part ``part_id`` of ``num_parts`` (case ids sorted, the ``i``-th in
+            part ``i % num_parts``). Independently, processes predicting into one ``output_folder`` (on one or
+            several machines sharing a file system) split its cases by claiming each one.
         results: results root (None: environment variables, then ``./medmamba_data/results``).
         progress: show a tqdm progress bar.
         echo: receives the line naming the model, fold count, device and TTA axes.
@@ -88,11 +93,15 @@ def predict(
     from medmamba.paths import resolve_root
 
     from medmamba import option_ranges as R
-    from medmamba.output_safety import check_separate
+    from medmamba.output_safety import check_outside_raw_dataset, check_separate
 
     R.check(R.STEP, step, allow_none=False)
     R.check(R.BATCH_WINDOWS, batch_windows, allow_none=False)
     R.check(R.PREDICT_WORKERS, num_workers, allow_none=False)
+    R.check(R.PREDICT_PARTS, num_parts, allow_none=False)
+    R.check(R.PREDICT_PART_ID, part_id, allow_none=False)
+    if part_id >= num_parts:
+        raise ConfigurationError(f"--part-id must be below --num-parts ({num_parts}), got {part_id}")
     fold_names = None
     if folds is not None:
         fold_names = [str(f) for f in folds]
@@ -108,6 +117,7 @@ def predict(
         raise ConfigurationError("give either a model (-m) or a dataset (-d), not both")
     input_dir, output_dir = Path(input_folder), Path(output_folder)
     check_separate(output_dir, [input_dir], "output folder")  # before loading any checkpoint
+    check_outside_raw_dataset(output_dir)
     options = dict(step=step, use_tta=tta, batch_windows=batch_windows)
     if engine != "torch" and device not in ("auto", "cpu"):
         raise ConfigurationError(f"--engine {engine} runs on the CPU; drop --device or use --engine torch")
@@ -132,10 +142,10 @@ def predict(
                           f"{len(predictor.previous.networks)} fold(s)")
     report = predictor.predict_folder(
         input_dir, output_dir, overwrite=overwrite, save_probabilities=save_probabilities, num_workers=num_workers,
-        progress=progress, extra_args={"dataset": None if dataset is None else str(dataset),
-                                            "model": None if model is None else str(model), "engine": engine,
-                                            "folds": fold_names, "checkpoint": checkpoint,
-                                            **_previous_stage_args(predictor)})
+        progress=progress, num_parts=num_parts, part_id=part_id,
+        extra_args={"dataset": None if dataset is None else str(dataset),
+                    "model": None if model is None else str(model), "engine": engine,
+                    "folds": fold_names, "checkpoint": checkpoint, **_previous_stage_args(predictor)})
     output_dir = output_dir.absolute()
     endings = {c.case_id: c.ending for c in gather_input_cases(input_dir, predictor.plans.num_input_channels)[0]}
     return PredictResult(model_folder=Path(model_folder), output_folder=output_dir, device=str(predictor.device),

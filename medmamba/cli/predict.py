@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-np", "--num-workers", type=numeric(R.PREDICT_WORKERS), default=2,
                         help="background threads reading and exporting cases (default 2; 0 = sequential)")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
+    parser.add_argument("--num-parts", type=numeric(R.PREDICT_PARTS), default=1,
+                        help="split the cases into this many parts (sorted case ids, case i in part i %% N), e.g. "
+                             "one per SLURM array task; processes sharing -o also split the cases by themselves")
+    parser.add_argument("--part-id", type=numeric(R.PREDICT_PART_ID), default=0,
+                        help="which part this process predicts, 0 ... --num-parts - 1")
     parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -50,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds, network=args.network, plans=args.plans, checkpoint=args.checkpoint, step=args.step,
         tta=not args.no_tta, save_probabilities=args.save_probabilities, device=args.device,
         batch_windows=args.batch_windows, num_workers=args.num_workers, overwrite=args.overwrite,
+        num_parts=args.num_parts, part_id=args.part_id,
         results=args.results, progress=not args.no_progress, echo=lambda line: print(line, file=sys.stderr),
     )
     print(result.summary_line())

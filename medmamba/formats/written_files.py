@@ -4,6 +4,10 @@
 folder, sorted. A file listed here may be replaced by a later medmamba run; any other existing file is
 the user's and is replaced only with ``--overwrite`` (:mod:`medmamba.output_safety`). A name is
 recorded *before* its file is written, so a run killed mid-way never leaves an unlisted file of ours.
+
+Several processes may write into one folder at once (``predict`` workers sharing a cohort): names are
+added with :func:`add_written_files`, which merges them into the record under an exclusive lock on
+``.medmamba_written.lock`` and replaces the record atomically, so no process drops another's names.
 """
 from __future__ import annotations
 
@@ -11,10 +15,12 @@ from pathlib import Path
 from typing import Iterable
 
 from medmamba.atomic import atomic_write_json
+from medmamba.claims import locked
 from medmamba.errors import WriteError
 from medmamba.formats.json_io import read_json
 
 WRITTEN_FILES_NAME = ".medmamba_written.json"
+WRITTEN_FILES_LOCK_NAME = ".medmamba_written.lock"
 WRITTEN_FILES_FORMAT_VERSION = 1
 
 
@@ -33,3 +39,15 @@ def read_written_files(folder: str | Path) -> set[str]:
 def write_written_files(folder: str | Path, names: Iterable[str]) -> None:
     atomic_write_json(Path(folder) / WRITTEN_FILES_NAME,
                       {"format_version": WRITTEN_FILES_FORMAT_VERSION, "files": sorted(set(names))})
+
+
+def add_written_files(folder: str | Path, names: Iterable[str]) -> set[str]:
+    """Add ``names`` to ``folder``'s record, merged with what other processes recorded meanwhile;
+    returns the whole record."""
+    folder = Path(folder)
+    with locked(folder / WRITTEN_FILES_LOCK_NAME):
+        recorded = read_written_files(folder)
+        merged = recorded | set(names)
+        if merged != recorded:
+            write_written_files(folder, merged)
+    return merged

@@ -103,3 +103,16 @@ def gather_input_cases(input_dir: str | Path, n_channels: int) -> tuple[list[Inp
     cases.sort(key=lambda c: c.case_id)
     failures.sort()
     return cases, failures
+
+
+def select_part(cases: list[InputCase], failures: list[tuple[str, str]], num_parts: int, part_id: int
+                ) -> tuple[list[InputCase], list[tuple[str, str]]]:
+    """Part ``part_id`` of ``num_parts`` as nnU-Net splits a folder between processes: all case ids
+    (failed ones included) sorted, the ``i``-th belongs to part ``i % num_parts``."""
+    from medmamba.errors import ConfigurationError
+
+    if not 0 <= part_id < num_parts:
+        raise ConfigurationError(f"--part-id must be at least 0 and below --num-parts ({num_parts}), got {part_id}")
+    ids = sorted({c.case_id for c in cases} | {case_id for case_id, _ in failures})
+    mine = set(ids[part_id::num_parts])
+    return [c for c in cases if c.case_id in mine], [f for f in failures if f[0] in mine]

@@ -6,10 +6,19 @@ weighting → mirror TTA over the checkpoint's ``mirror_axes`` → mean of the f
 → :func:`revert_preprocessing` → label map written with the input's spacing, origin, direction
 and shape. Reading/preprocessing and export run in background threads so the network is kept
 busy; a case that fails is reported with its reason and the others still finish.
+
+A cohort can be split between processes on any number of machines: ``num_parts``/``part_id`` give
+each process a fixed share (case ``i`` of the sorted ids goes to part ``i % num_parts``, as in
+nnU-Net), and independently of that every case is claimed (:mod:`medmamba.claims`, a lock file in
+``OUTPUT/.medmamba_claims/``) before it is read, so processes started into one shared output folder
+split the cases between them. A process that finds no unclaimed case left waits for the cases others
+hold and takes over any whose process died, so the last one running finishes the cohort; no case is
+written twice, and each is written exactly as a single process would write it.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from medmamba import claims
 from medmamba.atomic import atomic_write_json
 from medmamba.devices import resolve_device
 from medmamba.errors import CheckpointError, DatasetError, MedmambaError, WriteError
@@ -27,24 +37,31 @@ from medmamba.inference.model_folder import (
     load_inference_checkpoint)
 from medmamba.formats.probabilities import save_probabilities
 from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map, write_label_map
-from medmamba.inference.input_folder import InputCase, gather_input_cases
+from medmamba.inference.input_folder import InputCase, gather_input_cases, select_part
 from medmamba.inference.array_prediction import predict_preprocessed_case
 from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP
 from medmamba.output_safety import OutputFolder, check_separate
 
 logger = logging.getLogger("medmamba.inference")
 
+CLAIMS_FOLDER = ".medmamba_claims"  # one lock file per case in the output folder
+PEER_WAIT_SECONDS = 5.0  # how often a process with nothing left re-checks the cases other processes hold
+
 
 @dataclass
 class PredictionReport:
-    """What a folder prediction did: case ids written / skipped (already there) / failed with reasons."""
+    """What a folder prediction did: case ids written / skipped (already there) / predicted by other
+    processes sharing the output folder / failed with reasons."""
 
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    by_others: list[str] = field(default_factory=list)
 
     def summary_line(self) -> str:
         line = f"predicted {len(self.written)} case(s), skipped {len(self.skipped)} already present"
+        if self.by_others:
+            line += f", {len(self.by_others)} predicted by other processes"
         line += f", {len(self.failed)} failed"
         if self.failed:
             line += ": " + "; ".join(f"{case} ({reason})" for case, reason in self.failed)
@@ -229,20 +246,26 @@ class Predictor:
 
     def predict_folder(self, input_dir: str | Path, output_dir: str | Path, overwrite: bool = False,
                        save_probabilities: bool = False, num_workers: int = 2, progress: bool = True,
-                       extra_args: Mapping[str, Any] | None = None) -> PredictionReport:
-        """Predict every case of ``input_dir`` into ``output_dir`` (see module docstring).
+                       extra_args: Mapping[str, Any] | None = None, num_parts: int = 1, part_id: int = 0,
+                       wait_seconds: float = PEER_WAIT_SECONDS) -> PredictionReport:
+        """Predict every case of ``input_dir`` (or part ``part_id`` of ``num_parts``) into ``output_dir``
+        (see module docstring).
 
         ``num_workers`` threads read/preprocess ahead and as many export behind (0 = in line).
-        Never writes into ``input_dir``; files already in ``output_dir`` are kept unless ``overwrite``.
+        Never writes into ``input_dir``; case files this model already wrote into ``output_dir`` are kept
+        unless ``overwrite``. An output folder inside a raw dataset, or one holding files medmamba did not
+        write (unless ``overwrite``), is refused before anything is written.
         """
         input_dir, output_dir = Path(input_dir), Path(output_dir)
         check_separate(output_dir, [input_dir], "output folder")
         cases, failures = gather_input_cases(input_dir, self.plans.num_input_channels)
-        out = OutputFolder(output_dir, inputs=[input_dir], overwrite=overwrite, what="output folder")
+        cases, failures = select_part(cases, failures, num_parts, part_id)
+        out = OutputFolder(output_dir, inputs=[input_dir], overwrite=overwrite, what="output folder",
+                           whole_folder=True)
         with out:
             self._check_same_model(out)
             return self._predict_into(out, input_dir, cases, failures, save_probabilities, num_workers, progress,
-                                      extra_args)
+                                      extra_args, wait_seconds)
 
     def _check_same_model(self, out: OutputFolder) -> None:
         """Predictions of two models in one folder would contradict its dataset.json/plans.json: refuse
@@ -262,11 +285,13 @@ class Predictor:
 
     def _predict_into(self, out: OutputFolder, input_dir: Path, cases: list[InputCase],
                       failures: list[tuple[str, str]], save_probabilities: bool, num_workers: int, progress: bool,
-                      extra_args: Mapping[str, Any] | None) -> PredictionReport:
+                      extra_args: Mapping[str, Any] | None, wait_seconds: float = PEER_WAIT_SECONDS
+                      ) -> PredictionReport:
         from tqdm import tqdm
 
         output_dir, overwrite = out.path, out.overwrite
         report = PredictionReport()
+        started = time.time()
 
         def fail(case_id: str, reason: str) -> None:
             logger.warning("case %s failed: %s", case_id, reason)
@@ -277,7 +302,8 @@ class Predictor:
         todo: list[tuple[InputCase, Path]] = []
         for case in cases:
             target = output_dir / f"{case.case_id}{case.ending}"
-            if target.exists() and not overwrite:
+            # only a file medmamba recorded writing (for this model: _check_same_model) counts as done
+            if target.exists() and not overwrite and target.name in out.recorded:
                 report.skipped.append(case.case_id)
             else:
                 todo.append((case, target))
@@ -285,7 +311,8 @@ class Predictor:
         per_case = [name for case, target in todo
                     for name in [target.name, *([f"{case.case_id}.npz", f"{case.case_id}.json"]
                                                 if save_probabilities else [])]]
-        out.claim(fixed + per_case)
+        out.claim(fixed + per_case)  # a case file medmamba did not write is refused here unless overwrite
+        # every process of a cohort writes the same three files, each atomically
         atomic_write_json(output_dir / "plans.json", self.plans_dict)
         atomic_write_json(output_dir / "dataset.json", self.dataset_json)
         atomic_write_json(output_dir / "predict_args.json", {
@@ -293,21 +320,80 @@ class Predictor:
             "checkpoints": self.checkpoint_paths, "step": self.step, "mirror_axes": self.mirror_axes,
             "use_gaussian": self.use_gaussian, "save_probabilities": save_probabilities, **dict(extra_args or {})})
 
+        claims_dir = output_dir / CLAIMS_FOLDER
+        unclaimed: deque[tuple[InputCase, Path]] = deque(todo)
+        held_elsewhere: list[tuple[InputCase, Path]] = []
+        held: dict[str, claims.Claim] = {}
+
+        def finished_elsewhere(case: InputCase, target: Path) -> bool:
+            # under --overwrite a file from an earlier run is there too: the claim notes when a peer finished
+            if overwrite:
+                return claims.finished_since(claims_dir / f"{case.case_id}.lock", started)
+            return target.exists()
+
+        def next_case(wait: bool) -> tuple[InputCase, Path] | None:
+            """The next case this process claims; with ``wait``, waits for cases other processes hold
+            (taking over those whose process died) until none is left."""
+            nonlocal unclaimed, held_elsewhere
+            said = False
+            while True:
+                while unclaimed:
+                    case, target = unclaimed.popleft()
+                    if finished_elsewhere(case, target):
+                        report.by_others.append(case.case_id)
+                        bar.update()
+                        continue
+                    claim = claims.try_claim(claims_dir / f"{case.case_id}.lock")
+                    if claim is None:
+                        held_elsewhere.append((case, target))
+                        continue
+                    if finished_elsewhere(case, target):  # finished between the check and the claim
+                        claim.release()
+                        report.by_others.append(case.case_id)
+                        bar.update()
+                        continue
+                    held[case.case_id] = claim
+                    return case, target
+                if not held_elsewhere or not wait:
+                    return None
+                if not said:
+                    logger.info("waiting for %d case(s) other processes are predicting (%s)", len(held_elsewhere),
+                                ", ".join(c.case_id for c, _ in held_elsewhere[:5]))
+                    said = True
+                time.sleep(wait_seconds)
+                unclaimed, held_elsewhere = deque(held_elsewhere), []
+
+        def release(case_id: str, done: bool) -> None:
+            claim = held.pop(case_id, None)
+            if claim is not None:
+                if done:
+                    claim.mark_done()
+                claim.release()
+
+        def export(case: InputCase, probabilities: torch.Tensor, properties: dict[str, Any], target: Path) -> None:
+            try:
+                self._export(case, probabilities, properties, target, save_probabilities)
+                release(case.case_id, True)
+            finally:
+                release(case.case_id, False)
+
         workers = max(0, int(num_workers))
         readers = ThreadPoolExecutor(max_workers=workers) if workers else None
         writers = ThreadPoolExecutor(max_workers=workers) if workers else None
-        reads: deque[Future | Callable[[], Any]] = deque()
+        reads: deque[tuple[InputCase, Path, Future | Callable[[], Any]]] = deque()
         exports: deque[tuple[str, Future]] = deque()
-        next_read = 0
+        bar = tqdm(total=len(todo), desc="predict", unit="case", disable=not progress)
 
-        def submit_read() -> None:
-            nonlocal next_read
-            case = todo[next_read][0]
-            next_read += 1
+        def submit_read(wait: bool = False) -> bool:
+            claimed = next_case(wait)
+            if claimed is None:
+                return False
+            case, target = claimed
             if readers is None:
-                reads.append(lambda c=case: self.preprocess(c.image_files))
+                reads.append((case, target, lambda c=case: self.preprocess(c.image_files)))
             else:
-                reads.append(readers.submit(self.preprocess, case.image_files))
+                reads.append((case, target, readers.submit(self.preprocess, case.image_files)))
+            return True
 
         def finish_export(case_id: str, fut: Future) -> None:
             try:
@@ -319,30 +405,31 @@ class Predictor:
                 fail(case_id, _describe(err))
 
         try:
-            for _ in range(min(len(todo), workers + 1)):
+            for _ in range(workers + 1):
+                if not submit_read():
+                    break
+            while reads or submit_read(wait=True):
+                case, target, pending = reads.popleft()
                 submit_read()
-            for case, target in tqdm(todo, desc="predict", unit="case", disable=not progress):
-                pending = reads.popleft()
-                if next_read < len(todo):
-                    submit_read()
+                bar.update()
                 try:
                     data, properties = pending() if callable(pending) else pending.result()
                     probabilities = self.predict_preprocessed(data)
                     del data
                 except Exception as err:  # noqa: BLE001
+                    release(case.case_id, False)
                     fail(case.case_id, _describe(err))
                     continue
                 if writers is None:
                     try:
-                        self._export(case, probabilities, properties, target, save_probabilities)
+                        export(case, probabilities, properties, target)
                         report.written.append(case.case_id)
                     except WriteError:
                         raise
                     except Exception as err:  # noqa: BLE001
                         fail(case.case_id, _describe(err))
                     continue
-                exports.append((case.case_id, writers.submit(self._export, case, probabilities, properties,
-                                                             target, save_probabilities)))
+                exports.append((case.case_id, writers.submit(export, case, probabilities, properties, target)))
                 while len(exports) > workers + 1:  # bound the memory held by finished probabilities
                     finish_export(*exports.popleft())
             while exports:
@@ -351,6 +438,10 @@ class Predictor:
             for pool in (readers, writers):
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
+            for case_id in list(held):
+                release(case_id, False)
+            bar.close()
         report.written.sort()
         report.failed.sort()
+        report.by_others.sort()
         return report
