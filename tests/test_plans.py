@@ -468,3 +468,23 @@ def test_cpu_plans_carry_the_measured_short_budget_recipe(tmp_path):
     assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path) == TrainingRecipe(**CPU_RECIPE)
     opts.augmentation = "default"
     assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path).augmentation == "default"
+
+
+def test_memory_decision_returns_its_notes_and_changes_nothing_when_roomy():
+    from medmamba.networks.registry import get_capabilities
+    from medmamba.plans.planner import NetworkChoice, PatchProblem, reduce_memory_if_short
+
+    fits = load_fits()
+    network = NetworkChoice("vmunet", 2, 1, 2)
+    costs = cost_model(fits, "vmunet", 2)
+
+    def problem(gb):
+        return PatchProblem([1.0, 1.0], [96.0, 96.0], "gpu", gb, 4 * 96 * 96, get_capabilities("vmunet"))
+
+    roomy = reduce_memory_if_short(network, problem(8.0), costs, fits)
+    assert roomy.notes == {} and roomy.costs is costs
+    assert roomy.network_kwargs == network.kwargs(roomy.topology)
+    short = reduce_memory_if_short(network, problem(0.05), costs, fits)
+    assert [n["reduction"] for n in short.notes["memory_reductions"]] == ["d_state_1", "rotate_routes"]
+    assert short.costs.memory_bytes_per_voxel < costs.memory_bytes_per_voxel
+    assert short.network_kwargs["d_state"] == 1 and short.network_kwargs["routes"]["mode"] == "rotate"

@@ -27,7 +27,8 @@ from __future__ import annotations
 import copy
 import math
 import re
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -241,16 +242,7 @@ def plan_patch_and_batch(
     if divisor:
         start = _pad_to(start, divisor, min_deepest)
     topo = _topology(spacing, start, divisor)
-
-    def too_big(t: Topology) -> bool:
-        voxels = math.prod(t.patch_size)
-        if target == "cpu":
-            secs = costs.seconds_per_iteration(voxels, CPU_BATCH_SIZE)
-            over_time = secs is not None and secs > CPU_SECONDS_PER_ITERATION
-            return over_time or costs.memory_bytes(voxels, CPU_BATCH_SIZE) > budget
-        return costs.memory_bytes(voxels, MIN_BATCH_SIZE) > budget
-
-    while too_big(topo):
+    while _too_big(math.prod(topo.patch_size), costs, target, budget):
         if divisor:
             smaller = _shrink_fixed(topo.patch_size, median_shape, divisor, min_deepest)
         else:
@@ -274,6 +266,16 @@ def plan_patch_and_batch(
     return topo, batch
 
 
+def _too_big(voxels: int, costs: CostModel, target: str, budget_bytes: float) -> bool:
+    """Whether a patch of ``voxels`` must shrink: over the memory budget at the target's batch size,
+    or (CPU target) over :data:`CPU_SECONDS_PER_ITERATION`."""
+    if target == "cpu":
+        secs = costs.seconds_per_iteration(voxels, CPU_BATCH_SIZE)
+        over_time = secs is not None and secs > CPU_SECONDS_PER_ITERATION
+        return over_time or costs.memory_bytes(voxels, CPU_BATCH_SIZE) > budget_bytes
+    return costs.memory_bytes(voxels, MIN_BATCH_SIZE) > budget_bytes
+
+
 def _topology(spacing: Sequence[float], patch: Sequence[int], divisor: int | None) -> Topology:
     topo = pool_and_conv_props(spacing, patch)
     if not divisor:
@@ -294,6 +296,151 @@ def _shrink_fixed(patch: Sequence[int], median_shape: Sequence[float], divisor: 
             if _deepest_voxels(new, divisor) >= min_deepest_voxels:
                 return new
     return None
+
+
+@dataclass(frozen=True)
+class PatchProblem:
+    """The inputs of one configuration's patch and batch decision (:func:`plan_patch_and_batch`),
+    kept together so the memory rule can re-plan the same problem with a reduced cost model."""
+
+    spacing: Sequence[float]
+    median_shape: Sequence[float]
+    target: str
+    memory_target_gb: float
+    approx_dataset_voxels: float
+    capabilities: NetworkCapabilities
+
+    def plan(self, costs: CostModel) -> tuple[Topology, int]:
+        return plan_patch_and_batch(self.spacing, self.median_shape, costs, self.target, self.memory_target_gb,
+                                    self.approx_dataset_voxels, self.capabilities)
+
+
+@dataclass(frozen=True)
+class NetworkChoice:
+    """The registry network one configuration uses, and what its kwargs depend on besides the topology."""
+
+    name: str
+    spatial_dims: int
+    in_channels: int
+    num_classes: int
+
+    def kwargs(self, topology: Topology) -> dict[str, Any]:
+        return network_kwargs(self.name, self.spatial_dims, self.in_channels, self.num_classes, topology)
+
+
+@dataclass(frozen=True)
+class MemoryDecision:
+    """Outcome of the memory-demand rule: the cost model, patch, batch and kwargs to plan with, and
+    the notes for ``ConfigurationPlan.extra`` (``memory_reductions`` when the rule acted)."""
+
+    costs: CostModel
+    topology: Topology
+    batch_size: int
+    network_kwargs: dict[str, Any]
+    notes: dict[str, Any]
+
+
+def reduce_memory_if_short(network: NetworkChoice, problem: PatchProblem, costs: CostModel,
+                           fits: Mapping[str, Any]) -> MemoryDecision:
+    """Patch, batch and kwargs for ``problem``, after the memory-demand rule
+    (medmamba/plans/memory_reductions.py): when the planned patch, the smallest the shrink loop
+    accepts, is still predicted over the target at batch 2, apply N = 1 then rotated routes as far
+    as needed, re-plan the patch with the reduced cost model and note the reductions."""
+    topo, batch = problem.plan(costs)
+    kwargs = network.kwargs(topo)
+    unchanged = MemoryDecision(costs, topo, batch, kwargs, {})
+    budget = problem.memory_target_gb * 1e9
+    voxels = math.prod(topo.patch_size)
+    before = costs.memory_bytes(voxels, MIN_BATCH_SIZE)
+    if before <= budget:
+        return unchanged
+    applied, reduced = choose_reductions(costs, voxels, MIN_BATCH_SIZE, budget,
+                                         reduction_candidates(network.name, network.spatial_dims, kwargs, fits))
+    if not applied:
+        return unchanged
+    reason = (f"smallest patch {list(topo.patch_size)} at batch {MIN_BATCH_SIZE} predicted "
+              f"{before / 1e9:.2f} GB > target {problem.memory_target_gb:g} GB")
+    topo, batch = problem.plan(reduced)
+    overrides: dict[str, Any] = {}
+    for r in applied:
+        overrides.update(r.kwargs)
+    notes = {"memory_reductions": [{"reduction": r.name, "kwargs": r.kwargs, "activation_factor": r.factor,
+                                    "factor_source": r.factor_source, "reason": reason} for r in applied]}
+    return MemoryDecision(reduced, topo, batch, {**network.kwargs(topo), **overrides}, notes)
+
+
+def cpu_recipe_notes(target: str) -> dict[str, Any]:
+    """The measured short-budget optimizer and recipe a CPU-target configuration carries in
+    ``extra`` (none for the GPU target, which keeps nnU-Net's)."""
+    if target != "cpu":
+        return {}
+    return {"optimizer": dict(CPU_OPTIMIZER), "recipe": dict(CPU_RECIPE)}
+
+
+@dataclass(frozen=True)
+class DatasetPlanning:
+    """What every configuration of one dataset is planned from, derived once by :func:`plan_experiment`."""
+
+    target: str
+    memory_target_gb: float
+    fits: Mapping[str, Any]
+    networks: Mapping[str, str]
+    plans_name: str
+    in_channels: int
+    num_classes: int
+    normalization_schemes: list[str]
+    use_mask_for_norm: list[bool]
+    transpose_forward: list[int]
+    transpose_backward: list[int]
+    median_shape: list[float]  # resampled median shape, file axis order (for the mirroring rule)
+    lateralized: bool
+    approx_dataset_voxels: float
+
+    def network_for(self, configuration: str, spatial_dims: int) -> str:
+        return self.networks.get(configuration) or self.networks.get("*") or DEFAULT_NETWORK[spatial_dims]
+
+
+def plan_configuration(dataset: DatasetPlanning, name: str, spacing: list[float], median: list[float],
+                       batch_dice: bool) -> ConfigurationPlan:
+    """One configuration at ``spacing`` (transposed axes) for data of ``median`` shape there."""
+    dims = len(spacing)
+    net = dataset.network_for(name, dims)
+    costs = cost_model(dataset.fits, net, dims)
+    caps = get_capabilities(net)
+    if dims not in caps.dims:
+        raise PlansError(f"network {net!r} supports spatial_dims {caps.dims}; configuration {name} is {dims}D")
+    problem = PatchProblem(spacing, median, dataset.target, dataset.memory_target_gb,
+                           dataset.approx_dataset_voxels, caps)
+    network = NetworkChoice(net, dims, dataset.in_channels, dataset.num_classes)
+    memory = reduce_memory_if_short(network, problem, costs, dataset.fits)
+    voxels = math.prod(memory.topology.patch_size)
+    secs = memory.costs.seconds_per_iteration(voxels, memory.batch_size) if dataset.target == "cpu" else None
+    mirror_axes, mirror_note = mirror_axes_for(dims, dataset.transpose_forward, dataset.median_shape,
+                                               dataset.lateralized)
+    extra: dict[str, Any] = {"cost_model": memory.costs.source, **cpu_recipe_notes(dataset.target), **memory.notes}
+    if mirror_note:
+        extra["mirroring"] = mirror_note
+    return ConfigurationPlan(
+        name=name,
+        data_identifier=f"{dataset.plans_name}_{name}",
+        spatial_dims=dims,
+        spacing=[float(s) for s in spacing],
+        patch_size=[int(p) for p in memory.topology.patch_size],
+        batch_size=int(memory.batch_size),
+        median_image_size_in_voxels=[float(m) for m in median],
+        transpose_forward=list(dataset.transpose_forward),
+        transpose_backward=list(dataset.transpose_backward),
+        normalization_schemes=list(dataset.normalization_schemes),
+        use_mask_for_norm=list(dataset.use_mask_for_norm),
+        resampling=ResamplingSettings(anisotropy_threshold=ANISOTROPY_THRESHOLD),
+        network=NetworkSpec(net, memory.network_kwargs),
+        mirror_axes=mirror_axes,
+        batch_dice=batch_dice,
+        target=dataset.target,
+        predicted_memory_gb=round(memory.costs.memory_bytes(voxels, memory.batch_size) / 1e9, 4),
+        predicted_seconds_per_iteration=None if secs is None else round(secs, 4),
+        extra=extra,
+    )
 
 
 def plan_experiment(
@@ -323,145 +470,85 @@ def plan_experiment(
         raise PlansError(f"target must be 'cpu' or 'gpu', got {target!r}")
     if memory_target_gb <= 0:
         raise PlansError(f"memory target must be positive, got {memory_target_gb} GB")
-    fits = load_fits() if fits is None else fits
-    networks = dict(networks or {})
     spacings = fingerprint["spacings"]
     shapes = fingerprint["shapes_after_crop"]
     if not spacings:
         raise PlansError("fingerprint has no cases")
-    n_cases = len(spacings)
     channel_names = dict(dataset_json["channel_names"])
     labels = dict(dataset_json["labels"])
-    in_channels = len(channel_names)
-    num_classes = num_network_outputs(labels)
     schemes, use_mask = normalization_plan(channel_names, fingerprint["median_relative_size_after_cropping"])
-
     fullres_spacing = fullres_target_spacing(spacings, shapes)
     lateralized = lateralized_labels(labels)
     tf, tb = transpose_for(fullres_spacing, keep_left_right_in_plane=lateralized)
     median_shape = resampled_median_shape(spacings, shapes, fullres_spacing)
     spacing_t = [fullres_spacing[a] for a in tf]
     median_t = [median_shape[a] for a in tf]
-    median_orig_spacing_t = [float(np.median([s[a] for s in spacings])) for a in tf]
-    approx_voxels = math.prod(median_t) * n_cases
-
-    def make(name: str, spacing: list[float], median: list[float], batch_dice: bool) -> ConfigurationPlan:
-        dims = len(spacing)
-        net = networks.get(name) or networks.get("*") or DEFAULT_NETWORK[dims]
-        costs = cost_model(fits, net, dims)
-        caps = get_capabilities(net)
-        if dims not in caps.dims:
-            raise PlansError(f"network {net!r} supports spatial_dims {caps.dims}; configuration {name} is {dims}D")
-        topo, batch = plan_patch_and_batch(spacing, median, costs, target, memory_target_gb, approx_voxels, caps)
-        kwargs = network_kwargs(net, dims, in_channels, num_classes, topo)
-        extra: dict[str, Any] = {"cost_model": costs.source}
-        if target == "cpu":
-            extra.update(optimizer=dict(CPU_OPTIMIZER), recipe=dict(CPU_RECIPE))
-        costs, topo, batch, kwargs = _reduce_memory_if_short(
-            net, dims, costs, topo, batch, kwargs, extra, fits,
-            lambda c: plan_patch_and_batch(spacing, median, c, target, memory_target_gb, approx_voxels, caps),
-            lambda t: network_kwargs(net, dims, in_channels, num_classes, t), memory_target_gb)
-        voxels = math.prod(topo.patch_size)
-        secs = costs.seconds_per_iteration(voxels, batch) if target == "cpu" else None
-        mirror_axes, mirror_note = mirror_axes_for(dims, tf, median_shape, lateralized)
-        if mirror_note:
-            extra["mirroring"] = mirror_note
-        return ConfigurationPlan(
-            name=name,
-            data_identifier=f"{plans_name}_{name}",
-            spatial_dims=dims,
-            spacing=[float(s) for s in spacing],
-            patch_size=[int(p) for p in topo.patch_size],
-            batch_size=int(batch),
-            median_image_size_in_voxels=[float(m) for m in median],
-            transpose_forward=list(tf),
-            transpose_backward=list(tb),
-            normalization_schemes=list(schemes),
-            use_mask_for_norm=list(use_mask),
-            resampling=ResamplingSettings(anisotropy_threshold=ANISOTROPY_THRESHOLD),
-            network=NetworkSpec(net, kwargs),
-            mirror_axes=mirror_axes,
-            batch_dice=batch_dice,
-            target=target,
-            predicted_memory_gb=round(costs.memory_bytes(voxels, batch) / 1e9, 4),
-            predicted_seconds_per_iteration=None if secs is None else round(secs, 4),
-            extra=extra,
-        )
-
-    planned: dict[str, ConfigurationPlan] = {}
-    planned["2d"] = make("2d", spacing_t[1:], median_t[1:], batch_dice=True)
-    is_3d = median_t[0] > 1
-    if is_3d:
-        fullres = make("3d_fullres", spacing_t, median_t, batch_dice=False)
-        if lowres_spacing_factor is None:
-            lowres = _plan_lowres(fullres, spacing_t, median_t, make)
-        else:
-            lowres = make("3d_lowres", [s * lowres_spacing_factor for s in spacing_t],
-                          [float(max(1, round(m / lowres_spacing_factor))) for m in median_t], batch_dice=False)
-        planned["3d_fullres"] = fullres
-        if lowres is not None:
-            fullres.batch_dice = True
-            planned["3d_lowres"] = lowres
-            planned[CASCADE_CONFIGURATION] = cascade_configuration(fullres, lowres, labels)
-    elif lowres_spacing_factor is not None:
-        raise PlansError("a lowres spacing factor needs 3D data; this dataset is 2D")
-    order = [c for c in ("2d", "3d_fullres", "3d_lowres", CASCADE_CONFIGURATION) if c in planned]
-    if configurations is not None:
-        unknown = [c for c in configurations if c not in planned]
-        if unknown:
-            why = "the data is 2D" if not is_3d else "nnU-Net's lowres rule does not trigger for this dataset"
-            raise PlansError(f"configuration(s) {', '.join(unknown)} not applicable ({why}); possible: {', '.join(order)}")
-        order = [c for c in order if c in configurations]
+    dataset = DatasetPlanning(
+        target=target, memory_target_gb=memory_target_gb, fits=load_fits() if fits is None else fits,
+        networks=dict(networks or {}), plans_name=plans_name, in_channels=len(channel_names),
+        num_classes=num_network_outputs(labels), normalization_schemes=schemes, use_mask_for_norm=use_mask,
+        transpose_forward=tf, transpose_backward=tb, median_shape=median_shape, lateralized=lateralized,
+        approx_dataset_voxels=math.prod(median_t) * len(spacings))
+    planned = plan_configurations(dataset, spacing_t, median_t, labels, lowres_spacing_factor)
     return Plans(
         dataset_name=dataset_name,
         plans_name=plans_name,
         transpose_forward=list(tf),
         transpose_backward=list(tb),
-        original_median_spacing_after_transp=median_orig_spacing_t,
+        original_median_spacing_after_transp=[float(np.median([s[a] for s in spacings])) for a in tf],
         original_median_shape_after_transp=median_t,
         foreground_intensity_properties_per_channel=dict(fingerprint["foreground_intensity_properties_per_channel"]),
         channel_names=channel_names,
         labels=labels,
         file_ending=str(dataset_json.get("file_ending", ".nii.gz")),
-        configurations={c: planned[c] for c in order},
+        configurations=select_configurations(planned, configurations, is_3d=median_t[0] > 1),
         target=target,
         target_reason=target_reason,
         memory_target_gb=float(memory_target_gb),
     )
 
 
-def _reduce_memory_if_short(network: str, dims: int, costs: CostModel, topo: Topology, batch: int,
-                            kwargs: dict[str, Any], extra: dict[str, Any], fits: Mapping[str, Any],
-                            replan: Callable[[CostModel], tuple[Topology, int]],
-                            rebuild_kwargs: Callable[[Topology], dict[str, Any]], memory_target_gb: float,
-                            ) -> tuple[CostModel, Topology, int, dict[str, Any]]:
-    """The memory-demand rule (medmamba/plans/memory_reductions.py): when the planned patch,
-    the smallest the shrink loop accepts, is still predicted over the target at batch 2, apply
-    N = 1 then rotated routes as far as needed, re-plan the patch with the reduced cost model and
-    record the reductions (``extra["memory_reductions"]``)."""
-    budget = memory_target_gb * 1e9
-    voxels = math.prod(topo.patch_size)
-    before = costs.memory_bytes(voxels, MIN_BATCH_SIZE)
-    if before <= budget:
-        return costs, topo, batch, kwargs
-    applied, reduced = choose_reductions(costs, voxels, MIN_BATCH_SIZE, budget,
-                                         reduction_candidates(network, dims, kwargs, fits))
-    if not applied:
-        return costs, topo, batch, kwargs
-    reason = (f"smallest patch {list(topo.patch_size)} at batch {MIN_BATCH_SIZE} predicted "
-              f"{before / 1e9:.2f} GB > target {memory_target_gb:g} GB")
-    topo, batch = replan(reduced)
-    overrides: dict[str, Any] = {}
-    for r in applied:
-        overrides.update(r.kwargs)
-    extra["memory_reductions"] = [{"reduction": r.name, "kwargs": r.kwargs, "activation_factor": r.factor,
-                                   "factor_source": r.factor_source, "reason": reason} for r in applied]
-    extra["cost_model"] = reduced.source
-    return reduced, topo, batch, {**rebuild_kwargs(topo), **overrides}
+def plan_configurations(dataset: DatasetPlanning, spacing_t: list[float], median_t: list[float],
+                        labels: Mapping[str, Any], lowres_spacing_factor: float | None
+                        ) -> dict[str, ConfigurationPlan]:
+    """Every configuration that applies: 2d always; for 3D data 3d_fullres, and 3d_lowres with the
+    cascade when nnU-Net's rule (or ``lowres_spacing_factor``) gives one."""
+    planned = {"2d": plan_configuration(dataset, "2d", spacing_t[1:], median_t[1:], batch_dice=True)}
+    if median_t[0] <= 1:
+        if lowres_spacing_factor is not None:
+            raise PlansError("a lowres spacing factor needs 3D data; this dataset is 2D")
+        return planned
+    fullres = plan_configuration(dataset, "3d_fullres", spacing_t, median_t, batch_dice=False)
+    if lowres_spacing_factor is None:
+        lowres = _plan_lowres(dataset, fullres, spacing_t, median_t)
+    else:
+        lowres = plan_configuration(dataset, "3d_lowres", [s * lowres_spacing_factor for s in spacing_t],
+                                    [float(max(1, round(m / lowres_spacing_factor))) for m in median_t],
+                                    batch_dice=False)
+    planned["3d_fullres"] = fullres
+    if lowres is not None:
+        fullres.batch_dice = True
+        planned["3d_lowres"] = lowres
+        planned[CASCADE_CONFIGURATION] = cascade_configuration(fullres, lowres, labels)
+    return planned
 
 
-def _plan_lowres(fullres: ConfigurationPlan, spacing_t: list[float], median_t: list[float],
-                 make: Callable[..., ConfigurationPlan]) -> ConfigurationPlan | None:
+def select_configurations(planned: Mapping[str, ConfigurationPlan], requested: Sequence[str] | None,
+                          is_3d: bool) -> dict[str, ConfigurationPlan]:
+    """``planned`` in nnU-Net's order, kept to ``requested`` (None: all); a requested one that was
+    not planned raises :class:`PlansError` saying why."""
+    order = [c for c in ("2d", "3d_fullres", "3d_lowres", CASCADE_CONFIGURATION) if c in planned]
+    if requested is not None:
+        unknown = [c for c in requested if c not in planned]
+        if unknown:
+            why = "the data is 2D" if not is_3d else "nnU-Net's lowres rule does not trigger for this dataset"
+            raise PlansError(f"configuration(s) {', '.join(unknown)} not applicable ({why}); possible: {', '.join(order)}")
+        order = [c for c in order if c in requested]
+    return {c: planned[c] for c in order}
+
+
+def _plan_lowres(dataset: DatasetPlanning, fullres: ConfigurationPlan, spacing_t: list[float],
+                 median_t: list[float]) -> ConfigurationPlan | None:
     """nnU-Net's 3d_lowres loop: coarsen the spacing by 1.03 (only the finer
     axes while any is < half the coarsest) until the patch covers >= 25% of the median image;
     dropped when that does not halve the median image's voxels."""
@@ -480,7 +567,7 @@ def _plan_lowres(fullres: ConfigurationPlan, spacing_t: list[float], median_t: l
             spacing *= LOWRES_SPACING_GROWTH
         shape = [float(round(v)) for v in full / spacing * median]
         median_voxels = float(np.prod(full / spacing * median))
-        plan = make("3d_lowres", spacing.tolist(), shape, batch_dice=False)
+        plan = plan_configuration(dataset, "3d_lowres", spacing.tolist(), shape, batch_dice=False)
         if math.prod(plan.patch_size) / median_voxels >= LOWRES_TRIGGER:
             break
     if plan is None or math.prod(median_t) / median_voxels < 2:
