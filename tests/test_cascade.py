@@ -72,7 +72,7 @@ def test_cascade_network_takes_the_one_hot_previous_stage(cascade):
     from medmamba.formats.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(cascade.model / "fold_0" / "checkpoint_final.pt")
-    assert ckpt["network_kwargs"]["in_channels"] == 1 + 4  # image + one channel per foreground label
+    assert ckpt.network_kwargs["in_channels"] == 1 + 4  # image + one channel per foreground label
     summary = json.loads((cascade.model / "fold_0" / "validation" / "summary.json").read_text())
     assert sorted(summary["mean"]) == ["1", "2", "3", "4"]
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from medmamba.cli.main import main
+from medmamba.formats.checkpoint import read_checkpoint, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +45,12 @@ def mixed_model(trained_tiny_model, tmp_path_factory):
         [sorted(images.iterdir())[0]], return_probabilities=True)[1]
     shift = -float(np.median(np.log(probs[1] + 1e-12) - np.log(probs[0] + 1e-12)))
     path = folder / "fold_0" / "checkpoint_final.pt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    heads = [k for k in ckpt["state_dict"] if k.startswith("decoder.heads.") and k.endswith(".bias")]
+    ckpt = read_checkpoint(path)
+    heads = [k for k in ckpt.state_dict if k.startswith("decoder.heads.") and k.endswith(".bias")]
     assert heads
     for key in heads:  # a constant added to one class's logits shifts the windows' weighted mean by it
-        ckpt["state_dict"][key][1] += shift
-    torch.save(ckpt, path)
+        ckpt.state_dict[key][1] += shift
+    write_checkpoint(path, ckpt)
     return folder, images
 
 
@@ -71,7 +72,7 @@ def test_bundle_runs_in_monai_and_gives_predicts_labels(mixed_model, tmp_path, c
     assert pred["channel_def"] == {"0": "background", "1": "sphere"} and pred["num_channels"] == 2
     assert meta["authors"] == "Test Author"
 
-    from medmamba.export.monai_bundle import METADATA_SCHEMA
+    from medmamba.export.bundle_writer import METADATA_SCHEMA
 
     verified = _monai_bundle("verify_metadata", "--meta_file", str(bundle / "configs" / "metadata.json"),
                              "--filepath", str(METADATA_SCHEMA))
@@ -95,7 +96,7 @@ def test_metadata_verification_rejects_a_missing_key(mixed_model, tmp_path):
     pytest.importorskip("jsonschema", reason="monai.bundle verify_metadata needs jsonschema (in the test extra)")
     from monai.bundle import verify_metadata
 
-    from medmamba.export.monai_bundle import METADATA_SCHEMA, metadata
+    from medmamba.export.bundle_writer import METADATA_SCHEMA, metadata
     from medmamba.formats.plans import plans_from_any
     from medmamba.inference import Predictor
 

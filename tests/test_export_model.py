@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from medmamba.cli.main import main
-from medmamba.formats.model_package import MANIFEST_NAME
+from medmamba.formats.model_zip import MANIFEST_NAME
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -151,7 +151,7 @@ def test_partial_demo_trains_predicts_and_is_scored_without_ignore(tmp_path, mon
     ref, _ = read_image(entry["reference_file"])
     assert (ref == 5).any()
     # one network output per real label; `evaluate -d` takes the ignore label from dataset.json
-    assert read_checkpoint(fold / "checkpoint_final.pt")["network_kwargs"]["num_classes"] == 5
+    assert read_checkpoint(fold / "checkpoint_final.pt").network_kwargs["num_classes"] == 5
     result = api.evaluate(reference_folder=Path(entry["reference_file"]).parent, prediction_folder=fold / "validation",
                           dataset=999, output_file=tmp_path / "eval.json", allow_missing=True, progress=False)
     assert sorted(result.summary["mean"]) == ["1", "2", "3", "4"]

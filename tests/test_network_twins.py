@@ -96,18 +96,17 @@ def test_twin_capabilities_derive_from_base_without_ssm():
 
 
 def test_twin_name_round_trips_through_plans_and_checkpoint(tmp_path):
-    from medmamba.formats.checkpoint import INFERENCE_KEYS, read_checkpoint
+    from medmamba.formats.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
     from medmamba.inference.model_folder import build_network_from_checkpoint
 
     spec = NetworkSpec("umamba_bot:no_ssm", {"spatial_dims": 2, "in_channels": 1, "num_classes": 2,
                                              **SMALL["umamba_bot"]})
     net = build_network(spec.name, **spec.kwargs)
-    ckpt = {"network_name": spec.name, "network_kwargs": dict(spec.kwargs), "state_dict": net.state_dict(),
-            "plans": {}, "configuration": "2d", "dataset_json": {}, "mirror_axes": []}
-    path = tmp_path / "ckpt.pt"
-    torch.save(ckpt, path)
-    loaded = read_checkpoint(path, required_keys=INFERENCE_KEYS)
-    assert loaded["network_name"] == "umamba_bot:no_ssm"
+    ckpt = Checkpoint(network_name=spec.name, network_kwargs=dict(spec.kwargs), state_dict=net.state_dict(),
+                      plans={}, configuration="2d", dataset_json={}, mirror_axes=[])
+    path = write_checkpoint(tmp_path / "ckpt.pt", ckpt)
+    loaded = read_checkpoint(path)
+    assert loaded.network_name == "umamba_bot:no_ssm"
     rebuilt = build_network_from_checkpoint(loaded)
     assert not _has_ssm(rebuilt) and _params(rebuilt) == _params(net)
 

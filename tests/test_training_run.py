@@ -69,14 +69,14 @@ def test_short_training_learns(dataset, tmp_path, network, config, epochs, ipe, 
     assert _dice(fold) >= floor
     for kind in ("latest", "best", "final"):
         ckpt = read_checkpoint(fold / f"checkpoint_{kind}.pt")
-        ndim = len(ckpt["plans"]["configurations"][config]["patch_size"])
-        assert ckpt["network_name"] == network and ckpt["mirror_axes"] == list(range(ndim))
+        ndim = len(ckpt.plans["configurations"][config]["patch_size"])
+        assert ckpt.network_name == network and ckpt.mirror_axes == list(range(ndim))
     final = read_checkpoint(fold / "checkpoint_final.pt")
-    assert final["epoch"] == epochs
+    assert final.epoch == epochs
     from medmamba.networks.registry import build_network
 
-    net = build_network(final["network_name"], **final["network_kwargs"])
-    net.load_state_dict(final["state_dict"])  # inference can rebuild the network from the checkpoint alone
+    net = build_network(final.network_name, **final.network_kwargs)
+    net.load_state_dict(final.state_dict)  # inference can rebuild the network from the checkpoint alone
     assert (fold / "progress.png").stat().st_size > 1000
     assert json.loads((dataset / DATASET / "splits.json").read_text())[0]["val"]  # splits written once
 
@@ -99,7 +99,7 @@ def test_nan_batches_are_skipped_not_saved(dataset, tmp_path):
     assert sum(e["skipped_steps"] for e in log["epochs"]) > 0
     assert all(math.isfinite(e["train_loss"]) for e in log["epochs"])
     for kind in ("latest", "final"):
-        sd = read_checkpoint(fold / f"checkpoint_{kind}.pt")["state_dict"]
+        sd = read_checkpoint(fold / f"checkpoint_{kind}.pt").state_dict
         assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
 
 
@@ -124,20 +124,20 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (fold / "checkpoint_final.pt").exists(), "the run finished before it could be killed"
-    killed_at = read_checkpoint(fold / "checkpoint_latest.pt")["epoch"]
+    killed_at = read_checkpoint(fold / "checkpoint_latest.pt").epoch
     assert 1 <= killed_at < epochs
     assert main(_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation", "--resume")) == 0
     a, b = read_checkpoint(_fold(ref) / "checkpoint_final.pt"), read_checkpoint(fold / "checkpoint_final.pt")
-    assert b["epoch"] == epochs
+    assert b.epoch == epochs
     log_a, log_b = _log(_fold(ref)), _log(fold)
     assert [e["epoch"] for e in log_b["epochs"]] == list(range(epochs))  # no epoch lost or repeated
     assert [e["lr"] for e in log_a["epochs"]] == pytest.approx([e["lr"] for e in log_b["epochs"]], rel=1e-12)
     assert [e["train_loss"] for e in log_a["epochs"]] == pytest.approx([e["train_loss"] for e in log_b["epochs"]],
                                                                         rel=1e-4, abs=1e-5)
-    for key, value in a["state_dict"].items():  # optimizer momentum, RNG and sampler all resumed exactly
-        assert torch.allclose(value, b["state_dict"][key], atol=1e-5), key
-    mom_a = [s["momentum_buffer"] for s in a["optimizer_state"]["state"].values()]
-    mom_b = [s["momentum_buffer"] for s in b["optimizer_state"]["state"].values()]
+    for key, value in a.state_dict.items():  # optimizer momentum, RNG and sampler all resumed exactly
+        assert torch.allclose(value, b.state_dict[key], atol=1e-5), key
+    mom_a = [s["momentum_buffer"] for s in a.training.optimizer_state["state"].values()]
+    mom_b = [s["momentum_buffer"] for s in b.training.optimizer_state["state"].values()]
     assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(mom_a, mom_b))
 
 
@@ -155,7 +155,7 @@ def test_time_budget_stops_on_time(dataset, tmp_path):
     assert log["final_lr"] == 0.0 and log["final_progress"] == 1.0
     plan = log["time_budget"]
     assert plan["seconds_per_iteration"] > 0 and plan["epochs"] >= 2
-    assert read_checkpoint(fold / "checkpoint_final.pt")["scheduler_state"]["budget_plan"]["epochs"] == plan["epochs"]
+    assert read_checkpoint(fold / "checkpoint_final.pt").training.scheduler_state["budget_plan"]["epochs"] == plan["epochs"]
 
 
 def test_ddp_two_cpu_processes_match_single_process(dataset, tmp_path):
@@ -172,8 +172,8 @@ def test_ddp_two_cpu_processes_match_single_process(dataset, tmp_path):
     assert log_m["world_size"] == 2 and all(e["ranks_stepped"] == 2 for e in log_m["epochs"])
     assert [e["train_loss"] for e in log_m["epochs"]] == pytest.approx([e["train_loss"] for e in log_s["epochs"]],
                                                                         rel=1e-3, abs=1e-4)
-    a = read_checkpoint(_fold(single) / "checkpoint_final.pt")["state_dict"]
-    b = read_checkpoint(_fold(multi) / "checkpoint_final.pt")["state_dict"]
+    a = read_checkpoint(_fold(single) / "checkpoint_final.pt").state_dict
+    b = read_checkpoint(_fold(multi) / "checkpoint_final.pt").state_dict
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
@@ -191,7 +191,7 @@ def test_time_budget_survives_sigkill_and_resume(dataset, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (fold / "checkpoint_final.pt").exists()
-    spent = read_checkpoint(fold / "checkpoint_latest.pt")["training_seconds"]
+    spent = read_checkpoint(fold / "checkpoint_latest.pt").training_seconds
     assert 0 < spent < budget
     t0 = time.perf_counter()
     assert main([*args[:-3], "--resume", "--no-validation"]) == 0  # no --time-budget given: the stored one holds
@@ -210,8 +210,8 @@ def test_recipe_flags_reach_the_run(dataset, tmp_path):
     fold = _fold(tmp_path)
     assert _log(fold)["recipe"] == {"oversample": 1.0, "deep_supervision": False, "augmentation": "none"}
     ckpt = read_checkpoint(fold / "checkpoint_final.pt")
-    assert ckpt["network_kwargs"]["deep_supervision"] is False
-    assert ckpt["mirror_axes"] == []  # trained without mirroring: no mirror TTA at prediction
+    assert ckpt.network_kwargs["deep_supervision"] is False
+    assert ckpt.mirror_axes == []  # trained without mirroring: no mirror TTA at prediction
 
 
 def test_twin_given_by_alias_trains_into_one_portable_folder_that_predict_finds(dataset, tmp_path):
@@ -224,7 +224,7 @@ def test_twin_given_by_alias_trains_into_one_portable_folder_that_predict_finds(
     folders = [p.name for p in (tmp_path / DATASET).iterdir()]
     assert folders == ["umamba_bot+no_ssm__medmambaPlans__2d"]
     assert parse_model_folder_name(folders[0]) == ("umamba_bot:no_ssm", "medmambaPlans", "2d")
-    assert read_checkpoint(tmp_path / DATASET / folders[0] / "fold_0" / "checkpoint_final.pt")["network_name"] == \
+    assert read_checkpoint(tmp_path / DATASET / folders[0] / "fold_0" / "checkpoint_final.pt").network_name == \
         "umamba_bot:no_ssm"
     for spelling in ("umamba_bot:no_ssm", "UMAMBA_BOT:no_ssm"):
         assert find_model_folder(tmp_path, DATASET, "2d", network=spelling).name == folders[0]

@@ -11,7 +11,7 @@ import torch
 
 from medmamba.errors import CheckpointError, PlansError, TrainingError
 from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation, initial_patch_size
-from medmamba.formats.checkpoint import CHECKPOINT_KEYS, read_checkpoint
+from medmamba.formats.checkpoint import Checkpoint, read_checkpoint
 from medmamba.formats.plans import load_plans
 from medmamba.formats.preprocessed_case import PreprocessedCase, load_training_cases
 from medmamba.preprocessing.foreground import locations_by_label
@@ -161,9 +161,8 @@ def _tiny_net():
 
 
 def _ckpt(net, **extra):
-    base = {k: None for k in CHECKPOINT_KEYS}
-    base.update(format_version=1, state_dict=net.state_dict(), **extra)
-    return base
+    return Checkpoint(network_name="tiny", network_kwargs={}, state_dict=net.state_dict(), plans={},
+                      configuration="2d", dataset_json={}, mirror_axes=None, **extra)
 
 
 def test_nan_guard_skips_then_stops(tmp_path):
@@ -191,13 +190,13 @@ def test_checkpoint_store_atomic_and_refuses_nan(tmp_path):
     net = _tiny_net()
     store = CheckpointStore(tmp_path)
     store.save("latest", _ckpt(net, epoch=3))
-    assert read_checkpoint(store.path("latest"))["epoch"] == 3
+    assert read_checkpoint(store.path("latest")).epoch == 3
     assert store.resume_candidate() == store.path("latest")
     with torch.no_grad():
         net[0].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(TrainingError):
         store.save("latest", _ckpt(net, epoch=4))
-    assert read_checkpoint(store.path("latest"))["epoch"] == 3  # the good file survives
+    assert read_checkpoint(store.path("latest")).epoch == 3  # the good file survives
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pt"]  # no temp file left
     (tmp_path / "broken.pt").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError):

@@ -112,8 +112,8 @@ def test_train_variant_end_to_end(tmp_path, capsys, make_preprocessed):
     assert log["variants"][0]["nnunet"] == "nnUNetTrainerNoMirroring"
     for kind in ("latest", "final"):
         ckpt = read_checkpoint(fold / f"checkpoint_{kind}.pt")
-        assert ckpt["variants"] == ["no_mirroring", "ce_loss"]
-        assert ckpt["mirror_axes"] == []  # no_mirroring reached the run: no mirror TTA at prediction
+        assert ckpt.variants == ["no_mirroring", "ce_loss"]
+        assert ckpt.mirror_axes == []  # no_mirroring reached the run: no mirror TTA at prediction
     capsys.readouterr()
 
     # resuming with other variants (or none) is refused in one line; the same ones in any order resume
@@ -121,5 +121,5 @@ def test_train_variant_end_to_end(tmp_path, capsys, make_preprocessed):
         assert main(_args(pre, res, "--epochs", "2", "--resume", *other)) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "variant" in err and "checkpoint_final.pt" in err
-    assert read_checkpoint(fold / "checkpoint_final.pt")["epoch"] == 1  # untouched by the refused runs
+    assert read_checkpoint(fold / "checkpoint_final.pt").epoch == 1  # untouched by the refused runs
     assert main(_args(pre, res, "--epochs", "2", "--resume", "--variant", "ce_loss,no_mirroring")) == 0

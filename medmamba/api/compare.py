@@ -270,14 +270,13 @@ def _run_pair(system: str, seed: int, folder: Path, *, dataset: str, configurati
     trained = train(dataset=dataset, configuration=configuration, fold=fold, network=system, seed=seed,
                     val_iterations=val_iterations, device=device, resume=resume, final_validation=False,
                     preprocessed=preprocessed, results=results, progress=progress, **schedule)
-    ckpt = read_checkpoint(trained.checkpoint, required_keys=("network_name", "network_kwargs",
-                                                              "training_seconds", "iterations_done"))
-    iterations = int(ckpt["iterations_done"])
-    per_iteration = float(ckpt["training_seconds"]) / iterations if iterations else None
+    ckpt = read_checkpoint(trained.checkpoint)
+    iterations = int(ckpt.iterations_done)
+    per_iteration = float(ckpt.training_seconds) / iterations if iterations else None
     import torch
 
     with torch.device("meta"):
-        params = sum(p.numel() for p in build_network(ckpt["network_name"], **ckpt["network_kwargs"]).parameters())
+        params = sum(p.numel() for p in build_network(ckpt.network_name, **ckpt.network_kwargs).parameters())
     predictions = folder / "predictions"
     start = time.perf_counter()
     predict(input_folder=images, output_folder=predictions, dataset=dataset, configuration=configuration,

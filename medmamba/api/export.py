@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Sequence
 from medmamba.api._common import Echo, echo_or_log
 
 if TYPE_CHECKING:
-    from medmamba.export.model_package import ExportedModel, InstalledModel
-    from medmamba.export.monai_bundle import ExportedBundle
+    from medmamba.export.model_sharing import ExportedModel, InstalledModel
+    from medmamba.export.bundle_writer import ExportedBundle
     from medmamba.export.network_export import ParityCheck
 
 
@@ -27,7 +27,7 @@ def export_model(
 ) -> ExportedModel:
     """Write one trained model (plans, dataset.json, fold checkpoints, training-log summaries, MODEL_CARD.md,
     manifest) into the zip ``output``. ``folds`` None: every fold with a ``checkpoint_<checkpoint>.pt``."""
-    from medmamba.export.model_package import export_model as _export
+    from medmamba.export.model_sharing import export_model as _export
     from medmamba.inference.model_folder import find_model_folder
     from medmamba.paths import resolve_root
 
@@ -37,12 +37,13 @@ def export_model(
 
 
 def install_model(*, model_zip: str | os.PathLike, overwrite: bool = False,
-                  results: str | os.PathLike | None = None) -> InstalledModel:
-    """Unpack a zip from :func:`export_model` into the results folder (an existing model only with ``overwrite``)."""
-    from medmamba.export.model_package import install_model as _install
+                  results: str | os.PathLike | None = None, sha256: str | None = None) -> InstalledModel:
+    """Unpack a zip from :func:`export_model` into the results folder (an existing model only with ``overwrite``).
+    Every entry is checked against the zip's manifest (size, sha256); ``sha256`` also pins the zip's own hash."""
+    from medmamba.export.model_sharing import install_model as _install
     from medmamba.paths import resolve_root
 
-    return _install(model_zip, resolve_root("results", results).path, overwrite)
+    return _install(model_zip, resolve_root("results", results).path, overwrite, sha256)
 
 
 def export_network(
@@ -103,7 +104,7 @@ def export_bundle(
     ``predict``), models/model.pt (every fold), models/model.ts (when its parity check passes), docs/README.md
     and LICENSE. Run it with ``python -m monai.bundle run --config_file OUTPUT/configs/inference.json
     --bundle_root OUTPUT --input_dir IMAGES --output_dir PREDICTIONS``."""
-    from medmamba.export.monai_bundle import export_bundle as _export
+    from medmamba.export.bundle_writer import export_bundle as _export
 
     return _export(model, output, folds, checkpoint, version, authors, copyright, license, torchscript, overwrite,
                    echo_or_log(echo))

@@ -29,4 +29,5 @@ def run(args: argparse.Namespace) -> int:
                           overwrite=args.overwrite, results=args.results)
     print(f"wrote {result.path} ({result.dataset_name}/{result.model_folder}, fold(s) {' '.join(result.folds)}, "
           f"checkpoint {result.checkpoint})")
+    print(f"sha256 {result.sha256}  (pin it: `medmamba install_model {result.path.name} --sha256 {result.sha256}`)")
     return 0

@@ -10,13 +10,16 @@ HELP = "install a model zip (from `medmamba export_model`) into the results fold
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_zip", help="zip written by `medmamba export_model`")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already installed there")
+    parser.add_argument("--sha256", default=None, metavar="HEX",
+                        help="refuse the zip unless its sha256 is HEX (printed by `medmamba export_model`)")
     parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")
 
 
 def run(args: argparse.Namespace) -> int:
     from medmamba.api.export import install_model
 
-    result = install_model(model_zip=args.model_zip, overwrite=args.overwrite, results=args.results)
+    result = install_model(model_zip=args.model_zip, overwrite=args.overwrite, results=args.results,
+                           sha256=args.sha256)
     m = result.manifest
     print(f"installed {result.model_folder} (network {m['network']}, configuration {m['configuration']}, "
           f"fold(s) {' '.join(str(f) for f in m['folds'])}{', replaced the previous one' if result.replaced else ''})")

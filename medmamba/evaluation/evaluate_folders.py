@@ -59,7 +59,7 @@ def labels_from_dataset_json(dataset_json: dict[str, Any], regions: bool = False
         if name in ("background", "ignore"):
             continue
         values = value if isinstance(value, list) else [value]
-        candidates = [normalise_label(values)] if regions else [int(v) for v in values]
+        candidates = [normalise_label(value)] if regions else [int(v) for v in values]
         result += [c for c in candidates if c != 0 and c not in result]
     return result
 

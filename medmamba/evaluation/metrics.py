@@ -42,15 +42,15 @@ DEFAULT_NSD_TOLERANCE_MM = 1.0
 
 
 def normalise_label(label) -> Label:
-    """An int, or a tuple of ints for a region (accepts numpy integers and lists)."""
+    """An int, or a tuple of ints for a region (accepts numpy integers and lists). A region of one value stays a
+    tuple: nnU-Net keys a region declared as ``[2]`` ``"(2,)"`` and a label ``2`` ``"2"``."""
     if isinstance(label, (tuple, list, np.ndarray)):
-        values = tuple(int(v) for v in label)
-        return values[0] if len(values) == 1 else values
+        return tuple(int(v) for v in label)
     return int(label)
 
 
 def label_key(label: Label) -> str:
-    """The JSON key of a label (``"1"``) or region (``"(1, 2)"``, nnU-Net's spelling)."""
+    """The JSON key of a label (``"1"``) or region (``"(1, 2)"``, ``"(2,)"``: nnU-Net's ``str(tuple)``)."""
     if isinstance(label, (tuple, list)):
         return str(tuple(int(v) for v in label))
     return str(int(label))

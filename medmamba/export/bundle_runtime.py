@@ -73,7 +73,7 @@ class MedmambaInferer(Inferer):
     def __init__(self, model_dir: str | Path, step: float = 0.5, tta: bool = True, batch_windows: int = 4,
                  device: str | torch.device = "cpu") -> None:
         super().__init__()
-        from medmamba.formats.monai_bundle import read_bundle_model
+        from medmamba.formats.bundle_layout import read_bundle_model
 
         self.model, self.plans, self.dataset_json = read_bundle_model(model_dir)
         self.step, self.tta, self.batch_windows = float(step), bool(tta), int(batch_windows)
@@ -116,7 +116,7 @@ class LabelMapd(MapTransform):
 
     def __init__(self, keys: Any, model_dir: str | Path, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        from medmamba.formats.monai_bundle import read_bundle_model
+        from medmamba.formats.bundle_layout import read_bundle_model
         from medmamba.formats.plans import plans_from_any
         from medmamba.inference.label_maps import layout_from_dataset
 
@@ -187,8 +187,17 @@ class BundleEvaluator:
 
 
 def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load ``models/model.pt`` (a plain state dict) into ``network_def``; the bundle's ``initialize``."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """Load ``models/model.pt`` (a plain state dict, checked against the metadata's sha256, read with
+    ``weights_only=True``) into ``network_def``; the bundle's ``initialize``."""
+    from medmamba.errors import FileFormatError
+    from medmamba.formats.bundle_layout import verify_bundle_files
+
+    path = Path(path)
+    verify_bundle_files(path.parent.parent, only=path.relative_to(path.parent.parent).as_posix())
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # a foreign pickle is refused by weights_only, never run
+        raise FileFormatError(f"refused: not a plain tensor file ({type(err).__name__})", path=path) from None
     network.load_state_dict(state)
     return network.eval()
 

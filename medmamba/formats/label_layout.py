@@ -117,6 +117,9 @@ class LabelLayout:
     regions: tuple[tuple[int, ...], ...] = ()
     region_names: tuple[str, ...] = ()
     regions_class_order: tuple[int, ...] = ()
+    # which regions dataset.json declares as a list (scored as a tuple, summary key "(2,)") rather than as
+    # a scalar (scored as an int, key "2"): nnU-Net's LabelManager turns lists into tuples and keys are str()
+    region_is_list: tuple[bool, ...] = ()
 
     @property
     def has_regions(self) -> bool:
@@ -134,10 +137,11 @@ class LabelLayout:
 
     @property
     def evaluation_labels(self) -> list[int | tuple[int, ...]]:
-        """What is scored: each region (a one-value region as its int, nnU-Net's summary keys), else
-        each foreground label value."""
+        """What is scored: each region (a tuple when dataset.json declares it as a list, even of one value,
+        else its int: nnU-Net's summary keys ``"(2,)"`` and ``"2"``), else each foreground label value."""
         if self.has_regions:
-            return [r[0] if len(r) == 1 else tuple(r) for r in self.regions]
+            listed = self.region_is_list or (True,) * len(self.regions)
+            return [tuple(r) if is_list or len(r) > 1 else r[0] for r, is_list in zip(self.regions, listed)]
         return [v for v in self.label_values if v > 0]
 
     @property
@@ -158,4 +162,5 @@ def layout_from_labels(labels: Mapping[str, Any], regions_class_order: Sequence[
         raise DatasetError(problems[0], path=path)
     regions = foreground_regions(labels)
     return LabelLayout(tuple(all_label_values(labels)), tuple(m for _, m in regions), tuple(n for n, _ in regions),
-                       tuple(int(v) for v in order or ()))
+                       tuple(int(v) for v in order or ()),
+                       tuple(isinstance(labels[n], (list, tuple)) for n, _ in regions))

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from medmamba.errors import CheckpointError, ConfigurationError
-from medmamba.formats.checkpoint import CHECKPOINT_KINDS, INFERENCE_KEYS, read_checkpoint
+from medmamba.formats.checkpoint import CHECKPOINT_KINDS, Checkpoint, read_checkpoint
 from medmamba.formats.model_folder_name import model_folders, parse_model_folder_name
 
 
@@ -89,21 +89,14 @@ def fold_checkpoint_paths(model_folder: Path, folds: Sequence[str | int] | None,
     return paths
 
 
-def load_inference_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint on the CPU and check the keys inference needs (:class:`CheckpointError` if not)."""
-    ckpt = read_checkpoint(path, INFERENCE_KEYS)
-    ckpt["_path"] = str(path)
-    return ckpt
+def load_inference_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint on the CPU (:class:`CheckpointError` naming the file if it is not one)."""
+    return read_checkpoint(path)
 
 
-def checkpoint_identity(ckpt: dict[str, Any]) -> dict[str, Any]:
+def checkpoint_identity(ckpt: Checkpoint) -> dict[str, Any]:
     """What a checkpoint was trained for (stored by training; recomputed for older checkpoints)."""
-    from medmamba.formats.checkpoint import training_identity
-
-    stored = ckpt.get("trained_for")
-    if isinstance(stored, dict) and "hash" in stored:
-        return stored
-    return training_identity(dict(ckpt["plans"]), str(ckpt["configuration"]), dict(ckpt["dataset_json"]))
+    return ckpt.identity()
 
 
 def _describe(identity: dict[str, Any]) -> str:
@@ -113,7 +106,7 @@ def _describe(identity: dict[str, Any]) -> str:
             f"{len(identity.get('channels') or {})} channel(s)")
 
 
-def check_checkpoints_match_model_folder(model_folder: str | Path, checkpoints: Sequence[dict[str, Any]]) -> None:
+def check_checkpoints_match_model_folder(model_folder: str | Path, checkpoints: Sequence[Checkpoint]) -> None:
     """Every checkpoint must have been trained for what the model folder says (its plans.json and
     dataset.json, written by training); a :class:`CheckpointError` naming the checkpoint otherwise (e.g.
     one copied from another dataset). A folder without those files (trained by an older medmamba) is
@@ -127,27 +120,27 @@ def check_checkpoints_match_model_folder(model_folder: str | Path, checkpoints: 
     plans = read_json(folder / MODEL_PLANS_FILE, dict, "model plans", CheckpointError)
     dataset_json = read_json(folder / MODEL_DATASET_FILE, dict, "model dataset.json", CheckpointError)
     for ckpt in checkpoints:
-        expected = training_identity(plans, str(ckpt["configuration"]), dataset_json)
+        expected = training_identity(plans, ckpt.configuration, dataset_json)
         got = checkpoint_identity(ckpt)
         if got["hash"] != expected["hash"]:
             raise CheckpointError(f"checkpoint was trained for {_describe(got)}, but the model folder's plans.json/"
                                   f"dataset.json are for {_describe(expected)}; use the checkpoints trained in this "
-                                  "folder", path=ckpt.get("_path"))
+                                  "folder", path=ckpt.path)
 
 
-def build_network_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> torch.nn.Module:
+def build_network_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Registry network with the checkpoint's weights, in eval mode, on ``device``."""
     from medmamba.errors import NetworkError
     from medmamba.networks.registry import build_network
 
-    where = ckpt.get("_path")
+    where = ckpt.path
     try:
-        network = build_network(ckpt["network_name"], **dict(ckpt["network_kwargs"]))
+        network = build_network(ckpt.network_name, **dict(ckpt.network_kwargs))
     except NetworkError as err:
-        raise CheckpointError(f"cannot build network {ckpt['network_name']!r}: {err.problem}", path=where) from None
+        raise CheckpointError(f"cannot build network {ckpt.network_name!r}: {err.problem}", path=where) from None
     try:
-        network.load_state_dict(ckpt["state_dict"])
+        network.load_state_dict(ckpt.state_dict)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"weights do not fit network {ckpt['network_name']!r} ({first})", path=where) from None
+        raise CheckpointError(f"weights do not fit network {ckpt.network_name!r} ({first})", path=where) from None
     return network.to(device).eval()

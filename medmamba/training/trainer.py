@@ -19,10 +19,11 @@ from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.training import distributed as ddp
 from medmamba.training.augmentation import AugmentationPipeline, configure_augmentation
 from medmamba.devices import resolve_device
-from medmamba.formats.checkpoint import CHECKPOINT_FORMAT_VERSION, read_checkpoint, training_identity
+from medmamba.formats.checkpoint import (Checkpoint, TrainingState, capture_rng_state, read_checkpoint,
+                                        restore_rng_state, training_identity)
 from medmamba.formats.preprocessed_case import load_training_cases
 from medmamba.preprocessing.foreground import locations_by_label
-from medmamba.training.checkpoint_store import CheckpointStore, capture_rng_state, restore_rng_state, unwrap
+from medmamba.training.checkpoint_store import CheckpointStore, unwrap
 from medmamba.training.sampler import BatchSource, BatchStream, PatchSampler, make_loader
 from medmamba.training.schedule import DISCARD_ITERS, MEASURE_ITERS, MEASURE_MAX_FRACTION, derive_budget_plan
 from medmamba.training.run_setup import TrainingSetup, TrainOptions, load_pretrained
@@ -148,33 +149,22 @@ class Trainer:
         self.num_workers = opts.num_workers if opts.num_workers is not None else default_num_workers(device)
 
     # -- checkpoints --------------------------------------------------------------------------
-    def checkpoint(self) -> dict:
-        return {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "network_name": self.setup.network_name,
-            "network_kwargs": self.setup.network_kwargs,
-            "state_dict": unwrap(self.network).state_dict(),
-            "plans": self.setup.plans.to_dict(),
-            "configuration": self.setup.configuration,
-            "dataset_json": self.setup.dataset_json,
-            "fold": self.setup.fold,
-            "epoch": self.state.epoch,
-            "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": {**self.schedule.state_dict(), "budget_plan": self.budget_plan,
-                                "iterations_per_epoch": self.iters_per_epoch, "val_iterations": self.val_iters,
-                                "epochs": self.epochs},
-            "grad_scaler_state": self.step.scaler.state_dict(),
-            "best_metric": self.state.best_metric,
-            "training_seconds": self.state.seconds,
-            "mirror_axes": self.mirror_axes,
-            "rng_state": capture_rng_state(),
-            "iterations_done": self.state.iterations,
-            "training_log": self.log.state_dict(),
-            "seed": self.opts.seed,
-            "variants": list(self.variants.names),
-            "trained_for": training_identity(self.setup.plans.to_dict(), self.setup.configuration,
-                                             self.setup.dataset_json),
-        }
+    def checkpoint(self) -> Checkpoint:
+        plans = self.setup.plans.to_dict()
+        return Checkpoint(
+            network_name=self.setup.network_name, network_kwargs=self.setup.network_kwargs,
+            state_dict=unwrap(self.network).state_dict(), plans=plans, configuration=self.setup.configuration,
+            dataset_json=self.setup.dataset_json, mirror_axes=self.mirror_axes, fold=str(self.setup.fold),
+            epoch=self.state.epoch, iterations_done=self.state.iterations, training_seconds=self.state.seconds,
+            best_metric=self.state.best_metric, seed=self.opts.seed, variants=list(self.variants.names),
+            trained_for=training_identity(plans, self.setup.configuration, self.setup.dataset_json),
+            training=TrainingState(
+                optimizer_state=self.optimizer.state_dict(),
+                scheduler_state={**self.schedule.state_dict(), "budget_plan": self.budget_plan,
+                                 "iterations_per_epoch": self.iters_per_epoch, "val_iterations": self.val_iters,
+                                 "epochs": self.epochs},
+                grad_scaler_state=self.step.scaler.state_dict(), rng_state=capture_rng_state(),
+                training_log=self.log.state_dict()))
 
     def save(self, kind: str) -> None:
         if self.dist.is_main:
@@ -186,14 +176,15 @@ class Trainer:
         if path is None:
             logger.warning("--resume: no checkpoint in %s; starting from scratch", self.store.folder)
             return False
-        ckpt = read_checkpoint(path, map_location=self.device)
-        if ckpt["network_name"] != self.setup.network_name:
-            raise CheckpointError(f"checkpoint is for network {ckpt['network_name']!r}, not "
+        ckpt = read_checkpoint(path, map_location=self.device, need_training_state=True)
+        if ckpt.network_name != self.setup.network_name:
+            raise CheckpointError(f"checkpoint is for network {ckpt.network_name!r}, not "
                                   f"{self.setup.network_name!r}", path=path)
-        check_resume(ckpt.get("variants"), self.variants, path)
-        unwrap(self.network).load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        sched = dict(ckpt["scheduler_state"])
+        check_resume(ckpt.variants, self.variants, path)
+        training = ckpt.training
+        unwrap(self.network).load_state_dict(ckpt.state_dict)
+        self.optimizer.load_state_dict(training.optimizer_state)
+        sched = dict(training.scheduler_state)
         self.budget_plan = sched.pop("budget_plan", None)
         self.iters_per_epoch = sched.pop("iterations_per_epoch", self.iters_per_epoch)
         self.val_iters = sched.pop("val_iterations", self.val_iters)
@@ -203,12 +194,11 @@ class Trainer:
             if self.budget is not None and abs(self.budget - self.budget_plan["budget_seconds"]) > 1e-6:
                 logger.warning("--resume keeps the original time budget of %.0f s", self.budget_plan["budget_seconds"])
             self.budget = float(self.budget_plan["budget_seconds"])  # time already spent counts against it
-        if ckpt["grad_scaler_state"]:
-            self.step.scaler.load_state_dict(ckpt["grad_scaler_state"])
-        self.state = RunState(ckpt["epoch"], ckpt.get("iterations_done", ckpt["epoch"] * self.iters_per_epoch),
-                              ckpt["training_seconds"], ckpt["best_metric"])
-        self.log.load_state_dict(ckpt.get("training_log", {}))
-        restore_rng_state(ckpt["rng_state"])
+        if training.grad_scaler_state:
+            self.step.scaler.load_state_dict(training.grad_scaler_state)
+        self.state = RunState(ckpt.epoch, ckpt.iterations_done, ckpt.training_seconds, ckpt.best_metric)
+        self.log.load_state_dict(training.training_log)
+        restore_rng_state(training.rng_state)
         logger.info("resumed from %s: epoch %d, iteration %d, %.0f s trained", path.name, self.state.epoch,
                     self.state.iterations, self.state.seconds)
         return True

@@ -1,5 +1,5 @@
 """A trained model as one zip: ``export_model`` writes it, ``install_model`` unpacks it into a results
-folder (layout, manifest and the checked reader: :mod:`medmamba.formats.model_package`)."""
+folder (layout, manifest and the checked reader: :mod:`medmamba.formats.model_zip`)."""
 from __future__ import annotations
 
 import datetime
@@ -16,15 +16,11 @@ import torch
 from medmamba import __version__
 from medmamba.atomic import atomic_path
 from medmamba.errors import CheckpointError, ConfigurationError
-from medmamba.formats.checkpoint import CHECKPOINT_KINDS, INFERENCE_KEYS, read_checkpoint
-from medmamba.formats.model_package import (
-    MANIFEST_NAME, MIN_READER_VERSION, MODEL_PACKAGE_FORMAT_VERSION, extract_package, json_bytes, manifest_bytes,
-    read_package)
+from medmamba.formats.checkpoint import CHECKPOINT_KINDS, Checkpoint, read_checkpoint, write_checkpoint
+from medmamba.formats.model_zip import (
+    MANIFEST_NAME, MIN_READER_VERSION, MODEL_PACKAGE_FORMAT_VERSION, entry_record, extract_package, file_sha256,
+    json_bytes, manifest_bytes, read_package)
 from medmamba.formats.summary import load_summary
-
-# Checkpoint keys kept besides the inference ones: provenance for the model card (optimizer and
-# RNG states are dropped: they only matter to resume training, and are most of the file).
-_KEPT_KEYS = INFERENCE_KEYS + ("format_version", "fold", "epoch", "best_metric", "training_seconds")
 
 
 @dataclass(frozen=True)
@@ -34,6 +30,7 @@ class ExportedModel:
     checkpoint: str
     model_folder: str
     dataset_name: str
+    sha256: str
 
 
 def _fold_names(model_folder: Path, folds: Sequence[str | int] | None, kind: str) -> list[str]:
@@ -42,35 +39,30 @@ def _fold_names(model_folder: Path, folds: Sequence[str | int] | None, kind: str
     return [p.parent.name[len("fold_"):] for p in fold_checkpoint_paths(model_folder, folds, kind)]
 
 
-def parameter_count(ckpt: dict[str, Any]) -> int:
-    return int(sum(t.numel() for t in ckpt["state_dict"].values() if isinstance(t, torch.Tensor)
-                   and t.is_floating_point()))
-
-
-def _model_card(ckpt: dict[str, Any], folds: list[str], kind: str, dice: dict[str, float | None],
+def _model_card(ckpt: Checkpoint, folds: list[str], kind: str, dice: dict[str, float | None],
                 n_parameters: int, created: str) -> str:
     from medmamba.formats.plans import plans_from_any
 
-    plans = plans_from_any(ckpt["plans"])
-    config = plans.configuration(ckpt["configuration"])
-    dj = ckpt["dataset_json"]
+    plans = plans_from_any(ckpt.plans)
+    config = plans.configuration(ckpt.configuration)
+    dj = ckpt.dataset_json
     labels = ", ".join(f"{k} = {v}" for k, v in plans.labels.items())
     channels = ", ".join(f"{k}: {v}" for k, v in plans.channel_names.items())
     norms = ", ".join(str(n) for n in config.normalization_schemes)
     rows = "\n".join(f"| {f} | {'n/a' if d is None else f'{d:.4f}'} |" for f, d in dice.items())
     known = [d for d in dice.values() if d is not None]
     mean = f"{sum(known) / len(known):.4f}" if known else "n/a"
-    return f"""# Model card: {plans.dataset_name} / {ckpt['configuration']} / {ckpt['network_name']}
+    return f"""# Model card: {plans.dataset_name} / {ckpt.configuration} / {ckpt.network_name}
 
 - **Task**: segmentation of {plans.dataset_name}{(' (' + str(dj['description']) + ')') if dj.get('description') else ''}
 - **Labels**: {labels}
 - **Input channels**: {channels}; normalization per channel: {norms}
 - **Training data**: {dj.get('numTraining', 'unknown')} training cases; median spacing (internal axis order) \
 {list(plans.original_median_spacing_after_transp)}; configuration spacing {list(config.spacing)}
-- **Configuration**: {ckpt['configuration']} (patch {list(config.patch_size)}, batch {config.batch_size}, \
+- **Configuration**: {ckpt.configuration} (patch {list(config.patch_size)}, batch {config.batch_size}, \
 plans {plans.plans_name})
-- **Network**: {ckpt['network_name']}, {n_parameters:,} parameters
-- **Checkpoint**: {kind}, folds {', '.join(folds)}; test-time mirroring axes {list(ckpt.get('mirror_axes') or [])}
+- **Network**: {ckpt.network_name}, {n_parameters:,} parameters
+- **Checkpoint**: {kind}, folds {', '.join(folds)}; test-time mirroring axes {list(ckpt.mirror_axes or [])}
 - **Software**: medmamba {__version__}, torch {torch.__version__}
 - **Exported**: {created}
 
@@ -120,39 +112,46 @@ def export_model(model_folder: str | os.PathLike, output: str | os.PathLike, fol
     names = _fold_names(model_folder, folds, checkpoint)
     prefix = f"{model_folder.parent.name}/{model_folder.name}"
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    first: dict[str, Any] | None = None
+    first: Checkpoint | None = None
     dice: dict[str, float | None] = {}
+    entries: dict[str, dict[str, Any]] = {}
     with atomic_path(output, ".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        def add(name: str, data: bytes) -> None:
+            entries[f"{prefix}/{name}"] = entry_record(data)
+            zf.writestr(zipfile.ZipInfo(f"{prefix}/{name}", date_time=(1980, 1, 1, 0, 0, 0)), data,
+                        compress_type=zipfile.ZIP_DEFLATED)
+
         for fold in names:
             fold_dir = model_folder / f"fold_{fold}"
-            ckpt = read_checkpoint(fold_dir / f"checkpoint_{checkpoint}.pt", INFERENCE_KEYS)
+            ckpt = read_checkpoint(fold_dir / f"checkpoint_{checkpoint}.pt")
             if first is None:
                 first = ckpt
-            elif ckpt["network_name"] != first["network_name"] or ckpt["configuration"] != first["configuration"]:
+            elif ckpt.network_name != first.network_name or ckpt.configuration != first.configuration:
                 raise CheckpointError("network or configuration differs from the other folds",
                                       path=fold_dir / f"checkpoint_{checkpoint}.pt")
-            trimmed = {k: ckpt[k] for k in _KEPT_KEYS if k in ckpt}
-            with zf.open(f"{prefix}/fold_{fold}/checkpoint_{checkpoint}.pt", "w", force_zip64=True) as f:
-                torch.save(trimmed, f)
+            # the optimizer and RNG states only matter to resume training, and are most of the file
+            with tempfile.TemporaryDirectory(prefix="medmamba_export_") as scratch:
+                trimmed = write_checkpoint(Path(scratch) / "checkpoint.pt", ckpt.trimmed())
+                add(f"fold_{fold}/checkpoint_{checkpoint}.pt", trimmed.read_bytes())
             for rel in ("training_log.json", "validation/summary.json"):
                 if (fold_dir / rel).is_file():
-                    zf.write(fold_dir / rel, f"{prefix}/fold_{fold}/{rel}")
+                    add(f"fold_{fold}/{rel}", (fold_dir / rel).read_bytes())
             dice[fold] = None
             if (fold_dir / "validation" / "summary.json").is_file():
                 value = load_summary(fold_dir / "validation" / "summary.json").get("foreground_mean", {}).get("Dice")
                 dice[fold] = None if value is None else float(value)
         assert first is not None
-        zf.writestr(f"{prefix}/plans.json", json_bytes(first["plans"]))
-        zf.writestr(f"{prefix}/dataset.json", json_bytes(first["dataset_json"]))
-        zf.writestr(f"{prefix}/MODEL_CARD.md",
-                    _model_card(first, names, checkpoint, dice, parameter_count(first), created))
+        add("plans.json", json_bytes(first.plans))
+        add("dataset.json", json_bytes(first.dataset_json))
+        add("MODEL_CARD.md", _model_card(first, names, checkpoint, dice, first.parameter_count(), created).encode())
         zf.writestr(MANIFEST_NAME, manifest_bytes({
             "format_version": MODEL_PACKAGE_FORMAT_VERSION, "min_medmamba_version": MIN_READER_VERSION,
             "medmamba_version": __version__, "torch_version": torch.__version__,
             "dataset_name": model_folder.parent.name, "model_folder": model_folder.name,
-            "configuration": first["configuration"], "network": first["network_name"], "folds": names,
-            "checkpoint": checkpoint, "created": created}))
-    return ExportedModel(output.absolute(), names, checkpoint, model_folder.name, model_folder.parent.name)
+            "configuration": first.configuration, "network": first.network_name, "folds": names,
+            "checkpoint": checkpoint, "created": created, "entries": entries}))
+    return ExportedModel(output.absolute(), names, checkpoint, model_folder.name, model_folder.parent.name,
+                         file_sha256(output))
 
 
 @dataclass(frozen=True)
@@ -162,14 +161,16 @@ class InstalledModel:
     replaced: bool
 
 
-def install_model(path: str | os.PathLike, results_root: str | os.PathLike, overwrite: bool = False) -> InstalledModel:
+def install_model(path: str | os.PathLike, results_root: str | os.PathLike, overwrite: bool = False,
+                  sha256: str | None = None) -> InstalledModel:
     """Unpack a model zip into ``<results>/<Dataset>/<model folder>``.
 
     Everything is extracted into a temporary folder inside ``results_root`` first and renamed into
     place only when complete, so a failure never leaves a half-written model; an existing model is
-    replaced only with ``overwrite`` (and kept when anything fails before the swap).
+    replaced only with ``overwrite`` (and kept when anything fails before the swap). ``sha256`` pins the
+    zip's hash; every entry is checked against the manifest's sizes and hashes.
     """
-    zf, manifest = read_package(path, __version__)
+    zf, manifest = read_package(path, __version__, sha256)
     root = Path(results_root)
     final = root / manifest["dataset_name"] / manifest["model_folder"]
     with zf:

@@ -1,4 +1,4 @@
-"""``export_bundle``: one trained model as a MONAI bundle (layout: :mod:`medmamba.formats.monai_bundle`).
+"""``export_bundle``: one trained model as a MONAI bundle (layout: :mod:`medmamba.formats.bundle_layout`).
 
 The bundle runs with ``python -m monai.bundle run --config_file <bundle>/configs/inference.json`` and loads in
 MONAI Label's bundle app. Its pipeline is MONAI's loader and writer around medmamba's own predictor
@@ -21,7 +21,8 @@ from medmamba import __version__
 from medmamba.atomic import atomic_write_json, atomic_write_text
 from medmamba.formats.label_layout import LabelLayout
 from medmamba.errors import ConfigurationError, NetworkError
-from medmamba.formats.monai_bundle import BUNDLE_FORMAT_VERSION, MEDMAMBA_DIR, MONAI_METADATA_SCHEMA_URL
+from medmamba.formats.bundle_layout import (BUNDLE_FORMAT_VERSION, BUNDLE_HASHES_KEY, MEDMAMBA_DIR,
+                                           MONAI_METADATA_SCHEMA_URL, bundle_file_records)
 
 # JSON schema of configs/metadata.json written from the MONAI Bundle Specification's list of mandatory
 # keys and tensor-format keys (checked by `python -m monai.bundle verify_metadata --filepath` offline).
@@ -222,7 +223,7 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
     from medmamba.export.bundle_runtime import FoldEnsemble
     from medmamba.export.network_export import export_network
     from medmamba.formats.checkpoint import CHECKPOINT_KINDS
-    from medmamba.formats.model_package import open_model
+    from medmamba.formats.model_zip import open_model
     from medmamba.formats.plans import plans_from_any
     from medmamba.inference.label_maps import layout_from_dataset
     from medmamba.inference.model_folder import fold_checkpoint_paths, load_inference_checkpoint
@@ -247,12 +248,12 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
         ckpts = [load_inference_checkpoint(p) for p in paths]
     names = [p.parent.name[len("fold_"):] for p in paths]
     first = ckpts[0]
-    plans = plans_from_any(first["plans"])
-    configuration = first["configuration"]
-    layout = layout_from_dataset(plans.labels, first["dataset_json"])
-    ensemble = FoldEnsemble(first["network_name"], first["network_kwargs"], len(ckpts), layout.has_regions)
+    plans = plans_from_any(first.plans)
+    configuration = first.configuration
+    layout = layout_from_dataset(plans.labels, first.dataset_json)
+    ensemble = FoldEnsemble(first.network_name, first.network_kwargs, len(ckpts), layout.has_regions)
     for net, ckpt in zip(ensemble.folds, ckpts):
-        net.load_state_dict(ckpt["state_dict"])
+        net.load_state_dict(ckpt.state_dict)
     ensemble.eval()
     config = plans.configuration(configuration)
     n_channels = plans.num_input_channels
@@ -265,12 +266,12 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
         (staging / "docs").mkdir()
         (staging / MEDMAMBA_DIR).mkdir(parents=True)
         torch.save(ensemble.state_dict(), staging / "models" / "model.pt")
-        atomic_write_json(staging / MEDMAMBA_DIR / "plans.json", first["plans"])
-        atomic_write_json(staging / MEDMAMBA_DIR / "dataset.json", first["dataset_json"])
+        atomic_write_json(staging / MEDMAMBA_DIR / "plans.json", first.plans)
+        atomic_write_json(staging / MEDMAMBA_DIR / "dataset.json", first.dataset_json)
         atomic_write_json(staging / MEDMAMBA_DIR / "model.json", {
             "format_version": BUNDLE_FORMAT_VERSION, "configuration": configuration,
-            "network_name": first["network_name"], "network_kwargs": first["network_kwargs"], "folds": names,
-            "checkpoint": checkpoint, "mirror_axes": list(first.get("mirror_axes") or []),
+            "network_name": first.network_name, "network_kwargs": first.network_kwargs, "folds": names,
+            "checkpoint": checkpoint, "mirror_axes": list(first.mirror_axes or []),
             "medmamba_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
         parity: list[Any] = []
@@ -288,12 +289,14 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
             except NetworkError as err:
                 ts_note = f"not written: the TorchScript export did not pass its parity check ({err.problem})"
                 say(f"model.ts {ts_note}")
-        meta = metadata(plans, configuration, first["dataset_json"], layout, first["network_name"], names, version,
+        meta = metadata(plans, configuration, first.dataset_json, layout, first.network_name, names, version,
                         authors, copyright, license)
-        atomic_write_json(staging / "configs" / "metadata.json", meta)
         atomic_write_json(staging / "configs" / "inference.json", inference_config(
-            first["network_name"], first["network_kwargs"], len(ckpts), layout.has_regions, n_channels,
+            first.network_name, first.network_kwargs, len(ckpts), layout.has_regions, n_channels,
             plans.file_ending, max_label))
+        # the model files' sizes and hashes, checked by the bundle's inferer before it loads them
+        meta[BUNDLE_HASHES_KEY] = bundle_file_records(staging)
+        atomic_write_json(staging / "configs" / "metadata.json", meta)
         atomic_write_text(staging / "docs" / "README.md", _readme(meta, ts_note, n_channels))
         atomic_write_text(staging / "LICENSE", _license(license, copyright))
         if output.exists():

@@ -12,6 +12,10 @@
         docs/README.md
 
 ``model.json`` keys are :data:`BUNDLE_MODEL_KEYS`; it is read by :func:`read_bundle_model`.
+
+``configs/metadata.json`` also lists, under :data:`BUNDLE_HASHES_KEY`, every file of ``models/`` and
+``configs/inference.json`` with its size and sha256 (as a model zip's manifest does); the inferer checks
+them before it loads anything (:func:`verify_bundle_files`).
 """
 from __future__ import annotations
 
@@ -21,9 +25,12 @@ from typing import Any
 
 from medmamba.errors import FileFormatError
 from medmamba.formats.json_io import read_json
+from medmamba.formats.model_zip import file_sha256
 
 BUNDLE_FORMAT_VERSION = 1
 MEDMAMBA_DIR = "models/medmamba"
+BUNDLE_HASHES_KEY = "medmamba_file_sha256"
+_HASHED = ("models", "configs/inference.json")
 BUNDLE_MODEL_KEYS = ("format_version", "configuration", "network_name", "network_kwargs", "folds", "checkpoint",
                      "mirror_axes", "medmamba_version")
 # The schema URL MONAI's model-zoo bundles name in their metadata (MONAI 1.4+ bundles).
@@ -31,9 +38,42 @@ MONAI_METADATA_SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json")
 
 
+def bundle_file_records(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"size", "sha256"}}`` of the bundle's model files and inference config."""
+    root = Path(bundle_root)
+    files = []
+    for rel in _HASHED:
+        p = root / rel
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return {f.relative_to(root).as_posix(): {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in files}
+
+
+def verify_bundle_files(bundle_root: str | os.PathLike, only: str | None = None) -> None:
+    """Check the bundle's files against the hashes in its metadata (all of them, or the one ``only``):
+    a changed, missing or unlisted file is one :class:`FileFormatError` naming it."""
+    root = Path(bundle_root)
+    meta_path = root / "configs" / "metadata.json"
+    records = read_json(meta_path, what="bundle metadata").get(BUNDLE_HASHES_KEY)
+    if not isinstance(records, dict):
+        raise FileFormatError(f"bundle metadata lists no {BUNDLE_HASHES_KEY}; export the bundle again with this "
+                              "medmamba", path=meta_path)
+    present = bundle_file_records(root) if only is None else {}
+    names = [only] if only is not None else sorted(set(records) | set(present))
+    for name in names:
+        record = records.get(name)
+        path = root / name
+        if not isinstance(record, dict):
+            raise FileFormatError(f"not listed in {meta_path.name}'s {BUNDLE_HASHES_KEY}; refusing the bundle",
+                                  path=path)
+        if not path.is_file() or path.stat().st_size != record.get("size") or file_sha256(path) != record.get("sha256"):
+            raise FileFormatError(f"does not match its sha256 in {meta_path.name}; refusing the bundle", path=path)
+
+
 def read_bundle_model(model_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """``(model.json, plans dict, dataset.json)`` of a bundle's ``models/medmamba`` folder."""
+    """``(model.json, plans dict, dataset.json)`` of a bundle's ``models/medmamba`` folder, after checking
+    the bundle's files against the hashes in its metadata."""
     folder = Path(model_dir)
+    verify_bundle_files(folder.parent.parent)
     model = read_json(folder / "model.json", what="bundle model")
     missing = [k for k in BUNDLE_MODEL_KEYS if k not in model]
     if missing:
