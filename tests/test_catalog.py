@@ -1,25 +1,35 @@
 """The catalog: curated data, schema validation, queries, registry cross-reference and the CLI."""
+import importlib.util
 import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from medmamba import catalog
-from medmamba.catalog import curate, render, vocab
+from medmamba.catalog import render, vocab
 from medmamba.catalog.schema import CatalogRecord
 from medmamba.cli import catalog as cli_catalog
 from medmamba.cli.main import COMMAND_MODULES, OneLineArgumentParser
 from medmamba.errors import CatalogError, MedmambaError
 
+CURATION = Path(__file__).resolve().parent.parent / "tools" / "catalog_curation"
 IMPLEMENTED = {"U-Mamba": "umamba_bot", "SegMamba": "segmamba", "VM-UNet": "vmunet",
                "MHS-VM": "mhsvm", "HRVMamba": "hrvmamba"}
 SEEDS_GENERAL = {"Vim", "MambaOut", "Motion Mamba", "LinGen", "LaMamba-Diff", "KMM", "HRVMamba", "MHS-VM"}
-# medmamba/catalog/sources/survey_lists_notes.md §6: the records found only in the lower-reliability Chelsea-19 list.
+# tools/catalog_curation/sources/survey_lists_notes.md §6: the records found only in the lower-reliability Chelsea-19 list.
 WEAK = {"MambaMDN", "MambaVesselNet", "RegMamba", "VMANet", "LangMamba", "MambaNetLK", "CMI-MTL",
         "UltrasODM", "TIFCMamba", "LMO", "DermoMamba", "BSDA-Mamba", "MS-VMANet", "DMCR", "UltrasOM",
         "SEMambaSR"}
+
+
+def _curation_tool():
+    spec = importlib.util.spec_from_file_location("catalog_curate", CURATION / "curate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _raw_lines():
@@ -63,8 +73,25 @@ def test_names_and_arxiv_ids_unique_after_merging():
 
 
 def test_curation_script_reproduces_the_packaged_file():
+    curate = _curation_tool()
+    assert curate.DEFAULT_OUT == catalog.CATALOG_PATH and curate.DEFAULT_SOURCE.is_file()
     records = curate.curate(curate.read_source(curate.DEFAULT_SOURCE))
     assert [r.to_dict() for r in records] == _raw_lines()
+
+
+def test_curation_tooling_is_not_in_the_installed_package():
+    # the runtime package ships the curated catalog only; its inputs and tool live in tools/
+    package = Path(catalog.__file__).parent
+    assert not (package / "curate.py").exists() and not (package / "sources").exists()
+    assert (package / "catalog.jsonl").is_file()
+
+
+def test_curation_script_runs_from_the_command_line(tmp_path):
+    out = tmp_path / "catalog.jsonl"
+    proc = subprocess.run([sys.executable, str(CURATION / "curate.py"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_text(encoding="utf-8") == catalog.CATALOG_PATH.read_text(encoding="utf-8")
 
 
 def test_weak_and_general_records_marked():

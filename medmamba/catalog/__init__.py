@@ -1,7 +1,8 @@
 """The catalog of Mamba methods in medical image analysis (and medmamba's non-medical seed papers).
 
 Packaged data ``catalog.jsonl`` (one validated :class:`CatalogRecord` per line), curated from the
-researched source list by ``python -m medmamba.catalog.curate`` (see ``CURATION.md``)::
+researched source list by ``tools/catalog_curation/curate.py`` in the source repository (see its
+``CURATION.md``)::
 
     from medmamba import catalog
     catalog.find(task="segmentation", dims="3D", category="hybrid")

@@ -1,10 +1,10 @@
 """Controlled vocabularies of the catalog and the normalisation of free text onto them.
 
 Pure functions, no I/O: :mod:`medmamba.catalog.schema` validates records against the sets below
-and :mod:`medmamba.catalog.curate` uses the ``parse_*`` helpers to map the researched source list
-(``sources/survey_lists_2026.jsonl``) onto them. The taxonomy follows the survey
+and the curation tool (``tools/catalog_curation/curate.py`` in the source repository) uses the
+``parse_*`` helpers to map the researched source list (``sources/survey_lists_2026.jsonl`` there) onto them. The taxonomy follows the survey
 "A Comprehensive Survey of Mamba Architectures for Medical Image Analysis" (arXiv 2410.02362),
-summarised in ``sources/survey_lists_notes.md`` §2.
+summarised in ``tools/catalog_curation/sources/survey_lists_notes.md`` §2.
 """
 from __future__ import annotations
 

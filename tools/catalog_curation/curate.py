@@ -1,13 +1,16 @@
 """Rebuild ``medmamba/catalog/catalog.jsonl`` from the researched source list (reproducible curation).
 
-    python -m medmamba.catalog.curate [--source sources/survey_lists_2026.jsonl] [--out catalog.jsonl]
+    python tools/catalog_curation/curate.py [--source SOURCE.jsonl] [--out CATALOG.jsonl]
+
+A maintainer's tool, kept out of the installed package: medmamba ships only its output
+(``medmamba/catalog/catalog.jsonl``), and this folder holds the inputs.
 
 Input: ``sources/survey_lists_2026.jsonl`` (261 records researched from the survey arXiv 2410.02362's
 companion list and eight other lists; see ``sources/survey_lists_notes.md``). The steps, each
 explained in ``CURATION.md``: split display names from aliases/descriptions, map every field onto the
 vocabularies of :mod:`medmamba.catalog.vocab`, merge duplicates (:data:`MERGES`), apply the
 corrections in :data:`FIELD_OVERRIDES`, link the methods medmamba implements (:data:`LINKS`), mark
-weak-source records, and add the non-medical seed papers (:mod:`medmamba.catalog.seed_records`).
+weak-source records, and add the non-medical seed papers (``seed_records.py`` beside this file).
 Every output record is validated by :class:`~medmamba.catalog.schema.CatalogRecord` before writing.
 """
 from __future__ import annotations
@@ -18,16 +21,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import medmamba.catalog.vocab as vocab
-from medmamba.atomic import atomic_write_text
-from medmamba.catalog.schema import CatalogRecord, check_unique_names
-from medmamba.catalog.seed_records import SEED_RECORDS
-from medmamba.errors import CatalogError
-from medmamba.formats.json_io import read_json_lines
-
 HERE = Path(__file__).resolve().parent
+# run as a script from a checkout: the repository root (medmamba) and this folder (seed_records)
+sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+
+import medmamba.catalog.vocab as vocab  # noqa: E402
+from medmamba.atomic import atomic_write_text  # noqa: E402
+from medmamba.catalog.schema import CatalogRecord, check_unique_names  # noqa: E402
+from medmamba.catalog.store import CATALOG_PATH  # noqa: E402
+from medmamba.errors import CatalogError  # noqa: E402
+from medmamba.formats.json_io import read_json_lines  # noqa: E402
+from seed_records import SEED_RECORDS  # noqa: E402
+
 DEFAULT_SOURCE = HERE / "sources" / "survey_lists_2026.jsonl"
-DEFAULT_OUT = HERE / "catalog.jsonl"
+DEFAULT_OUT = CATALOG_PATH
 
 # The only list the notes (§5) rate lower-reliability; a record whose source is this list alone
 # is unverified (notes §6 lists the 16 such records).
