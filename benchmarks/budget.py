@@ -61,7 +61,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import machine_info, medmamba_cmd, run_timed  # noqa: E402
+from bench_helpers import machine_info  # noqa: E402
+from pipeline import medmamba_cmd, run_timed  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 

@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kernels import interleaved_medians, machine_info, save_figure, threads_and_repeats  # noqa: E402
+from bench_helpers import machine_info  # noqa: E402
+from kernels import interleaved_medians, save_figure, threads_and_repeats  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 from medmamba.kernels.deform_sampling import cpp_deform_status, deformable_sample  # noqa: E402

@@ -25,22 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_helpers import machine_info  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ENGINES = ("eager", "torchscript", "onnxruntime")
-
-
-def machine_info() -> dict:
-    """The benchmarks' machine description (pipeline.py), plus the onnxruntime version."""
-    from pipeline import machine_info as describe
-
-    info = describe()
-    try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    return info
 
 
 def synthetic_case(size: int, seed: int = 0) -> np.ndarray:
@@ -77,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     net = build_network(name, **kwargs).eval()
     data = torch.from_numpy(synthetic_case(args.size))
     windows = int(np.prod([len(compute_window_starts(args.size, p)) for p in patch]))
-    machine = machine_info()
+    machine = machine_info(packages=("onnxruntime",))
     print(f"{name} {kwargs.get('features_per_stage')} patch {patch}, case {args.size}^3, {windows} windows", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="medmamba_engines_") as tmp:

@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import statistics
 import sys
 import threading
@@ -43,10 +41,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from medmamba.atomic import atomic_write_json, atomic_path  # noqa: E402
 from medmamba.kernels import build_routes, multi_route_scan  # noqa: E402
-from medmamba.kernels.routes import inverse_route  # noqa: E402
+from bench_helpers import machine_info, unfused_scan  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Sizes: 2D 32²…128², 3D 16³…64³. Channels/N: 2D = VMamba/VM-UNet stage-1 SS2D (d_inner 192,
@@ -120,24 +119,6 @@ def make_inputs(spatial, device, dtype=torch.float32, seed=0):
                   A=-(torch.rand(K, c, N, generator=g) + 0.5).to(device), B=rn(1, K, L, N), C=rn(1, K, L, N),
                   D=rn(K, c))
     return inputs, routes
-
-
-def unfused_scan(u, delta, A, B, C, D, routes):
-    """The alternative without fused gather: K permuted copies, K single-route scans on an
-    identity route, un-permute, sum."""
-    K, L = routes.shape
-    identity = torch.arange(L, device=u.device)[None]
-    u_k = u[:, routes]                                    # (b, K, L, c) materialised copies
-    d_k = torch.stack([delta[:, k, routes[k]] for k in range(K)], 1)
-    B_k = torch.stack([B[:, k, routes[k]] for k in range(K)], 1)
-    C_k = torch.stack([C[:, k, routes[k]] for k in range(K)], 1)
-    inv = inverse_route(routes)
-    out = 0
-    for k in range(K):
-        y = multi_route_scan(u_k[:, k], d_k[:, k:k + 1], A[k:k + 1], B_k[:, k:k + 1], C_k[:, k:k + 1],
-                             D[k:k + 1], routes=identity, backend="torch")
-        out = out + y[:, inv[k]]
-    return out
 
 
 def _chunk_steps(u, d, A, B, C, h):
@@ -330,26 +311,6 @@ def measure(kind, inputs, routes, backward, device, repeats, warmup=True):
             run_once(kind, inputs, routes, backward)
         peak = heap.bytes
     return statistics.median(times), peak
-
-
-def machine_info(device) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
-        info["cpu_model"] = names[0] if names else platform.processor()
-    except OSError:
-        info["cpu_model"] = platform.processor()
-    try:
-        info["load_average_at_start"] = list(os.getloadavg())
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        import triton
-        info["triton"] = triton.__version__
-    return info
 
 
 def estimate_seconds(kind, backward, lanes, fwd_seconds) -> float:

@@ -31,7 +31,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,7 +43,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_helpers import machine_info  # noqa: E402
 from medmamba.atomic import atomic_write_json  # noqa: E402
 
 DATASET_ID = 999  # medmamba make_demo_dataset default (Dataset999_Demo)
@@ -52,27 +53,6 @@ DATASET_NAME = "Dataset999_Demo"
 # Short training runs: 2 epochs x 3 iterations; the 2nd epoch's rate is the steady-state one.
 TRAIN_ARGS = ["--epochs", "2", "--iters-per-epoch", "3", "--val-iters", "1", "--no-validation"]
 NNUNET_NOT_INSTALLED = "nnunetv2 not installed in a side venv: not measured"
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo ('model name'), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict[str, Any]:
-    """Machine description recorded with every result: CPU model, cores, torch threads/version."""
-    import torch
-
-    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def run_timed(cmd: list[str], env: dict[str, str], log: Path) -> float:

@@ -26,8 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget import (RESULTS, Job, dataset_folder_name, fmt_dice, machine_info, prepare,  # noqa: E402
-                    run_jobs, thread_env)
+from bench_helpers import machine_info, slug  # noqa: E402
+from budget import RESULTS, Job, dataset_folder_name, fmt_dice, prepare, run_jobs, thread_env  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 
@@ -45,8 +45,9 @@ VARIANTS: dict[str, tuple[str | None, list[str]]] = {
 }
 
 
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]).strip("_").lower()
+def variant_slug(name: str) -> str:
+    """Folder name of a variant: its name before any parenthesis ("baseline (SGD ...)" -> "baseline")."""
+    return slug(name.split(" (")[0], sep="_")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -90,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--raw, --work and --name are required to run the comparison")
     started = datetime.now(timezone.utc)
     work, raw = args.work.resolve(), args.raw.resolve()
-    chosen = {k: v for k, v in VARIANTS.items() if args.variants is None or slug(k) in args.variants}
+    chosen = {k: v for k, v in VARIANTS.items() if args.variants is None or variant_slug(k) in args.variants}
     configs = list(dict.fromkeys([args.configuration, *[c for c, _ in chosen.values() if c]]))
     prepared = prepare(work, raw, args.dataset, configs, thread_env(args.threads), [])
     base = args.base_args.split()
-    jobs = [Job(slug(k) + args.round, cfg or args.configuration, args.minutes, None, "0", [*base, *extra],
+    jobs = [Job(variant_slug(k) + args.round, cfg or args.configuration, args.minutes, None, "0", [*base, *extra],
                 predict_test=False) for k, (cfg, extra) in chosen.items()]
     rows = run_jobs(jobs, work, raw, args.dataset, args.threads, args.parallel)
     for row, variant in zip(rows, chosen):

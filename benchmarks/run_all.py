@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from medmamba.atomic import atomic_path, atomic_write_text  # noqa: E402
-from pipeline import machine_info  # noqa: E402
+from bench_helpers import machine_info  # noqa: E402
 from report_markdown import render_report  # noqa: E402
 
 PY = sys.executable

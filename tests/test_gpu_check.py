@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: what it needs imports with torch alone, and its CPU dry run works.
+"""benchmarks/gpu_check (``python -m benchmarks.gpu_check``): what it needs imports with torch alone, and its CPU dry run works.
 
 The GPU machine's image has torch, triton, numpy, scipy, scikit-image, matplotlib and tqdm but
 not monai, nibabel or SimpleITK; a ``sys.meta_path`` blocker stands in for that image here.
@@ -29,8 +29,7 @@ class Blocker(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Blocker())
-sys.path.insert(0, "benchmarks")
-import gpu_check
+import benchmarks.gpu_check as gpu_check
 for module in gpu_check.SECTION_MODULES:
     importlib.import_module(module)
 from medmamba.networks import build_network, get_network_entry, list_networks
@@ -61,7 +60,7 @@ def test_kernels_networks_and_gpu_check_sections_import_with_torch_alone():
 
 def test_the_blocker_really_blocks():
     # the check above proves something only if a blocked import fails under the blocker
-    code = _BLOCKED_IMPORT_CHECK.split("sys.path.insert")[0] + "import nibabel\n"
+    code = _BLOCKED_IMPORT_CHECK.split("import benchmarks.gpu_check")[0] + "import nibabel\n"
     proc = subprocess.run([sys.executable, "-c", code, "nibabel"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0 and "blocked" in proc.stderr
@@ -72,7 +71,7 @@ def test_cpu_dry_run_writes_every_section_and_parity_holds(tmp_path):
     pytest.importorskip("triton", reason="the parity section needs triton (interpreter on CPU)")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("TRITON_INTERPRET", None)  # the script sets it itself before importing triton
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--tiny",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--tiny",
                            "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_cpu-dryrun.json").read_text())
@@ -126,8 +125,9 @@ def test_cpu_dry_run_writes_every_section_and_parity_holds(tmp_path):
 def test_roofline_floor_reproduces_the_reference_table():
     # Roofline by hand (H100, bf16 I/O, B 2, N 16): 3D 64^3 x 6 routes, D 96 ->
     # 2.01 GB, 0.60 ms of HBM, 1.24 ms of exp2 (the floor); 2D 64x64 x 4, D 192 -> 12 us / 26 us.
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import gpu_check
+    sys.path.insert(0, str(ROOT))
+    import benchmarks.gpu_check as gpu_check
+    from benchmarks.bench_helpers import slug
 
     h100 = dict(gpu_check.DEVICE_LIMITS)["h100"]
     f3 = gpu_check.roofline_floor(h100, 2, 6, 96, 16, 64 ** 3, io_bytes=2)
@@ -138,4 +138,4 @@ def test_roofline_floor_reproduces_the_reference_table():
     assert abs(f2["hbm_ms"] * 1e3 - 12) < 0.5 and abs(f2["forward_ms"] * 1e3 - 26) < 0.5
     # on a device without documented constants there is no floor (never a made-up one)
     assert gpu_check.roofline_floor({"reason": "unknown"}, 2, 6, 96, 16, 64 ** 3, io_bytes=2) is None
-    assert gpu_check.slug("NVIDIA H200") == "nvidia-h200"
+    assert slug("NVIDIA H200") == "nvidia-h200" and slug("AdamW lr 1e-3", sep="_") == "adamw_lr_1e_3"

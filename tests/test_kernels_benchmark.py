@@ -23,9 +23,35 @@ def test_kernel_benchmark_quick_run_writes_json_and_png(tmp_path):
     assert {(r["backend"], r["mode"]) for r in rows} == {("torch", "fwd"), ("torch", "fwd+bwd"), ("cpp", "fwd"), ("cpp", "fwd+bwd"),
                                                          ("unfused", "fwd"), ("unfused", "fwd+bwd")}
     for r in rows:
-        assert r["seconds"] > 0 and r["ns_per_lane_step"] > 0 and isinstance(r["peak_bytes"], int)
-        lanes = r["batch"] * r["K"] * r["channels"] * r["N"] * r["L"]
-        assert abs(r["ns_per_lane_step"] - r["seconds"] / lanes * 1e9) < 1e-6 * r["ns_per_lane_step"]
+        assert isinstance(r["peak_bytes"], int)
+        # a real timing, not a placeholder: above 1 ps per lane-step (no CPU does a step of the
+        # recurrence faster) and below 1 ms (the quick grids take well under a second per call)
+        assert 1e-3 < r["ns_per_lane_step"] < 1e6, r
+
+
+def test_unfused_baseline_computes_the_fused_scan():
+    """The benchmarks' unfused baseline (bench_helpers.unfused_scan) must compute the same function
+    as the fused scan it is timed against, or the comparison measures two different things."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_helpers import unfused_scan
+
+    from medmamba.kernels import build_routes, multi_route_scan
+    from medmamba.kernels.scan_inputs import make_inputs, rel_err
+
+    routes = build_routes("cross2d", (5, 7))
+    K, L = routes.shape
+    u, delta, A, B, C, D, _, bias = make_inputs(2, K, L, 6, 4, seed=3)
+    fused = multi_route_scan(u, delta, A, B, C, D, None, bias, routes=routes, backend="reference")
+    for delta_bias in (bias, None):
+        unfused = unfused_scan(u, delta, A, B, C, D, routes, delta_bias)
+        expected = fused if delta_bias is not None else multi_route_scan(u, delta, A, B, C, D, routes=routes,
+                                                                         backend="reference")
+        assert rel_err(unfused, expected) < 1e-5
+    # and it is not trivially equal to something simpler: one route alone differs
+    one = unfused_scan(u, delta[:, :1], A[:1], B[:, :1], C[:, :1], D[:1], routes[:1], bias[:1])
+    assert rel_err(one, fused) > 0.05
 
 
 def test_cpu_peak_meter_measures_a_known_allocation():
