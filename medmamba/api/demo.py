@@ -16,13 +16,12 @@ from typing import Any
 from medmamba.api._common import Echo, echo_or_log, raise_unless_verified
 
 DEMO_ID = 999
-# Measured 2026-11-25 (benchmarks/results/demo_choice.json, one CPU thread each): within the
-# 10-minute budget the 2d configuration reached test mean Dice 0.947 in 8.3 min, 3d_fullres 0.930
-# in 9.5 min (3D iterations are ~18x slower on CPU, so 3D sees far fewer samples).
+# 2d, because within the 10-minute CPU budget it reached a higher test Dice than 3d_fullres, whose
+# iterations are many times slower on CPU (benchmarks/results/demo_choice.json).
 DEFAULT_CONFIGURATION = "2d"
 DEFAULT_MINUTES = 10.0
 # Share of the budget kept for the steps after training (predicting the 4 test cases with
-# mirroring, evaluation, the report). Measured (demo_choice.json): ~0.5 min in 2d, ~1.5 min in 3d.
+# mirroring, evaluation, the report); the measured times are in demo_choice.json.
 RESERVE_FRACTION = 0.2
 
 

@@ -14,8 +14,9 @@ to first, recomputes the chunk's states from the saved one, runs the adjoint rec
 g_t = C_t·gy_t + a_{t+1}·g_{t+1} backwards, and forms every gradient from (h, g) per chunk.
 Memory: O(chunk) + the saved chunk-start states ``(n_chunks, batch, K, channels, N)`` fp32.
 
-Why chunked with vectorised exps: a fully per-step loop recomputing exp each step was ~6x
-slower (measured on a 2-vCPU EPYC, 1 thread, 2026-11-24).
+Why chunked with vectorised exps: a fully per-step loop recomputing exp each step was several
+times slower on CPU. The scan's measured speed and memory per backend: benchmarks/kernels.py
+(results in benchmarks/results/kernels_cpu*.json and kernels_vs_compiled_*.json).
 """
 from __future__ import annotations
 
@@ -27,12 +28,11 @@ import torch.nn.functional as F
 # Elements per (batch, T, K, channels, N) chunk temporary: big enough that the ~2 µs dispatch
 # cost per step of the loop is amortised, small enough (4 MiB fp32) to stay in cache.
 _CHUNK_ELEMENTS = 1 << 20
-# Chunk length bounds: >= 16 keeps per-chunk gather/readout overhead low, <= 256 follows the
-# T = 32-256 range measured fastest on a 2-vCPU EPYC (fp32 forward, 2026-11-24).
+# Chunk length bounds: >= 16 keeps per-chunk gather/readout overhead low, <= 256 keeps the
+# chunk temporaries cache-sized (the range that timed fastest on CPU; see the module docstring).
 _MIN_CHUNK, _MAX_CHUNK = 16, 256
-# exp(δA) = exp2(δ·A·log2 e): torch.exp2 is ~4x faster than torch.exp on this CPU (0.14 vs
-# 0.61 ns/element, AVX-512, 1 thread, measured 2026-11-25); mamba's CUDA kernel uses the same
-# trick (selective_scan_fwd_kernel.cuh).
+# exp(δA) = exp2(δ·A·log2 e): torch.exp2 is several times cheaper per element than torch.exp on
+# CPU, and mamba's CUDA kernel uses the same trick (selective_scan_fwd_kernel.cuh).
 _LOG2E = 1.4426950408889634
 
 
@@ -127,8 +127,8 @@ class _Setup:
         t0, t1 = j * self.T, min(self.length, (j + 1) * self.T)
         idx = self.routes[:, t0:t1]                                      # (K, T)
         # time-major order (t, k): a chunk's tokens land as (batch, T, K, ·), so the per-step
-        # slab [:, t] is one contiguous block when batch = 1 (strided per-step slabs were ~1.6x
-        # slower per addcmul_, measured 2026-11-25)
+        # slab [:, t] is one contiguous block when batch = 1 (strided per-step slabs made each
+        # addcmul_ slower)
         return idx, idx.t().reshape(-1), (idx + self.offsets).t().reshape(-1)
 
     def gather(self, u, idx, flat, flat_off):
@@ -241,7 +241,6 @@ def torch_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, d
             g_t[t].addcmul_(decay_t[t + 1], g_t[t + 1])
         g_carry = decay[:, 0] * g[:, 0]
         # contractions: einsum for these layouts, mul+sum where einsum would permute-copy
-        # (measured 2026-11-25, 1 thread)
         dC_g = torch.einsum("btkcn,btkc->btkn", hs, gy)                  # Σ_c gy·h
         du_scaled = d * u_g
         dB_g = torch.einsum("btkcn,btkc->btkn", g, du_scaled)            # Σ_c g·δu
@@ -254,8 +253,8 @@ def torch_scan_backward(grad_out, u, delta, A, B, C, D, z, delta_bias, routes, d
         g.mul_(decay)
         g[:, 1:].mul_(hs[:, :-1])
         g[:, 0].mul_(states[j])
-        # Σ_n as a matrix-vector product with ones: 2x faster than .sum(-1) over N = 16
-        # (85 vs 177 µs per 786k-element chunk, 1 thread, measured 2026-11-25)
+        # Σ_n as a matrix-vector product with ones: faster than .sum(-1) over a short last axis
+        # (N = 16) on CPU
         dd = torch.mv(torch.mul(g, A_c, out=tmp).reshape(-1, s.N), ones_n).view(g.shape[:-1])
         dd.addcmul_(gB, u_g)                                             # ∂L/∂δ
         dA += torch.sum(torch.mul(g, d[..., None], out=tmp), dim=(0, 1))

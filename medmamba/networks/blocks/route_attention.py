@@ -5,10 +5,10 @@ fusion of a head's K route outputs y_k,
     σ = unbiased std over k,   m = mean_k(y_k − min_k y) = μ − min_k y,   μ = s / K.
 
 Written as elementwise passes over the K route slabs with a hand-derived backward. Autograd over
-the same formula recorded ~40 elementwise ops per fusion (divisions, the std's where/sqrt, the
-min's masked fills) and made the fusion 16% of an MHS-VM 2D training step (our measurement: 1.24
-vs 1.04 s with a plain sum in its place, 128², batch 2, 1 thread, 2026-11-29). Reductions over a
-stacked route axis (torch.std, min over dim 0) were 3-13x slower again on CPU.
+the same formula records ~40 elementwise ops per fusion (divisions, the std's where/sqrt, the
+min's masked fills), a noticeable share of an MHS-VM training step on CPU; reductions over a
+stacked route axis (torch.std, min over dim 0) were slower still. MHS-VM's step times:
+benchmarks/networks.py, results in benchmarks/results/networks_twins*.json.
 
 Backward, with G = ∂L/∂out, r = cv − t, w = ReLU(r), d = m + ε:
     ∂L/∂σ = G·s·[r > 0] / d,   ∂L/∂m = −∂L/∂σ · σ / d,

@@ -86,9 +86,9 @@ def route_projections(u: torch.Tensor, x_proj_weight: torch.Tensor, dt_projs_wei
     the results are returned as strided views (token-major B and C, route-major delta, unit channel
     stride), which the scan reads without a copy. (The dt projection was one GEMM with a
     block-diagonal (K·D, K·R) weight before: K times the FLOPs, and with inner dimension K·R its
-    GEMMs ran at a few GFLOP/s; the batched form made a VM-UNet 2D step 12% faster in training and
-    10% in prediction, 1 thread, measured 2026-11-29. einsum + contiguous copies cost ~10% more
-    per block than strided views.)"""
+    GEMMs ran at a few GFLOP/s; the batched form made VM-UNet's training and prediction steps
+    faster, and einsum + contiguous copies cost more per block than strided views. Per-network step times: benchmarks/networks.py, results in
+    benchmarks/results/networks_twins*.json.)"""
     K, RN2, D = x_proj_weight.shape
     R = dt_projs_weight.shape[2]
     N = (RN2 - R) // 2
