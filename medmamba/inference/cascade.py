@@ -21,7 +21,7 @@ import numpy as np
 from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.formats.cascade import one_hot_foreground
 from medmamba.formats.label_layout import foreground_labels
-from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map
+from medmamba.inference.label_maps import ClassByClassLabels, label_map_dtype, layout_from_dataset
 from medmamba.inference.predictor import Predictor
 
 
@@ -30,17 +30,28 @@ def previous_stage_labels(probabilities: Any, previous_config: Any, next_config:
     """The previous stage's ``(K, *its grid)`` probabilities as a label map on the next stage's grid ``shape``.
 
     Used by training (the hand-over files) and by prediction alike.
+    The resampling (``resample_data_or_seg``'s arithmetic) and the argmax run a slab of rows at a time and one
+    class at a time, so no ``classes × next-grid voxels`` array is made.
     """
-    from medmamba.preprocessing.resampling import resample_data_or_seg
+    from medmamba.preprocessing.resampling import separate_z_axis
+    from medmamba.preprocessing.slab_resampling import resampled_rows, slab_ranges
 
     if hasattr(probabilities, "detach"):
         probabilities = probabilities.detach().float().cpu().numpy()
+    probabilities = np.asarray(probabilities, np.float32)
     rs = previous_config.resampling
-    resampled = resample_data_or_seg(np.asarray(probabilities, np.float32), [int(s) for s in shape],
-                                     previous_config.spacing, next_config.spacing, is_seg=False,
-                                     order=rs.probabilities_order, order_z=rs.order_z,
-                                     force_separate_z=rs.force_separate_z, anisotropy_threshold=rs.anisotropy_threshold)
-    return probabilities_to_label_map(resampled, layout_from_dataset(labels, dataset_json))
+    shape = [int(s) for s in shape]
+    z_axis = separate_z_axis(previous_config.spacing, next_config.spacing, rs.anisotropy_threshold,
+                             rs.force_separate_z)
+    layout = layout_from_dataset(labels, dataset_json)
+    out = np.empty(shape, dtype=label_map_dtype(layout, probabilities.shape[0]))
+    for start, stop in slab_ranges(shape):
+        slab = ClassByClassLabels(layout, probabilities.shape[0], (stop - start, *shape[1:]))
+        for k in range(probabilities.shape[0]):
+            slab.add(k, resampled_rows(probabilities[k], shape, 0, start, stop, rs.probabilities_order, rs.order_z,
+                                       z_axis))
+        out[start:stop] = slab.labels()
+    return out
 
 
 class CascadePredictor(Predictor):

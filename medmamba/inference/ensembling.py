@@ -1,7 +1,9 @@
 """``medmamba ensemble``: average the saved probabilities (:mod:`medmamba.formats.probabilities`) of several
-prediction folders and write label maps."""
+prediction folders and write label maps, one class at a time (a 22-class CT's probabilities do not fit in
+memory whole)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -9,8 +11,8 @@ from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError, DatasetError
 from medmamba.formats.json_io import read_json
 from medmamba.formats.label_layout import LabelLayout
-from medmamba.formats.probabilities import check_probabilities, load_probabilities, save_probabilities
-from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map, write_label_map
+from medmamba.formats.probabilities import ProbabilitiesWriter, check_probabilities, probability_classes
+from medmamba.inference.label_maps import ClassByClassLabels, layout_from_dataset, write_label_map
 from medmamba.output_safety import OutputFolder, check_separate
 
 
@@ -85,21 +87,39 @@ def _ensemble_into(out: OutputFolder, folders: list[Path], case_ids: list[str], 
                  for name in [target.name, *([f"{case_id}.npz", f"{case_id}.json"] if save_probabilities_too else [])]])
     written = []
     for case_id, target in tqdm(todo, desc="ensemble", unit="case"):
-        probs, properties = load_probabilities(folders[0], case_id)
-        for folder in folders[1:]:
-            other, _ = load_probabilities(folder, case_id)
-            if other.shape != probs.shape:
-                raise DatasetError(f"case {case_id!r}: probabilities of shape {other.shape} differ from "
-                                   f"{probs.shape} in {folders[0]}", path=folder / f"{case_id}.npz")
-            probs += other
-        probs /= len(folders)
-        write_label_map(probabilities_to_label_map(probs, layout), properties, target)
-        if save_probabilities_too:
-            save_probabilities(output, case_id, probs, properties)
+        _ensemble_case(folders, case_id, layout, target, output if save_probabilities_too else None)
         written.append(case_id)
     atomic_write_json(output / "dataset.json", dataset_json)
     atomic_write_json(output / "ensemble_args.json", {"input_folders": [str(f) for f in folders]})
     return {"written": written, "skipped": skipped}
+
+
+def _ensemble_case(folders: list[Path], case_id: str, layout: LabelLayout, target: Path,
+                   probabilities_folder: Path | None) -> None:
+    """Mean of the folders' probabilities → label map (and saved probabilities), one class at a time: memory is
+    a few arrays of the image's voxels, not of classes × voxels."""
+    properties = _properties(folders[0], case_id)
+    with contextlib.ExitStack() as stack:
+        opened = [stack.enter_context(probability_classes(folder, case_id)) for folder in folders]
+        shape = opened[0][0]
+        for folder, (other, _) in zip(folders[1:], opened[1:]):
+            if other != shape:
+                raise DatasetError(f"case {case_id!r}: probabilities of shape {other} differ from "
+                                   f"{shape} in {folders[0]}", path=folder / f"{case_id}.npz")
+        labels = ClassByClassLabels(layout, shape[0], shape[1:])
+        writer = None if probabilities_folder is None else stack.enter_context(
+            ProbabilitiesWriter(probabilities_folder, case_id, shape, properties))
+        for k, blocks in enumerate(zip(*(classes for _, classes in opened))):
+            mean = blocks[0]
+            for block in blocks[1:]:
+                mean += block
+            mean /= len(folders)
+            labels.add(k, mean)
+            if writer is not None:
+                writer.write_rows(k, 0, shape[1], mean)
+        write_label_map(labels.labels(), properties, target)
+        if writer is not None:
+            writer.finish()
 
 
 def _properties(folder: Path, case_id: str) -> dict[str, Any]:

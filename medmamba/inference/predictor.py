@@ -3,8 +3,9 @@
 Per case: read → preprocess exactly as in training with the case's own
 geometry (:func:`medmamba.preprocessing.case_transform.preprocess_case`) → sliding window with gaussian
 weighting → mirror TTA over the checkpoint's ``mirror_axes`` → mean of the folds' probabilities
-→ :func:`revert_preprocessing` → label map written with the input's spacing, origin, direction
-and shape. Reading/preprocessing and export run in background threads so the network is kept
+→ back onto the original grid and argmax slab by slab (:class:`~medmamba.preprocessing.slab_revert.RevertedProbabilities`,
+the values of :func:`revert_preprocessing` without its whole ``classes × voxels`` array) → label map written with
+the input's spacing, origin, direction and shape. Reading/preprocessing and export run in background threads so the network is kept
 busy; a case that fails is reported with its reason and the others still finish.
 
 A cohort can be split between processes on any number of machines: ``num_parts``/``part_id`` give
@@ -35,11 +36,12 @@ from medmamba.errors import CheckpointError, DatasetError, MedmambaError, WriteE
 from medmamba.inference.model_folder import (
     build_network_from_checkpoint, check_checkpoints_match_model_folder, checkpoint_identity, fold_checkpoint_paths,
     load_inference_checkpoint)
-from medmamba.formats.probabilities import save_probabilities
-from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map, write_label_map
+from medmamba.formats.probabilities import ProbabilitiesWriter
+from medmamba.inference.label_maps import layout_from_dataset, reverted_label_map, write_label_map
 from medmamba.inference.input_folder import InputCase, gather_input_cases, select_part
-from medmamba.inference.array_prediction import predict_preprocessed_case
-from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP
+from medmamba.inference.array_prediction import mirror_subsets, predict_preprocessed_case
+from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP, count_tiles
+from medmamba.preprocessing.slab_revert import RevertedProbabilities
 from medmamba.output_safety import OutputFolder, check_separate
 
 logger = logging.getLogger("medmamba.inference")
@@ -201,20 +203,37 @@ class Predictor:
 
     def _labels(self, probabilities: torch.Tensor, properties: Mapping[str, Any], return_probabilities: bool
                 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        original = self.revert(probabilities, properties)
-        labels = probabilities_to_label_map(original, self.layout)
-        return (labels, original) if return_probabilities else labels
+        reverted = self._reverted(probabilities, properties)
+        if not return_probabilities:
+            return reverted_label_map(reverted, self.layout)
+        original = np.empty((reverted.num_classes, *reverted.shape), dtype=np.float32)  # asked for: one copy
+
+        def keep(k: int, start: int, stop: int, rows: np.ndarray) -> None:
+            original[k, start:stop] = rows
+
+        return reverted_label_map(reverted, self.layout, keep), original
+
+    def _reverted(self, probabilities: torch.Tensor | np.ndarray, properties: Mapping[str, Any]
+                  ) -> RevertedProbabilities:
+        return RevertedProbabilities(probabilities, properties, self.plans, self.configuration,
+                                     regions=self.layout.has_regions)
 
     # ---------------------------------------------------------------------------------- predict
-    def predict_preprocessed(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``(C, *spatial)`` preprocessed data → ``(K, *spatial)`` float32 probabilities (CPU)."""
+    def predict_preprocessed(self, data: np.ndarray | torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """``(C, *spatial)`` preprocessed data → ``(K, *spatial)`` float32 probabilities (CPU); ``progress`` shows
+        a bar of the case's tiles (tiles/s and the time left)."""
+        from tqdm import tqdm
+
         finite = torch.isfinite(data).all() if isinstance(data, torch.Tensor) else np.isfinite(data).all()
         if not finite:
             raise DatasetError("preprocessed image contains NaN or infinite values")
-        return predict_preprocessed_case(
-            self.networks, data, self.config.patch_size, self.mirror_axes, step=self.step,
-            use_gaussian=self.use_gaussian, batch_windows=self.batch_windows, device=self.device,
-            regions=self.layout.has_regions, amp=self.amp)
+        total = count_tiles(data.shape[1:], self.config.patch_size, self.step) * len(mirror_subsets(self.mirror_axes)) \
+            * len(self.networks)
+        with tqdm(total=total, desc="case", unit="tile", leave=False, disable=not progress) as bar:
+            return predict_preprocessed_case(
+                self.networks, data, self.config.patch_size, self.mirror_axes, step=self.step,
+                use_gaussian=self.use_gaussian, batch_windows=self.batch_windows, device=self.device,
+                regions=self.layout.has_regions, amp=self.amp, progress=bar.update)
 
     def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
         """Read and preprocess one case as in training; checks the image dimensionality."""
@@ -231,18 +250,27 @@ class Predictor:
         return data, properties
 
     def revert(self, probabilities: torch.Tensor | np.ndarray, properties: Mapping[str, Any]) -> np.ndarray:
-        """Probabilities on the preprocessed grid → ``(K, *original array shape)`` float32."""
-        from medmamba.preprocessing.case_transform import revert_preprocessing
-
-        return revert_preprocessing(probabilities, properties, self.plans, self.configuration,
-                                    regions=self.layout.has_regions)
+        """Probabilities on the preprocessed grid → ``(K, *original array shape)`` float32 (the one full-size
+        array it returns; the label map alone never needs it, see :meth:`_labels`)."""
+        reverted = self._reverted(probabilities, properties)
+        original = np.empty((reverted.num_classes, *reverted.shape), dtype=np.float32)
+        for start, stop in reverted.slabs():
+            for k in range(reverted.num_classes):
+                original[k, start:stop] = reverted.class_rows(k, start, stop)
+        return original
 
     def _export(self, case: InputCase, probabilities: torch.Tensor, properties: dict[str, Any], target: Path,
                 save_probs: bool) -> None:
-        original = self.revert(probabilities, properties)
-        write_label_map(probabilities_to_label_map(original, self.layout), properties, target)
-        if save_probs:
-            save_probabilities(target.parent, case.case_id, original, properties)
+        """Write the label map (and with ``save_probs`` the probabilities, streamed to disk slab by slab): memory
+        is one slab of one class plus the label map, whatever the number of classes."""
+        reverted = self._reverted(probabilities, properties)
+        if not save_probs:
+            write_label_map(reverted_label_map(reverted, self.layout), properties, target)
+            return
+        with ProbabilitiesWriter(target.parent, case.case_id, (reverted.num_classes, *reverted.shape),
+                                 properties) as writer:
+            write_label_map(reverted_label_map(reverted, self.layout, writer.write_rows), properties, target)
+            writer.finish()
 
     def predict_folder(self, input_dir: str | Path, output_dir: str | Path, overwrite: bool = False,
                        save_probabilities: bool = False, num_workers: int = 2, progress: bool = True,
@@ -414,7 +442,7 @@ class Predictor:
                 bar.update()
                 try:
                     data, properties = pending() if callable(pending) else pending.result()
-                    probabilities = self.predict_preprocessed(data)
+                    probabilities = self.predict_preprocessed(data, progress=progress)
                     del data
                 except Exception as err:  # noqa: BLE001
                     release(case.case_id, False)

@@ -92,6 +92,22 @@ def padding_for_patch(size: int, patch: int) -> tuple[int, int]:
     return total // 2, total // 2
 
 
+def count_tiles(spatial_shape: Sequence[int], patch_size: Sequence[int], step: float = DEFAULT_STEP) -> int:
+    """Tiles :func:`sliding_window_logits` predicts for an image of ``spatial_shape`` (one per slice of the extra
+    leading axes, times the grid of each slice)."""
+    spatial, nd = [int(s) for s in spatial_shape], len(patch_size)
+    extra = len(spatial) - nd
+    count = 1
+    for a, size in enumerate(spatial):
+        if a < extra:
+            count *= size
+        else:
+            p = int(patch_size[a - extra])
+            before, after = padding_for_patch(size, p)
+            count *= len(compute_window_starts(size + before + after, p, step))
+    return count
+
+
 def _forward(network: Callable, batch: torch.Tensor) -> torch.Tensor:
     out = network(batch)
     if isinstance(out, (list, tuple)):  # deep supervision: highest resolution first
