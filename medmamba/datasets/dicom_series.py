@@ -1,0 +1,486 @@
+"""Read DICOM image series as medmamba images: one series (SeriesInstanceUID) = one 3D array + exact geometry.
+
+A folder is scanned in any sub-folder layout and file order (:func:`scan_dicom_folder`); files are grouped by
+SeriesInstanceUID and objects that are not images (SR, PR, KO, SEG, RTSTRUCT and other RT objects, by
+SOPClassUID) are skipped with a count. :func:`read_series` returns the same ``(array, ImageGeometry)`` pair as
+:func:`medmamba.datasets.image_io.read_image`: array ``(i, j, k)`` with ``i`` along the row direction
+(column index), ``j`` along the column direction (row index) and ``k`` along the slice normal
+``cross(row, col)``; geometry in LPS millimetres (DICOM's patient frame).
+
+Geometry is taken from ImagePositionPatient / ImageOrientationPatient / PixelSpacing of every slice (classic
+series) or every frame (enhanced multi-frame objects, per-frame and shared functional groups). Slices are sorted
+along the normal and the slice spacing is measured from the sorted positions (never SliceThickness). Values are
+``stored * RescaleSlope + RescaleIntercept`` per slice.
+
+Refused, each as one line naming the series (:class:`DicomSeriesError`): irregular spacing or missing slices,
+two slices at one position, gantry tilt (slice steps not along the normal: the volume is a sheared grid that
+:class:`ImageGeometry` cannot hold, and resampling it would change the voxels, so medmamba refuses and names the
+tilt angle; convert such series with a tilt-correcting tool first), mixed orientations, a localizer mixed into the
+series, colour images, and compressed pixel data without a decoder (the line names the extra to install).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from medmamba.datasets.geometry import ImageGeometry
+from medmamba.errors import DatasetError, ImageReadError
+
+logger = logging.getLogger("medmamba.datasets")
+
+__all__ = ["DicomSeries", "DicomScan", "DicomSeriesError", "scan_dicom_folder", "read_series", "is_dicom_file",
+           "is_dicom_folder", "series_path", "is_series_path", "series_for_path", "source_datasets",
+           "DICOM_EXTRA", "CODECS_EXTRA"]
+
+# The pip extras that install pydicom/highdicom and the compressed-pixel decoders (pyproject.toml).
+DICOM_EXTRA = "dicom"
+CODECS_EXTRA = "dicom-codecs"
+# A DICOM series stands in a case's file list as ``<scanned folder>/<SeriesInstanceUID>.dicom-series``: a path
+# that names the series, so every stage that passes image paths around (and writes them into properties)
+# carries it unchanged; :mod:`medmamba.datasets.image_io` sends such paths here.
+SERIES_SUFFIX = ".dicom-series"
+
+# Slice positions are written with a few decimals (DS values, at most 16 characters): steps that differ by less
+# than this are equal. 0.01 mm is far below any voxel size and above the rounding of "-123.456789" style values.
+_POSITION_TOL_MM = 1e-2
+# Relative tolerance on the slice step (0.1 %): a missing slice doubles a step, a variable-spacing acquisition
+# changes it by far more.
+_STEP_RTOL = 1e-3
+# Direction cosines of two slices that agree to this are the same orientation (they are stored as DS values
+# with ~6 decimals by most scanners).
+_ORIENTATION_ATOL = 1e-4
+
+# SOPClassUID prefixes of objects that are not images to segment.
+_NON_IMAGE_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.": "SR/KO",  # structured reports, key object selection (88.59)
+    "1.2.840.10008.5.1.4.1.1.11.": "PR",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.66.": "SEG/registration",  # segmentation (66.4), registration, fiducials
+    "1.2.840.10008.5.1.4.1.1.481.": "RT",  # RTSTRUCT (481.3), RT plan, dose...
+    "1.2.840.10008.5.1.4.1.1.104.": "encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.9.": "waveform",
+    "1.2.840.10008.5.1.4.1.1.7": "secondary capture",  # screenshots: no patient geometry
+}
+SEG_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
+RTSTRUCT_CLASS_UID = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+class DicomSeriesError(ImageReadError):
+    """A DICOM series medmamba cannot read as one exact volume; the path is the series' files' folder."""
+
+
+def _require_pydicom() -> Any:
+    try:
+        import pydicom
+    except ImportError:
+        raise ImageReadError(f"reading DICOM needs pydicom: pip install 'medmamba[{DICOM_EXTRA}]'") from None
+    return pydicom
+
+
+# -------------------------------------------------------------------------------------------- scanning
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """A DICOM Part 10 file: the "DICM" magic after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _walk_files(folder: Path) -> Iterable[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def is_dicom_folder(folder: str | os.PathLike, probe: int = 200) -> bool:
+    """Whether ``folder`` holds DICOM files anywhere below it (the first ``probe`` files are looked at)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    for n, path in enumerate(_walk_files(folder)):
+        if n >= probe:
+            break
+        if is_dicom_file(path):
+            return True
+    return False
+
+
+@dataclass
+class DicomSeries:
+    """One image series: its files and the identifiers a case key and a SEG need."""
+
+    series_uid: str
+    folder: Path  # the scanned folder
+    files: list[Path] = field(default_factory=list)
+    study_uid: str = ""
+    frame_of_reference_uid: str = ""
+    patient_id: str = ""
+    study_date: str = ""
+    series_number: str = ""
+    modality: str = ""
+    description: str = ""
+    case_key: str = ""
+
+    @property
+    def path(self) -> Path:
+        return series_path(self.folder, self.series_uid)
+
+    def summary(self) -> dict[str, Any]:
+        return {"series_instance_uid": self.series_uid, "study_instance_uid": self.study_uid,
+                "frame_of_reference_uid": self.frame_of_reference_uid, "patient_id": self.patient_id,
+                "study_date": self.study_date, "series_number": self.series_number, "modality": self.modality,
+                "series_description": self.description, "n_files": len(self.files),
+                "files": [str(f) for f in self.files]}
+
+
+@dataclass
+class DicomScan:
+    """What :func:`scan_dicom_folder` found: image series (sorted by case key), non-image objects skipped per
+    kind, SEG and RTSTRUCT files (for ``convert_dicom``), and the count of files that are not DICOM."""
+
+    folder: Path
+    series: list[DicomSeries] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    segmentations: list[Path] = field(default_factory=list)
+    rtstructs: list[Path] = field(default_factory=list)
+    not_dicom: int = 0
+
+    def skipped_line(self) -> str:
+        parts = [f"{n} {kind}" for kind, n in sorted(self.skipped.items())]
+        if self.not_dicom:
+            parts.append(f"{self.not_dicom} non-DICOM file(s)")
+        return "skipped " + ", ".join(parts) if parts else ""
+
+
+_SCANS: dict[Path, DicomScan] = {}
+
+
+def _text(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def _sanitise(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-.") or "unknown"
+
+
+def scan_dicom_folder(folder: str | os.PathLike) -> DicomScan:
+    """Group the DICOM files below ``folder`` by series (headers only; pixels are read by :func:`read_series`).
+
+    Case keys are ``PatientID_StudyDate_S<SeriesNumber>`` (characters other than letters, digits, ``.`` and
+    ``-`` replaced by ``-``); keys that collide get ``_2``, ``_3``... in SeriesInstanceUID order.
+    Raises :class:`DatasetError` when the folder is missing or holds no DICOM image.
+    """
+    pydicom = _require_pydicom()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError("input folder not found", path=folder)
+    scan = DicomScan(folder)
+    by_uid: dict[str, DicomSeries] = {}
+    for path in _walk_files(folder):
+        if not is_dicom_file(path):
+            scan.not_dicom += 1
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as err:  # pydicom raises many types for corrupt headers
+            raise ImageReadError(f"cannot read DICOM header ({type(err).__name__}: {err})", path=path) from None
+        sop_class = _text(ds, "SOPClassUID")
+        if sop_class == SEG_CLASS_UID:
+            scan.segmentations.append(path)
+        elif sop_class == RTSTRUCT_CLASS_UID:
+            scan.rtstructs.append(path)
+        kind = next((k for prefix, k in _NON_IMAGE_CLASSES.items() if sop_class.startswith(prefix)), None)
+        if kind is None and "Rows" not in ds:
+            kind = "object(s) without pixels"
+        if kind is not None:
+            scan.skipped[kind] = scan.skipped.get(kind, 0) + 1
+            continue
+        uid = _text(ds, "SeriesInstanceUID")
+        if not uid:
+            raise ImageReadError("DICOM image without a SeriesInstanceUID", path=path)
+        series = by_uid.get(uid)
+        if series is None:
+            series = by_uid[uid] = DicomSeries(
+                uid, folder, study_uid=_text(ds, "StudyInstanceUID"),
+                frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"), patient_id=_text(ds, "PatientID"),
+                study_date=_text(ds, "StudyDate"), series_number=_text(ds, "SeriesNumber"),
+                modality=_text(ds, "Modality"), description=_text(ds, "SeriesDescription"))
+        series.files.append(path)
+    keys: dict[str, int] = {}
+    for series in sorted(by_uid.values(), key=lambda s: s.series_uid):
+        base = "_".join(_sanitise(part) for part in (series.patient_id or "anonymous", series.study_date or "nodate",
+                                                      f"S{series.series_number or 'x'}"))
+        keys[base] = keys.get(base, 0) + 1
+        series.case_key = base if keys[base] == 1 else f"{base}_{keys[base]}"
+    scan.series = sorted(by_uid.values(), key=lambda s: s.case_key)
+    if not scan.series:
+        raise DatasetError("no DICOM image series in the folder" + (f" ({scan.skipped_line()})" if scan.skipped_line()
+                                                                     else ""), path=folder)
+    _SCANS[folder.resolve()] = scan
+    return scan
+
+
+def series_path(folder: str | os.PathLike, series_uid: str) -> Path:
+    return Path(folder) / f"{series_uid}{SERIES_SUFFIX}"
+
+
+def is_series_path(path: str | os.PathLike) -> bool:
+    return str(path).endswith(SERIES_SUFFIX) and not Path(path).exists()
+
+
+def series_for_path(path: str | os.PathLike) -> DicomSeries:
+    """The series a :func:`series_path` names (the folder is scanned again when this process has not)."""
+    path = Path(path)
+    folder, uid = path.parent, path.name[: -len(SERIES_SUFFIX)]
+    scan = _SCANS.get(folder.resolve()) or scan_dicom_folder(folder)
+    for series in scan.series:
+        if series.series_uid == uid:
+            return series
+    raise DatasetError(f"no DICOM series with SeriesInstanceUID {uid}", path=folder)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Plane:
+    """One slice to stack: a file (and frame of a multi-frame file), its position and pixel mapping."""
+
+    file: Path
+    frame: int | None
+    position: np.ndarray  # (3,) LPS mm of the first transmitted pixel's centre
+    orientation: np.ndarray  # (6,) row then column direction cosines
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    localizer: bool
+
+
+def _floats(values: Any, n: int, what: str, where: Path) -> np.ndarray:
+    try:
+        array = np.asarray([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        array = np.asarray([])
+    if array.shape != (n,) or not np.isfinite(array).all():
+        raise DicomSeriesError(f"{what} missing or invalid ({values!r})", path=where)
+    return array
+
+
+def _first(seq_holder: Any, keyword: str) -> Any:
+    seq = seq_holder.get(keyword) if seq_holder is not None else None
+    return seq[0] if seq else None
+
+
+def _planes_of(ds: Any, path: Path) -> list[_Plane]:
+    localizer = "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]
+    rows, columns = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame:
+        shared = _first(ds, "SharedFunctionalGroupsSequence")
+        planes = []
+        for index, frame in enumerate(per_frame):
+            def item(keyword: str) -> Any:
+                return _first(frame, keyword) or _first(shared, keyword)
+
+            position, orientation, measures = (item("PlanePositionSequence"), item("PlaneOrientationSequence"),
+                                               item("PixelMeasuresSequence"))
+            if position is None or orientation is None or measures is None:
+                raise DicomSeriesError(f"frame {index + 1} has no plane position, orientation or pixel measures",
+                                       path=path)
+            transform = item("PixelValueTransformationSequence")
+            planes.append(_Plane(
+                path, index, _floats(position.get("ImagePositionPatient"), 3, "ImagePositionPatient", path),
+                _floats(orientation.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path),
+                tuple(_floats(measures.get("PixelSpacing"), 2, "PixelSpacing", path)), rows, columns,
+                float(transform.get("RescaleSlope", 1.0)) if transform is not None else 1.0,
+                float(transform.get("RescaleIntercept", 0.0)) if transform is not None else 0.0, localizer))
+        if len(planes) != n_frames:
+            raise DicomSeriesError(f"{n_frames} frames but {len(planes)} per-frame functional groups", path=path)
+        return planes
+    if n_frames > 1:
+        raise DicomSeriesError(f"multi-frame object ({n_frames} frames) without per-frame plane positions; "
+                               "medmamba reads classic series and enhanced multi-frame objects", path=path)
+    return [_Plane(path, None, _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path),
+                   _floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path),
+                   tuple(_floats(ds.get("PixelSpacing"), 2, "PixelSpacing", path)), rows, columns,
+                   float(ds.get("RescaleSlope", 1.0) or 1.0), float(ds.get("RescaleIntercept", 0.0) or 0.0),
+                   localizer)]
+
+
+def _where(series: DicomSeries) -> str:
+    return f"series {series.case_key or series.series_uid}"
+
+
+def _check_and_sort(series: DicomSeries, planes: list[_Plane]) -> tuple[list[_Plane], np.ndarray, float]:
+    """Planes sorted along the normal, the direction matrix (columns: row dir, column dir, normal) and the
+    measured slice spacing; refuses what would give a wrong volume."""
+    folder = series.files[0].parent
+    where = _where(series)
+    if len(planes) > 1 and any(p.localizer for p in planes) and not all(p.localizer for p in planes):
+        n = sum(p.localizer for p in planes)
+        raise DicomSeriesError(f"{where}: {n} localizer image(s) mixed into the series (ImageType LOCALIZER); "
+                               "move them out of the folder", path=folder)
+    first = planes[0]
+    for p in planes[1:]:
+        if not np.allclose(p.orientation, first.orientation, rtol=0.0, atol=_ORIENTATION_ATOL):
+            raise DicomSeriesError(f"{where}: mixed orientations in one series ({p.file.name} has "
+                                   f"ImageOrientationPatient {_fmt(p.orientation)}, {first.file.name} "
+                                   f"{_fmt(first.orientation)}; a localizer or several stacks)", path=folder)
+        if (p.rows, p.columns) != (first.rows, first.columns) or not np.allclose(p.pixel_spacing, first.pixel_spacing,
+                                                                                 rtol=1e-5, atol=0.0):
+            raise DicomSeriesError(f"{where}: slices of different size or pixel spacing ({p.file.name}: "
+                                   f"{p.rows}x{p.columns} at {_fmt(p.pixel_spacing)} mm, {first.file.name}: "
+                                   f"{first.rows}x{first.columns} at {_fmt(first.pixel_spacing)} mm)", path=folder)
+    row, col = first.orientation[:3], first.orientation[3:]
+    if not (abs(np.linalg.norm(row) - 1) < 1e-3 and abs(np.linalg.norm(col) - 1) < 1e-3 and abs(row @ col) < 1e-3):
+        raise DicomSeriesError(f"{where}: ImageOrientationPatient {_fmt(first.orientation)} is not two orthogonal "
+                               "unit vectors", path=folder)
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    normal = np.cross(row, col)
+    direction = np.stack([row, col, normal], axis=1)
+    planes = sorted(planes, key=lambda p: float(p.position @ normal))
+    if len(planes) == 1:
+        return planes, direction, float("nan")
+    positions = np.stack([p.position for p in planes])
+    steps = np.diff(positions, axis=0)
+    along = steps @ normal
+    if (along < _POSITION_TOL_MM).any():
+        k = int(np.argmin(along))
+        raise DicomSeriesError(f"{where}: two slices at one position ({planes[k].file.name} and "
+                               f"{planes[k + 1].file.name}; several echoes, phases or stacks in one series?)",
+                               path=folder)
+    spacing = float(np.median(along))
+    bad = np.abs(along - spacing) > max(_POSITION_TOL_MM, _STEP_RTOL * spacing)
+    if bad.any():
+        k = int(np.argmax(np.abs(along - spacing)))
+        ratio = along[k] / spacing
+        what = (f"{int(round(ratio)) - 1} missing slice(s)" if abs(ratio - round(ratio)) < 0.05 and ratio > 1.5
+                else "irregular slice spacing")
+        raise DicomSeriesError(f"{where}: {what}: step {along[k]:.4g} mm between {planes[k].file.name} and "
+                               f"{planes[k + 1].file.name}, {spacing:.4g} mm elsewhere", path=folder)
+    in_plane = steps - along[:, None] * normal[None, :]
+    shift = float(np.abs(in_plane).max())
+    if shift > _POSITION_TOL_MM:
+        tilt = float(np.degrees(np.arctan2(np.linalg.norm(in_plane, axis=1).max(), spacing)))
+        raise DicomSeriesError(f"{where}: gantry tilt of {tilt:.3g} degrees (slice steps not along the slice "
+                               "normal); medmamba refuses sheared volumes: resample the series with a tilt-correcting "
+                               "converter first", path=folder)
+    return planes, direction, spacing
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
+
+
+_COMPRESSED_HINT = (f"install the decoders with pip install 'medmamba[{CODECS_EXTRA}]' (pylibjpeg with its "
+                    "OpenJPEG and RLE plugins; JPEG-LS and baseline JPEG use pyjpegls and Pillow)")
+
+
+def _pixels(ds: Any, path: Path, series: DicomSeries) -> np.ndarray:
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise DicomSeriesError(f"{_where(series)}: colour image ({ds.get('PhotometricInterpretation', '?')}, "
+                               f"{ds.SamplesPerPixel} samples per pixel); medmamba reads grey-level series",
+                               path=path)
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as err:  # pydicom raises RuntimeError/NotImplementedError/ValueError for missing decoders
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if syntax is not None and syntax.is_compressed:
+            raise DicomSeriesError(f"{_where(series)}: cannot decode compressed pixel data ({syntax.name}): "
+                                   f"{_COMPRESSED_HINT}", path=path) from None
+        raise DicomSeriesError(f"{_where(series)}: cannot read pixel data ({type(err).__name__}: {err})",
+                               path=path) from None
+
+
+def read_series(series: DicomSeries) -> tuple[np.ndarray, ImageGeometry]:
+    """Read one series: array ``(i, j, k)`` (columns, rows, slices along the normal) and its LPS geometry.
+
+    dtype: the stored integer type widened as the rescale needs (int16/int32) when every slope is 1 and every
+    intercept an integer, else float32. A series of one slice reads as a volume of one slice whose third spacing
+    is SpacingBetweenSlices, else SliceThickness, else 1 mm (nothing to measure it from).
+    """
+    pydicom = _require_pydicom()
+    headers = []
+    for path in series.files:
+        try:
+            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+        except Exception as err:
+            raise ImageReadError(f"cannot read DICOM header ({type(err).__name__}: {err})", path=path) from None
+    planes = [plane for path, ds in headers for plane in _planes_of(ds, path)]
+    planes, direction, spacing = _check_and_sort(series, planes)
+    if not np.isfinite(spacing):
+        ds = headers[0][1]
+        spacing = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+    first = planes[0]
+    pixels: dict[Path, np.ndarray] = {}
+    slices = []
+    integral = all(p.slope == 1.0 and float(p.intercept).is_integer() for p in planes)
+    for plane in planes:
+        if plane.file not in pixels:
+            try:
+                ds = pydicom.dcmread(plane.file)
+            except Exception as err:
+                raise ImageReadError(f"cannot read DICOM file ({type(err).__name__}: {err})", path=plane.file) from None
+            pixels[plane.file] = _pixels(ds, plane.file, series)
+            if len(pixels) > 1 and plane.frame is None:
+                pixels = {plane.file: pixels[plane.file]}  # classic series: one file per slice, keep one
+        data = pixels[plane.file]
+        frame = data[plane.frame] if plane.frame is not None and data.ndim == 3 else data
+        if frame.shape != (first.rows, first.columns):
+            raise DicomSeriesError(f"{_where(series)}: pixel data of shape {frame.shape} where Rows x Columns is "
+                                   f"{first.rows}x{first.columns}", path=plane.file)
+        if integral:
+            slices.append(frame.astype(np.int64) + int(plane.intercept))
+        else:
+            slices.append(frame.astype(np.float64) * plane.slope + plane.intercept)
+    volume = np.stack(slices, axis=-1)  # (rows, columns, k)
+    if integral:
+        low, high = int(volume.min()), int(volume.max())
+        dtype = next(t for t in (np.uint8, np.int16, np.int32, np.int64)
+                     if np.iinfo(t).min <= low and high <= np.iinfo(t).max)
+    else:
+        dtype = np.float32
+    array = np.ascontiguousarray(volume.transpose(1, 0, 2).astype(dtype))  # (columns, rows, k) = (i, j, k)
+    geometry = ImageGeometry(
+        spacing=(first.pixel_spacing[1], first.pixel_spacing[0], spacing),
+        origin=tuple(first.position),
+        direction=tuple(map(tuple, direction)),
+        shape=array.shape,
+        dtype=array.dtype.name,
+        header={"format": "dicom", "series_instance_uid": series.series_uid},
+    )
+    return array, geometry
+
+
+def source_datasets(series: DicomSeries) -> list[Any]:
+    """The series' datasets (pixels included) in slice order: what highdicom needs as SEG source images.
+
+    For a classic series one dataset per slice, sorted along the normal as :func:`read_series` stacks them; for
+    an enhanced object the one dataset (its frames are matched by position)."""
+    pydicom = _require_pydicom()
+    datasets = [(path, pydicom.dcmread(path)) for path in series.files]
+    planes = [plane for path, ds in datasets for plane in _planes_of(ds, path)]
+    planes, _, _ = _check_and_sort(series, planes)
+    by_path = dict(datasets)
+    ordered: list[Any] = []
+    seen: set[Path] = set()
+    for plane in planes:
+        if plane.file not in seen:
+            seen.add(plane.file)
+            ordered.append(by_path[plane.file])
+    return ordered

@@ -1,0 +1,334 @@
+"""DICOM series in (medmamba.datasets.dicom_series): series written here with pydicom from arrays of known
+geometry, and pydicom's own shipped files (written by other tools). Geometry is checked against the written
+truth and against SimpleITK's ImageSeriesReader (GDCM), pixels against the arrays written; each refusal is one
+line naming the series."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")  # the `dicom` extra is part of the `test` extra: present in CI
+
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+
+from medmamba.datasets.dicom_series import (DicomSeriesError, is_dicom_folder, read_series,  # noqa: E402
+                                            scan_dicom_folder)
+from medmamba.datasets.image_io import read_image  # noqa: E402
+
+CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def oblique_direction(degrees: float = 20.0) -> np.ndarray:
+    """Columns: row direction, column direction, normal (a right-handed rotation about an oblique axis)."""
+    axis = np.array([1.0, 2.0, 0.5])
+    axis /= np.linalg.norm(axis)
+    a = np.radians(degrees)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
+
+
+def _base(study: str, series: str, frame_of_reference: str, sop_class: str, number: int = 3,
+          patient: str = "P001") -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = patient, "Test^Patient", "19700101", "O"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240102", "101500", "1", "A1"
+    ds.ReferringPhysicianName, ds.Manufacturer = "", "medmamba tests"
+    ds.SeriesNumber, ds.Modality, ds.SeriesDescription = number, "CT", "test series"
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    return ds
+
+
+def write_series(folder: Path, array: np.ndarray, spacing=(0.7, 1.3, 2.5), origin=(-40.0, 25.0, 110.0),
+                 direction: np.ndarray | None = None, slope: float = 1.0, intercept: float = 0.0,
+                 shuffle: bool = True, number: int = 3, patient: str = "P001", study: str | None = None,
+                 frame_of_reference: str | None = None, positions: list[np.ndarray] | None = None,
+                 subfolders: bool = True) -> dict:
+    """Write ``array`` ``(i, j, k)`` (i along the row direction) as a classic CT series, one file per slice,
+    stored value = (value - intercept) / slope. Files go into nested sub-folders in shuffled order with
+    meaningless names. Returns the series' UIDs and the written truth."""
+    direction = np.eye(3) if direction is None else np.asarray(direction, float)
+    study = study or generate_uid()
+    series_uid, frame_of_reference = generate_uid(), frame_of_reference or generate_uid()
+    order = list(range(array.shape[2]))
+    if shuffle:
+        random.Random(number).shuffle(order)
+    datasets = []
+    for n, k in enumerate(order):
+        ds = _base(study, series_uid, frame_of_reference, CT_STORAGE, number, patient)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        position = (np.asarray(origin) + k * spacing[2] * direction[:, 2]) if positions is None else positions[k]
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])]
+        ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]  # (between rows, between columns)
+        ds.SliceThickness = "9.0"  # deliberately unlike the spacing: never used for it
+        ds.InstanceNumber = n + 1  # deliberately not in slice order
+        ds.Rows, ds.Columns = array.shape[1], array.shape[0]
+        stored = np.rint((array[:, :, k].T - intercept) / slope).astype(np.int16)
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
+        ds.PixelData = stored.tobytes()
+        sub = folder / (f"d{n % 3}" if subfolders else "") / (f"e{n % 2}" if subfolders else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        path = sub / f"IM{series_uid[-5:]}{random.Random(n + 7 * number).randint(0, 10**8):08d}"
+        ds.save_as(path, enforce_file_format=True)
+        datasets.append((k, path))
+    return {"series_uid": series_uid, "study_uid": study, "frame_of_reference_uid": frame_of_reference,
+            "files": [p for _, p in sorted(datasets)], "spacing": tuple(spacing), "origin": tuple(origin),
+            "direction": direction}
+
+
+def write_enhanced(path: Path, array: np.ndarray, spacing=(0.8, 0.6, 3.0), origin=(10.0, -20.0, 30.0),
+                   direction: np.ndarray | None = None, slope: float = 0.5, intercept: float = -100.0) -> dict:
+    """Write ``array`` ``(i, j, k)`` as one Enhanced CT object: frames in reverse slice order, orientation and
+    pixel measures shared, position and rescale per frame."""
+    direction = np.eye(3) if direction is None else np.asarray(direction, float)
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    ds = _base(study, series, frame_of_reference, ENHANCED_CT_STORAGE, number=7)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.Rows, ds.Columns = array.shape[1], array.shape[0]
+    ds.NumberOfFrames = array.shape[2]
+    shared = Dataset()
+    orientation, measures = Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([direction[:, 0], direction[:, 1]])]
+    measures.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]
+    measures.SliceThickness = "1.0"
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames, stored = [], []
+    for k in reversed(range(array.shape[2])):
+        item, position, transform = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(origin) + k * spacing[2] * direction[:, 2]]
+        transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = f"{slope:g}", f"{intercept:g}", "HU"
+        item.PlanePositionSequence = [position]
+        item.PixelValueTransformationSequence = [transform]
+        frames.append(item)
+        stored.append(np.rint((array[:, :, k].T - intercept) / slope).astype(np.int16))
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = np.stack(stored).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return {"series_uid": series, "spacing": tuple(spacing), "origin": tuple(origin), "direction": direction}
+
+
+def volume(shape=(12, 9, 7), seed: int = 0, scale: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(-500, 1500, size=shape) * scale + offset).astype(np.float64)
+
+
+def sitk_series(files: list[Path]):
+    """SimpleITK's (GDCM's) reading of the series: (array (i, j, k), spacing, origin, direction)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    folder = files[0].parent
+    names = reader.GetGDCMSeriesFileNames(str(folder)) if len(files) > 1 and all(f.parent == folder for f in files) \
+        else [str(f) for f in files]
+    if len(names) != len(files):  # files in several folders: let GDCM sort the given files
+        names = [str(f) for f in files]
+    reader.SetFileNames(list(names))
+    image = reader.Execute()
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    return (array, np.asarray(image.GetSpacing()), np.asarray(image.GetOrigin()),
+            np.asarray(image.GetDirection()).reshape(3, 3))
+
+
+def _series_of(folder: Path, uid: str):
+    return next(s for s in scan_dicom_folder(folder).series if s.series_uid == uid)
+
+
+def _assert_geometry(geometry, truth, tol=1e-4):
+    assert np.allclose(geometry.spacing, truth["spacing"], atol=tol)
+    assert np.allclose(geometry.origin, truth["origin"], atol=tol)
+    assert np.allclose(geometry.direction_matrix, truth["direction"], atol=tol)
+
+
+# ------------------------------------------------------------------------------------ synthetic series
+
+
+@pytest.mark.parametrize("direction, slope, intercept", [
+    (np.eye(3), 1.0, -1024.0),  # axial, integer rescale: stays integer
+    (oblique_direction(20.0), 0.25, -7.5),  # oblique, fractional rescale: float32
+    (np.diag([-1.0, -1.0, 1.0]), 1.0, 0.0),  # rows running towards the right (RAS-like in-plane axes)
+])
+def test_series_geometry_and_values_match_truth_and_simpleitk(tmp_path, direction, slope, intercept):
+    array = volume(scale=slope, offset=intercept)
+    truth = write_series(tmp_path / "study", array, direction=direction, slope=slope, intercept=intercept)
+    series = _series_of(tmp_path / "study", truth["series_uid"])
+    data, geometry = read_series(series)
+    assert data.shape == array.shape
+    assert np.allclose(data, array, atol=1e-4)
+    assert data.dtype == (np.float32 if slope != 1.0 else np.int16)
+    _assert_geometry(geometry, truth)
+    assert geometry.spacing[0] != geometry.spacing[1]  # non-square pixels, PixelSpacing order (dy, dx) checked
+    ref, spacing, origin, direction_itk = sitk_series(truth["files"])
+    assert np.allclose(geometry.spacing, spacing, atol=1e-4)
+    assert np.allclose(geometry.origin, origin, atol=1e-4)
+    assert np.allclose(geometry.direction_matrix, direction_itk, atol=1e-4)
+    assert np.allclose(data, ref, atol=1e-3)
+
+
+def test_enhanced_multiframe_object(tmp_path):
+    array = volume((10, 8, 6), seed=1, scale=0.5, offset=-100.0)
+    truth = write_enhanced(tmp_path / "enh" / "volume.dcm", array, direction=oblique_direction(-35.0))
+    (series,) = scan_dicom_folder(tmp_path / "enh").series
+    data, geometry = read_series(series)
+    assert np.allclose(data, array, atol=1e-4)
+    _assert_geometry(geometry, truth)
+    import SimpleITK as sitk  # GDCM reads enhanced objects' per-frame positions too
+
+    image = sitk.ReadImage(str(tmp_path / "enh" / "volume.dcm"))
+    assert np.allclose(geometry.spacing[:2], image.GetSpacing()[:2], atol=1e-4)
+    assert np.allclose(geometry.direction_matrix[:, :2], np.reshape(image.GetDirection(), (3, 3))[:, :2], atol=1e-4)
+
+
+def test_two_series_in_one_folder_and_non_images_skipped(tmp_path):
+    a = write_series(tmp_path / "mixed", volume(seed=2), number=3)
+    b = write_series(tmp_path / "mixed", volume((8, 8, 5), seed=3), number=4, direction=oblique_direction(10))
+    shutil.copy(TEST_FILES / "test-SR.dcm", tmp_path / "mixed" / "report.dcm")
+    shutil.copy(TEST_FILES / "liver_1frame.dcm", tmp_path / "mixed" / "seg.dcm")
+    (tmp_path / "mixed" / "notes.txt").write_text("not DICOM")
+    assert is_dicom_folder(tmp_path / "mixed")
+    scan = scan_dicom_folder(tmp_path / "mixed")
+    assert [s.case_key for s in scan.series] == ["P001_20240102_S3", "P001_20240102_S4"]
+    assert {s.series_uid for s in scan.series} == {a["series_uid"], b["series_uid"]}
+    assert scan.skipped == {"SR/KO": 1, "SEG/registration": 1} and scan.not_dicom == 1
+    assert "1 SR/KO" in scan.skipped_line()
+    for series, truth in zip(scan.series, (a, b)):
+        _, geometry = read_image(series.path)  # the image_io hook: a series path reads like a file
+        _assert_geometry(geometry, truth)
+
+
+def test_case_keys_are_sanitised_and_unique(tmp_path):
+    write_series(tmp_path / "s", volume((6, 6, 3)), number=5, patient="Doe^John/01")
+    write_series(tmp_path / "s", volume((6, 6, 3)), number=5, patient="Doe^John/01")
+    keys = [s.case_key for s in scan_dicom_folder(tmp_path / "s").series]
+    assert keys == ["Doe-John-01_20240102_S5", "Doe-John-01_20240102_S5_2"]
+
+
+# ------------------------------------------------------------------------------- files written by others
+
+
+PYDICOM_SINGLE_SLICE = ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm",
+                        "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                        "MR_small_padded.dcm"]
+
+
+@pytest.mark.parametrize("name", PYDICOM_SINGLE_SLICE)
+def test_pydicom_test_files_match_simpleitk(tmp_path, name):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(TEST_FILES / name, folder / name)
+    (series,) = scan_dicom_folder(folder).series
+    data, geometry = read_series(series)
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(folder / name))
+    ref = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    assert data.shape == ref.shape
+    assert np.allclose(data, ref, atol=1e-3)
+    assert np.allclose(geometry.origin, image.GetOrigin(), atol=1e-4)
+    assert np.allclose(geometry.spacing[:2], image.GetSpacing()[:2], atol=1e-4)
+    assert np.allclose(geometry.direction_matrix, np.reshape(image.GetDirection(), (3, 3)), atol=1e-4)
+
+
+def test_pydicom_multiframe_without_positions_is_refused(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(TEST_FILES / "rtdose.dcm", folder / "x.dcm")  # an RT object: skipped, so nothing is left
+    with pytest.raises(Exception, match="no DICOM image series"):
+        scan_dicom_folder(folder)
+
+
+# --------------------------------------------------------------------------------------------- refusals
+
+
+def _refused(folder: Path, uid: str, pattern: str) -> str:
+    series = _series_of(folder, uid)
+    with pytest.raises(DicomSeriesError, match=pattern) as info:
+        read_series(series)
+    message = str(info.value)
+    assert "\n" not in message and series.case_key in message
+    return message
+
+
+def _positions(n=7, step=2.5, origin=(-40.0, 25.0, 110.0)):
+    return [np.asarray(origin) + np.array([0.0, 0.0, k * step]) for k in range(n)]
+
+
+def test_refuses_missing_slice(tmp_path):
+    truth = write_series(tmp_path / "s", volume())
+    truth["files"][3].unlink()
+    _refused(tmp_path / "s", truth["series_uid"], "1 missing slice")
+
+
+def test_refuses_irregular_spacing(tmp_path):
+    positions = _positions()
+    positions[4] = positions[4] + np.array([0, 0, 0.8])
+    truth = write_series(tmp_path / "s", volume(), positions=positions)
+    _refused(tmp_path / "s", truth["series_uid"], "irregular slice spacing")
+
+
+def test_refuses_gantry_tilt(tmp_path):
+    tilt = np.radians(12.0)
+    positions = [np.array([-40.0, 25.0 + k * 2.5 * np.tan(tilt), 110.0 + k * 2.5]) for k in range(7)]
+    truth = write_series(tmp_path / "s", volume(), positions=positions)
+    message = _refused(tmp_path / "s", truth["series_uid"], "gantry tilt")
+    assert "12 degrees" in message
+
+
+def test_refuses_mixed_orientations(tmp_path):
+    truth = write_series(tmp_path / "s", volume())
+    ds = pydicom.dcmread(truth["files"][2])
+    tilted = oblique_direction(5.0)
+    ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([tilted[:, 0], tilted[:, 1]])]
+    ds.save_as(truth["files"][2])
+    _refused(tmp_path / "s", truth["series_uid"], "mixed orientations")
+
+
+def test_refuses_localizer_in_series(tmp_path):
+    truth = write_series(tmp_path / "s", volume())
+    ds = pydicom.dcmread(truth["files"][0])
+    ds.SOPInstanceUID = generate_uid()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
+    ds.save_as(tmp_path / "s" / "scout.dcm")
+    _refused(tmp_path / "s", truth["series_uid"], "localizer")
+
+
+def test_refuses_compressed_without_decoder_naming_the_extra(tmp_path):
+    truth = write_series(tmp_path / "s", volume((6, 6, 3)))
+    ds = pydicom.dcmread(truth["files"][1])
+    # JPEG Lossless (process 14): no decoder ships with pydicom, Pillow or pyjpegls; the data is not a JPEG
+    # stream either, so even an installed decoder fails and the line names the extra.
+    from pydicom.encaps import encapsulate
+
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"
+    ds.PixelData = encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(truth["files"][1])
+    message = _refused(tmp_path / "s", truth["series_uid"], "compressed")
+    assert "medmamba[dicom-codecs]" in message
+
+
+def test_refuses_duplicate_positions(tmp_path):
+    positions = _positions()
+    positions[3] = positions[2]
+    truth = write_series(tmp_path / "s", volume(), positions=positions)
+    _refused(tmp_path / "s", truth["series_uid"], "two slices at one position")
