@@ -100,6 +100,11 @@ def read_image(path: str | os.PathLike, allow_4d: bool = False) -> tuple[np.ndar
             or a 4D image when ``allow_4d`` is False. The message names the file.
     """
     path = Path(path)
+    if file_ending(path) == ".dicom-series":  # a DICOM series named by its folder and SeriesInstanceUID
+        from medmamba.datasets.dicom_series import is_series_path, read_series, series_for_path
+
+        if is_series_path(path):
+            return read_series(series_for_path(path))
     problem = not_a_file(path)
     if problem:
         raise ImageReadError(problem, path=path)
