@@ -332,3 +332,68 @@ def test_refuses_duplicate_positions(tmp_path):
     positions[3] = positions[2]
     truth = write_series(tmp_path / "s", volume(), positions=positions)
     _refused(tmp_path / "s", truth["series_uid"], "two slices at one position")
+
+
+# ------------------------------------------------------------------------------ predict: DICOM in, SEG out
+
+
+def _seg_volume_in_our_grid(seg, geometry):
+    """The SEG's label volume (highdicom's own geometry) mapped onto our (i, j, k) grid: asserts the two grids
+    coincide (an axis permutation/flip with whole-voxel offsets) and returns the largest voxel-centre difference
+    in mm and the largest axis angle difference in degrees."""
+    vol = seg.get_volume(combine_segments=True, relabel=False)
+    theirs = np.asarray(vol.array)
+    to_ours = np.linalg.inv(geometry.affine_lps()) @ np.asarray(vol.affine)
+    mapping = np.rint(to_ours)
+    assert np.allclose(to_ours, mapping, atol=1e-4), to_ours
+    index = np.indices(theirs.shape).reshape(3, -1)
+    ours = (mapping[:3, :3] @ index + mapping[:3, 3:]).astype(int)
+    out = np.zeros(geometry.shape, theirs.dtype)
+    out[tuple(ours)] = theirs.reshape(-1)
+    corners = np.array([[0, 0, 0, 1], [*[s - 1 for s in theirs.shape], 1]]).T
+    mm = float(np.abs(np.asarray(vol.affine) @ corners - geometry.affine_lps() @ mapping @ corners).max())
+    return out, mm
+
+
+def test_predict_dicom_folder_writes_seg_equal_to_label_map(tiny_model, tmp_path):
+    from medmamba import api
+    from medmamba.datasets.image_io import read_image as read
+
+    highdicom = pytest.importorskip("highdicom")
+    inp = tmp_path / "dicom"
+    truth = write_series(inp, volume((20, 18, 16), seed=5, scale=0.01), spacing=(1.1, 0.9, 1.3),
+                         direction=oblique_direction(15.0), slope=0.01, intercept=0.0)
+    write_series(inp, volume((20, 20, 12), seed=6, scale=0.01), number=8, slope=0.01)
+    shutil.copy(TEST_FILES / "test-SR.dcm", inp / "report.dcm")
+    result = api.predict(input_folder=inp, output_folder=tmp_path / "out", dataset=tiny_model.dataset,
+                         configuration="3d_fullres", folds=["all"], device="cpu", tta=False, num_workers=0,
+                         results=tiny_model.res, progress=False, echo=lambda line: None, output_format="both")
+    assert sorted(result.report.written) == ["P001_20240102_S3", "P001_20240102_S8"]
+    import json
+
+    cases = json.loads((tmp_path / "out" / "dicom_cases.json").read_text())
+    assert cases["cases"]["P001_20240102_S3"][0]["series_instance_uid"] == truth["series_uid"]
+    assert cases["skipped"] == {"SR/KO": 1}
+    labels, geometry = read(tmp_path / "out" / "P001_20240102_S3.nii.gz")
+    _assert_geometry(geometry, truth)
+    assert 0 < (labels > 0).sum() < labels.size  # the label map is not trivial, so the comparison can fail
+    seg = highdicom.seg.segread(tmp_path / "out" / "P001_20240102_S3.dcm")
+    assert seg.StudyInstanceUID == truth["study_uid"]
+    assert seg.FrameOfReferenceUID == truth["frame_of_reference_uid"]
+    referenced = {item.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence
+                  for item in s.ReferencedInstanceSequence}
+    assert referenced == {pydicom.dcmread(f).SOPInstanceUID for f in truth["files"]}
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == truth["series_uid"]
+    assert seg.number_of_frames == labels.shape[2] * len(seg.get_segment_numbers())  # no frame omitted
+    on_our_grid, mm = _seg_volume_in_our_grid(seg, geometry)
+    assert mm < 1e-3
+    assert np.array_equal(on_our_grid, labels)
+    assert [seg.get_segment_description(n).segment_label for n in seg.get_segment_numbers()] == ["sphere"]
+    alg = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert alg.AlgorithmName == "medmamba" and "plain_unet" in seg.ManufacturerModelName
+    if shutil.which("dciodvfy"):
+        import subprocess
+
+        run = subprocess.run(["dciodvfy", str(tmp_path / "out" / "P001_20240102_S3.dcm")], capture_output=True,
+                             text=True, timeout=60)
+        assert not [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")], run.stderr

@@ -59,6 +59,7 @@ def predict(
     echo: Echo | None = None,
     num_parts: int = 1,
     part_id: int = 0,
+    output_format: str = "nifti",
 ) -> PredictResult:
     """Segment every case of ``input_folder`` (raw naming: ``CASE_0000.ext`` per channel) into ``output_folder``.
 
@@ -83,6 +84,9 @@ def predict(
             part ``i % num_parts``). Independently, processes predicting into one ``output_folder`` (on one or
             several machines sharing a file system) split its cases by claiming each one.
         results: results root (None: environment variables, then ``./medmamba_data/results``).
+        output_format: ``"nifti"`` (label maps, default), ``"dicom-seg"`` or ``"both"``: for a folder of DICOM
+            series (one case per series; ``dicom_cases.json`` maps cases to series), also or only a DICOM SEG
+            ``<case>.dcm`` per case referencing its series (:mod:`medmamba.inference.dicom_output`).
         progress: show a tqdm progress bar.
         echo: receives the line naming the model, fold count, device and TTA axes.
     """
@@ -116,6 +120,9 @@ def predict(
     if model is not None and dataset is not None:
         raise ConfigurationError("give either a model (-m) or a dataset (-d), not both")
     input_dir, output_dir = Path(input_folder), Path(output_folder)
+    from medmamba.inference.dicom_output import check_output_format
+
+    dicom_input = check_output_format(output_format, input_dir)
     check_separate(output_dir, [input_dir], "output folder")  # before loading any checkpoint
     check_outside_raw_dataset(output_dir)
     options = dict(step=step, use_tta=tta, batch_windows=batch_windows)
@@ -148,6 +155,14 @@ def predict(
                     "folds": fold_names, "checkpoint": checkpoint, **_previous_stage_args(predictor)})
     output_dir = output_dir.absolute()
     endings = {c.case_id: c.ending for c in gather_input_cases(input_dir, predictor.plans.num_input_channels)[0]}
+    if dicom_input:  # DICOM series in: the case -> series map, and SEG files from the label maps just written
+        from medmamba.inference.dicom_output import SEG_ENDING, write_dicom_outputs
+
+        write_dicom_outputs(input_dir, output_dir, report.written, report.skipped,
+                            predictor.plans.num_input_channels, output_format,
+                            f"{model_folder.parent.name}/{model_folder.name}", overwrite=overwrite, progress=progress)
+        if output_format == "dicom-seg":
+            endings = {case: SEG_ENDING for case in endings}
     return PredictResult(model_folder=Path(model_folder), output_folder=output_dir, device=str(predictor.device),
                          n_folds=len(predictor.networks),
                          written=[output_dir / f"{case}{endings[case]}" for case in report.written], report=report)

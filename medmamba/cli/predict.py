@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-windows", type=numeric(R.BATCH_WINDOWS), default=4, help="tiles per forward pass (default 4)")
     parser.add_argument("-np", "--num-workers", type=numeric(R.PREDICT_WORKERS), default=2,
                         help="background threads reading and exporting cases (default 2; 0 = sequential)")
+    parser.add_argument("--output-format", default="nifti", choices=("nifti", "dicom-seg", "both"),
+                        help="for a folder of DICOM series (-i): label maps <case>.nii.gz (default), DICOM SEG "
+                             "<case>.dcm referencing each series, or both")
     parser.add_argument("--overwrite", action="store_true", help="predict cases whose output already exists")
     parser.add_argument("--num-parts", type=numeric(R.PREDICT_PARTS), default=1,
                         help="split the cases into this many parts (sorted case ids, case i in part i %% N), e.g. "
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         tta=not args.no_tta, save_probabilities=args.save_probabilities, device=args.device,
         batch_windows=args.batch_windows, num_workers=args.num_workers, overwrite=args.overwrite,
         num_parts=args.num_parts, part_id=args.part_id,
-        results=args.results, progress=not args.no_progress, echo=lambda line: print(line, file=sys.stderr),
+        results=args.results, progress=not args.no_progress, output_format=args.output_format,
+        echo=lambda line: print(line, file=sys.stderr),
     )
     print(result.summary_line())
     return 1 if result.failed else 0

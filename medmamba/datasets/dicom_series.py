@@ -35,7 +35,7 @@ from medmamba.errors import DatasetError, ImageReadError
 logger = logging.getLogger("medmamba.datasets")
 
 __all__ = ["DicomSeries", "DicomScan", "DicomSeriesError", "scan_dicom_folder", "read_series", "is_dicom_file",
-           "is_dicom_folder", "series_path", "is_series_path", "series_for_path", "source_datasets",
+           "is_dicom_folder", "series_path", "is_series_path", "series_for_path", "ordered_sources",
            "DICOM_EXTRA", "CODECS_EXTRA"]
 
 # The pip extras that install pydicom/highdicom and the compressed-pixel decoders (pyproject.toml).
@@ -467,20 +467,22 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, ImageGeometry]:
     return array, geometry
 
 
-def source_datasets(series: DicomSeries) -> list[Any]:
-    """The series' datasets (pixels included) in slice order: what highdicom needs as SEG source images.
+def ordered_sources(series: DicomSeries) -> tuple[list[Any], list[int]]:
+    """The series' datasets (pixels included) as a DICOM SEG must list its source frames, and for each source
+    frame the slice index ``k`` of :func:`read_series`' array.
 
-    For a classic series one dataset per slice, sorted along the normal as :func:`read_series` stacks them; for
-    an enhanced object the one dataset (its frames are matched by position)."""
+    Classic series: one dataset per slice, sorted along the normal, so frame ``f`` is slice ``f``. Enhanced
+    object: the one dataset, its frames in stored order mapped to their sorted slices."""
     pydicom = _require_pydicom()
     datasets = [(path, pydicom.dcmread(path)) for path in series.files]
     planes = [plane for path, ds in datasets for plane in _planes_of(ds, path)]
     planes, _, _ = _check_and_sort(series, planes)
     by_path = dict(datasets)
-    ordered: list[Any] = []
-    seen: set[Path] = set()
-    for plane in planes:
-        if plane.file not in seen:
-            seen.add(plane.file)
-            ordered.append(by_path[plane.file])
-    return ordered
+    if any(plane.frame is not None for plane in planes):
+        if len(datasets) != 1:
+            raise DicomSeriesError(f"{_where(series)}: several multi-frame objects in one series", path=series.folder)
+        slice_of_frame = [0] * len(planes)
+        for k, plane in enumerate(planes):
+            slice_of_frame[int(plane.frame)] = k
+        return [datasets[0][1]], slice_of_frame
+    return [by_path[plane.file] for plane in planes], list(range(len(planes)))

@@ -35,6 +35,22 @@ def _ending(path: Path) -> str:
     return file_ending(path)
 
 
+def _dicom_cases(input_dir: Path, n_channels: int) -> tuple[list[InputCase], list[tuple[str, str]]] | None:
+    """A folder of DICOM files (and no image in another format at its top): one case per series
+    (:mod:`medmamba.inference.dicom_cases`), label maps named ``<case>.nii.gz``; None for other folders."""
+    from medmamba.datasets.dicom_series import is_dicom_folder
+    from medmamba.datasets.image_io import SUPPORTED_ENDINGS
+
+    if any(p.is_file() and _ending(p) in SUPPORTED_ENDINGS for p in input_dir.iterdir()):
+        return None
+    if not is_dicom_folder(input_dir):
+        return None
+    from medmamba.inference.dicom_cases import gather_dicom_cases
+
+    cases, failures = gather_dicom_cases(input_dir, n_channels)
+    return [InputCase(case_id, files, ".nii.gz") for case_id, files in cases], failures
+
+
 def gather_input_cases(input_dir: str | Path, n_channels: int) -> tuple[list[InputCase], list[tuple[str, str]]]:
     """Cases of ``input_dir`` for a model with ``n_channels`` input channels.
 
@@ -45,6 +61,9 @@ def gather_input_cases(input_dir: str | Path, n_channels: int) -> tuple[list[Inp
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise DatasetError("input folder not found", path=input_dir)
+    dicom = _dicom_cases(input_dir, n_channels)
+    if dicom is not None:
+        return dicom
     files = [p for p in sorted(input_dir.iterdir())
              if p.is_file() and not p.name.startswith(".") and not p.name.lower().endswith(NON_IMAGE_ENDINGS)
              and _ending(p)]

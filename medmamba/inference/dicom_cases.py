@@ -1,0 +1,104 @@
+"""Cases of a DICOM input folder: each image series is one case (one-channel models), or a mapping file assigns
+series to the channels of each case (multi-channel models).
+
+The mapping sits at the top of the input folder as ``dicom_channels.csv`` (columns ``case,channel,series``) or
+``dicom_channels.json`` (``{"case": ["series of channel 0", "series of channel 1", ...]}``); a series is named
+by its SeriesInstanceUID or by its case key (``PatientID_StudyDate_S<SeriesNumber>``, as listed in the output
+folder's ``dicom_cases.json`` after a first run). Series the mapping does not name are not predicted.
+
+Each channel's file is the series path (:func:`medmamba.datasets.dicom_series.series_path`) that
+``read_image`` reads, so the prediction loop treats a series as any image file.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+from medmamba.datasets.dicom_series import DicomSeries, scan_dicom_folder
+from medmamba.errors import DatasetError
+
+logger = logging.getLogger("medmamba.inference")
+
+CHANNEL_MAP_NAMES = ("dicom_channels.csv", "dicom_channels.json")
+CASES_MAP_NAME = "dicom_cases.json"
+
+
+def _channel_map(input_dir: Path) -> tuple[Path, dict[str, dict[int, str]]] | None:
+    found = [input_dir / name for name in CHANNEL_MAP_NAMES if (input_dir / name).is_file()]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise DatasetError(f"both {CHANNEL_MAP_NAMES[0]} and {CHANNEL_MAP_NAMES[1]}; keep one", path=input_dir)
+    path = found[0]
+    mapping: dict[str, dict[int, str]] = {}
+    if path.suffix == ".json":
+        from medmamba.formats.json_io import read_json
+
+        data = read_json(path, dict, "DICOM channel mapping", DatasetError)
+        for case, series in data.items():
+            if not isinstance(series, list) or not all(isinstance(s, str) and s for s in series):
+                raise DatasetError(f"case {case!r}: expected a list of series (one per channel)", path=path)
+            mapping[str(case)] = dict(enumerate(series))
+        return path, mapping
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"cannot read the DICOM channel mapping ({err})", path=path) from None
+    for n, row in enumerate(rows, start=2):
+        try:
+            case, channel, series = row["case"].strip(), int(row["channel"]), row["series"].strip()
+        except (KeyError, ValueError, TypeError, AttributeError):
+            raise DatasetError(f"line {n}: expected columns case,channel,series with an integer channel",
+                               path=path) from None
+        if not case or not series or channel < 0:
+            raise DatasetError(f"line {n}: empty case or series, or a negative channel", path=path)
+        if channel in mapping.setdefault(case, {}):
+            raise DatasetError(f"line {n}: case {case!r} channel {channel} given twice", path=path)
+        mapping[case][channel] = series
+    return path, mapping
+
+
+def gather_dicom_cases(input_dir: str | Path, n_channels: int
+                       ) -> tuple[list[tuple[str, list[Path]]], list[tuple[str, str]]]:
+    """Cases of a DICOM folder for a model with ``n_channels`` channels: ``(cases, failures)``, cases as
+    ``(case id, [series path per channel])`` sorted by id, failures as ``(case id, reason)``."""
+    input_dir = Path(input_dir)
+    scan = scan_dicom_folder(input_dir)
+    if scan.skipped_line():
+        logger.warning("%s: %s", input_dir, scan.skipped_line())
+    mapping = _channel_map(input_dir)
+    if mapping is None:
+        if n_channels != 1:
+            raise DatasetError(f"the model takes {n_channels} channels: name the series of each channel in "
+                               f"{CHANNEL_MAP_NAMES[0]} (case,channel,series) or {CHANNEL_MAP_NAMES[1]}",
+                               path=input_dir)
+        return [(s.case_key, [s.path]) for s in scan.series], []
+    path, by_case = mapping
+    named: dict[str, DicomSeries] = {}
+    for series in scan.series:
+        named[series.series_uid] = named[series.case_key] = series
+    cases, failures = [], []
+    for case, channels in sorted(by_case.items()):
+        if sorted(channels) != list(range(n_channels)):
+            failures.append((case, f"{path.name} gives channels {sorted(channels)} but the model expects "
+                                   f"0..{n_channels - 1}"))
+            continue
+        unknown = [s for s in channels.values() if s not in named]
+        if unknown:
+            failures.append((case, f"{path.name} names series {unknown[0]} that is not in the folder"))
+            continue
+        cases.append((case, [named[channels[c]].path for c in range(n_channels)]))
+    return cases, failures
+
+
+def cases_map(input_dir: str | Path, n_channels: int) -> dict[str, Any]:
+    """``dicom_cases.json``: for each case, the series of each channel (UIDs, patient, study, files)."""
+    from medmamba.datasets.dicom_series import series_for_path
+
+    scan = scan_dicom_folder(input_dir)
+    cases, _ = gather_dicom_cases(input_dir, n_channels)
+    return {"input_folder": str(scan.folder), "skipped": dict(scan.skipped), "not_dicom_files": scan.not_dicom,
+            "cases": {case: [series_for_path(p).summary() for p in files] for case, files in cases}}
