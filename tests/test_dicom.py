@@ -397,3 +397,93 @@ def test_predict_dicom_folder_writes_seg_equal_to_label_map(tiny_model, tmp_path
         run = subprocess.run(["dciodvfy", str(tmp_path / "out" / "P001_20240102_S3.dcm")], capture_output=True,
                              text=True, timeout=60)
         assert not [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")], run.stderr
+
+
+# ------------------------------------------------------------------------------------ convert_dicom
+
+
+def _blob_labels(shape, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint8)
+    c = [int(rng.integers(4, s - 4)) for s in shape[:2]] + [shape[2] // 2]
+    labels[c[0] - 3:c[0] + 3, c[1] - 3:c[1] + 3, max(0, c[2] - 2):c[2] + 2] = 1
+    labels[c[0] - 1:c[0] + 1, c[1] - 1:c[1] + 1, c[2]:c[2] + 1] = 2
+    return labels
+
+
+def write_study_with_seg(folder: Path, seed: int, shape=(16, 14, 10), enhanced: bool = False,
+                         dataset_labels: dict | None = None) -> dict:
+    """An image series (bright where labelled) plus its SEG written by medmamba's SEG writer."""
+    from medmamba import __version__
+    from medmamba.inference.dicom_seg import segments_from_dataset, write_dicom_seg
+
+    labels = _blob_labels(shape, seed)
+    image = np.rint(volume(shape, seed=seed) * 0.1 + labels * 300.0)  # stored as integers (slope 1)
+    if enhanced:
+        truth = write_enhanced(folder / "img" / "enhanced.dcm", image, slope=1.0, intercept=0.0)
+    else:
+        truth = write_series(folder / "img", image, number=10 + seed, patient=f"P{seed:03d}",
+                             direction=oblique_direction(10.0 * seed))
+    (series,) = [s for s in scan_dicom_folder(folder).series if s.series_uid == truth["series_uid"]]
+    segments = segments_from_dataset({"labels": dataset_labels or {"background": 0, "organ": 1, "lesion": 2}})
+    write_dicom_seg(labels, series, folder / "seg.dcm", segments, "test", __version__)
+    return {**truth, "labels": labels, "image": image, "case": series.case_key}
+
+
+def test_convert_dicom_writes_raw_dataset(tmp_path):
+    from medmamba.api import convert_dicom
+    from medmamba.formats.json_io import read_json
+
+    studies = tmp_path / "studies"
+    truths = [write_study_with_seg(studies / f"study{i}", seed=i + 1) for i in range(2)]
+    truths.append(write_study_with_seg(studies / "study_enh", seed=9, enhanced=True))
+    write_series(studies / "unlabelled", volume(), number=99)  # no SEG: not converted
+    out = convert_dicom(studies=studies, output=tmp_path / "raw" / "Dataset321_DicomTest", progress=False)
+    dataset = read_json(out / "dataset.json", dict, "dataset.json", Exception)
+    assert dataset["labels"] == {"background": 0, "organ": 1, "lesion": 2}
+    assert dataset["numTraining"] == 3 and dataset["channel_names"] == {"0": "CT"}
+    for truth in truths:
+        image, geometry = read_image(out / "imagesTr" / f"{truth['case']}_0000.nii.gz")
+        labels, label_geometry = read_image(out / "labelsTr" / f"{truth['case']}.nii.gz")
+        assert np.allclose(image, truth["image"], atol=1e-3)
+        assert np.array_equal(labels, truth["labels"])
+        _assert_geometry(geometry, truth)
+        _assert_geometry(label_geometry, truth)
+    assert len(list((out / "imagesTr").iterdir())) == 3
+
+
+def _convert_error(tmp_path, studies) -> str:
+    from tests.test_bad_inputs import assert_one_error_line, checksums, run_in_process
+
+    before = checksums(studies)
+    out = tmp_path / "raw" / "Dataset322_Bad"
+    rc, _, err = run_in_process(["convert_dicom", "-i", str(studies), "-o", str(out), "--no-progress"])
+    line = assert_one_error_line(rc, err, "seg.dcm")
+    assert checksums(studies) == before and not out.exists()
+    return line
+
+
+def test_convert_dicom_refuses_other_frame_of_reference(tmp_path):
+    studies = tmp_path / "studies"
+    write_study_with_seg(studies / "a", seed=1)
+    seg = pydicom.dcmread(studies / "a" / "seg.dcm")
+    seg.FrameOfReferenceUID = generate_uid()
+    seg.save_as(studies / "a" / "seg.dcm")
+    assert "Frame of Reference" in _convert_error(tmp_path, studies)
+
+
+def test_convert_dicom_refuses_frames_off_the_slices(tmp_path):
+    studies = tmp_path / "studies"
+    write_study_with_seg(studies / "a", seed=1)
+    seg = pydicom.dcmread(studies / "a" / "seg.dcm")
+    position = seg.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence[0]
+    position.ImagePositionPatient = [float(v) + 0.7 for v in position.ImagePositionPatient]
+    seg.save_as(studies / "a" / "seg.dcm")
+    assert "do not match the image series" in _convert_error(tmp_path, studies)
+
+
+def test_convert_dicom_refuses_different_segments(tmp_path):
+    studies = tmp_path / "studies"
+    write_study_with_seg(studies / "a", seed=1)
+    write_study_with_seg(studies / "b", seed=2, dataset_labels={"background": 0, "organ": 1, "tumour": 2})
+    assert "same segment numbers and labels" in _convert_error(tmp_path, studies)

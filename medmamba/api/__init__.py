@@ -16,6 +16,7 @@ whose message is one line naming the file.
 from medmamba.api.compare import CompareResult, compare
 from medmamba.api.data import convert_msd, make_demo_dataset, verify
 from medmamba.api.demo import DemoResult, run_demo
+from medmamba.api.dicom import convert_dicom
 from medmamba.api.evaluation import BestConfigurationResult, EvaluateResult, evaluate, find_best_configuration
 from medmamba.api.planning import PlanResult, plan_and_preprocess
 from medmamba.api.prediction import EnsembleResult, PredictResult, ensemble, predict
@@ -23,6 +24,6 @@ from medmamba.api.training import TrainResult, train
 
 __all__ = [
     "BestConfigurationResult", "CompareResult", "DemoResult", "EnsembleResult", "EvaluateResult", "PlanResult", "PredictResult",
-    "TrainResult", "compare", "convert_msd", "ensemble", "evaluate", "find_best_configuration", "make_demo_dataset",
+    "TrainResult", "compare", "convert_dicom", "convert_msd", "ensemble", "evaluate", "find_best_configuration", "make_demo_dataset",
     "plan_and_preprocess", "predict", "run_demo", "train", "verify",
 ]

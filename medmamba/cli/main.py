@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "make_demo_dataset",
     "verify",
     "convert_msd",
+    "convert_dicom",
     "plan_and_preprocess",
     "train",
     "predict",

@@ -34,8 +34,8 @@ from medmamba.errors import DatasetError, ImageReadError
 
 logger = logging.getLogger("medmamba.datasets")
 
-__all__ = ["DicomSeries", "DicomScan", "DicomSeriesError", "scan_dicom_folder", "read_series", "is_dicom_file",
-           "is_dicom_folder", "series_path", "is_series_path", "series_for_path", "ordered_sources",
+__all__ = ["DicomSeries", "require_pydicom", "DicomScan", "DicomSeriesError", "scan_dicom_folder", "read_series", "is_dicom_file",
+           "is_dicom_folder", "series_planes", "series_path", "is_series_path", "series_for_path", "ordered_sources",
            "DICOM_EXTRA", "CODECS_EXTRA"]
 
 # The pip extras that install pydicom/highdicom and the compressed-pixel decoders (pyproject.toml).
@@ -74,7 +74,7 @@ class DicomSeriesError(ImageReadError):
     """A DICOM series medmamba cannot read as one exact volume; the path is the series' files' folder."""
 
 
-def _require_pydicom() -> Any:
+def require_pydicom() -> Any:
     try:
         import pydicom
     except ImportError:
@@ -182,7 +182,7 @@ def scan_dicom_folder(folder: str | os.PathLike) -> DicomScan:
     ``-`` replaced by ``-``); keys that collide get ``_2``, ``_3``... in SeriesInstanceUID order.
     Raises :class:`DatasetError` when the folder is missing or holds no DICOM image.
     """
-    pydicom = _require_pydicom()
+    pydicom = require_pydicom()
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError("input folder not found", path=folder)
@@ -383,6 +383,21 @@ def _check_and_sort(series: DicomSeries, planes: list[_Plane]) -> tuple[list[_Pl
     return planes, direction, spacing
 
 
+def series_planes(series: DicomSeries) -> tuple[list[Any], np.ndarray, dict[Path, str]]:
+    """The series' slices sorted along the normal (objects with ``file``, ``frame`` (None or 0-based),
+    ``position``, ``rows``, ``columns``), the direction matrix, and each file's SOPInstanceUID; refuses as
+    :func:`read_series` does."""
+    pydicom = require_pydicom()
+    headers = []
+    for path in series.files:
+        try:
+            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+        except Exception as err:
+            raise ImageReadError(f"cannot read DICOM header ({type(err).__name__}: {err})", path=path) from None
+    planes, direction, _ = _check_and_sort(series, [p for path, ds in headers for p in _planes_of(ds, path)])
+    return planes, direction, {path: str(ds.get("SOPInstanceUID", "")) for path, ds in headers}
+
+
 def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{float(v):.6g}" for v in values) + ")"
 
@@ -414,7 +429,7 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, ImageGeometry]:
     intercept an integer, else float32. A series of one slice reads as a volume of one slice whose third spacing
     is SpacingBetweenSlices, else SliceThickness, else 1 mm (nothing to measure it from).
     """
-    pydicom = _require_pydicom()
+    pydicom = require_pydicom()
     headers = []
     for path in series.files:
         try:
@@ -473,7 +488,7 @@ def ordered_sources(series: DicomSeries) -> tuple[list[Any], list[int]]:
 
     Classic series: one dataset per slice, sorted along the normal, so frame ``f`` is slice ``f``. Enhanced
     object: the one dataset, its frames in stored order mapped to their sorted slices."""
-    pydicom = _require_pydicom()
+    pydicom = require_pydicom()
     datasets = [(path, pydicom.dcmread(path)) for path in series.files]
     planes = [plane for path, ds in datasets for plane in _planes_of(ds, path)]
     planes, _, _ = _check_and_sort(series, planes)
