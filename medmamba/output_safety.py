@@ -20,9 +20,10 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from medmamba.claims import locked
 from medmamba.errors import WriteError
 from medmamba.formats.written_files import (
-    WRITTEN_FILES_LOCK_NAME, WRITTEN_FILES_NAME, add_written_files, read_written_files, write_written_files)
+    WRITTEN_FILES_LOCK_NAME, WRITTEN_FILES_NAME, read_written_files, write_written_files)
 
 OVERWRITE_HINT = "move it away, choose another output, or pass --overwrite"
 RAW_DATASET_FOLDERS = ("imagesTr", "labelsTr", "imagesTs")  # beside dataset.json: an nnU-Net raw dataset
@@ -42,6 +43,18 @@ def check_separate(output: str | os.PathLike, inputs: Iterable[str | os.PathLike
         if out in inp.parents:
             raise WriteError(f"{what} contains the input {given}; inputs are never written, choose a location "
                              "that holds no input", path=output)
+
+
+def add_written_files(folder: str | os.PathLike, names: Iterable[str]) -> set[str]:
+    """Add ``names`` to ``folder``'s record of medmamba's files, merged with what other processes recorded
+    meanwhile (under the record's lock, replaced atomically); returns the whole record."""
+    folder = Path(folder)
+    with locked(folder / WRITTEN_FILES_LOCK_NAME):
+        recorded = read_written_files(folder)
+        merged = recorded | set(names)
+        if merged != recorded:
+            write_written_files(folder, merged)
+    return merged
 
 
 def check_outside_raw_dataset(output: str | os.PathLike, what: str = "output folder") -> None:

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
+import sys
+import threading
 
 from medmamba import option_ranges as R
 from medmamba.cli.arg_types import numeric
@@ -58,8 +63,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results)")
 
 
+def _say_when_torchrun_stops_this_rank() -> None:
+    """torchrun ends every rank with SIGTERM when one fails (or the job is cancelled). Say so in one
+    line instead of vanishing. The main thread may be blocked inside a collective, where no Python signal
+    handler runs, so a watcher thread woken through the signal wakeup fd prints the line and exits."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or threading.current_thread() is not threading.main_thread():
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the watcher acts; this only keeps the process alive
+    signal.set_wakeup_fd(writer.fileno())
+
+    def watch() -> None:
+        while True:
+            data = reader.recv(1)
+            if not data or data[0] == signal.SIGTERM:
+                break
+        if data:
+            print(f"medmamba train: error: rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE')} "
+                  "stopped by torchrun (SIGTERM): another rank failed or was killed, or the job was cancelled; "
+                  "torchrun's report names the rank; resume with --resume", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    threading.Thread(target=watch, name="torchrun-stop", daemon=True).start()
+
+
 def run(args: argparse.Namespace) -> int:
     from medmamba.api import train
+
+    _say_when_torchrun_stops_this_rank()
 
     result = train(
         dataset=args.dataset, configuration=args.configuration, fold=args.fold, network=args.network,

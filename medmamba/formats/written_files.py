@@ -6,8 +6,9 @@ the user's and is replaced only with ``--overwrite`` (:mod:`medmamba.output_safe
 recorded *before* its file is written, so a run killed mid-way never leaves an unlisted file of ours.
 
 Several processes may write into one folder at once (``predict`` workers sharing a cohort): names are
-added with :func:`add_written_files`, which merges them into the record under an exclusive lock on
-``.medmamba_written.lock`` and replaces the record atomically, so no process drops another's names.
+added by :func:`medmamba.output_safety.add_written_files`, which merges them into the record under an
+exclusive lock on ``.medmamba_written.lock`` and replaces the record atomically, so no process drops
+another's names.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Iterable
 
 from medmamba.atomic import atomic_write_json
-from medmamba.claims import locked
 from medmamba.errors import WriteError
 from medmamba.formats.json_io import read_json
 
@@ -40,14 +40,3 @@ def write_written_files(folder: str | Path, names: Iterable[str]) -> None:
     atomic_write_json(Path(folder) / WRITTEN_FILES_NAME,
                       {"format_version": WRITTEN_FILES_FORMAT_VERSION, "files": sorted(set(names))})
 
-
-def add_written_files(folder: str | Path, names: Iterable[str]) -> set[str]:
-    """Add ``names`` to ``folder``'s record, merged with what other processes recorded meanwhile;
-    returns the whole record."""
-    folder = Path(folder)
-    with locked(folder / WRITTEN_FILES_LOCK_NAME):
-        recorded = read_written_files(folder)
-        merged = recorded | set(names)
-        if merged != recorded:
-            write_written_files(folder, merged)
-    return merged

@@ -395,7 +395,12 @@ def train(opts: TrainOptions) -> TrainingSetup:
             trainer.run()
         if opts.final_validation and dist_info.is_main:
             run_final_validation(setup, trainer, best=opts.val_best)
-        ddp.barrier()
+        ddp.wait_for_main()  # the other ranks wait for rank 0's validation, without the collective timeout
         return setup
+    except RuntimeError as err:  # a killed rank or failed node: one line, not a traceback (or a hang)
+        failure = ddp.peer_failure(err, dist_info)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         ddp.shutdown_distributed()
