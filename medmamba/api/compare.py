@@ -19,7 +19,6 @@ from medmamba.compare.report import JSON_FILE, MARKDOWN_FILE, PLOT_FILE
 from medmamba.compare.study import Stages, StudyOptions, run_study
 from medmamba.compare.systems import expand_systems
 from medmamba.errors import ConfigurationError
-from medmamba.training.run_setup import DEFAULT_VAL_ITERATIONS
 
 
 @dataclass(frozen=True)
@@ -45,15 +44,15 @@ def compare(
     networks: Sequence[str],
     output_folder: str | os.PathLike,
     twins: bool = False,
-    seeds: int = 3,
+    seeds: int = R.COMPARE_SEEDS.default,
     time_budget_minutes: float | None = None,
     epochs: int | None = None,
     iterations_per_epoch: int | None = None,
-    val_iterations: int = DEFAULT_VAL_ITERATIONS,
-    fold: int = 0,
+    val_iterations: int = R.VAL_ITERATIONS.default,
+    fold: int = R.COMPARE_FOLD.default,
     tta: bool = True,
-    jobs: int = 1,
-    device: str = "auto",
+    jobs: int = R.COMPARE_JOBS.default,
+    device: str = R.DEVICE.default,
     preprocessed: str | os.PathLike | None = None,
     raw: str | os.PathLike | None = None,
     progress: bool = True,

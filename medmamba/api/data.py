@@ -5,18 +5,20 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medmamba import option_ranges as R
+
 if TYPE_CHECKING:
     from medmamba.datasets.verify import VerifyReport
 
 
 def make_demo_dataset(
     *,
-    dataset_id: int = 999,
-    cases: int = 12,
-    test_cases: int = 4,
-    seed: int = 0,
-    channels: int = 1,
-    size: int = 56,
+    dataset_id: int = R.DATASET_ID.default,
+    cases: int = R.DEMO_CASES.default,
+    test_cases: int = R.DEMO_TEST_CASES.default,
+    seed: int = R.DEMO_SEED.default,
+    channels: int = R.DEMO_CHANNELS.default,
+    size: int = R.DEMO_SIZE.default,
     overwrite: bool = False,
     raw: str | os.PathLike | None = None,
     progress: bool = True,
@@ -29,7 +31,6 @@ def make_demo_dataset(
     ``regions``: ``DatasetXXX_DemoRegions``, a nested tumour declared as BraTS-style regions (whole tumour,
     tumour core, enhancing tumour) for region-based training. ``partial``: the partially annotated
     variant ``DatasetXXX_DemoPartial`` (half of every training label map is the ``ignore`` label 5)."""
-    from medmamba import option_ranges as R
     from medmamba.datasets.demo import make_demo_dataset as make
     from medmamba.paths import raw_root
 
@@ -64,7 +65,6 @@ def convert_msd(
     ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it. ``brats_regions``
     (Task01_BrainTumour, labels 1 edema, 2 non-enhancing, 3 enhancing): declare BraTS's regions whole
     tumour [1, 2, 3], tumour core [2, 3], enhancing tumour [3] with ``regions_class_order`` [1, 2, 3]."""
-    from medmamba import option_ranges as R
     from medmamba.datasets.msd import convert_msd_dataset
     from medmamba.paths import raw_root
 

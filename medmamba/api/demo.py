@@ -13,13 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medmamba import option_ranges as R
 from medmamba.api._common import Echo, echo_or_log, raise_unless_verified
+from medmamba.api.data import make_demo_dataset
+from medmamba.api.evaluation import evaluate
+from medmamba.api.planning import plan_and_preprocess
+from medmamba.api.prediction import predict
+from medmamba.api.training import train
+from medmamba.datasets.raw_dataset import load_dataset_json
+from medmamba.errors import ConfigurationError, DatasetError
+from medmamba.evaluation.demo_report import render_demo_report
+from medmamba.evaluation.summary import format_table
+from medmamba.option_ranges import command_line
+from medmamba.output_safety import OutputFolder
 
 DEMO_ID = 999
-# 2d, because within the 10-minute CPU budget it reached a higher test Dice than 3d_fullres, whose
-# iterations are many times slower on CPU (benchmarks/results/demo_choice.json).
-DEFAULT_CONFIGURATION = "2d"
-DEFAULT_MINUTES = 10.0
 # Share of the budget kept for the steps after training (predicting the 4 test cases with
 # mirroring, evaluation, the report); the measured times are in demo_choice.json.
 RESERVE_FRACTION = 0.2
@@ -43,13 +51,13 @@ class DemoResult:
 
 def run_demo(
     *,
-    workdir: str | os.PathLike = "medmamba_demo",
+    workdir: str | os.PathLike = R.DEMO_WORKDIR.default,
     network: str | None = None,
-    configuration: str = DEFAULT_CONFIGURATION,
-    minutes: float = DEFAULT_MINUTES,
-    device: str = "auto",
-    cases: int = 12,
-    size: int = 56,
+    configuration: str = R.DEMO_CONFIGURATION.default,
+    minutes: float = R.DEMO_MINUTES.default,
+    device: str = R.DEVICE.default,
+    cases: int = R.DEMO_CASES.default,
+    size: int = R.DEMO_SIZE.default,
     tta: bool = True,
     progress: bool = True,
     echo: Echo | None = None,
@@ -61,18 +69,6 @@ def run_demo(
     ``configuration`` is ``"2d"`` or ``"3d_fullres"``; ``device`` ``"auto"``, ``"cpu"`` or ``"cuda"``;
     ``cases`` training cases of ``size`` voxels per axis; ``echo`` receives each step's heading and results.
     """
-    from medmamba.api.data import make_demo_dataset
-    from medmamba.api.evaluation import evaluate
-    from medmamba.api.planning import plan_and_preprocess
-    from medmamba.api.prediction import predict
-    from medmamba.api.training import train
-    from medmamba.datasets.raw_dataset import load_dataset_json
-    from medmamba.errors import ConfigurationError, DatasetError
-    from medmamba.evaluation.summary import format_table
-
-    from medmamba import option_ranges as R
-    from medmamba.output_safety import OutputFolder
-
     R.check(R.DEMO_MINUTES, minutes, allow_none=False)
     R.check(R.DEMO_CASES, cases, allow_none=False)
     R.check(R.DEMO_SIZE, size, allow_none=False)
@@ -87,54 +83,46 @@ def run_demo(
     demo_folder = OutputFolder(work, what="--workdir", hint="choose another --workdir or move it away").open()
     demo_folder.claim(["raw", "preprocessed", "results", "predictions"], folders=True)
     demo_folder.claim(["demo_report.png"])
-    quiet = [] if progress else ["--no-progress"]
-    roots = ["--raw", str(raw)]
-    net = ["--network", network] if network else []
+    net = [(R.NETWORK, network)]
 
-    def step(title: str, argv: list[str]) -> None:  # the command a user would type for this step
-        say(f"\n=== {title}\n$ medmamba {shlex.join(argv)}")
+    def step(title: str, command: str, values: list[tuple[R.Option, Any]]) -> dict[str, Any]:
+        """Announce the command a user would type for this step; return the same values as api keywords."""
+        say(f"\n=== {title}\n$ medmamba {shlex.join(command_line(command, values))}")
+        return {option.name: value for option, value in values if option.name}
 
-    step("1/6 generate the demo dataset", ["make_demo_dataset", "-id", str(DEMO_ID), "--cases", str(cases),
-                                           "--size", str(size), *roots, *quiet])
-    dataset = make_demo_dataset(dataset_id=DEMO_ID, cases=cases, size=size, raw=raw, progress=progress)
+    dataset = make_demo_dataset(**step("1/6 generate the demo dataset", "make_demo_dataset", [
+        (R.DATASET_ID, DEMO_ID), (R.DEMO_CASES, cases), (R.DEMO_SIZE, size), (R.RAW_ROOT, raw),
+        (R.PROGRESS, progress)]))
     say(f"wrote {dataset}")
-    step("2/6 verify it", ["verify", "-d", str(DEMO_ID), *roots, *quiet])
+    step("2/6 verify it", "verify", [(R.DATASET, DEMO_ID), (R.RAW_ROOT, raw), (R.PROGRESS, progress)])
     say(raise_unless_verified(dataset, progress).summary())
 
     target = {"cuda": "gpu", "cpu": "cpu"}.get(device)
-    step("3/6 fingerprint, plan, preprocess",
-         ["plan_and_preprocess", "-d", str(DEMO_ID), "-c", configuration, *roots, "--preprocessed", str(pre), *net,
-          *(["--target", target] if target else []), *quiet])
-    plan_and_preprocess(dataset=DEMO_ID, configurations=[configuration], networks=[network] if network else None,
-                        target=target, raw=raw, preprocessed=pre, progress=progress, echo=say)
+    planning = step("3/6 fingerprint, plan, preprocess", "plan_and_preprocess", [
+        (R.DATASET, DEMO_ID), (R.CONFIGURATIONS, [configuration]), (R.RAW_ROOT, raw), (R.PREPROCESSED_ROOT, pre),
+        (R.NETWORKS, [network] if network else None), (R.PLAN_TARGET, target), (R.PROGRESS, progress)])
+    plan_and_preprocess(**planning, echo=say)
 
-    train_minutes = max(0.5, minutes * (1 - RESERVE_FRACTION) - (time.monotonic() - start) / 60)
-    step(f"4/6 train fold 0 for {train_minutes:.1f} min",
-         ["train", "-d", str(DEMO_ID), "-c", configuration, "-f", "0", "--time-budget", f"{train_minutes:.2f}",
-          "--device", device, "--preprocessed", str(pre), "--results", str(res), "--overwrite", "--no-validation",
-          *net, *quiet])
+    train_minutes = round(max(0.5, minutes * (1 - RESERVE_FRACTION) - (time.monotonic() - start) / 60), 2)
     # the demo scores the held-out test set next; fold-0 validation would only cost budget
-    trained = train(dataset=DEMO_ID, configuration=configuration, fold=0, network=network,
-                    time_budget_minutes=round(train_minutes, 2), device=device, preprocessed=pre, results=res,
-                    overwrite=True, final_validation=False, progress=progress)
+    trained = train(**step(f"4/6 train fold 0 for {train_minutes:.1f} min", "train", [
+        (R.DATASET, DEMO_ID), (R.CONFIGURATION, configuration), (R.FOLD, 0), (R.TIME_BUDGET_MINUTES, train_minutes),
+        (R.DEVICE, device), (R.PREPROCESSED_ROOT, pre), (R.RESULTS_ROOT, res), (R.OVERWRITE, True),
+        (R.FINAL_VALIDATION, False), *net, (R.PROGRESS, progress)]))
     say(f"trained {trained.network} {trained.configuration} fold {trained.fold}: {trained.output_folder}")
 
-    step("5/6 predict the held-out test cases",
-         ["predict", "-i", str(dataset / "imagesTs"), "-o", str(predictions), "-d", str(DEMO_ID), "-c", configuration,
-          "-f", "0", "--device", device, "--results", str(res), "--overwrite", *net,
-          *([] if tta else ["--no-tta"]), *quiet])
-    predicted = predict(input_folder=dataset / "imagesTs", output_folder=predictions, dataset=DEMO_ID,
-                        configuration=configuration, folds=[0], network=network, tta=tta, device=device,
-                        results=res, overwrite=True, progress=progress, echo=say)
+    predicted = predict(**step("5/6 predict the held-out test cases", "predict", [
+        (R.INPUT_FOLDER, dataset / "imagesTs"), (R.OUTPUT_FOLDER, predictions), (R.DATASET, DEMO_ID),
+        (R.CONFIGURATION, configuration), (R.FOLDS, [0]), (R.DEVICE, device), (R.RESULTS_ROOT, res),
+        (R.OVERWRITE, True), *net, (R.TTA, tta), (R.PROGRESS, progress)]), echo=say)
     say(predicted.summary_line())
     if predicted.failed:
         raise DatasetError(f"{len(predicted.failed)} test case(s) could not be predicted (listed above)",
-                                 path=dataset / "imagesTs")
+                           path=dataset / "imagesTs")
 
-    step("6/6 evaluate against labelsTs", ["evaluate", "-r", str(dataset / "labelsTs"), "-p", str(predictions),
-                                           "-d", str(DEMO_ID), *roots, "--no-per-case"])
-    evaluated = evaluate(reference_folder=dataset / "labelsTs", prediction_folder=predictions, dataset=DEMO_ID,
-                         raw=raw)
+    evaluated = evaluate(**step("6/6 evaluate against labelsTs", "evaluate", [
+        (R.REFERENCE_FOLDER, dataset / "labelsTs"), (R.PREDICTION_FOLDER, predictions), (R.DATASET, DEMO_ID),
+        (R.RAW_ROOT, raw), (R.PER_CASE, False)]))
     say(format_table(evaluated.summary, per_case=False))
     say(f"summary written to {evaluated.summary_file}")
 
@@ -146,8 +134,6 @@ def run_demo(
 
 def _render_report(work: Path, dataset: Path, summary: dict[str, Any], log: Path, names: dict[str, str]) -> Path:
     """``demo_report.png``: the first three test cases (image, reference, prediction) and the training curves."""
-    from medmamba.evaluation.demo_report import render_demo_report
-
     cases = summary["metric_per_case"][:3]
     case_dice = []
     for c in cases:

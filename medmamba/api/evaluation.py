@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from medmamba import option_ranges as R
+
 if TYPE_CHECKING:
     from medmamba.evaluation.find_best_configuration import ModelResult
 
@@ -27,10 +29,10 @@ def evaluate(
     dataset: int | str | None = None,
     labels: Sequence[int | tuple[int, ...]] | None = None,
     regions: bool | None = None,
-    nsd_tolerance_mm: float | None = None,
+    nsd_tolerance_mm: float | None = R.NSD_TOLERANCE_MM.default,
     output_file: str | os.PathLike | None = None,
     allow_missing: bool = False,
-    num_workers: int = 2,
+    num_workers: int = R.EVALUATE_WORKERS.default,
     raw: str | os.PathLike | None = None,
     progress: bool = True,
     overwrite: bool = False,
@@ -44,7 +46,7 @@ def evaluate(
         regions: with ``dataset``, score its list-valued labels as regions (True) or every label value
             on its own (False); None: regions exactly when dataset.json is region-based (nnU-Net's rule).
         labels: label values, or regions as tuples of values (None and no dataset: every non-zero value present).
-        nsd_tolerance_mm: surface Dice tolerance in mm (None: 1.0).
+        nsd_tolerance_mm: surface Dice tolerance in mm (None: the default).
         output_file: where summary.json goes (None: ``<prediction_folder>/summary.json``); never one of the
             label maps or inside the reference folder; an existing file medmamba did not write is
             replaced only with ``overwrite``.
@@ -52,11 +54,9 @@ def evaluate(
         num_workers: threads.
         raw: raw root for ``dataset`` (None: environment variables, then ``./medmamba_data/raw``).
     """
-    from medmamba import option_ranges as R
     from medmamba.errors import ConfigurationError
     from medmamba.evaluation.evaluate_folders import (
         evaluate_folders, ignore_label_from_dataset_json, labels_from_dataset_json)
-    from medmamba.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM
     from medmamba.output_safety import check_replaceable, check_separate, record_file
 
     R.check(R.NSD_TOLERANCE_MM, nsd_tolerance_mm)
@@ -84,7 +84,7 @@ def evaluate(
             regions = is_region_based(dataset_json.get("labels", {}))
         labels = labels_from_dataset_json(dataset_json, regions=regions)
         ignore_label = ignore_label_from_dataset_json(dataset_json)
-    tolerance = DEFAULT_NSD_TOLERANCE_MM if nsd_tolerance_mm is None else nsd_tolerance_mm
+    tolerance = R.NSD_TOLERANCE_MM.default if nsd_tolerance_mm is None else nsd_tolerance_mm
     if tolerance < 0:
         raise ConfigurationError(f"--nsd-tolerance must be >= 0 mm, got {tolerance}")
     output = Path(output_file) if output_file is not None else Path(prediction_folder) / "summary.json"
@@ -122,8 +122,8 @@ def find_best_configuration(
     dataset: int | str,
     configurations: Sequence[str] | None = None,
     networks: Sequence[str] | None = None,
-    folds: Sequence[int | str] = (0, 1, 2, 3, 4),
-    metric: str = "Dice",
+    folds: Sequence[int | str] = R.BEST_FOLDS.default,
+    metric: str = R.BEST_METRIC.default,
     results: str | os.PathLike | None = None,
 ) -> BestConfigurationResult:
     """Rank the dataset's trained models by the foreground mean ``metric`` (Dice, IoU or NSD) pooled over

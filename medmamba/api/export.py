@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Sequence
 
+from medmamba import option_ranges as R
 from medmamba.api._common import Echo, echo_or_log
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ def export_model(
     folds: Sequence[int | str] | None = None,
     network: str | None = None,
     plans: str | None = None,
-    checkpoint: str = "final",
+    checkpoint: str = R.CHECKPOINT.default,
     overwrite: bool = False,
     results: str | os.PathLike | None = None,
 ) -> ExportedModel:
@@ -91,10 +92,10 @@ def export_bundle(
     output: str | os.PathLike,
     folds: Sequence[int | str] | None = None,
     checkpoint: str | None = None,
-    version: str = "0.1.0",
-    authors: str = "not stated",
-    copyright: str = "not stated",
-    license: str = "not stated; ask the model's authors",
+    version: str = R.BUNDLE_VERSION.default,
+    authors: str = R.BUNDLE_AUTHORS.default,
+    copyright: str = R.BUNDLE_COPYRIGHT.default,
+    license: str = R.BUNDLE_LICENSE.default,
     torchscript: bool = True,
     overwrite: bool = False,
     echo: Echo | None = None,

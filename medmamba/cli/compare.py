@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from medmamba import option_ranges as R
-from medmamba.cli.arg_types import numeric
+from medmamba.cli.arg_types import add_option, numeric
+
 
 NAME = "compare"
 HELP = ("train, predict and evaluate several networks (and with --twins each Mamba network's gated-CNN and "
@@ -26,23 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="registry names; the first is the reference (twins: NAME:gated_cnn, NAME:no_ssm)")
     parser.add_argument("--twins", action="store_true",
                         help="add NAME:gated_cnn and NAME:no_ssm after every Mamba network")
-    parser.add_argument("--seeds", type=numeric(R.COMPARE_SEEDS), default=3, help="seeds per system (default 3)")
+    add_option(parser, R.COMPARE_SEEDS)
     schedule = parser.add_mutually_exclusive_group(required=True)
     schedule.add_argument("--time-budget", type=numeric(R.TIME_BUDGET_MINUTES), metavar="MIN", help="training minutes per (system, seed)")
     schedule.add_argument("--epochs", type=numeric(R.EPOCHS), help="epochs per (system, seed), with --iters-per-epoch")
     parser.add_argument("--iters-per-epoch", type=numeric(R.ITERATIONS_PER_EPOCH), help="training iterations per epoch (with --epochs)")
-    parser.add_argument("--val-iters", type=numeric(R.VAL_ITERATIONS), default=None, help="validation iterations per epoch (default 50)")
-    parser.add_argument("-f", "--fold", type=int, default=0, help="cross-validation fold (default 0)")
-    parser.add_argument("--no-tta", action="store_true",
-                        help="predict the validation cases without mirror test-time augmentation (4x faster in 2D, 8x in 3D)")
-    parser.add_argument("--jobs", type=numeric(R.COMPARE_JOBS), default=1,
-                        help="pairs trained at once, each in its own process with the threads split between them "
-                             "(default 1)")
+    add_option(parser, R.VAL_ITERATIONS)
+    add_option(parser, R.COMPARE_FOLD)
+    add_option(parser, R.TTA)
+    add_option(parser, R.COMPARE_JOBS)
     parser.add_argument("-o", "--output", required=True, help="output folder (rerun into it to resume)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, "
-                                               "$nnUNet_preprocessed, ./medmamba_data/preprocessed)")
-    parser.add_argument("--raw", help="raw dataset root (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
+    add_option(parser, R.DEVICE)
+    add_option(parser, R.PREPROCESSED_ROOT)
+    add_option(parser, R.RAW_ROOT)
 
 
 def run(args: argparse.Namespace) -> int:

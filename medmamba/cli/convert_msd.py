@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from medmamba import option_ranges as R
-from medmamba.cli.arg_types import numeric
+from medmamba.cli.arg_types import add_option
+
 
 NAME = "convert_msd"
 HELP = "convert a Medical Segmentation Decathlon TaskXX_Name folder into a raw DatasetXXX_Name folder"
@@ -12,8 +13,8 @@ HELP = "convert a Medical Segmentation Decathlon TaskXX_Name folder into a raw D
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="the MSD TaskXX_Name folder (only read, never modified)")
-    parser.add_argument("-id", "--dataset-id", type=numeric(R.DATASET_ID), default=None, help="dataset id of the output (default: XX)")
-    parser.add_argument("--raw", help="raw dataset root to write into (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
+    add_option(parser, R.DATASET_ID, default=None, help="dataset id of the output (default: the task's XX)")
+    add_option(parser, R.RAW_ROOT)
     parser.add_argument("--brats-regions", action="store_true",
                         help="Task01_BrainTumour: declare BraTS's regions for region-based training, whole tumour "
                              "[1,2,3], tumour core [2,3], enhancing tumour [3] (regions_class_order [1,2,3]); "

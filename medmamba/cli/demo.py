@@ -9,27 +9,23 @@ from __future__ import annotations
 import argparse
 
 from medmamba import option_ranges as R
-from medmamba.cli.arg_types import numeric
+from medmamba.cli.arg_types import add_option
+
 
 NAME = "demo"
 HELP = "run the whole pipeline (data, plan, preprocess, train, predict, evaluate) on a generated demo dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from medmamba.api.demo import DEFAULT_CONFIGURATION, DEFAULT_MINUTES
-
-    parser.add_argument("--workdir", default="medmamba_demo",
-                        help="folder for raw/, preprocessed/, results/, predictions/ (default ./medmamba_demo)")
+    add_option(parser, R.DEMO_WORKDIR)
     parser.add_argument("--network", help="registry network (default: the planner's default; see `medmamba catalog`)")
-    parser.add_argument("-c", "--configuration", default=DEFAULT_CONFIGURATION, choices=("2d", "3d_fullres"),
-                        help="configuration to train (default %(default)s, chosen by measurement)")
-    parser.add_argument("--minutes", type=numeric(R.DEMO_MINUTES), default=DEFAULT_MINUTES,
-                        help="wall-time budget for the whole demo in minutes (default %(default)s)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--cases", type=numeric(R.DEMO_CASES), default=12, help="training cases to generate (default 12)")
-    parser.add_argument("--size", type=numeric(R.DEMO_SIZE), default=56, help="demo volume edge length in voxels (default 56)")
-    parser.add_argument("--no-tta", action="store_true", help="predict without mirror test-time augmentation")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_option(parser, R.DEMO_CONFIGURATION)
+    add_option(parser, R.DEMO_MINUTES)
+    add_option(parser, R.DEVICE)
+    add_option(parser, R.DEMO_CASES)
+    add_option(parser, R.DEMO_SIZE)
+    add_option(parser, R.TTA)
+    add_option(parser, R.PROGRESS)
 
 
 def run(args: argparse.Namespace) -> int:

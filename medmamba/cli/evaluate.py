@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from medmamba import option_ranges as R
-from medmamba.cli.arg_types import numeric
+from medmamba.cli.arg_types import add_option
+
 
 NAME = "evaluate"
 HELP = "compare predicted label maps with reference label maps: Dice, IoU, HD95 (mm), NSD -> summary.json"
@@ -30,17 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "dataset.json is region-based, as in nnU-Net")
     scoring.add_argument("--single-labels", dest="regions", action="store_false",
                          help="with -d: evaluate each label value on its own, even for a region-based dataset")
-    parser.add_argument("--nsd-tolerance", type=numeric(R.NSD_TOLERANCE_MM), default=None, metavar="MM",
-                        help="surface Dice tolerance in mm (default 1.0)")
+    add_option(parser, R.NSD_TOLERANCE_MM)
     parser.add_argument("-o", "--output", help="summary file (default PRED_DIR/summary.json); never inside the "
                                                "reference folder or one of the label maps")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing summary file that medmamba did not write")
     parser.add_argument("--allow-missing", action="store_true",
                         help="evaluate only cases that have a prediction instead of failing")
-    parser.add_argument("-np", "--num-workers", type=numeric(R.EVALUATE_WORKERS), default=2, help="threads (default 2)")
+    add_option(parser, R.EVALUATE_WORKERS)
     parser.add_argument("--no-per-case", action="store_true", help="print only the means")
-    parser.add_argument("--raw", help="raw dataset root, for -d (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
+    add_option(parser, R.RAW_ROOT)
 
 
 def _parse_labels(tokens: list[str]) -> list:

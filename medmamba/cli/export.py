@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import add_option
+
 NAME = "export"
 HELP = "export one fold's network to TorchScript (.pt) or ONNX (.onnx), parity-checked (<= 1e-4)"
 
@@ -14,8 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("onnx", "torchscript"), default=None,
                         help="default: from the suffix (.onnx -> onnx, .pt/.ts -> torchscript)")
     parser.add_argument("--fold", default=None, help="fold to export (default: the model's first fold)")
-    parser.add_argument("--checkpoint", default=None, choices=("final", "best", "latest"),
-                        help="checkpoint kind (default: final when present)")
+    add_option(parser, R.CHECKPOINT_PRESENT)
     parser.add_argument("--case", nargs="+", default=None,
                         help="one image file per channel: also check parity on this real case's central patch")
 

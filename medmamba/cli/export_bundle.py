@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import add_option
+
 NAME = "export_bundle"
 HELP = "write a trained model as a MONAI bundle folder (runs with `python -m monai.bundle run`, MONAI Label)"
 
@@ -13,13 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="bundle folder to write")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
                         help="folds to include (default: every fold with the checkpoint); all are ensembled")
-    parser.add_argument("--checkpoint", default=None, choices=("final", "best", "latest"),
-                        help="checkpoint kind (default: final when present)")
-    parser.add_argument("--version", dest="bundle_version", default="0.1.0", help="bundle version (default 0.1.0)")
-    parser.add_argument("--authors", default="not stated", help="metadata `authors`")
-    parser.add_argument("--copyright", default="not stated", help="metadata `copyright`")
-    parser.add_argument("--license", default="not stated; ask the model's authors",
-                        help="licence of the model weights (metadata `license` and LICENSE)")
+    add_option(parser, R.CHECKPOINT_PRESENT)
+    add_option(parser, R.BUNDLE_VERSION, dest="bundle_version")
+    add_option(parser, R.BUNDLE_AUTHORS)
+    add_option(parser, R.BUNDLE_COPYRIGHT)
+    add_option(parser, R.BUNDLE_LICENSE)
     parser.add_argument("--no-torchscript", action="store_true", help="do not write models/model.ts")
     parser.add_argument("--overwrite", action="store_true", help="replace the bundle folder if it exists")
 

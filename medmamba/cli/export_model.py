@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import add_option
+
 NAME = "export_model"
 HELP = "write a trained model into one zip to share (install it with `medmamba install_model`)"
 
@@ -14,11 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folds to include, e.g. `-f 0 1 2 3 4` (default: every fold with the checkpoint)")
     parser.add_argument("--network", default=None, help="network registry name when several models share the configuration")
     parser.add_argument("--plans", default=None, help="plans identifier when several plans share the configuration")
-    parser.add_argument("--checkpoint", default="final", choices=("final", "best", "latest"),
-                        help="which checkpoint of each fold (default final)")
+    add_option(parser, R.CHECKPOINT)
     parser.add_argument("-o", "--output", required=True, help="zip file to write, e.g. model.zip")
     parser.add_argument("--overwrite", action="store_true", help="replace the zip if it exists")
-    parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")
+    add_option(parser, R.RESULTS_ROOT)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import add_option
+
 NAME = "find_best_configuration"
 HELP = "pick the best trained model of a dataset from its cross-validation validation summaries"
 
@@ -12,11 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help="configurations to consider (default: all trained)")
     parser.add_argument("--networks", nargs="+", default=None, help="networks to consider (default: all trained)")
-    parser.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"],
-                        help="folds whose validation summaries are pooled (default 0 1 2 3 4)")
-    parser.add_argument("--metric", default="Dice", choices=("Dice", "IoU", "NSD"),
-                        help="foreground-mean metric to maximise (default Dice)")
-    parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")
+    add_option(parser, R.BEST_FOLDS, nargs="+")
+    add_option(parser, R.BEST_METRIC)
+    add_option(parser, R.RESULTS_ROOT)
 
 
 def run(args: argparse.Namespace) -> int:

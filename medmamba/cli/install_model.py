@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import add_option
+
 NAME = "install_model"
 HELP = "install a model zip (from `medmamba export_model`) into the results folder"
 
@@ -12,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a model already installed there")
     parser.add_argument("--sha256", default=None, metavar="HEX",
                         help="refuse the zip unless its sha256 is HEX (printed by `medmamba export_model`)")
-    parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results, ./medmamba_data/results)")
+    add_option(parser, R.RESULTS_ROOT)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,20 +4,20 @@ from __future__ import annotations
 import argparse
 
 from medmamba import option_ranges as R
-from medmamba.cli.arg_types import numeric
+from medmamba.cli.arg_types import add_option
+
 
 NAME = "make_demo_dataset"
 HELP = "write a small deterministic synthetic 3D dataset (liver, kidney, vessel, lesion) in raw format"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-id", "--dataset-id", type=numeric(R.DATASET_ID), default=999, help="dataset id (default 999 -> Dataset999_Demo)")
-    parser.add_argument("--cases", type=numeric(R.DEMO_CASES), default=12, help="training cases (default 12)")
-    parser.add_argument("--test-cases", type=numeric(R.DEMO_TEST_CASES), default=4, help="held-out cases in imagesTs/labelsTs (default 4)")
-    parser.add_argument("--seed", type=numeric(R.SEED), default=0, help="random seed; same seed, same bytes (default 0)")
-    parser.add_argument("--channels", type=int, choices=(1, 2), default=1, help="image channels (default 1)")
-    parser.add_argument("--size", type=numeric(R.DEMO_SIZE), default=56,
-                        help="nominal voxels per axis at 1.75 mm (default 56: ~48-64 voxels per axis)")
+    add_option(parser, R.DATASET_ID)
+    add_option(parser, R.DEMO_CASES)
+    add_option(parser, R.DEMO_TEST_CASES)
+    add_option(parser, R.DEMO_SEED)
+    add_option(parser, R.DEMO_CHANNELS)
+    add_option(parser, R.DEMO_SIZE)
     parser.add_argument("--regions", action="store_true",
                         help="a nested tumour (labels 1 edema, 2 non-enhancing, 3 enhancing) declared as BraTS-style "
                              "regions for region-based training: DatasetXXX_DemoRegions")
@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="partially annotated variant DatasetXXX_DemoPartial: half of the slices of every "
                              "training label map are the 'ignore' label 5 (test labels stay dense)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, different demo folder")
-    parser.add_argument("--raw", help="raw dataset root (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_option(parser, R.RAW_ROOT)
+    add_option(parser, R.PROGRESS)
 
 
 def run(args: argparse.Namespace) -> int:

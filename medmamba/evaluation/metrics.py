@@ -32,13 +32,14 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from medmamba import option_ranges as R
 from medmamba.errors import GeometryError
 
 Label = Union[int, tuple[int, ...]]
 
-# Default NSD tolerance in mm.  Nikolov et al. (arXiv:1809.04430) use organ-specific tolerances of
-# 1-3 mm; 1 mm is the MSD/MONAI tutorial default and does not assume a particular organ.
-DEFAULT_NSD_TOLERANCE_MM = 1.0
+# Default NSD tolerance in mm (declared with the option; Nikolov et al., arXiv:1809.04430, use organ-specific
+# tolerances of 1-3 mm; 1 mm is the MSD/MONAI tutorial default and does not assume a particular organ).
+DEFAULT_NSD_TOLERANCE_MM = R.NSD_TOLERANCE_MM.default
 
 
 def normalise_label(label) -> Label:

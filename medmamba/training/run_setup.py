@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 from medmamba.errors import CheckpointError, ConfigurationError, PlansError
+from medmamba import option_ranges as R
 from medmamba.formats.constants import DEFAULT_PLANS_NAME
 from medmamba.formats.json_io import read_json
 from medmamba.formats.label_layout import LabelLayout, layout_from_labels
@@ -30,10 +31,11 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
     "sgd": {"lr": 1e-2, "weight_decay": 3e-5, "momentum": 0.99},
     "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
 }
-DEFAULT_ITERATIONS_PER_EPOCH = 250  # nnU-Net
-DEFAULT_VAL_ITERATIONS = 50  # nnU-Net
-DEFAULT_EPOCHS = 1000  # nnU-Net
-DEFAULT_SEED = 12345
+# nnU-Net's schedule (1000 epochs x 250 iterations, 50 validation batches), declared with the options
+DEFAULT_ITERATIONS_PER_EPOCH = R.ITERATIONS_PER_EPOCH.default
+DEFAULT_VAL_ITERATIONS = R.VAL_ITERATIONS.default
+DEFAULT_EPOCHS = R.EPOCHS.default
+DEFAULT_SEED = R.SEED.default
 # Augmentation strengths (--augmentation): "default" is nnU-Net v2's pipeline
 # (nnUNetTrainer.get_training_transforms); "light" keeps
 # mirroring and the spatial transform (rotation/scaling) and drops the intensity transforms;
