@@ -487,3 +487,52 @@ def test_convert_dicom_refuses_different_segments(tmp_path):
     write_study_with_seg(studies / "a", seed=1)
     write_study_with_seg(studies / "b", seed=2, dataset_labels={"background": 0, "organ": 1, "tumour": 2})
     assert "same segment numbers and labels" in _convert_error(tmp_path, studies)
+
+
+@pytest.mark.slow
+def test_convert_dicom_plan_train_predict_dicom_end_to_end(tmp_path):
+    """convert_dicom -> plan_and_preprocess -> train (2 iterations) -> predict on a DICOM folder -> SEG, all
+    through the CLI: the SEG carries the converted dataset's segment labels and codes, references its series
+    and equals the NIfTI label map voxel for voxel."""
+    import json
+
+    import highdicom
+    from medmamba.cli.main import main
+
+    studies = tmp_path / "studies"
+    for i in range(4):
+        write_study_with_seg(studies / f"study{i}", seed=i + 1, shape=(20, 18, 12))
+    raw, pre, res = tmp_path / "raw", tmp_path / "pre", tmp_path / "res"
+    assert main(["convert_dicom", "-i", str(studies), "-o", str(raw / "Dataset323_DicomE2E"), "--no-progress"]) == 0
+    dataset = json.loads((raw / "Dataset323_DicomE2E" / "dataset.json").read_text())
+    assert dataset["dicom_codes"]["organ"]["type"] == ["85756007", "SCT", "Tissue"]
+    from medmamba import api
+
+    api.plan_and_preprocess(dataset=323, configurations=["3d_fullres"], networks=["plain_unet"], raw=raw,
+                            preprocessed=pre, target="cpu", num_processes=1, fingerprint_samples=3000,
+                            progress=False, echo=lambda _: None)
+    api.train(dataset=323, configuration="3d_fullres", fold="all", epochs=1, iterations_per_epoch=2,
+              val_iterations=1, final_validation=False, device="cpu", num_workers=0, augmentation="none",
+              preprocessed=pre, results=res, progress=False)
+    test_studies = tmp_path / "test_dicom"
+    truth = write_series(test_studies / "ct", np.rint(volume((20, 18, 12), seed=11) * 0.1), number=21,
+                         direction=oblique_direction(25.0))
+    out = tmp_path / "out"
+    rc = main(["predict", "-i", str(test_studies), "-o", str(out), "-d", "323", "-c", "3d_fullres", "-f", "all",
+               "--results", str(res), "--device", "cpu", "--no-tta", "-np", "0", "--no-progress",
+               "--output-format", "dicom-seg"])
+    assert rc == 0
+    case = "P001_20240102_S21"
+    assert (out / f"{case}.dcm").is_file() and not (out / f"{case}.nii.gz").exists()  # dicom-seg: SEG only
+    seg = highdicom.seg.segread(out / f"{case}.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == truth["series_uid"]
+    labels = [seg.get_segment_description(n).segment_label for n in seg.get_segment_numbers()]
+    assert labels == ["organ", "lesion"]
+    # the same model's NIfTI label map (format both) equals the SEG voxel for voxel
+    rc = main(["predict", "-i", str(test_studies), "-o", str(tmp_path / "out_both"), "-d", "323", "-c", "3d_fullres",
+               "-f", "all", "--results", str(res), "--device", "cpu", "--no-tta", "-np", "0", "--no-progress",
+               "--output-format", "both"])
+    assert rc == 0
+    label_map, geometry = read_image(tmp_path / "out_both" / f"{case}.nii.gz")
+    on_grid, mm = _seg_volume_in_our_grid(seg, geometry)
+    assert mm < 1e-3 and np.array_equal(on_grid, label_map)
