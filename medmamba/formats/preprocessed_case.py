@@ -86,7 +86,7 @@ def read_properties(path: str | os.PathLike) -> dict[str, Any]:
 def read_array(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
     """One preprocessed ``.npy`` array, memory-mapped read-only by default."""
     try:
-        return np.load(path, mmap_mode="r" if mmap else None)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise PlansError(f"cannot read preprocessed array ({err}); {_RERUN}", path=path) from None
 
