@@ -536,3 +536,129 @@ def test_convert_dicom_plan_train_predict_dicom_end_to_end(tmp_path):
     label_map, geometry = read_image(tmp_path / "out_both" / f"{case}.nii.gz")
     on_grid, mm = _seg_volume_in_our_grid(seg, geometry)
     assert mm < 1e-3 and np.array_equal(on_grid, label_map)
+
+
+# ------------------------------------------------------------ bad inputs: each refusal through the commands
+
+
+def _sorted_files(truth):
+    return truth["files"]  # sorted along the normal (write_series keeps them in slice order)
+
+
+def _shift(path: Path, delta) -> None:
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient = [f"{float(v) + d:.6f}" for v, d in zip(ds.ImagePositionPatient, delta)]
+    ds.save_as(path)
+
+
+def _missing_slice(truth, folder):
+    _sorted_files(truth)[4].unlink()
+
+
+def _irregular(truth, folder):
+    _shift(_sorted_files(truth)[4], truth["direction"][:, 2] * 0.8)
+
+
+def _tilt(truth, folder):
+    for k, path in enumerate(_sorted_files(truth)):
+        _shift(path, truth["direction"][:, 1] * k * 0.5)
+
+
+def _mixed_orientation(truth, folder):
+    ds = pydicom.dcmread(_sorted_files(truth)[2])
+    tilted = oblique_direction(5.0) @ truth["direction"]
+    ds.ImageOrientationPatient = [f"{v:.8f}" for v in np.concatenate([tilted[:, 0], tilted[:, 1]])]
+    ds.save_as(_sorted_files(truth)[2])
+
+
+def _localizer(truth, folder):
+    ds = pydicom.dcmread(_sorted_files(truth)[0])
+    ds.SOPInstanceUID = generate_uid()
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "0", "-1"]
+    ds.save_as(folder / "scout.dcm")
+
+
+def _compressed(truth, folder):
+    from pydicom.encaps import encapsulate
+
+    path = _sorted_files(truth)[1]
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"
+    ds.PixelData = encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+
+
+def _duplicate(truth, folder):
+    files = _sorted_files(truth)
+    ds = pydicom.dcmread(files[3])
+    ds.ImagePositionPatient = pydicom.dcmread(files[2]).ImagePositionPatient
+    ds.save_as(files[3])
+
+
+REFUSALS = [(_missing_slice, "1 missing slice"), (_irregular, "irregular slice spacing"), (_tilt, "gantry tilt"),
+            (_mixed_orientation, "mixed orientations"), (_localizer, "localizer"),
+            (_compressed, "medmamba[dicom-codecs]"), (_duplicate, "two slices at one position")]
+
+
+@pytest.mark.parametrize("damage, problem", REFUSALS, ids=[d.__name__.strip("_") for d, _ in REFUSALS])
+def test_bad_dicom_series_convert_dicom(tmp_path, damage, problem):
+    from tests.test_bad_inputs import assert_one_error_line, checksums, run_in_process
+
+    studies = tmp_path / "studies"
+    truth = write_study_with_seg(studies / "a", seed=1)
+    damage(truth, studies / "a")
+    before = checksums(studies)
+    out = tmp_path / "raw" / "Dataset324_Bad"
+    rc, _, err = run_in_process(["convert_dicom", "-i", str(studies), "-o", str(out), "--no-progress"])
+    line = assert_one_error_line(rc, err, truth["case"])
+    assert problem in line
+    assert checksums(studies) == before and not out.exists()
+
+
+@pytest.mark.parametrize("damage, problem", [(_tilt, "gantry tilt"), (_localizer, "localizer")],
+                         ids=["tilt", "localizer"])
+def test_bad_dicom_series_predict_fails_that_case_only(tiny_model, tmp_path, damage, problem):
+    from tests.test_bad_inputs import checksums, run_in_process
+
+    inp = tmp_path / "dicom"
+    bad = write_series(inp / "bad", np.rint(volume((20, 18, 9), seed=4) * 0.01), number=5)
+    write_series(inp / "good", np.rint(volume((20, 18, 9), seed=5) * 0.01), number=6)
+    damage(bad, inp / "bad")
+    before = checksums(inp)
+    rc, out, err = run_in_process(["predict", "-i", str(inp), "-o", str(tmp_path / "out"), "-d", tiny_model.dataset,
+                                   "-c", "3d_fullres", "-f", "all", "--results", str(tiny_model.res), "--device",
+                                   "cpu", "--no-tta", "-np", "0", "--no-progress", "--output-format", "both"])
+    assert rc == 1 and "Traceback" not in err
+    assert "predicted 1 case(s)" in out and "P001_20240102_S5" in out and problem in out
+    assert (tmp_path / "out" / "P001_20240102_S6.dcm").is_file()
+    assert checksums(inp) == before
+
+
+def test_output_format_dicom_seg_refused_for_nifti_input(tiny_model, tmp_path):
+    from tests.test_bad_inputs import assert_one_error_line, run_in_process
+
+    rc, _, err = run_in_process(["predict", "-i", str(tiny_model.images), "-o", str(tmp_path / "out"), "-d",
+                                 tiny_model.dataset, "-c", "3d_fullres", "--results", str(tiny_model.res),
+                                 "--output-format", "dicom-seg"])
+    assert_one_error_line(rc, err, "--output-format dicom-seg")
+    assert not (tmp_path / "out").exists()
+
+
+def test_multichannel_mapping_csv(tmp_path):
+    from medmamba.inference.input_folder import gather_input_cases
+
+    a = write_series(tmp_path / "in", volume((6, 6, 3), seed=1), number=1)
+    b = write_series(tmp_path / "in", volume((6, 6, 3), seed=2), number=2)
+    (tmp_path / "in" / "dicom_channels.csv").write_text(
+        f"case,channel,series\npatient1,0,{a['series_uid']}\npatient1,1,P001_20240102_S2\n"
+        "patient2,0,P001_20240102_S1\n")
+    cases, failures = gather_input_cases(tmp_path / "in", 2)
+    assert [c.case_id for c in cases] == ["patient1"]
+    assert [p.name for p in cases[0].image_files] == [f"{a['series_uid']}.dicom-series",
+                                                       f"{b['series_uid']}.dicom-series"]
+    assert failures == [("patient2", "dicom_channels.csv gives channels [0] but the model expects 0..1")]
+    (tmp_path / "in" / "dicom_channels.csv").unlink()
+    with pytest.raises(Exception, match="dicom_channels.csv"):
+        gather_input_cases(tmp_path / "in", 2)
