@@ -116,3 +116,26 @@ def test_two_nodes_train_a_killed_rank_ends_the_job_in_one_line_and_resume_finis
     assert sorted(p.name for p in (res / DATASET).iterdir()) == ["plain_unet__medmambaPlans__3d_fullres"]
     for text in (p.read_text() for p in (tmp_path / "logs2").rglob("stderr.log")):
         assert "Traceback" not in text and "error" not in text.lower(), text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the ranks' processes through /proc")
+def test_a_rank_stopped_by_sigterm_says_so_in_one_line(dataset, tmp_path):
+    """torchrun stops the surviving ranks with SIGTERM; such a rank prints one line instead of vanishing
+    (even while blocked in a collective) and the job ends."""
+    res = tmp_path / "res"
+    procs = _nodes(dataset, res, tmp_path / "logs")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (_fold(res) / "checkpoint_latest.pt").is_file():
+        assert all(p.poll() is None for p in procs), _finish(procs)
+        time.sleep(0.1)
+    pids = _rank_pids(procs)
+    assert sorted(pids) == [0, 1], pids
+    os.kill(pids[1], signal.SIGTERM)
+    results = _finish(procs, timeout=120)
+    assert all(rc != 0 for rc, _ in results), results
+    texts = [p.read_text() for p in (tmp_path / "logs").rglob("stderr.log")]
+    errors = sorted(line for t in texts for line in t.splitlines() if "error" in line.lower() or "Traceback" in line)
+    assert len(errors) == 2, errors  # one line from each rank
+    assert errors[1].startswith("medmamba train: error: rank 1 of 2 stopped by torchrun (SIGTERM)"), errors
+    assert errors[0].startswith("medmamba train: error: rank 0 of 2 "), errors

@@ -85,7 +85,9 @@ def _say_when_torchrun_stops_this_rank() -> None:
                   "torchrun's report names the rank; resume with --resume", file=sys.stderr, flush=True)
             os._exit(1)
 
-    threading.Thread(target=watch, name="torchrun-stop", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="torchrun-stop", daemon=True)
+    watcher.sockets = (reader, writer)  # the wakeup fd must stay open as long as the process runs
+    watcher.start()
 
 
 def run(args: argparse.Namespace) -> int:
