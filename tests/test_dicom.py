@@ -312,19 +312,20 @@ def test_refuses_localizer_in_series(tmp_path):
     _refused(tmp_path / "s", truth["series_uid"], "localizer")
 
 
-def test_refuses_compressed_without_decoder_naming_the_extra(tmp_path):
+@pytest.mark.parametrize("syntax, names", [("1.2.840.10008.1.2.4.90", "medmamba[dicom-codecs]"),
+                                           ("1.2.840.10008.1.2.4.70", "pylibjpeg-libjpeg")])
+def test_refuses_compressed_without_decoder_naming_the_extra(tmp_path, syntax, names):
     truth = write_series(tmp_path / "s", volume((6, 6, 3)))
     ds = pydicom.dcmread(truth["files"][1])
-    # JPEG Lossless (process 14): no decoder ships with pydicom, Pillow or pyjpegls; the data is not a JPEG
-    # stream either, so even an installed decoder fails and the line names the extra.
+    # The data is no JPEG 2000 / JPEG stream, so whichever decoders are installed fail, as a missing one does.
     from pydicom.encaps import encapsulate
 
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"
+    ds.file_meta.TransferSyntaxUID = syntax
     ds.PixelData = encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
     ds["PixelData"].VR = "OB"
     ds.save_as(truth["files"][1])
-    message = _refused(tmp_path / "s", truth["series_uid"], "compressed")
-    assert "medmamba[dicom-codecs]" in message
+    message = _refused(tmp_path / "s", truth["series_uid"], "cannot decode compressed pixel data")
+    assert names in message
 
 
 def test_refuses_duplicate_positions(tmp_path):
@@ -584,7 +585,7 @@ def _compressed(truth, folder):
 
     path = _sorted_files(truth)[1]
     ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # JPEG 2000 (lossless only)
     ds.PixelData = encapsulate([b"\xff\xd8not a jpeg\xff\xd9"])
     ds["PixelData"].VR = "OB"
     ds.save_as(path)

@@ -404,6 +404,11 @@ def _fmt(values: Sequence[float]) -> str:
 
 _COMPRESSED_HINT = (f"install the decoders with pip install 'medmamba[{CODECS_EXTRA}]' (pylibjpeg with its "
                     "OpenJPEG and RLE plugins; JPEG-LS and baseline JPEG use pyjpegls and Pillow)")
+# Lossless and 12-bit (extended) JPEG: among pydicom's plugins only pylibjpeg-libjpeg decodes them, and it is
+# GPL-3.0, so no medmamba extra installs it; the line names it instead.
+_LIBJPEG_SYNTAXES = ("1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")
+_LIBJPEG_HINT = ("this JPEG process is decoded by pylibjpeg-libjpeg (GPL-3.0, not in medmamba's extras): "
+                 "pip install pylibjpeg pylibjpeg-libjpeg, or decompress the series first (e.g. dcmdjpeg from dcmtk)")
 
 
 def _pixels(ds: Any, path: Path, series: DicomSeries) -> np.ndarray:
@@ -416,8 +421,9 @@ def _pixels(ds: Any, path: Path, series: DicomSeries) -> np.ndarray:
     except Exception as err:  # pydicom raises RuntimeError/NotImplementedError/ValueError for missing decoders
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         if syntax is not None and syntax.is_compressed:
-            raise DicomSeriesError(f"{_where(series)}: cannot decode compressed pixel data ({syntax.name}): "
-                                   f"{_COMPRESSED_HINT}", path=path) from None
+            hint = _LIBJPEG_HINT if str(syntax) in _LIBJPEG_SYNTAXES else _COMPRESSED_HINT
+            raise DicomSeriesError(f"{_where(series)}: cannot decode compressed pixel data ({syntax.name}): {hint}",
+                                   path=path) from None
         raise DicomSeriesError(f"{_where(series)}: cannot read pixel data ({type(err).__name__}: {err})",
                                path=path) from None
 
