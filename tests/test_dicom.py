@@ -663,3 +663,41 @@ def test_multichannel_mapping_csv(tmp_path):
     (tmp_path / "in" / "dicom_channels.csv").unlink()
     with pytest.raises(Exception, match="dicom_channels.csv"):
         gather_input_cases(tmp_path / "in", 2)
+
+
+def test_ensemble_of_dicom_predictions_writes_nifti(tiny_model, tmp_path):
+    from medmamba import api
+
+    inp = tmp_path / "dicom"
+    write_series(inp, np.rint(volume((20, 18, 9), seed=4) * 0.01), number=5)
+    for name in ("a", "b"):
+        api.predict(input_folder=inp, output_folder=tmp_path / name, dataset=tiny_model.dataset,
+                    configuration="3d_fullres", folds=["all"], device="cpu", tta=False, num_workers=0,
+                    save_probabilities=True, results=tiny_model.res, progress=False, echo=lambda line: None)
+    result = api.ensemble(inputs=[tmp_path / "a", tmp_path / "b"], output_folder=tmp_path / "ens")
+    assert result.written == ["P001_20240102_S5"]
+    ensembled, _ = read_image(tmp_path / "ens" / "P001_20240102_S5.nii.gz")
+    single, _ = read_image(tmp_path / "a" / "P001_20240102_S5.nii.gz")
+    assert np.array_equal(ensembled, single)  # the same model twice: the same labels
+
+
+def test_region_model_writes_one_segment_per_region(tmp_path):
+    import highdicom
+
+    from medmamba.inference.dicom_seg import segments_from_dataset, write_dicom_seg
+
+    truth = write_series(tmp_path / "s", volume((12, 10, 6)))
+    (series,) = scan_dicom_folder(tmp_path / "s").series
+    labels = np.zeros((12, 10, 6), np.uint8)
+    labels[2:10, 2:8, 1:5] = 1
+    labels[3:8, 3:7, 2:4] = 2
+    labels[4:6, 4:6, 2:3] = 3
+    segments = segments_from_dataset({"labels": {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3],
+                                                 "enhancing": [3]}, "regions_class_order": [1, 2, 3]})
+    assert [s.values for s in segments] == [(1, 2, 3), (2, 3), (3,)]
+    write_dicom_seg(labels, series, tmp_path / "seg.dcm", segments, "regions", "0")
+    seg = highdicom.seg.segread(tmp_path / "seg.dcm")
+    sources = [str(pydicom.dcmread(f).SOPInstanceUID) for f in truth["files"]]
+    for spec in segments:  # overlapping segments: each read back on its own
+        mask = seg.get_pixels_by_source_instance(sources, segment_numbers=[spec.number])[..., 0]
+        assert np.array_equal(mask.transpose(2, 1, 0) > 0, np.isin(labels, spec.values)), spec.label

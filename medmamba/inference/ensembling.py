@@ -131,7 +131,8 @@ def _input_ending(properties: Mapping[str, Any]) -> str:
     if files:
         from medmamba.datasets.image_io import file_ending
 
-        return file_ending(files[0]) or ".nii.gz"
+        ending = file_ending(files[0])
+        return ".nii.gz" if ending in ("", ".dicom-series") else ending  # a DICOM series' label map is NIfTI
     return ".nii.gz"
 
 
