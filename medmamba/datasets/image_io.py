@@ -367,21 +367,24 @@ def read_case(
     """
     if len(image_files) == 0:
         raise ImageReadError("read_case needs at least one image file")
-    arrays = []
+    out: np.ndarray | None = None
     reference: ImageGeometry | None = None
-    for f in image_files:
+    for c, f in enumerate(image_files):
         array, geometry = read_image(f)
         if reference is None:
             reference = geometry
+            # each channel is cast straight into the result: no float copy per channel besides it
+            out = np.empty((len(image_files), *array.shape), dtype=dtype)
         else:
             problems = geometry_differences(reference, geometry)
             if problems:
                 raise GeometryError(
                     f"geometry differs from {Path(image_files[0]).name}: " + "; ".join(problems), path=f
                 )
-        arrays.append(array.astype(dtype, copy=False))
-    assert reference is not None
-    return np.stack(arrays), reference
+        out[c] = array
+        del array
+    assert reference is not None and out is not None
+    return out, reference
 
 
 # ---------------------------------------------------------------------------------------- write

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from medmamba.atomic import atomic_write_json, atomic_write_with, write_error
-from medmamba.errors import DatasetError
+from medmamba.errors import DatasetError, WriteError
 from medmamba.formats.json_io import read_json
 
 PROBABILITIES_KEY = "probabilities"
@@ -68,12 +69,22 @@ class ProbabilitiesWriter:
         self.raw = self.folder / f".{case_id}.{secrets.token_hex(6)}.npy"
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                   "shape": self.shape}
+        raw_bytes = 4 * int(np.prod(self.shape, dtype=np.int64))
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            # the raw rows and the .npz beside them (deflate may not shrink it): refuse before computing anything
+            free = shutil.disk_usage(self.folder).free
+        except OSError as err:
+            raise write_error(self.folder / f"{case_id}.npz", err) from None
+        if free < 2 * raw_bytes:
+            raise WriteError(f"{case_id}.npz needs {2 * raw_bytes / 1e9:.2f} GB free to stream the probabilities "
+                             f"({' x '.join(map(str, self.shape))} float32) to disk, {free / 1e9:.2f} GB are free; "
+                             "free some space or predict without --save-probabilities", path=self.folder)
+        try:
             with open(self.raw, "xb") as fh:
                 np.lib.format.write_array_header_2_0(fh, header)
                 self.offset = fh.tell()
-                fh.truncate(self.offset + 4 * int(np.prod(self.shape, dtype=np.int64)))
+                fh.truncate(self.offset + raw_bytes)
             self.fd = os.open(self.raw, os.O_WRONLY)
         except OSError as err:
             self._remove()
@@ -174,7 +185,7 @@ def check_probabilities(folder: Path, case_id: str) -> None:
     its zip directory is at the end) and that ``CASE.json`` is readable."""
     npz = folder / f"{case_id}.npz"
     try:
-        with np.load(npz) as data:
+        with np.load(npz, allow_pickle=False) as data:
             if PROBABILITIES_KEY not in data.files:
                 raise KeyError(PROBABILITIES_KEY)
     except _BROKEN_NPZ as err:
@@ -195,7 +206,7 @@ def load_probabilities(folder: Path, case_id: str) -> tuple[np.ndarray, dict[str
     """Read what :func:`save_probabilities` wrote; :class:`DatasetError` naming the file if broken."""
     npz, props = folder / f"{case_id}.npz", folder / f"{case_id}.json"
     try:
-        with np.load(npz) as data:
+        with np.load(npz, allow_pickle=False) as data:
             probs = np.asarray(data[PROBABILITIES_KEY], dtype=np.float32)
     except _BROKEN_NPZ as err:
         raise DatasetError(f"cannot read saved probabilities ({_reason(err)})", path=npz) from None

@@ -46,7 +46,7 @@ def mirrored_logits(
         logits = sliding_window_logits(network, flipped, patch_size, **window_kwargs)
         if dims:
             logits = torch.flip(logits, dims)
-        total = logits if total is None else total.add_(logits)
+        total = logits if total is None else total.add_(logits.to(total.device))  # auto may pick another device per pass
     assert total is not None
     return total / len(subsets)
 
@@ -89,7 +89,9 @@ def predict_preprocessed_case(
         tiles and mirror passes (nnU-Net averages logits), converted to probabilities, then the
         probabilities of all networks (folds) averaged.
 
-    Falls back to accumulating on the CPU when the GPU runs out of memory for the full-image sums.
+    On a GPU the tile sums stay on the device while they fit (:func:`accumulation_plan`); otherwise, and when
+    the GPU runs out of memory anyway, the device sums a band of rows at a time and finished rows move to
+    host memory (never a whole-image sum computed on the CPU).
     """
     if isinstance(networks, torch.nn.Module):
         networks = [networks]
@@ -106,21 +108,21 @@ def predict_preprocessed_case(
             f"preprocessed data of shape {tuple(tensor.shape)} does not fit a {len(patch_size)}D patch {tuple(patch_size)}")
     kwargs = dict(step=step, use_gaussian=use_gaussian, batch_windows=batch_windows, device=device,
                   amp=amp, progress=progress)
-    accumulate = device
+    accumulate = "auto"
     if device.type == "cuda":
         tensor = tensor.to(device)
     probabilities: torch.Tensor | None = None
     for network in networks:
         network.eval()
         try:
-            logits = mirrored_logits(network, tensor, patch_size, mirror_axes, accumulate_device=accumulate, **kwargs)
+            logits = mirrored_logits(network, tensor, patch_size, mirror_axes, accumulate=accumulate, **kwargs)
         except torch.cuda.OutOfMemoryError:
-            # The full-image sums do not fit next to the network: keep them in host memory
-            # (nnU-Net does the same).
+            if accumulate == "slabs":
+                raise
+            # The whole-image sums did not fit next to the network after all: sum a band of rows at a time.
             torch.cuda.empty_cache()
-            accumulate = torch.device("cpu")
-            tensor = tensor.cpu()
-            logits = mirrored_logits(network, tensor, patch_size, mirror_axes, accumulate_device=accumulate, **kwargs)
+            accumulate = "slabs"
+            logits = mirrored_logits(network, tensor, patch_size, mirror_axes, accumulate=accumulate, **kwargs)
         probs = logits_to_probabilities(logits, regions).cpu()
         probabilities = probs if probabilities is None else probabilities.add_(probs)
     assert probabilities is not None

@@ -68,10 +68,11 @@ class ClassByClassLabels:
             return
         if self.best is None:
             self.best = np.array(probabilities, dtype=np.float32, copy=True)
+            self.mask = np.empty(self.best.shape, dtype=bool)
             return
-        better = probabilities > self.best
-        self.best[better] = probabilities[better]
-        self.index[better] = k
+        better = np.greater(probabilities, self.best, out=self.mask)
+        np.copyto(self.index, k, where=better, casting="unsafe")
+        np.copyto(self.best, probabilities, where=better)
 
     def labels(self) -> np.ndarray:
         if self.next != self.num_outputs:

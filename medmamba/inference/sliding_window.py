@@ -24,6 +24,10 @@ from medmamba.errors import ConfigurationError, NetworkError
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8.0
 GAUSSIAN_VALUE_SCALE = 10.0
 DEFAULT_STEP = 0.5  # tile step as a fraction of the patch size (nnU-Net default)
+# Whole-image sums stay on the GPU while (classes + 1) float32 copies of the padded image take at most
+# this share of its free memory; the rest is left to the network's activations (nnU-Net likewise keeps
+# the sums on the device until that fails).
+DEVICE_SUM_SHARE = 0.5
 # Tiles per forward pass. Measured (benchmarks/results/predict_cpu_benchmark.json): on CPU one
 # tile per forward costs ~6x more per tile than four; nnU-Net itself predicts one tile at a time.
 DEFAULT_BATCH_WINDOWS = 4
@@ -108,6 +112,52 @@ def count_tiles(spatial_shape: Sequence[int], patch_size: Sequence[int], step: f
     return count
 
 
+def accumulation_plan(num_classes: int, padded_shape: Sequence[int], device: torch.device,
+                      free_bytes: int | None = None, share: float = DEVICE_SUM_SHARE) -> str:
+    """Where the tile sums go: ``"device"`` (one whole-image sum on ``device``: always on the CPU, on a GPU while
+    ``(num_classes + 1)`` float32 copies of the padded image take at most ``share`` of its free memory) or
+    ``"slabs"`` (the GPU sums a band of rows one patch high and hands finished rows to host memory).
+    ``free_bytes`` None asks the GPU."""
+    if device.type != "cuda":
+        return "device"
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    needed = 4 * (int(num_classes) + 1) * int(math.prod(int(s) for s in padded_shape))
+    return "device" if needed <= share * free_bytes else "slabs"
+
+
+class _RowBands:
+    """Tile sums kept for a band of rows along the first spatial axis (a patch high) on the device; rows no later
+    tile reaches (tiles come in order of their first-axis start) move to ``out`` on the host."""
+
+    def __init__(self, num_classes: int, padded: Sequence[int], height: int, device: torch.device):
+        self.out = torch.zeros((num_classes, *padded), dtype=torch.float32)
+        self.band = torch.zeros((num_classes, height, *padded[1:]), dtype=torch.float32, device=device)
+        self.height, self.first = height, 0
+
+    def advance(self, to: int) -> None:
+        """Rows before ``to`` are complete: move them out and shift the band to start at ``to``."""
+        if to <= self.first:
+            return
+        n = min(to - self.first, self.height)
+        self.out[:, self.first:self.first + n] = self.band[:, :n].cpu()
+        keep = self.height - n
+        if keep:
+            self.band[:, :keep] = self.band[:, n:].clone()
+        self.band[:, keep:] = 0
+        self.first = to
+
+    def add(self, window: tuple, value: torch.Tensor) -> None:
+        lead = window[0]
+        if isinstance(lead, slice):
+            self.advance(lead.start)
+            rows = slice(lead.start - self.first, lead.stop - self.first)
+        else:  # a slice index of the extra leading axis (2D patches on 3D data)
+            self.advance(lead)
+            rows = lead - self.first
+        self.band[(slice(None), rows, *window[1:])] += value
+
+
 def _forward(network: Callable, batch: torch.Tensor) -> torch.Tensor:
     out = network(batch)
     if isinstance(out, (list, tuple)):  # deep supervision: highest resolution first
@@ -126,6 +176,7 @@ def sliding_window_logits(
     accumulate_device: torch.device | str | None = None,
     amp: bool = True,
     progress: Callable[[int], None] | None = None,
+    accumulate: str = "auto",
 ) -> torch.Tensor:
     """Logits of the whole image from overlapping tiles.
 
@@ -141,9 +192,12 @@ def sliding_window_logits(
         device: where the network runs; ``accumulate_device`` (default: ``device``) holds the sums.
         amp: autocast to float16 on CUDA (no effect on CPU).
         progress: called with the number of tiles done after each forward pass.
+        accumulate: ``"device"`` (the sums of the whole image on ``accumulate_device``), ``"slabs"`` (a band of
+            rows on ``accumulate_device``, finished rows in host memory) or ``"auto"``
+            (:func:`accumulation_plan` once the number of classes is known).
 
     Returns:
-        ``(K, *spatial)`` float32 logits on ``accumulate_device``.
+        ``(K, *spatial)`` float32 logits on ``accumulate_device`` (on the CPU when accumulated in slabs).
     """
     if data.ndim < 2:
         raise NetworkError(f"expected data of shape (C, *spatial), got {tuple(data.shape)}")
@@ -185,7 +239,10 @@ def sliding_window_logits(
     for window in grid:
         weight_sum[window] += weights
 
+    if accumulate not in ("auto", "device", "slabs"):
+        raise ConfigurationError(f"accumulate must be auto, device or slabs, got {accumulate!r}")
     logits: torch.Tensor | None = None
+    bands: _RowBands | None = None
     use_amp = amp and device.type == "cuda"
     with torch.no_grad():
         for first in range(0, len(windows), batch_windows):
@@ -194,14 +251,25 @@ def sliding_window_logits(
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 out = _forward(network, batch)
             out = out.to(device=accumulate_device, dtype=torch.float32)
-            if logits is None:
-                logits = torch.zeros((out.shape[1], *padded), dtype=torch.float32, device=accumulate_device)
+            if logits is None and bands is None:
+                plan = accumulation_plan(out.shape[1], padded, accumulate_device) if accumulate == "auto" \
+                    else accumulate
+                if plan == "slabs":
+                    bands = _RowBands(out.shape[1], padded, 1 if extra else patch_size[0], accumulate_device)
+                else:
+                    logits = torch.zeros((out.shape[1], *padded), dtype=torch.float32, device=accumulate_device)
             if tuple(out.shape[2:]) != tuple(patch_size):
                 raise NetworkError(f"network returned spatial shape {tuple(out.shape[2:])} for patch {tuple(patch_size)}")
             for j, w in enumerate(chunk):
-                logits[(slice(None),) + w] += out[j] * weights
+                if bands is not None:
+                    bands.add(w, out[j] * weights)
+                else:
+                    logits[(slice(None),) + w] += out[j] * weights
             if progress is not None:
                 progress(len(chunk))
+    if bands is not None:
+        bands.advance(padded[0])
+        logits, weight_sum = bands.out, weight_sum.cpu()
     assert logits is not None  # at least one window always exists
     logits /= weight_sum  # broadcasts over K and the slice-by-slice axes
     if not torch.isfinite(logits).all():

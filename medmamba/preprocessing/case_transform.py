@@ -28,6 +28,12 @@ from medmamba.formats.preprocessed_case import PROPERTIES_FORMAT_VERSION
 from medmamba.preprocessing.foreground import sample_annotated_locations, sample_foreground_locations
 from medmamba.preprocessing.normalization import normalize_channel
 from medmamba.preprocessing.resampling import compute_new_shape, resample_data_or_seg
+from medmamba.preprocessing.slab_resampling import resample_bounded
+
+# Normalisations computed voxel by voxel from fixed statistics (no statistic of the image itself).
+_PER_VOXEL_SCHEMES = ("CTNormalization", "NoNormalization", "RGBTo01Normalization")
+_NORMALIZE_SLAB_VOXELS = 1 << 22
+
 
 def internal_target_spacing(config: ConfigurationPlan, spacing_internal: Sequence[float]) -> list[float]:
     """Target spacing (mm, 3 internal axes): a 2d configuration keeps the case's own axis-0 spacing."""
@@ -62,7 +68,7 @@ def preprocess_case(
     props = {"image_files": [str(f) for f in image_files],
              "label_file": None if label_file is None else str(label_file)}
     data, seg_out, properties = preprocess_arrays(data, seg, geometry.spacing, plans, configuration_name,
-                                                  direction=geometry.direction)
+                                                  direction=geometry.direction, overwrite_data=True)
     properties.update(props)
     properties["geometry"] = geometry.to_dict()
     return data, (seg_out if seg is not None else None), properties
@@ -75,8 +81,10 @@ def preprocess_arrays(
     plans: Plans | Mapping[str, Any],
     configuration_name: str,
     direction: Sequence[Sequence[float]] | None = None,
+    overwrite_data: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Preprocess in-memory arrays (file voxel order). Inputs are not modified.
+    """Preprocess in-memory arrays (file voxel order). Inputs are not modified, except ``data`` with
+    ``overwrite_data`` (normalised in place: a 512×512×600 CT then needs one float32 copy, not two).
 
     Args:
         data: (C, *spatial) image channels, spatial 2D or 3D.
@@ -106,10 +114,12 @@ def preprocess_arrays(
         raise PlansError(f"expected a 2D or 3D image, got array shape {tuple(data.shape[1:])}")
     reorientation = canonical_reorientation(direction) if direction is not None else \
         Reorientation(tuple(range(original_ndim)), (False,) * original_ndim)
+    given = data
     data = reorientation.apply(data)
     seg = None if seg is None else reorientation.apply(seg)
     spacing3 = reorientation.spacing(spacing)
     data = data.astype(np.float32, copy=False)
+    owned = overwrite_data or not np.may_share_memory(data, given)
     if original_ndim == 2:
         data = data[:, None]
         seg = None if seg is None else seg[:, None]
@@ -127,17 +137,28 @@ def preprocess_arrays(
     new_shape = compute_new_shape(shape_after_crop, spacing_t, target_spacing)
 
     intensity = plans.foreground_intensity_properties_per_channel
-    normed = np.empty(data.shape, dtype=np.float32)
+    normed = data if owned else np.empty(data.shape, dtype=np.float32)  # ``data`` is a crop (view) of ours
     for c in range(n_channels):
-        normed[c] = normalize_channel(data[c], config.normalization_schemes[c], seg_c[0],
-                                      config.use_mask_for_norm[c], intensity.get(str(c)))
+        scheme = config.normalization_schemes[c]
+        # per-voxel schemes run a slab at a time (their temporary copy is a slab); z-score needs the whole channel
+        step = max(1, _NORMALIZE_SLAB_VOXELS // max(1, int(np.prod(data.shape[2:])))) \
+            if scheme in _PER_VOXEL_SCHEMES else data.shape[1]
+        for start in range(0, data.shape[1], step):
+            rows = slice(start, start + step)
+            normed[c, rows] = normalize_channel(data[c, rows], scheme, seg_c[0, rows], config.use_mask_for_norm[c],
+                                                intensity.get(str(c)))
     rs = config.resampling
-    data_out = resample_data_or_seg(normed, new_shape, spacing_t, target_spacing, is_seg=False,
-                                    order=rs.data_order, order_z=rs.order_z, force_separate_z=rs.force_separate_z,
-                                    anisotropy_threshold=rs.anisotropy_threshold)
-    seg_out = resample_data_or_seg(seg_c, new_shape, spacing_t, target_spacing, is_seg=True,
-                                   order=rs.seg_order, order_z=rs.order_z, force_separate_z=rs.force_separate_z,
-                                   anisotropy_threshold=rs.anisotropy_threshold).astype(np.int16)
+    # Slab-wise (same values): the whole-volume resize would hold float64 copies of the image.
+    data_out = resample_bounded(normed, new_shape, spacing_t, target_spacing, is_seg=False,
+                                order=rs.data_order, order_z=rs.order_z, force_separate_z=rs.force_separate_z,
+                                anisotropy_threshold=rs.anisotropy_threshold)
+    del normed
+    # Labels keep the whole-volume resize (training; one-hot values of exactly 0.5 depend on its rounding);
+    # the nonzero-mask encoding made at inference, which no caller reads, is resampled slab-wise.
+    resample_seg = resample_data_or_seg if seg is not None else resample_bounded
+    seg_out = resample_seg(seg_c, new_shape, spacing_t, target_spacing, is_seg=True,
+                           order=rs.seg_order, order_z=rs.order_z, force_separate_z=rs.force_separate_z,
+                           anisotropy_threshold=rs.anisotropy_threshold).astype(np.int16)
     properties: dict[str, Any] = {
         "format_version": PROPERTIES_FORMAT_VERSION,
         "configuration": configuration_name,

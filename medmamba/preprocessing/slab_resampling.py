@@ -59,30 +59,43 @@ def _zoom(x: np.ndarray, shape: Sequence[int], order: int, clip: tuple[float, fl
     return out
 
 
+def _bilinear_rows(rows: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Each 2-D row of ``rows`` resized to ``shape`` linearly: ``ndimage.zoom(order=1, grid_mode=True,
+    mode="nearest")``'s arithmetic (half-voxel centres, edge samples repeated) done by torch's bilinear
+    ``interpolate(align_corners=False)`` in float64, which uses the same source coordinates and runs on every
+    core; the two differ by float64 rounding only. (Linear interpolation never leaves the input's range,
+    so skimage's clipping changes nothing here.)"""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float64))[None]
+    out = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in shape), mode="bilinear", align_corners=False)
+    return out[0].numpy()
+
+
 def _axis_rows(x: np.ndarray, axis: int, n_out: int, start: int, stop: int, order: int) -> np.ndarray:
     """Rows ``[start, stop)`` of ``x`` (float64) resized along ``axis`` alone to ``n_out`` samples with a
     spline of ``order`` in ndimage's edge ("nearest") mode; the other axes are untouched."""
+    # Only the input rows these output rows read are converted to float64 (``x`` may be a whole CT).
     n_in = x.shape[axis]
-    x = x.astype(np.float64, copy=False)
     coords = grid_coordinates(n_in, n_out, start, stop)
     if n_in == n_out:
-        return np.take(x, np.arange(start, stop), axis=axis).copy()
+        return np.take(x, np.arange(start, stop), axis=axis).astype(np.float64)
     if order == 0:
-        return np.take(x, np.clip(np.floor(coords + 0.5), 0, n_in - 1).astype(np.int64), axis=axis)
+        return np.take(x, np.clip(np.floor(coords + 0.5), 0, n_in - 1).astype(np.int64), axis=axis).astype(np.float64)
     if order == 1:
         lo = np.floor(coords).astype(np.int64)
         t = coords - lo
         shape = [1] * x.ndim
         shape[axis] = len(coords)
         t = t.reshape(shape)
-        a = np.take(x, np.clip(lo, 0, n_in - 1), axis=axis)
-        b = np.take(x, np.clip(lo + 1, 0, n_in - 1), axis=axis)
+        a = np.take(x, np.clip(lo, 0, n_in - 1), axis=axis).astype(np.float64)
+        b = np.take(x, np.clip(lo + 1, 0, n_in - 1), axis=axis).astype(np.float64)
         return a * (1.0 - t) + b * t
     from scipy import ndimage
 
     first = max(0, int(np.floor(coords.min())) - SPLINE_HALO)
     last = min(n_in, int(np.floor(coords.max())) + SPLINE_HALO + 2)
-    part = np.take(x, np.arange(first, last), axis=axis)
+    part = np.take(x, np.arange(first, last), axis=axis).astype(np.float64)
     grid = np.meshgrid(*[coords - first if a == axis else np.arange(s, dtype=np.float64)
                          for a, s in enumerate(part.shape)], indexing="ij")
     return ndimage.map_coordinates(part, grid, order=order, mode="nearest", prefilter=True)
@@ -143,7 +156,10 @@ def resampled_rows(
         clip = (float(x.min()), float(x.max()))
         others = [s for a, s in enumerate(shape) if a != axis]
         moved = np.moveaxis(rows, axis, 0)
-        out = np.stack([_zoom(r, others, order, clip) for r in moved])
+        if order == 1 and len(others) == 2:
+            out = _bilinear_rows(moved, others)
+        else:
+            out = np.stack([_zoom(r, others, order, clip) for r in moved])
         return np.moveaxis(out, 0, axis).astype(np.float32)
     inplane = [s for a, s in enumerate(shape) if a != z_axis]
     if axis == z_axis:
@@ -163,3 +179,56 @@ def resampled_rows(
     stacked = np.stack(slices)
     out = _interp_along_axis(stacked, 0, shape[z_axis], order_z, False)
     return np.moveaxis(out, 0, z_axis).astype(np.float32)
+
+
+def _slabs_by_input(n_in: int, n_out: int, in_plane: int, out_plane: int,
+                    max_bytes: int = DEFAULT_SLAB_BYTES) -> list[tuple[int, int]]:
+    """Output row ranges along axis 0 whose float64 input rows (downsampling reads ``n_in / n_out`` input rows
+    per output row) and output rows each stay near ``max_bytes``."""
+    per_row = 8 * max(in_plane * max(1.0, n_in / max(1, n_out)), out_plane)
+    step = max(1, int(max_bytes // per_row))
+    return [(s, min(n_out, s + step)) for s in range(0, n_out, step)]
+
+
+def resample_bounded(
+    data: np.ndarray,
+    new_shape: Sequence[int],
+    spacing: Sequence[float],
+    new_spacing: Sequence[float],
+    is_seg: bool = False,
+    order: int = 3,
+    order_z: int = 0,
+    force_separate_z: bool | None = None,
+    anisotropy_threshold: float | None = None,
+) -> np.ndarray:
+    """:func:`medmamba.preprocessing.resampling.resample_data_or_seg` (same arguments, same values up to float64
+    rounding) computed a slab of output rows at a time: besides ``data`` and the result it holds one slab's
+    float64 rows, where the whole-volume resize holds a float64 copy of each channel and its spline
+    prefilter (for a 512×512×600 CT, 2.5 GB)."""
+    from medmamba.formats.constants import ANISOTROPY_THRESHOLD
+    from medmamba.preprocessing.resampling import (_labels_to_paint, resample_data_or_seg, separate_z_axis)
+
+    threshold = ANISOTROPY_THRESHOLD if anisotropy_threshold is None else anisotropy_threshold
+    shape = [int(s) for s in new_shape]
+    z_axis = separate_z_axis(spacing, new_spacing, threshold, force_separate_z)
+    if tuple(data.shape[1:]) == tuple(shape) or len(shape) != 3 or (is_seg and z_axis is not None):
+        # same shape (a copy), 2D grids, or labels resampled per slice: no whole-volume float64 copy to avoid
+        return resample_data_or_seg(data, shape, spacing, new_spacing, is_seg=is_seg, order=order, order_z=order_z,
+                                    force_separate_z=force_separate_z, anisotropy_threshold=threshold)
+    out = np.zeros((data.shape[0], *shape), dtype=data.dtype if is_seg else np.float32)
+    slabs = _slabs_by_input(data.shape[1], shape[0], int(np.prod(data.shape[2:])), int(np.prod(shape[1:])))
+    for c in range(data.shape[0]):
+        if not is_seg:
+            for start, stop in slabs:
+                out[c, start:stop] = resampled_rows(data[c], shape, 0, start, stop, order, order_z, z_axis)
+            continue
+        if order == 0:
+            for start, stop in slabs:
+                out[c, start:stop] = resampled_rows(data[c], shape, 0, start, stop, 0, order_z, z_axis)
+            continue
+        for label in _labels_to_paint(data[c]):  # one-hot, interpolated, >= 0.5, later labels win
+            mask = data[c] == label
+            for start, stop in slabs:
+                rows = resampled_rows(mask, shape, 0, start, stop, order, order_z, z_axis)
+                out[c, start:stop][rows >= 0.5] = label
+    return out
