@@ -50,20 +50,22 @@ def _segments(seg: Any, path: Path) -> list[tuple[int, str]]:
 def seg_label_map(seg_path: Path, seg: Any, series: DicomSeries) -> np.ndarray:
     """The SEG's label map on the series' grid (``(i, j, k)`` as :func:`read_series` gives the image, values =
     segment numbers, uint8/uint16)."""
-    pydicom = require_pydicom()
-    image_files = ", ".join(f.name for f in series.files[:1])
+    image_files = f"series {series.case_key} in {series.files[0].parent}"
     if str(seg.get("FrameOfReferenceUID", "")) != series.frame_of_reference_uid:
         raise GeometryError(f"Frame of Reference {seg.get('FrameOfReferenceUID', 'none')} differs from the image "
-                            f"series' {series.frame_of_reference_uid} ({image_files}...)", path=seg_path)
+                            f"series' {series.frame_of_reference_uid} ({image_files})", path=seg_path)
     planes, direction, sop_of = series_planes(series)
     slice_of = {(sop_of[p.file], (p.frame or 0) + 1 if p.frame is not None else None): k for k, p in enumerate(planes)}
     rows, columns = planes[0].rows, planes[0].columns
     if (int(seg.Rows), int(seg.Columns)) != (rows, columns):
         raise GeometryError(f"SEG frames are {seg.Rows}x{seg.Columns} pixels but the image series' slices "
-                            f"{rows}x{columns} ({image_files}...)", path=seg_path)
+                            f"{rows}x{columns} ({image_files})", path=seg_path)
     normal = direction[:, 2]
     projected = np.asarray([p.position @ normal for p in planes])
-    frames = np.asarray(seg.pixel_array)
+    try:
+        frames = np.asarray(seg.pixel_array)
+    except Exception as err:  # pydicom raises many types for bad or undecodable pixel data
+        raise DatasetError(f"cannot read the SEG's frames ({type(err).__name__}: {err})", path=seg_path) from None
     frames = frames.reshape(-1, rows, columns)
     per_frame = seg.get("PerFrameFunctionalGroupsSequence") or []
     if len(per_frame) != frames.shape[0]:
@@ -83,16 +85,16 @@ def seg_label_map(seg_path: Path, seg: Any, series: DicomSeries) -> np.ndarray:
         source = derivation[0].get("SourceImageSequence") if derivation else None
         if source:
             ref = source[0]
-            frame_number = ref.get("ReferencedFrameNumber")
-            key = (str(ref.ReferencedSOPInstanceUID),
-                   int(frame_number[0] if isinstance(frame_number, (list, tuple, pydicom.multival.MultiValue))
-                       else frame_number) if frame_number else None)
+            frame_number = ref.get("ReferencedFrameNumber")  # IS, possibly multi-valued
+            if frame_number is not None and not isinstance(frame_number, (int, str)):
+                frame_number = frame_number[0] if len(frame_number) else None
+            key = (str(ref.ReferencedSOPInstanceUID), int(frame_number) if frame_number not in (None, "") else None)
             k = slice_of.get(key)
             if k is None:  # a frame number given for a single-frame source, or none for a one-frame object
                 k = slice_of.get((key[0], None if key[1] == 1 else 1 if key[1] is None else key[1]))
             if k is None:
                 raise GeometryError(f"frame {f + 1} derives from SOP instance {key[0]}, which is not a slice of the "
-                                    f"image series ({image_files}...)", path=seg_path)
+                                    f"image series ({image_files})", path=seg_path)
         else:
             distance = np.abs(projected - ipp @ normal)
             k = int(np.argmin(distance))
@@ -135,7 +137,10 @@ def convert_dicom_dataset(studies: str | os.PathLike, output: str | os.PathLike,
     used: dict[str, Path] = {}
     reference: tuple[Path, list[tuple[int, str]]] | None = None
     for seg_path in scan.segmentations:
-        seg = pydicom.dcmread(seg_path)
+        try:
+            seg = pydicom.dcmread(seg_path)
+        except Exception as err:  # pydicom raises many types for corrupt files
+            raise DatasetError(f"cannot read DICOM SEG ({type(err).__name__}: {err})", path=seg_path) from None
         referenced = [str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence") or []]
         matches = [by_uid[uid] for uid in referenced if uid in by_uid]
         if len(matches) != 1:

@@ -387,15 +387,21 @@ def series_planes(series: DicomSeries) -> tuple[list[Any], np.ndarray, dict[Path
     """The series' slices sorted along the normal (objects with ``file``, ``frame`` (None or 0-based),
     ``position``, ``rows``, ``columns``), the direction matrix, and each file's SOPInstanceUID; refuses as
     :func:`read_series` does."""
+    headers = _headers(series)
+    planes, direction, _ = _check_and_sort(series, [p for path, ds in headers for p in _planes_of(ds, path)])
+    return planes, direction, {path: str(ds.get("SOPInstanceUID", "")) for path, ds in headers}
+
+
+def _headers(series: DicomSeries) -> list[tuple[Path, Any]]:
+    """Every file's dataset without its pixel data, in the series' file order."""
     pydicom = require_pydicom()
     headers = []
     for path in series.files:
         try:
             headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
-        except Exception as err:
+        except Exception as err:  # pydicom raises many types for corrupt headers
             raise ImageReadError(f"cannot read DICOM header ({type(err).__name__}: {err})", path=path) from None
-    planes, direction, _ = _check_and_sort(series, [p for path, ds in headers for p in _planes_of(ds, path)])
-    return planes, direction, {path: str(ds.get("SOPInstanceUID", "")) for path, ds in headers}
+    return headers
 
 
 def _fmt(values: Sequence[float]) -> str:
@@ -436,14 +442,8 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, ImageGeometry]:
     is SpacingBetweenSlices, else SliceThickness, else 1 mm (nothing to measure it from).
     """
     pydicom = require_pydicom()
-    headers = []
-    for path in series.files:
-        try:
-            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
-        except Exception as err:
-            raise ImageReadError(f"cannot read DICOM header ({type(err).__name__}: {err})", path=path) from None
-    planes = [plane for path, ds in headers for plane in _planes_of(ds, path)]
-    planes, direction, spacing = _check_and_sort(series, planes)
+    headers = _headers(series)
+    planes, direction, spacing = _check_and_sort(series, [p for path, ds in headers for p in _planes_of(ds, path)])
     if not np.isfinite(spacing):
         ds = headers[0][1]
         spacing = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
@@ -489,15 +489,13 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, ImageGeometry]:
 
 
 def ordered_sources(series: DicomSeries) -> tuple[list[Any], list[int]]:
-    """The series' datasets (pixels included) as a DICOM SEG must list its source frames, and for each source
-    frame the slice index ``k`` of :func:`read_series`' array.
+    """The series' datasets (headers, without pixel data) as a DICOM SEG lists its source frames, and for each
+    source frame the slice index ``k`` of :func:`read_series`' array.
 
     Classic series: one dataset per slice, sorted along the normal, so frame ``f`` is slice ``f``. Enhanced
     object: the one dataset, its frames in stored order mapped to their sorted slices."""
-    pydicom = require_pydicom()
-    datasets = [(path, pydicom.dcmread(path)) for path in series.files]
-    planes = [plane for path, ds in datasets for plane in _planes_of(ds, path)]
-    planes, _, _ = _check_and_sort(series, planes)
+    datasets = _headers(series)
+    planes, _, _ = _check_and_sort(series, [plane for path, ds in datasets for plane in _planes_of(ds, path)])
     by_path = dict(datasets)
     if any(plane.frame is not None for plane in planes):
         if len(datasets) != 1:
