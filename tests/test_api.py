@@ -39,6 +39,7 @@ def readme_run(tmp_path_factory):
     return work, namespace
 
 
+@pytest.mark.slow
 def test_readme_plan_and_preprocess_result(readme_run):
     work, ns = readme_run
     planned = ns["planned"]
@@ -53,6 +54,7 @@ def test_readme_plan_and_preprocess_result(readme_run):
     assert len(list(data.glob("*.json"))) == 5  # one properties file per training case
 
 
+@pytest.mark.slow
 def test_readme_train_result(readme_run):
     work, ns = readme_run
     trained = ns["trained"]
@@ -66,6 +68,7 @@ def test_readme_train_result(readme_run):
     assert set(trained.validation) >= {"Dice", "IoU", "HD95", "NSD"}
 
 
+@pytest.mark.slow
 def test_readme_predict_result(readme_run):
     work, ns = readme_run
     predicted = ns["predicted"]
@@ -79,6 +82,7 @@ def test_readme_predict_result(readme_run):
     assert predicted.summary_line() == "predicted 2 case(s), skipped 0 already present, 0 failed"
 
 
+@pytest.mark.slow
 def test_readme_evaluate_result(readme_run):
     work, ns = readme_run
     evaluated = ns["evaluated"]

@@ -54,7 +54,9 @@ def test_default_demo_is_deterministic_fast_and_valid(tmp_path):
 def test_every_class_present_with_partial_volume_edges():
     images, labels, geometry = generate_case(0, seed=0, n_channels=2, size=56)
     counts = np.bincount(labels.ravel(), minlength=5)
-    assert np.all(counts > 0), counts  # background, liver, kidney, vessel, lesion all present
+    # background, liver, kidney, vessel, lesion all present, each in a structure of some size
+    # (at least 0.05% of the volume, ~80 voxels here; a stray voxel is not a lesion)
+    assert np.all(counts >= 5e-4 * labels.size), counts
     assert counts[4] < counts[2] < counts[1]  # lesion smallest, liver largest
     assert len(images) == 2 and images[0].shape == labels.shape == geometry.shape
     assert not np.allclose(images[0], images[1])  # two contrasts

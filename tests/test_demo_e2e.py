@@ -20,6 +20,8 @@ import pytest
 
 from medmamba.datasets.image_io import read_image
 
+pytestmark = pytest.mark.slow  # the whole demo pipeline: minutes on 2 cores
+
 DICE_FLOOR = 0.5
 
 

@@ -54,6 +54,7 @@ def mixed_model(trained_tiny_model, tmp_path_factory):
     return folder, images
 
 
+@pytest.mark.slow
 def test_bundle_runs_in_monai_and_gives_predicts_labels(mixed_model, tmp_path, capsys):
     pytest.importorskip("fire", reason="`python -m monai.bundle` needs fire (in the test extra)")
     pytest.importorskip("jsonschema", reason="monai.bundle verify_metadata needs jsonschema (in the test extra)")

@@ -51,9 +51,10 @@ def test_loss_is_blind_to_ignore_voxels_at_every_level(variant, batch_dice):
         assert ignored.any() and (~ignored).any()
         noise = 50 * torch.randn(out.shape, generator=torch.Generator().manual_seed(10 + i))
         changed.append(torch.where(ignored, noise, out))
-        # the lowest level has weight 0; the others pass no gradient to ignore voxels and some elsewhere
+        # the lowest level has weight 0; the others pass no gradient to ignore voxels and one to
+        # every annotated voxel
         assert torch.count_nonzero(grads[i][ignored]) == 0
-        assert i == len(outputs) - 1 or torch.count_nonzero(grads[i][~ignored]) > 0
+        assert i == len(outputs) - 1 or torch.count_nonzero(grads[i][~ignored]) == (~ignored).sum()
     loss2, grads2 = _loss_and_grads(loss_fn, changed, target)
     assert torch.allclose(loss, loss2, rtol=0, atol=1e-6)
     for a, b in zip(grads, grads2):
@@ -119,6 +120,7 @@ def test_sampler_never_returns_an_all_ignore_patch(tmp_path):
         PatchSampler(cases[1:], patch, ignore_label=IGNORE).pick(np.random.default_rng(0), False)
 
 
+@pytest.mark.slow
 def test_partial_demo_trains_predicts_and_is_scored_without_ignore(tmp_path, monkeypatch):
     from medmamba import api
     from medmamba.cli.main import main
@@ -136,7 +138,11 @@ def test_partial_demo_trains_predicts_and_is_scored_without_ignore(tmp_path, mon
                  "--no-progress"]) == 0
     props = json.loads((tmp_path / "preprocessed" / raw.name / "medmambaPlans_3d_fullres" / "demo_000.json")
                        .read_text())
-    assert len(props["annotated_locations"]) > 0
+    # every stored location is annotated, and as many as preprocessing.foreground keeps
+    seg = np.load(tmp_path / "preprocessed" / raw.name / "medmambaPlans_3d_fullres" / "demo_000_seg.npy")[0]
+    locations = np.asarray(props["annotated_locations"])
+    assert len(locations) == min(10000, int(np.sum(seg != 5)))
+    assert not np.any(seg[tuple(locations.T)] == 5)
     assert main(["train", "-d", "999", "-c", "3d_fullres", "-f", "0", "--epochs", "1", "--iters-per-epoch", "2",
                  "--val-iters", "1", "--network", "plain_unet", "--num-workers", "0", "--no-progress",
                  "--device", "cpu"]) == 0
@@ -212,7 +218,7 @@ def test_region_loss_is_blind_to_ignore_voxels_too(batch_dice):
         changed.append(torch.where(ignored, 50 * torch.randn(out.shape, generator=torch.Generator().manual_seed(i)),
                                    out))
         assert torch.count_nonzero(grads[i][ignored]) == 0
-        assert i == len(outputs) - 1 or torch.count_nonzero(grads[i][~ignored]) > 0
+        assert i == len(outputs) - 1 or torch.count_nonzero(grads[i][~ignored]) == (~ignored).sum()
     loss2, _ = _loss_and_grads(loss_fn, changed, target)
     assert torch.allclose(loss, loss2, rtol=0, atol=1e-6)
     unmasked = resolve_variants(None).build_loss(batch_dice, False, regions=regions)

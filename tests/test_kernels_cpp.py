@@ -195,6 +195,7 @@ def test_wrong_results_fail_the_self_test(monkeypatch):
     assert "forward differs" in cpp_scan._self_test()
 
 
+@pytest.mark.slow
 def test_a_killed_build_does_not_hang_later_processes(tmp_path):
     """torch's build lock file, left behind when a first-use build is killed, made every later
     process wait for ever; now a process finds it stale (nobody holds medmamba's flock) and loads."""

@@ -27,6 +27,7 @@ def _available_bytes() -> float:
     return float("inf")  # unknown platform: try it
 
 
+@pytest.mark.slow
 def test_long_sequence_over_2_pow_31_lane_elements():
     assert 1 * K * CHANNELS * L > 2**31 and L > 2**16
     avail = _available_bytes()

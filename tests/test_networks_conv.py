@@ -261,7 +261,7 @@ def test_tom_interslice_route_is_used():
     y = m(x, shape)
     # token (d=1, h=0, w=0) = raster 4: depends on (d=0, same h, w) = raster 0, not on raster 1 or 8
     (g,) = torch.autograd.grad(y[0, 4].sum(), x)
-    assert g[0, 0].abs().sum() > 0
+    assert g[0, 0].abs().sum() > 1e-3 * g[0, 4].abs().sum()  # a real dependence, not round-off
     assert g[0, 1].abs().sum() == 0 and g[0, 8].abs().sum() == 0
 
 

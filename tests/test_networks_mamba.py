@@ -77,7 +77,8 @@ def test_registry_metadata():
         assert name in names
         entry = get_network_entry(name)
         assert entry.arxiv and entry.paper and entry.dims == (2, 3)
-        assert entry.reference_params["value"] > 0 and entry.reference_params["source"]
+        # the papers' networks have millions of parameters
+        assert 1e6 <= entry.reference_params["value"] <= 1e9 and entry.reference_params["source"]
 
 
 # ----------------------------------------------------------------------------- networks
@@ -119,7 +120,7 @@ def test_reference_and_torch_backends_agree(name):
         grads = {n: p.grad.clone() for n, p in net.named_parameters() if "A_log" in n or "dt_projs" in n}
         results.append((out.detach(), grads))
     (out_ref, g_ref), (out_torch, g_torch) = results
-    assert out_ref.abs().max() > 0
+    assert out_ref.abs().max() > 1e-3  # far above the tolerance below: the comparison is not of zeros
     torch.testing.assert_close(out_torch, out_ref, rtol=1e-9, atol=1e-10)
     assert g_ref.keys() == g_torch.keys() and g_ref
     for key in g_ref:

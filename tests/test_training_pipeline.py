@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from medmamba.cli.main import main
 
 
+@pytest.mark.slow
 def test_train_after_real_preprocessing(tmp_path, monkeypatch):
     for kind in ("raw", "preprocessed", "results"):
         monkeypatch.setenv(f"MEDMAMBA_{kind.upper()}", str(tmp_path / kind))
