@@ -701,3 +701,22 @@ def test_region_model_writes_one_segment_per_region(tmp_path):
     for spec in segments:  # overlapping segments: each read back on its own
         mask = seg.get_pixels_by_source_instance(sources, segment_numbers=[spec.number])[..., 0]
         assert np.array_equal(mask.transpose(2, 1, 0) > 0, np.isin(labels, spec.values)), spec.label
+
+
+def test_multichannel_mapping_json_and_bad_csv(tmp_path):
+    from medmamba.errors import DatasetError
+    from medmamba.inference.input_folder import gather_input_cases
+
+    a = write_series(tmp_path / "in", volume((6, 6, 3), seed=1), number=1)
+    write_series(tmp_path / "in", volume((6, 6, 3), seed=2), number=2)
+    (tmp_path / "in" / "dicom_channels.json").write_text(
+        '{"p1": ["P001_20240102_S2", "P001_20240102_S1"], "p2": ["P001_20240102_S1", "nope"]}')
+    cases, failures = gather_input_cases(tmp_path / "in", 2)
+    assert [c.case_id for c in cases] == ["p1"]
+    assert cases[0].image_files[1].name == f"{a['series_uid']}.dicom-series"
+    assert failures == [("p2", "dicom_channels.json names series nope that is not in the folder")]
+    (tmp_path / "in" / "dicom_channels.json").unlink()
+    (tmp_path / "in" / "dicom_channels.csv").write_text("case,channel,series\np1,zero,P001_20240102_S1\n")
+    with pytest.raises(DatasetError, match="line 2: expected columns case,channel,series") as info:
+        gather_input_cases(tmp_path / "in", 2)
+    assert "dicom_channels.csv" in str(info.value)

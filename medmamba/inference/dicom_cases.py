@@ -1,64 +1,24 @@
-"""Cases of a DICOM input folder: each image series is one case (one-channel models), or a mapping file assigns
-series to the channels of each case (multi-channel models).
-
-The mapping sits at the top of the input folder as ``dicom_channels.csv`` (columns ``case,channel,series``) or
-``dicom_channels.json`` (``{"case": ["series of channel 0", "series of channel 1", ...]}``); a series is named
-by its SeriesInstanceUID or by its case key (``PatientID_StudyDate_S<SeriesNumber>``, as listed in the output
-folder's ``dicom_cases.json`` after a first run). Series the mapping does not name are not predicted.
+"""Cases of a DICOM input folder: each image series is one case (one-channel models), or the folder's channel
+mapping (:mod:`medmamba.formats.dicom_channels`) assigns series to the channels of each case (multi-channel
+models); series are named by SeriesInstanceUID or case key (as listed in the output folder's ``dicom_cases.json``
+after a first run). Series the mapping does not name are not predicted.
 
 Each channel's file is the series path (:func:`medmamba.datasets.dicom_series.series_path`) that
 ``read_image`` reads, so the prediction loop treats a series as any image file.
 """
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
 
 from medmamba.datasets.dicom_series import DicomSeries, scan_dicom_folder
 from medmamba.errors import DatasetError
+from medmamba.formats.dicom_channels import CHANNEL_MAP_NAMES, read_channel_map
 
 logger = logging.getLogger("medmamba.inference")
 
-CHANNEL_MAP_NAMES = ("dicom_channels.csv", "dicom_channels.json")
 CASES_MAP_NAME = "dicom_cases.json"
-
-
-def _channel_map(input_dir: Path) -> tuple[Path, dict[str, dict[int, str]]] | None:
-    found = [input_dir / name for name in CHANNEL_MAP_NAMES if (input_dir / name).is_file()]
-    if not found:
-        return None
-    if len(found) > 1:
-        raise DatasetError(f"both {CHANNEL_MAP_NAMES[0]} and {CHANNEL_MAP_NAMES[1]}; keep one", path=input_dir)
-    path = found[0]
-    mapping: dict[str, dict[int, str]] = {}
-    if path.suffix == ".json":
-        from medmamba.formats.json_io import read_json
-
-        data = read_json(path, dict, "DICOM channel mapping", DatasetError)
-        for case, series in data.items():
-            if not isinstance(series, list) or not all(isinstance(s, str) and s for s in series):
-                raise DatasetError(f"case {case!r}: expected a list of series (one per channel)", path=path)
-            mapping[str(case)] = dict(enumerate(series))
-        return path, mapping
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DatasetError(f"cannot read the DICOM channel mapping ({err})", path=path) from None
-    for n, row in enumerate(rows, start=2):
-        try:
-            case, channel, series = row["case"].strip(), int(row["channel"]), row["series"].strip()
-        except (KeyError, ValueError, TypeError, AttributeError):
-            raise DatasetError(f"line {n}: expected columns case,channel,series with an integer channel",
-                               path=path) from None
-        if not case or not series or channel < 0:
-            raise DatasetError(f"line {n}: empty case or series, or a negative channel", path=path)
-        if channel in mapping.setdefault(case, {}):
-            raise DatasetError(f"line {n}: case {case!r} channel {channel} given twice", path=path)
-        mapping[case][channel] = series
-    return path, mapping
 
 
 def gather_dicom_cases(input_dir: str | Path, n_channels: int
@@ -69,7 +29,7 @@ def gather_dicom_cases(input_dir: str | Path, n_channels: int
     scan = scan_dicom_folder(input_dir)
     if scan.skipped_line():
         logger.warning("%s: %s", input_dir, scan.skipped_line())
-    mapping = _channel_map(input_dir)
+    mapping = read_channel_map(input_dir)
     if mapping is None:
         if n_channels != 1:
             raise DatasetError(f"the model takes {n_channels} channels: name the series of each channel in "
