@@ -1,7 +1,8 @@
 """Peak memory and wall time of ``medmamba predict`` on a large CT with many classes.
 
 Run: ``python benchmarks/predict_memory.py --z 150 600`` (about 10 minutes on 2 cores; needs ~1 GB
-free beside what it measures and ~1 GB of disk per case).
+free beside what it measures and ~1 GB of disk per case). It also compares float16 with float32
+tile sums (label agreement, ``--precision-z``).
 
 The case is the one users report running out of memory with: a 512×512×Z CT at 0.8×0.8×1 mm and
 a model with 22 outputs (background + 21 organs, a TotalSegmentator-sized label set) planned at
@@ -121,14 +122,15 @@ def write_ct(path: Path, z: int, seed: int = 0) -> None:
     nib.save(nib.Nifti1Image(volume, affine), str(path))
 
 
-def _time_v(text: str) -> tuple[float, float]:
-    """(peak RSS in GB, wall seconds) from ``/usr/bin/time -v`` output."""
+def _time_v(text: str) -> tuple[float, float, float]:
+    """(peak RSS in GB, wall seconds, CPU seconds) from ``/usr/bin/time -v`` output."""
     rss_kb = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", text).group(1)) for kind in ("User", "System"))
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text).group(1)
     seconds = 0.0
     for part in wall.split(":"):
         seconds = seconds * 60 + float(part)
-    return rss_kb * 1024 / 1e9, seconds
+    return rss_kb * 1024 / 1e9, seconds, cpu
 
 
 def run_predict(model: Path, images: Path, output: Path, extra: list[str]) -> dict:
@@ -138,9 +140,35 @@ def run_predict(model: Path, images: Path, output: Path, extra: list[str]) -> di
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"predict failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    rss, wall = _time_v(proc.stderr)
-    return {"peak_rss_gb": round(rss, 3), "wall_s": round(wall, 1), "load_average_at_start": round(load, 2),
+    rss, wall, cpu = _time_v(proc.stderr)
+    return {"peak_rss_gb": round(rss, 3), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "load_average_at_start": round(load, 2), "load_average_at_end": round(os.getloadavg()[0], 2),
             "command": " ".join(cmd[2:])}
+
+
+def precision_agreement(model: Path, image: Path) -> dict:
+    """Labels with float16 tile sums vs float32 ones, on the network grid and on the original grid (mirror TTA
+    on, as ``predict`` runs): the share of voxels whose label differs."""
+    import torch
+
+    from medmamba.inference.array_prediction import logits_to_probabilities, mirrored_logits
+    from medmamba.inference.label_maps import reverted_label_map
+    from medmamba.inference.predictor import Predictor
+
+    predictor = Predictor.from_model(model, device="cpu")
+    data, properties = predictor.preprocess([image])
+    tensor = torch.from_numpy(data)
+    labels, coarse = {}, {}
+    for name, dtype in (("float32", torch.float32), ("float16", torch.float16)):
+        logits = mirrored_logits(predictor.networks[0].eval(), tensor, predictor.config.patch_size,
+                                 predictor.mirror_axes, sum_dtype=dtype)
+        probs = logits_to_probabilities(logits)
+        coarse[name] = probs.argmax(0).numpy()
+        labels[name] = reverted_label_map(predictor._reverted(probs, properties), predictor.layout)
+    return {"image_shape": list(labels["float32"].shape), "network_grid_shape": list(coarse["float32"].shape),
+            "labels_differing_network_grid": float((coarse["float16"] != coarse["float32"]).mean()),
+            "labels_differing_original_grid": float((labels["float16"] != labels["float32"]).mean()),
+            "model": "the one-iteration model below (near-ties everywhere: a worst case for rounding)"}
 
 
 def main() -> None:
@@ -151,6 +179,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--no-tta", action="store_true", help="predict without mirror TTA")
     parser.add_argument("--save-probabilities", action="store_true", help="also stream the probabilities to disk")
+    parser.add_argument("--precision-z", type=int, default=150,
+                        help="slices of the CT on which float16 and float32 tile sums are compared (0: skip)")
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="predict_memory_"))
@@ -167,6 +197,13 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         runs.append(result)
         (images / "ct_0000.nii.gz").unlink()
+    precision = None
+    if args.precision_z:
+        image = work / "precision" / "ct_0000.nii.gz"
+        write_ct(image, args.precision_z)
+        precision = precision_agreement(model, image)
+        print(json.dumps(precision), flush=True)
+        image.unlink()
     date = datetime.date.today().isoformat()
     out = {
         "what": "peak RSS and wall time of `medmamba predict` on one synthetic CT, 22 outputs, model planned at 4 mm",
@@ -175,7 +212,7 @@ def main() -> None:
                   "spacing_mm": MODEL_SPACING, "training": "one iteration on synthetic 4 mm cases (untrained)"},
         "tta": not args.no_tta, "save_probabilities": args.save_probabilities,
         "contention": "2 shared cores: other developers' jobs ran at the same time; wall times are upper bounds",
-        "runs": runs, "benchmark_seconds": round(time.perf_counter() - start, 1),
+        "runs": runs, "precision": precision, "benchmark_seconds": round(time.perf_counter() - start, 1),
     }
     results = HERE / "results" / f"predict_memory_{date}.json"
     results.write_text(json.dumps(out, indent=1) + "\n")
