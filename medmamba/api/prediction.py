@@ -147,6 +147,10 @@ def predict(
     if getattr(predictor, "previous", None) is not None:
         echo_or_log(echo)(f"previous stage {predictor.previous.configuration} first: "
                           f"{len(predictor.previous.networks)} fold(s)")
+    if dicom_input:
+        from medmamba.inference.dicom_cases import scan_summary
+
+        echo_or_log(echo)(scan_summary(input_dir))
     report = predictor.predict_folder(
         input_dir, output_dir, overwrite=overwrite, save_probabilities=save_probabilities, num_workers=num_workers,
         progress=progress, num_parts=num_parts, part_id=part_id,

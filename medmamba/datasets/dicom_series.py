@@ -155,6 +155,7 @@ class DicomScan:
     segmentations: list[Path] = field(default_factory=list)
     rtstructs: list[Path] = field(default_factory=list)
     not_dicom: int = 0
+    signature: tuple = ()
 
     def skipped_line(self) -> str:
         parts = [f"{n} {kind}" for kind, n in sorted(self.skipped.items())]
@@ -186,9 +187,15 @@ def scan_dicom_folder(folder: str | os.PathLike) -> DicomScan:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError("input folder not found", path=folder)
-    scan = DicomScan(folder)
+    files = list(_walk_files(folder))
+    # the same files, unchanged since the last scan (names, sizes, modification times): the same scan
+    signature = tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in [p.stat()])
+    cached = _SCANS.get(folder.resolve())
+    if cached is not None and cached.signature == signature:
+        return cached
+    scan = DicomScan(folder, signature=signature)
     by_uid: dict[str, DicomSeries] = {}
-    for path in _walk_files(folder):
+    for path in files:
         if not is_dicom_file(path):
             scan.not_dicom += 1
             continue

@@ -8,15 +8,12 @@ Each channel's file is the series path (:func:`medmamba.datasets.dicom_series.se
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from medmamba.datasets.dicom_series import DicomSeries, scan_dicom_folder
 from medmamba.errors import DatasetError
 from medmamba.formats.dicom_channels import CHANNEL_MAP_NAMES, read_channel_map
-
-logger = logging.getLogger("medmamba.inference")
 
 CASES_MAP_NAME = "dicom_cases.json"
 
@@ -27,8 +24,6 @@ def gather_dicom_cases(input_dir: str | Path, n_channels: int
     ``(case id, [series path per channel])`` sorted by id, failures as ``(case id, reason)``."""
     input_dir = Path(input_dir)
     scan = scan_dicom_folder(input_dir)
-    if scan.skipped_line():
-        logger.warning("%s: %s", input_dir, scan.skipped_line())
     mapping = read_channel_map(input_dir)
     if mapping is None:
         if n_channels != 1:
@@ -52,6 +47,13 @@ def gather_dicom_cases(input_dir: str | Path, n_channels: int
             continue
         cases.append((case, [named[channels[c]].path for c in range(n_channels)]))
     return cases, failures
+
+
+def scan_summary(input_dir: str | Path) -> str:
+    """One line for the user: the series found and the objects skipped."""
+    scan = scan_dicom_folder(input_dir)
+    line = f"DICOM folder {input_dir}: {len(scan.series)} image series"
+    return f"{line}, {scan.skipped_line()}" if scan.skipped_line() else line
 
 
 def cases_map(input_dir: str | Path, n_channels: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ Labels without an entry get the generic pair category SCT 91723000 "Anatomical S
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -90,6 +91,21 @@ def _highdicom() -> Any:
     return highdicom
 
 
+class _Quiet:
+    """Raise a library logger to WARNING for the duration of a block (restored after)."""
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+        self.level = self.logger.level
+
+    def __enter__(self) -> None:
+        self.level = self.logger.level
+        self.logger.setLevel(max(self.level, logging.WARNING))
+
+    def __exit__(self, *exc: Any) -> None:
+        self.logger.setLevel(self.level)
+
+
 def write_dicom_seg(labels: np.ndarray, series: DicomSeries, path: str | Path, segments: Sequence[SegmentSpec],
                     model_name: str, version: str) -> None:
     """Write ``labels`` ``(i, j, k)`` (the array :func:`~medmamba.datasets.dicom_series.read_series` gives
@@ -115,12 +131,13 @@ def write_dicom_seg(labels: np.ndarray, series: DicomSeries, path: str | Path, s
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
         tracking_uid=hd.UID(), tracking_id=spec.label[:64]) for spec in segments]
     number = int(sources[0].get("SeriesNumber") or 0)
-    seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=number + 1000,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medmamba",
-        manufacturer_model_name=model_name[:64], software_versions=version, device_serial_number="none",
-        series_description=f"medmamba {model_name}"[:64], content_label="MEDMAMBA", omit_empty_frames=False)
+    with _Quiet("highdicom"):  # it logs each copied module at INFO, a screenful per SEG
+        seg = hd.seg.Segmentation(
+            source_images=sources, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=number + 1000,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="medmamba",
+            manufacturer_model_name=model_name[:64], software_versions=version, device_serial_number="none",
+            series_description=f"medmamba {model_name}"[:64], content_label="MEDMAMBA", omit_empty_frames=False)
     buffer = io.BytesIO()
     dcmwrite(buffer, seg, enforce_file_format=True)
     atomic_write_bytes(Path(path), buffer.getvalue())
