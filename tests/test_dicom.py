@@ -133,17 +133,24 @@ def volume(shape=(12, 9, 7), seed: int = 0, scale: float = 1.0, offset: float = 
 
 
 def sitk_series(files: list[Path]):
-    """SimpleITK's (GDCM's) reading of the series: (array (i, j, k), spacing, origin, direction)."""
+    """SimpleITK's (GDCM's) reading of the series: (array (i, j, k), spacing, origin, direction). The files are
+    copied flat into one folder in shuffled order and GDCM sorts them itself, so nothing of medmamba's or of the
+    writer's order reaches it."""
+    import tempfile
+
     import SimpleITK as sitk
 
-    reader = sitk.ImageSeriesReader()
-    folder = files[0].parent
-    names = reader.GetGDCMSeriesFileNames(str(folder)) if len(files) > 1 and all(f.parent == folder for f in files) \
-        else [str(f) for f in files]
-    if len(names) != len(files):  # files in several folders: let GDCM sort the given files
-        names = [str(f) for f in files]
-    reader.SetFileNames(list(names))
-    image = reader.Execute()
+    with tempfile.TemporaryDirectory() as folder:
+        shuffled = list(files)
+        random.Random(len(files)).shuffle(shuffled)
+        for n, path in enumerate(shuffled):
+            shutil.copy(path, Path(folder) / f"f{n:04d}.dcm")
+        reader = sitk.ImageSeriesReader()
+        uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+        names = reader.GetGDCMSeriesFileNames(folder, uid)
+        assert len(names) == len(files)
+        reader.SetFileNames(names)
+        image = reader.Execute()
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
     return (array, np.asarray(image.GetSpacing()), np.asarray(image.GetOrigin()),
             np.asarray(image.GetDirection()).reshape(3, 3))
@@ -211,8 +218,11 @@ def test_two_series_in_one_folder_and_non_images_skipped(tmp_path):
     assert scan.skipped == {"SR/KO": 1, "SEG/registration": 1} and scan.not_dicom == 1
     assert "1 SR/KO" in scan.skipped_line()
     for series, truth in zip(scan.series, (a, b)):
-        _, geometry = read_image(series.path)  # the image_io hook: a series path reads like a file
+        data, geometry = read_image(series.path)  # the image_io hook: a series path reads like a file
         _assert_geometry(geometry, truth)
+        ref, spacing, origin, direction = sitk_series(truth["files"])
+        _assert_geometry(geometry, {"spacing": spacing, "origin": origin, "direction": direction})
+        assert np.array_equal(data, ref)
 
 
 def test_case_keys_are_sanitised_and_unique(tmp_path):
