@@ -13,7 +13,8 @@ is reversed before comparing). Per series:
   (``get_volume``): voxel agreement with the label map and the largest voxel-centre distance between the two
   grids (mm);
 - ``dciodvfy`` (Debian dicom3tools) on the SEG: its Error/Warning lines;
-- peak resident memory of this process (``resource.getrusage``), which the largest series dominates.
+- peak resident memory of this process (``resource.getrusage``), which the largest series dominates, and of a
+  fresh process reading one 512x512x200 int16 CT series (``read_memory``).
 
 Wall times are contended (other developers share the 2 cores) and not reported.
 Result: ``benchmarks/results/dicom_roundtrip_<date>.json``.
@@ -129,10 +130,26 @@ def main() -> None:
                                    "output": lines[:20]}
             results[name] = row
             print(name, json.dumps(row)[:400])
-    record = {"date": datetime.date.today().isoformat(), "machine": machine_info(packages=["pydicom", "highdicom",
+        # peak memory of reading one 512x512x200 int16 CT series, in a fresh process (its max RSS alone)
+        big = root / "ct_512"
+        write_series(big, volume((512, 512, 200), seed=1, offset=-1024.0), intercept=-1024.0, subfolders=False)
+        # VmHWM (peak RSS of this process image): ru_maxrss of a child forked from this large process would
+        # start at this process's size
+        hwm = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+        code = ("from medmamba.datasets.dicom_series import read_series, scan_dicom_folder; import pydicom; "
+                f"base = {hwm}; (s,) = scan_dicom_folder({str(big)!r}).series; a, g = read_series(s); "
+                f"print(base, {hwm}, a.nbytes / 2**20)")
+        after_import, peak, array_mb = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                                                 text=True, check=True).stdout.split())
+        read_memory = {"series": "512x512x200 int16 CT, 200 files", "array_mib": array_mb,
+                       "peak_rss_mib": peak, "rss_after_imports_mib": after_import,
+                       "peak_minus_imports_over_array": (peak - after_import) / array_mb}
+        print("read memory", read_memory)
+    record = {"date": datetime.date.today().isoformat(), "read_memory": read_memory, "machine": machine_info(packages=["pydicom", "highdicom",
                                                                                          "SimpleITK"]),
               "note": "wall times not reported: 2 shared cores (other developers' jobs running)",
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "series": results}
+              "peak_rss_mib_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "series": results}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"dicom_roundtrip_{datetime.date.today():%Y%m%d}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")

@@ -456,9 +456,12 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, ImageGeometry]:
         spacing = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
     first = planes[0]
     pixels: dict[Path, np.ndarray] = {}
-    slices = []
     integral = all(p.slope == 1.0 and float(p.intercept).is_integer() for p in planes)
-    for plane in planes:
+    # filled slice by slice, in the final (i, j, k) layout: int32 holds every 8/16-bit stored value plus an
+    # intercept (int64 for 32-bit data), float32 the rescaled values; narrowed once at the end
+    wide = np.int64 if int(headers[0][1].get("BitsAllocated", 16) or 16) > 16 else np.int32
+    volume = np.empty((first.columns, first.rows, len(planes)), wide if integral else np.float32)
+    for k, plane in enumerate(planes):
         if plane.file not in pixels:
             try:
                 ds = pydicom.dcmread(plane.file)
@@ -473,17 +476,16 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, ImageGeometry]:
             raise DicomSeriesError(f"{_where(series)}: pixel data of shape {frame.shape} where Rows x Columns is "
                                    f"{first.rows}x{first.columns}", path=plane.file)
         if integral:
-            slices.append(frame.astype(np.int64) + int(plane.intercept))
+            volume[:, :, k] = frame.T.astype(wide) + int(plane.intercept)
         else:
-            slices.append(frame.astype(np.float64) * plane.slope + plane.intercept)
-    volume = np.stack(slices, axis=-1)  # (rows, columns, k)
+            volume[:, :, k] = frame.T.astype(np.float64) * plane.slope + plane.intercept
     if integral:
         low, high = int(volume.min()), int(volume.max())
         dtype = next(t for t in (np.uint8, np.int16, np.int32, np.int64)
                      if np.iinfo(t).min <= low and high <= np.iinfo(t).max)
+        array = volume.astype(dtype, copy=False)
     else:
-        dtype = np.float32
-    array = np.ascontiguousarray(volume.transpose(1, 0, 2).astype(dtype))  # (columns, rows, k) = (i, j, k)
+        array = volume
     geometry = ImageGeometry(
         spacing=(first.pixel_spacing[1], first.pixel_spacing[0], spacing),
         origin=tuple(first.position),
