@@ -121,7 +121,16 @@ def write_dicom_seg(labels: np.ndarray, series: DicomSeries, path: str | Path, s
         raise DatasetError(f"label map of shape {labels.shape} does not match the series' {columns}x{rows}x"
                            f"{len(slice_of_frame)} voxels", path=path)
     frames = labels.transpose(2, 1, 0)[np.asarray(slice_of_frame)]  # (source frame, rows, columns)
-    masks = np.stack([np.isin(frames, spec.values) for spec in segments], axis=-1)
+    if all(len(spec.values) == 1 for spec in segments):
+        # label mode: highdicom takes a label map of segment numbers, one byte or two per voxel instead of a
+        # boolean mask per segment (a hundred-class model would need a hundred masks)
+        lookup = np.zeros(max(int(frames.max()), max(spec.values[0] for spec in segments)) + 1,
+                          np.uint8 if len(segments) < 256 else np.uint16)
+        for spec in segments:
+            lookup[spec.values[0]] = spec.number
+        masks = lookup[frames]
+    else:  # regions overlap: one boolean mask per segment
+        masks = np.stack([np.isin(frames, spec.values) for spec in segments], axis=-1)
     algorithm = hd.AlgorithmIdentificationSequence(name="medmamba", family=codes.cid7162.ArtificialIntelligence,
                                                    version=version, parameters={"model": model_name[:64]})
     descriptions = [hd.seg.SegmentDescription(
