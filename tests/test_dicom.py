@@ -12,14 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pydicom = pytest.importorskip("pydicom")  # the `dicom` extra is part of the `test` extra: present in CI
+import pydicom  # the `dicom` extra is part of the `test` extra: a missing one fails, never skips
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
-
-from medmamba.datasets.dicom_series import (DicomSeriesError, is_dicom_folder, read_series,  # noqa: E402
-                                            scan_dicom_folder)
-from medmamba.datasets.image_io import read_image  # noqa: E402
+from medmamba.datasets.dicom_series import DicomSeriesError, is_dicom_folder, read_series, scan_dicom_folder
+from medmamba.datasets.image_io import read_image
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -370,7 +368,7 @@ def test_predict_dicom_folder_writes_seg_equal_to_label_map(tiny_model, tmp_path
     from medmamba import api
     from medmamba.datasets.image_io import read_image as read
 
-    highdicom = pytest.importorskip("highdicom")
+    import highdicom
     inp = tmp_path / "dicom"
     truth = write_series(inp, volume((20, 18, 16), seed=5, scale=0.01), spacing=(1.1, 0.9, 1.3),
                          direction=oblique_direction(15.0), slope=0.01, intercept=0.0)
