@@ -145,8 +145,8 @@ def main() -> None:
                        "peak_rss_mib": peak, "rss_after_imports_mib": after_import,
                        "peak_minus_imports_over_array": (peak - after_import) / array_mb}
         print("read memory", read_memory)
-    record = {"date": datetime.date.today().isoformat(), "read_memory": read_memory, "machine": machine_info(packages=["pydicom", "highdicom",
-                                                                                         "SimpleITK"]),
+    record = {"date": datetime.date.today().isoformat(), "read_memory": read_memory,
+              "machine": machine_info(packages=["pydicom", "highdicom", "SimpleITK"]),
               "note": "wall times not reported: 2 shared cores (other developers' jobs running)",
               "peak_rss_mib_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "series": results}

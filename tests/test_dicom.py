@@ -1,10 +1,11 @@
-"""DICOM series in (medmamba.datasets.dicom_series): series written here with pydicom from arrays of known
-geometry, and pydicom's own shipped files (written by other tools). Geometry is checked against the written
-truth and against SimpleITK's ImageSeriesReader (GDCM), pixels against the arrays written; each refusal is one
-line naming the series."""
+"""DICOM in and out: series written here with pydicom from arrays of known geometry, and pydicom's own shipped
+files (written by other tools). The series reader's geometry is checked against the written truth and against
+SimpleITK's ImageSeriesReader (GDCM), its pixels against the arrays written; `predict` on a DICOM folder writes a
+SEG that highdicom reads back equal to the NIfTI label map, on the same grid, referencing the source instances
+(and that dciodvfy accepts, where installed); `convert_dicom` turns series + SEG into a raw dataset; every
+refusal is one line naming the series or the files."""
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path

@@ -20,7 +20,6 @@ series, colour images, and compressed pixel data without a decoder (the line nam
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,11 +31,9 @@ import numpy as np
 from medmamba.datasets.geometry import ImageGeometry
 from medmamba.errors import DatasetError, ImageReadError
 
-logger = logging.getLogger("medmamba.datasets")
-
-__all__ = ["DicomSeries", "require_pydicom", "DicomScan", "DicomSeriesError", "scan_dicom_folder", "read_series", "is_dicom_file",
-           "is_dicom_folder", "series_planes", "series_path", "is_series_path", "series_for_path", "ordered_sources",
-           "DICOM_EXTRA", "CODECS_EXTRA"]
+__all__ = ["DicomSeries", "DicomScan", "DicomSeriesError", "require_pydicom", "scan_dicom_folder", "read_series",
+           "is_dicom_file", "is_dicom_folder", "series_planes", "series_path", "is_series_path", "series_for_path",
+           "ordered_sources", "DICOM_EXTRA", "CODECS_EXTRA"]
 
 # The pip extras that install pydicom/highdicom and the compressed-pixel decoders (pyproject.toml).
 DICOM_EXTRA = "dicom"

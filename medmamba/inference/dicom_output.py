@@ -7,15 +7,12 @@ label map ``<case>.nii.gz`` (the array the prediction wrote, read back: the SEG 
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError
 from medmamba.output_safety import OutputFolder
-
-logger = logging.getLogger("medmamba.inference")
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
 SEG_ENDING = ".dcm"
