@@ -729,3 +729,22 @@ def test_multichannel_mapping_json_and_bad_csv(tmp_path):
     with pytest.raises(DatasetError, match="line 2: expected columns case,channel,series") as info:
         gather_input_cases(tmp_path / "in", 2)
     assert "dicom_channels.csv" in str(info.value)
+
+
+def test_truncated_and_corrupt_files_are_one_line(tmp_path):
+    folder = tmp_path / "trunc"
+    folder.mkdir()
+    shutil.copy(TEST_FILES / "MR_truncated.dcm", folder / "a.dcm")  # pixel data shorter than Rows x Columns
+    (series,) = scan_dicom_folder(folder).series
+    with pytest.raises(DicomSeriesError, match="cannot read pixel data") as info:
+        read_series(series)
+    assert "\n" not in str(info.value) and "a.dcm" in str(info.value)
+    # a file of a series cut short inside its header: never a silently shorter volume
+    truth = write_series(tmp_path / "cut", volume())
+    path = truth["files"][3]
+    path.write_bytes(path.read_bytes()[:300])
+    scan = scan_dicom_folder(tmp_path / "cut")
+    (series,) = scan.series
+    assert len(series.files) == 6 and scan.skipped == {"object(s) without pixels": 1}
+    with pytest.raises(DicomSeriesError, match="1 missing slice"):
+        read_series(series)
