@@ -289,10 +289,22 @@ def test_deformable_conv_zero_offset_is_box_filter_and_shift(dims):
     shifted[:, -1] = pool(F.pad(x.movedim(-1, 1), [0, 0] * (dims - 1) + [0, 2]), 3, 1, 1,
                           count_include_pad=True).movedim(1, -1)[:, -2]
     torch.testing.assert_close(conv(x), shifted)
-    full = DeformableConv(8, dims, groups=4)
-    y = full(x.float())
+    full = DeformableConv(8, dims, groups=4).double()
+    with torch.no_grad():  # fractional offsets: off the bilinear kinks at whole voxels
+        full.offset_mask.bias.view(4, full.n_points, dims + 1)[..., :dims] = 0.3
+    y = full(x)
     y.sum().backward()
-    assert y.shape == x.shape and full.offset_mask.weight.grad.abs().sum() > 0
+    assert y.shape == x.shape
+    # the offsets/modulation projection learns: its gradient is the output's derivative (a central
+    # difference along the gradient direction, float64)
+    grad = full.offset_mask.weight.grad.clone()
+    step = 1e-6 * grad / grad.norm()
+    with torch.no_grad():
+        full.offset_mask.weight += step
+        up = full(x).sum()
+        full.offset_mask.weight -= 2 * step
+        down = full(x).sum()
+    assert ((up - down) / (2 * step.norm())).item() == pytest.approx(grad.norm().item(), rel=1e-4)
 
 
 def test_patch_layers_2d_3d():
