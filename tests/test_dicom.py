@@ -739,12 +739,56 @@ def test_truncated_and_corrupt_files_are_one_line(tmp_path):
     with pytest.raises(DicomSeriesError, match="cannot read pixel data") as info:
         read_series(series)
     assert "\n" not in str(info.value) and "a.dcm" in str(info.value)
-    # a file of a series cut short inside its header: never a silently shorter volume
+    # a file of a series cut short inside its header (its UIDs readable, its image attributes gone): the series is
+    # refused, never read a slice shorter
     truth = write_series(tmp_path / "cut", volume())
     path = truth["files"][3]
     path.write_bytes(path.read_bytes()[:300])
     scan = scan_dicom_folder(tmp_path / "cut")
     (series,) = scan.series
     assert len(series.files) == 6 and scan.skipped == {"object(s) without pixels": 1}
-    with pytest.raises(DicomSeriesError, match="1 missing slice"):
+    with pytest.raises(DicomSeriesError, match="1 file.s. of the series hold no image .e.g. IM"):
         read_series(series)
+    truth = write_series(tmp_path / "cut_end", volume())  # the last slice: no gap would show it
+    truth["files"][-1].write_bytes(truth["files"][-1].read_bytes()[:300])
+    with pytest.raises(DicomSeriesError, match="hold no image"):
+        read_series(scan_dicom_folder(tmp_path / "cut_end").series[0])
+
+
+def test_dicomdir_beside_a_series_is_skipped(tmp_path):
+    truth = write_series(tmp_path / "cd", volume(), subfolders=False)
+    shutil.copy(TEST_FILES / "dicomdirtests" / "DICOMDIR", tmp_path / "cd" / "DICOMDIR")
+    scan = scan_dicom_folder(tmp_path / "cd")
+    assert scan.skipped == {"object(s) without pixels": 1}
+    _, geometry = read_series(scan.series[0])
+    _assert_geometry(geometry, truth)
+
+
+def test_pydicom_dicomdir_study_tree(tmp_path):
+    """pydicom's DICOMDIR test tree (several patients and studies, CR without positions, localizers, multi-stack
+    series, stripped files): each series reads equal to SimpleITK, or is refused in one line naming a file."""
+    import warnings
+
+    from medmamba.errors import ImageReadError
+
+    folder = tmp_path / "tree"
+    shutil.copytree(TEST_FILES / "dicomdirtests", folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tree's own invalid values, which pydicom warns about
+        scan = scan_dicom_folder(folder)
+        read, refused = 0, 0
+        for series in scan.series:
+            try:
+                data, geometry = read_series(series)
+            except ImageReadError as err:
+                refused += 1
+                assert "\n" not in str(err) and str(folder) in str(err)
+                continue
+            read += 1
+            ref, spacing, origin, direction = sitk_series(series.files)
+            assert np.array_equal(data, ref)
+            assert np.allclose(geometry.origin, origin, atol=1e-4)
+            assert np.allclose(geometry.direction_matrix, direction, atol=1e-4)
+            n = 3 if len(series.files) > 1 else 2  # one slice: nothing to measure the third spacing from
+            assert np.allclose(geometry.spacing[:n], spacing[:n], atol=1e-4)
+    assert read >= 5 and refused >= 5  # both kinds occur in this tree

@@ -63,6 +63,7 @@ _NON_IMAGE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.9.": "waveform",
     "1.2.840.10008.5.1.4.1.1.7": "secondary capture",  # screenshots: no patient geometry
 }
+_STORAGE_PREFIX = "1.2.840.10008.5.1.4.1.1."  # composite objects (images, SR, SEG...); DICOMDIR is 1.2.840.10008.1.3.10
 SEG_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_CLASS_UID = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -128,6 +129,7 @@ class DicomSeries:
     modality: str = ""
     description: str = ""
     case_key: str = ""
+    unreadable: list[Path] = field(default_factory=list)  # files of this series without image attributes
 
     @property
     def path(self) -> Path:
@@ -192,6 +194,7 @@ def scan_dicom_folder(folder: str | os.PathLike) -> DicomScan:
         return cached
     scan = DicomScan(folder, signature=signature)
     by_uid: dict[str, DicomSeries] = {}
+    headless: list[tuple[str, Path]] = []
     for path in files:
         if not is_dicom_file(path):
             scan.not_dicom += 1
@@ -200,7 +203,7 @@ def scan_dicom_folder(folder: str | os.PathLike) -> DicomScan:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as err:  # pydicom raises many types for corrupt headers
             raise ImageReadError(f"cannot read DICOM header ({type(err).__name__}: {err})", path=path) from None
-        sop_class = _text(ds, "SOPClassUID")
+        sop_class = _text(ds, "SOPClassUID") or _text(getattr(ds, "file_meta", {}), "MediaStorageSOPClassUID")
         if sop_class == SEG_CLASS_UID:
             scan.segmentations.append(path)
         elif sop_class == RTSTRUCT_CLASS_UID:
@@ -208,6 +211,12 @@ def scan_dicom_folder(folder: str | os.PathLike) -> DicomScan:
         kind = next((k for prefix, k in _NON_IMAGE_CLASSES.items() if sop_class.startswith(prefix)), None)
         if kind is None and "Rows" not in ds:
             kind = "object(s) without pixels"
+            if not sop_class.startswith(_STORAGE_PREFIX):  # e.g. a DICOMDIR: nothing is missing
+                scan.skipped[kind] = scan.skipped.get(kind, 0) + 1
+                continue
+            # perhaps a slice cut short: its series (named, else any series with files in its folder) must not
+            # read without it
+            headless.append((_text(ds, "SeriesInstanceUID"), path))
         if kind is not None:
             scan.skipped[kind] = scan.skipped.get(kind, 0) + 1
             continue
@@ -222,6 +231,17 @@ def scan_dicom_folder(folder: str | os.PathLike) -> DicomScan:
                 study_date=_text(ds, "StudyDate"), series_number=_text(ds, "SeriesNumber"),
                 modality=_text(ds, "Modality"), description=_text(ds, "SeriesDescription"))
         series.files.append(path)
+    def branch(path: Path) -> str:  # the first sub-folder below the scanned folder ("" for its top level)
+        parts = path.relative_to(folder).parts
+        return parts[0] if len(parts) > 1 else ""
+
+    for uid, path in headless:
+        # a damaged image file counts against its series when it names one, else against every series that has
+        # files in the same first-level sub-folder (every series, for a file at the top): which of them lost a
+        # slice cannot be known
+        for series in ([by_uid[uid]] if uid in by_uid else by_uid.values() if not uid else []):
+            if uid or not branch(path) or any(branch(f) == branch(path) for f in series.files):
+                series.unreadable.append(path)
     keys: dict[str, int] = {}
     for series in sorted(by_uid.values(), key=lambda s: s.series_uid):
         base = "_".join(_sanitise(part) for part in (series.patient_id or "anonymous", series.study_date or "nodate",
@@ -335,6 +355,9 @@ def _check_and_sort(series: DicomSeries, planes: list[_Plane]) -> tuple[list[_Pl
     measured slice spacing; refuses what would give a wrong volume."""
     folder = series.files[0].parent
     where = _where(series)
+    if series.unreadable:
+        raise DicomSeriesError(f"{where}: {len(series.unreadable)} file(s) of the series hold no image "
+                               f"(e.g. {series.unreadable[0].name}: truncated or damaged?)", path=folder)
     if len(planes) > 1 and any(p.localizer for p in planes) and not all(p.localizer for p in planes):
         n = sum(p.localizer for p in planes)
         raise DicomSeriesError(f"{where}: {n} localizer image(s) mixed into the series (ImageType LOCALIZER); "
