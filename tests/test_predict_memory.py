@@ -245,3 +245,36 @@ def test_a_512x512_ct_with_22_classes_stays_under_a_slab_bound(tmp_path):
     assert big <= bound, f"peak {big / 1e9:.2f} GB above the bound {bound / 1e9:.2f} GB"
     assert bound < one_copy + small  # the bound is below a single float32 copy of the probabilities
     assert (tmp_path / "out_big" / "ct.nii.gz").is_file()
+
+
+def test_saved_probabilities_equal_the_whole_volume_revert(tiny_model):
+    """``predict --save-probabilities`` streamed them slab by slab (``pred_a``, no TTA)."""
+    from medmamba.formats.probabilities import load_probabilities
+    from medmamba.inference.predictor import Predictor
+
+    predictor = Predictor.from_model(tiny_model.model, device="cpu", use_tta=False)
+    data, props = predictor.preprocess([tiny_model.images / "case_0_0000.nii.gz"])
+    whole = revert_preprocessing(predictor.predict_preprocessed(data), props, predictor.plans,
+                                 predictor.configuration)
+    saved, _ = load_probabilities(tiny_model.pred_a, "case_0")
+    np.testing.assert_allclose(saved, whole, rtol=0, atol=1e-6)
+
+
+def test_the_case_bar_counts_every_tile(tiny_model, capsys, monkeypatch):
+    from medmamba.inference import array_prediction
+    from medmamba.inference.predictor import Predictor
+
+    predictor = Predictor.from_model(tiny_model.model, device="cpu")
+    data, _ = predictor.preprocess([tiny_model.images / "case_1_0000.nii.gz"])
+    done = []
+    real = array_prediction.predict_preprocessed_case
+
+    def counting(*args, progress=None, **kwargs):
+        return real(*args, progress=lambda n: (done.append(n), progress(n)), **kwargs)
+
+    monkeypatch.setattr("medmamba.inference.predictor.predict_preprocessed_case", counting)
+    predictor.predict_preprocessed(data, progress=True)
+    assert predictor.mirror_axes == []  # trained without mirroring: one pass
+    assert sum(done) == 8  # 20³ image, 16³ patch: 2 tiles per axis
+    err = capsys.readouterr().err
+    assert "/8 [" in err and "tile/s" in err  # the bar counts tiles out of the case total
