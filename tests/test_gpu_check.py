@@ -124,7 +124,10 @@ def test_cpu_dry_run_writes_every_section_and_parity_holds(tmp_path):
     training = sections["training"]
     run = training["train_main"]
     assert run["iterations"] == 4 and run["any_nan"] is False and len(run["loss_per_epoch"]) == 2
-    assert 0.0 <= training["test_dice_mean"] <= 1.0
+    # the reported mean is the mean over the foreground labels' Dice (nnU-Net's foreground_mean)
+    per_class = training["test_dice_per_class"]
+    assert set(per_class) == {"1", "2", "3", "4"}
+    assert training["test_dice_mean"] == pytest.approx(sum(per_class.values()) / len(per_class))
     assert [c["argv"][1] for c in training["commands"]] == ["make_demo_dataset", "plan_and_preprocess", "train",
                                                             "predict", "evaluate"]
     assert sections["ddp"]["tested"] is False
