@@ -139,3 +139,19 @@ def test_a_rank_stopped_by_sigterm_says_so_in_one_line(dataset, tmp_path):
     assert len(errors) == 2, errors  # one line from each rank
     assert errors[1].startswith("medmamba train: error: rank 1 of 2 stopped by torchrun (SIGTERM)"), errors
     assert errors[0].startswith("medmamba train: error: rank 0 of 2 "), errors
+
+
+@pytest.mark.slow
+def test_two_nodes_end_a_time_budget_together(dataset, tmp_path):
+    """--time-budget across nodes: every rank follows rank 0's clock and plan, so they stop at the same
+    iteration (a rank that stopped alone would leave the other waiting in an all-reduce until the timeout)."""
+    res = tmp_path / "res"
+    t0 = time.perf_counter()
+    results = _finish(_nodes(dataset, res, tmp_path / "logs", "--time-budget", "0.25", "--no-validation"))
+    wall = time.perf_counter() - t0
+    assert all(rc == 0 for rc, _ in results), results
+    log = json.loads((_fold(res) / "training_log.json").read_text())
+    assert log["world_size"] == 2 and log["finished"] and log["final_lr"] == 0.0
+    assert all(e["ranks_stepped"] == 2 for e in log["epochs"])
+    assert abs(log["training_seconds"] - 15) <= 0.2 * 15
+    assert wall < 15 + 90  # + start-up of both nodes (rendezvous, data index, network build) on a shared machine
