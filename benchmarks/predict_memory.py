@@ -199,6 +199,10 @@ def main() -> None:
         result = run_predict(model, images, work / f"pred_{z}", extra)
         result.update(shape=[512, 512, z], voxels=512 * 512 * z,
                       float32_probabilities_gb=round(NUM_CLASSES * 512 * 512 * z * 4 / 1e9, 2))
+        npz = work / f"pred_{z}" / "ct.npz"
+        if npz.is_file():
+            result["saved_probabilities_npz_gb"] = round(npz.stat().st_size / 1e9, 3)
+            npz.unlink()
         print(json.dumps(result), flush=True)
         runs.append(result)
         (images / "ct_0000.nii.gz").unlink()
@@ -219,7 +223,8 @@ def main() -> None:
         "contention": "2 shared cores: other developers' jobs ran at the same time; wall times are upper bounds",
         "runs": runs, "before_whole_volume_path": BEFORE, "precision": precision, "benchmark_seconds": round(time.perf_counter() - start, 1),
     }
-    results = HERE / "results" / f"predict_memory_{date}.json"
+    name = "predict_memory_save_probabilities" if args.save_probabilities else "predict_memory"
+    results = HERE / "results" / f"{name}_{date}.json"
     results.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {results}")
     _plot(runs, results.with_suffix(".png"))
