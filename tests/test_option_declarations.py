@@ -20,7 +20,8 @@ from medmamba.cli.main import COMMAND_MODULES, build_parser
 compare, data, demo, evaluation, export, planning, prediction, training = (
     importlib.import_module(f"medmamba.api.{name}")
     for name in ("compare", "data", "demo", "evaluation", "export", "planning", "prediction", "training"))
-API_MODULES = [compare, data, demo, evaluation, export, planning, prediction, training]
+API_MODULES = [compare, data, demo, evaluation, export, planning, prediction, training,
+               importlib.import_module("medmamba.api.dicom")]
 
 # The arguments each command requires; values are never used (the api call is recorded, not run).
 REQUIRED = {
@@ -31,6 +32,7 @@ REQUIRED = {
     "compare": ["-d", "1", "-c", "2d", "-o", "out", "--networks", "plain_unet", "--time-budget", "1"],
     "export_model": ["-d", "1", "-c", "2d", "-o", "m.zip"], "install_model": ["m.zip"],
     "export": ["-m", "model", "-o", "net.pt"], "export_bundle": ["-m", "model", "-o", "bundle"],
+    "convert_dicom": ["-i", "studies", "-o", "Dataset500_Dicom"],
 }
 # Keywords the command line fills with values of its own on purpose (not defaults).
 CLI_SUPPLIED = {"echo"}
@@ -76,7 +78,7 @@ def test_cli_defaults_equal_api_defaults(command, recorder, monkeypatch, tmp_pat
         if key in CLI_SUPPLIED or parameter is None or parameter.default is inspect.Parameter.empty:
             continue
         given_on_command_line = {"dataset", "configuration", "fold", "input_folder", "output_folder", "model",
-                                 "reference_folder", "prediction_folder", "networks", "inputs", "model_zip", "output",
+                                 "reference_folder", "prediction_folder", "networks", "inputs", "model_zip", "output", "studies",
                                  "time_budget_minutes"}
         if key not in given_on_command_line and not _same(value, parameter.default):
             differing[key] = (value, parameter.default)

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True,
                         help="the raw dataset folder to write, DatasetXXX_Name (a bare name goes into the raw root)")
     add_option(parser, R.RAW_ROOT)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_option(parser, R.PROGRESS)
 
 
 def run(args: argparse.Namespace) -> int:
