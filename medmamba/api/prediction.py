@@ -42,6 +42,7 @@ def predict(
     dataset: int | str | None = None,
     configuration: str | None = None,
     model: str | os.PathLike | None = None,
+    sha256: str | None = None,
     engine: str = "torch",
     folds: Sequence[int | str] | None = None,
     network: str | None = None,
@@ -69,6 +70,7 @@ def predict(
             the configuration).
         model: instead of ``dataset``/``configuration``: a model folder or a zip from ``export_model``
             (no results, raw or preprocessed folders needed).
+        sha256: with a model zip, refuse it unless its sha256 is this (as printed by ``export_model``).
         engine: ``"torch"`` (default), ``"torchscript"`` or ``"onnx"`` (onnxruntime, CPU): each fold is
             exported and parity-checked first, then run with the same sliding window.
         folds: folds to ensemble, e.g. ``[0, 1, 2, 3, 4]`` or ``["all"]`` (None: every trained fold).
@@ -117,6 +119,8 @@ def predict(
         raise ConfigurationError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if model is None and (dataset is None or configuration is None):
         raise ConfigurationError("give a model (-m MODEL_FOLDER_OR_ZIP) or a dataset and configuration (-d, -c)")
+    if sha256 is not None and model is None:
+        raise ConfigurationError("--sha256 pins a model zip: give it with -m MODEL.zip")
     if model is not None and dataset is not None:
         raise ConfigurationError("give either a model (-m) or a dataset (-d), not both")
     input_dir, output_dir = Path(input_folder), Path(output_folder)
@@ -133,7 +137,7 @@ def predict(
     # a cascade stage's model folder (3d_cascade_fullres) runs its previous stage's model first
     if model is not None:
         model_folder = Path(model)
-        predictor = load_cascade_predictor(model, fold_names, checkpoint, device, **options)
+        predictor = load_cascade_predictor(model, fold_names, checkpoint, device, sha256=sha256, **options)
     else:
         root = resolve_root("results", results)
         model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="output folder (not the input folder or inside it)")
     parser.add_argument("-m", "--model", default=None,
                         help="model folder or zip from `medmamba export_model` (instead of -d and -c)")
+    parser.add_argument("--sha256", default=None, metavar="HEX",
+                        help="with -m MODEL.zip: refuse the zip unless its sha256 is HEX (printed by export_model)")
     parser.add_argument("--engine", default="torch", choices=("torch", "torchscript", "onnx"),
                         help="run the networks eagerly (default), as TorchScript or through onnxruntime (CPU)")
     parser.add_argument("-d", "--dataset", default=None, help="dataset id or name, e.g. 5, 005, Dataset005_Prostate")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = predict(
         input_folder=args.input, output_folder=args.output, dataset=args.dataset, configuration=args.configuration,
-        model=args.model, engine=args.engine,
+        model=args.model, sha256=args.sha256, engine=args.engine,
         folds=args.folds, network=args.network, plans=args.plans, checkpoint=args.checkpoint, step=args.step,
         tta=not args.no_tta, save_probabilities=args.save_probabilities, device=args.device,
         batch_windows=args.batch_windows, num_workers=args.num_workers, overwrite=args.overwrite,

@@ -111,10 +111,11 @@ def previous_stage_folder(model_folder: Path, previous_stage: str) -> Path:
 
 
 def load_cascade_predictor(model: str | Path, folds: Sequence[str] | None, checkpoint: str, device: str,
-                           **options: Any) -> Predictor:
+                           sha256: str | None = None, **options: Any) -> Predictor:
     """:meth:`Predictor.from_model` (a model folder or zip); for a cascade stage's folder with its previous
     stage attached (every trained fold of ``<network>__<plans>__<previous stage>``, same checkpoint kind)."""
-    predictor = Predictor.from_model(model, folds=folds, checkpoint=checkpoint, device=device, **options)
+    predictor = Predictor.from_model(model, folds=folds, checkpoint=checkpoint, device=device, sha256=sha256,
+                                     **options)
     previous = predictor.config.previous_stage
     if not previous:
         return predictor

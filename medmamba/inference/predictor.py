@@ -146,18 +146,19 @@ class Predictor:
 
     @classmethod
     def from_model(cls, path: str | Path, folds: Sequence[str | int] | None = None, checkpoint: str | None = None,
-                   device: str = "auto", **kwargs: Any) -> "Predictor":
+                   device: str = "auto", sha256: str | None = None, **kwargs: Any) -> "Predictor":
         """Load a model from its folder (``<results>/<Dataset>/<network>__<plans>__<configuration>``) or from a
         zip written by ``medmamba export_model``; needs no dataset id and no raw/preprocessed folders.
 
         ``checkpoint`` None picks ``final`` when present, else the one kind the model holds. The networks stay
         loaded: call :meth:`predict_folder`, :meth:`predict_case` or :meth:`predict_array` as often as needed.
+        A zip is verified against its manifest (entry sizes and sha256); ``sha256`` also pins the zip's own hash.
         """
         from medmamba.formats.checkpoint import CHECKPOINT_KINDS
         from medmamba import __version__
-        from medmamba.formats.model_package import open_model
+        from medmamba.formats.model_zip import open_model
 
-        with open_model(path, __version__) as folder:
+        with open_model(path, __version__, sha256) as folder:
             if checkpoint is None:
                 present = [k for k in CHECKPOINT_KINDS if any(folder.glob(f"fold_*/checkpoint_{k}.pt"))]
                 checkpoint = present[0] if present else "final"
