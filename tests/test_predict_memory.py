@@ -242,6 +242,8 @@ def test_a_512x512_ct_with_22_classes_stays_under_a_slab_bound(tmp_path):
     voxels = 512 * 512 * z
     bound = small + 16 * voxels + 6 * DEFAULT_SLAB_BYTES
     one_copy = NUM_CLASSES * voxels * 4
+    print(f"peak {big / 1e9:.2f} GB, bound {bound / 1e9:.2f} GB, without the image {small / 1e9:.2f} GB, "
+          f"one float32 copy of the probabilities {one_copy / 1e9:.2f} GB")
     assert big <= bound, f"peak {big / 1e9:.2f} GB above the bound {bound / 1e9:.2f} GB"
     assert bound < one_copy + small  # the bound is below a single float32 copy of the probabilities
     assert (tmp_path / "out_big" / "ct.nii.gz").is_file()
