@@ -217,6 +217,7 @@ COMPARE_JOBS = Option("--jobs", int, 1, THREADS, name="jobs", default=1,
 # Prediction and evaluation.
 STEP = Option("--step", float, 0, 1, low_inclusive=False, name="step", default=0.5,  # nnU-Net's default
               help="tile step as a fraction of the patch")
+# 4: on CPU one tile per forward costs ~6x more per tile than four (benchmarks/results/predict_cpu_benchmark.json)
 BATCH_WINDOWS = Option("--batch-windows", int, 1, 4096, name="batch_windows", default=4, help="tiles per forward pass")
 PREDICT_WORKERS = Option("-np", int, 0, THREADS, name="num_workers", aliases=("--num-workers",), default=2,
                          help="background threads reading and exporting cases (0 = sequential)")
@@ -239,6 +240,13 @@ BEST_METRIC = Option("--metric", str, name="metric", default="Dice", choices=("D
                      help="foreground-mean metric to maximise")
 BEST_FOLDS = Option("-f", str, name="folds", aliases=("--folds",), default=("0", "1", "2", "3", "4"),
                     help="folds whose validation summaries are pooled")
+
+OUTPUT_FORMAT = Option("--output-format", str, name="output_format", default="nifti",
+                       choices=("nifti", "dicom-seg", "both"),
+                       help="for a folder of DICOM series (-i): label maps <case>.nii.gz, DICOM SEG <case>.dcm "
+                            "referencing each series, or both")
+SAVE_PROBABILITIES = Option("--save-probabilities", bool, name="save_probabilities", default=False,
+                            help="also write CASE.npz (probabilities) + CASE.json, needed by `medmamba ensemble`")
 
 # Sharing. A bundle's metadata keys (MONAI Bundle Specification); "not stated" rather than a guessed licence.
 BUNDLE_VERSION = Option("--version", str, name="version", default="0.1.0", help="bundle version")

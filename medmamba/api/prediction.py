@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from medmamba import option_ranges as R
 from medmamba.api._common import Echo, echo_or_log
-
-ENGINES = ("torch", "torchscript", "onnx")
 
 if TYPE_CHECKING:
     from medmamba.inference.predictor import PredictionReport
@@ -43,24 +42,24 @@ def predict(
     configuration: str | None = None,
     model: str | os.PathLike | None = None,
     sha256: str | None = None,
-    engine: str = "torch",
+    engine: str = R.ENGINE.default,
     folds: Sequence[int | str] | None = None,
     network: str | None = None,
     plans: str | None = None,
-    checkpoint: str = "final",
-    step: float = 0.5,
+    checkpoint: str = R.CHECKPOINT.default,
+    step: float = R.STEP.default,
     tta: bool = True,
     save_probabilities: bool = False,
-    device: str = "auto",
-    batch_windows: int = 4,
-    num_workers: int = 2,
+    device: str = R.DEVICE.default,
+    batch_windows: int = R.BATCH_WINDOWS.default,
+    num_workers: int = R.PREDICT_WORKERS.default,
     overwrite: bool = False,
     results: str | os.PathLike | None = None,
     progress: bool = True,
     echo: Echo | None = None,
-    num_parts: int = 1,
-    part_id: int = 0,
-    output_format: str = "nifti",
+    num_parts: int = R.PREDICT_PARTS.default,
+    part_id: int = R.PREDICT_PART_ID.default,
+    output_format: str = R.OUTPUT_FORMAT.default,
 ) -> PredictResult:
     """Segment every case of ``input_folder`` (raw naming: ``CASE_0000.ext`` per channel) into ``output_folder``.
 
@@ -98,7 +97,6 @@ def predict(
     from medmamba.inference.cascade import load_cascade_predictor, refuse_cascade
     from medmamba.paths import resolve_root
 
-    from medmamba import option_ranges as R
     from medmamba.output_safety import check_outside_raw_dataset, check_separate
 
     R.check(R.STEP, step, allow_none=False)
@@ -115,8 +113,7 @@ def predict(
             if not (f == "all" or f.isdigit()):
                 raise ConfigurationError(f"-f: fold {f!r} is neither a number nor 'all'")
         fold_names = list(dict.fromkeys(fold_names))
-    if engine not in ENGINES:
-        raise ConfigurationError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    R.check(R.ENGINE, engine, allow_none=False)
     if model is None and (dataset is None or configuration is None):
         raise ConfigurationError("give a model (-m MODEL_FOLDER_OR_ZIP) or a dataset and configuration (-d, -c)")
     if sha256 is not None and model is None:

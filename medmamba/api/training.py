@@ -6,13 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from medmamba import option_ranges as R
 from medmamba.formats.constants import DEFAULT_PLANS_NAME
-from medmamba.training.run_setup import (
-    DEFAULT_EPOCHS,
-    DEFAULT_ITERATIONS_PER_EPOCH,
-    DEFAULT_SEED,
-    DEFAULT_VAL_ITERATIONS,
-)
 
 
 @dataclass(frozen=True)
@@ -45,14 +40,14 @@ def train(
     fold: int | str,
     network: str | None = None,
     plans_name: str = DEFAULT_PLANS_NAME,
-    epochs: int = DEFAULT_EPOCHS,
-    iterations_per_epoch: int = DEFAULT_ITERATIONS_PER_EPOCH,
-    val_iterations: int = DEFAULT_VAL_ITERATIONS,
-    device: str = "auto",
+    epochs: int = R.EPOCHS.default,
+    iterations_per_epoch: int = R.ITERATIONS_PER_EPOCH.default,
+    val_iterations: int = R.VAL_ITERATIONS.default,
+    device: str = R.DEVICE.default,
     resume: bool = False,
     overwrite: bool = False,
     pretrained: str | os.PathLike | None = None,
-    seed: int = DEFAULT_SEED,
+    seed: int = R.SEED.default,
     val_best: bool = False,
     time_budget_minutes: float | None = None,
     optimizer: str | None = None,
@@ -104,7 +99,6 @@ def train(
     from medmamba.training.run_setup import TrainOptions
     from medmamba.training.trainer import train as train_fold
 
-    from medmamba import option_ranges as R
 
     for option, value in ((R.EPOCHS, epochs), (R.ITERATIONS_PER_EPOCH, iterations_per_epoch),
                           (R.VAL_ITERATIONS, val_iterations), (R.SEED, seed)):

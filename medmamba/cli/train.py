@@ -9,7 +9,7 @@ import sys
 import threading
 
 from medmamba import option_ranges as R
-from medmamba.cli.arg_types import numeric
+from medmamba.cli.arg_types import add_option
 
 NAME = "train"
 HELP = "train a network on one fold of a preprocessed dataset (results/<dataset>/<network>__<plans>__<config>/fold_k)"
@@ -17,37 +17,33 @@ HELP = "train a network on one fold of a preprocessed dataset (results/<dataset>
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from medmamba.formats.constants import DEFAULT_PLANS_NAME
-    from medmamba.training.run_setup import (
-        AUGMENTATION_LEVELS, DEFAULT_EPOCHS, DEFAULT_ITERATIONS_PER_EPOCH, DEFAULT_SEED, DEFAULT_VAL_ITERATIONS,
-    )
+    from medmamba.training.run_setup import AUGMENTATION_LEVELS
 
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (5, 005, Dataset005_Prostate)")
     parser.add_argument("-c", "--configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
     parser.add_argument("-f", "--fold", required=True, help="fold 0-4 (splits.json), a higher index, or 'all'")
     parser.add_argument("--network", help="registry name overriding the plan's network, e.g. plain_unet or umamba_bot")
     parser.add_argument("-p", "--plans", dest="plans_name", default=DEFAULT_PLANS_NAME, help="plans identifier")
-    parser.add_argument("--epochs", type=numeric(R.EPOCHS), default=DEFAULT_EPOCHS, help="epochs (default %(default)s)")
-    parser.add_argument("--iters-per-epoch", type=numeric(R.ITERATIONS_PER_EPOCH), default=DEFAULT_ITERATIONS_PER_EPOCH,
-                        help="training iterations per epoch (default %(default)s)")
-    parser.add_argument("--val-iters", type=numeric(R.VAL_ITERATIONS), default=DEFAULT_VAL_ITERATIONS,
-                        help="pseudo-Dice validation batches per epoch (default %(default)s)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_option(parser, R.EPOCHS)
+    add_option(parser, R.ITERATIONS_PER_EPOCH)
+    add_option(parser, R.VAL_ITERATIONS)
+    add_option(parser, R.DEVICE)
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint_final/latest/best")
     parser.add_argument("--overwrite", action="store_true", help="start over in a fold folder that has checkpoints")
     parser.add_argument("--pretrained", metavar="CKPT", help="initialise from a checkpoint (matching names/shapes)")
-    parser.add_argument("--seed", type=numeric(R.SEED), default=DEFAULT_SEED, help="seed for weights and sampling")
+    add_option(parser, R.SEED)
     parser.add_argument("--val-best", action="store_true", help="final validation with checkpoint_best.pt")
-    parser.add_argument("--time-budget", type=numeric(R.TIME_BUDGET_MINUTES), metavar="MINUTES",
-                        help="fit the whole schedule (epochs, LR warm-up and decay) into this many minutes of "
-                             "training (set-up before and the final validation after are not counted); "
-                             "--resume keeps the original budget and the time already spent")
+    add_option(parser, R.TIME_BUDGET_MINUTES,
+               help="fit the whole schedule (epochs, LR warm-up and decay) into this many minutes of training "
+                    "(set-up before and the final validation after are not counted); --resume keeps the original "
+                    "budget and the time already spent")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), help="override the plan's optimizer")
-    parser.add_argument("--lr", type=numeric(R.LEARNING_RATE), help="initial learning rate (default: the optimizer's)")
-    parser.add_argument("--num-workers", type=numeric(R.TRAIN_WORKERS), help="data augmentation worker processes")
+    add_option(parser, R.LEARNING_RATE)
+    add_option(parser, R.TRAIN_WORKERS)
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (AMP is CUDA-only anyway)")
     parser.add_argument("--elastic", action="store_true", help="enable elastic deformation (p 0.2)")
-    parser.add_argument("--oversample", type=numeric(R.OVERSAMPLE), metavar="FRACTION",
-                        help="fraction of each batch forced to contain foreground (default: plan's recipe, else 0.33)")
+    add_option(parser, R.OVERSAMPLE,
+               help="fraction of each batch forced to contain foreground (default: plan's recipe, else 0.33)")
     parser.add_argument("--deep-supervision", dest="deep_supervision", action="store_const", const=True,
                         help="train with deep supervision (default: plan's recipe, else on)")
     parser.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_const", const=False,
@@ -57,10 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "none (default: plan's recipe, else 'default')")
     parser.add_argument("--variant", metavar="NAME[,NAME]",
                         help="training variants overriding the loss, optimizer, augmentation or sampler, e.g. no_mirroring")
-    parser.add_argument("--no-validation", action="store_true", help="skip the final sliding-window validation")
-    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    parser.add_argument("--preprocessed", help="preprocessed root (else $MEDMAMBA_PREPROCESSED, $nnUNet_preprocessed)")
-    parser.add_argument("--results", help="results root (else $MEDMAMBA_RESULTS, $nnUNet_results)")
+    add_option(parser, R.FINAL_VALIDATION)
+    add_option(parser, R.PROGRESS)
+    add_option(parser, R.PREPROCESSED_ROOT)
+    add_option(parser, R.RESULTS_ROOT)
 
 
 def _say_when_torchrun_stops_this_rank() -> None:

@@ -18,6 +18,8 @@ from monai.data import MetaTensor, decollate_batch
 from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
+from medmamba import option_ranges as R
+
 logger = logging.getLogger("medmamba.bundle")
 
 
@@ -70,7 +72,8 @@ class MedmambaInferer(Inferer):
         device: where the networks run (the bundle's ``device``).
     """
 
-    def __init__(self, model_dir: str | Path, step: float = 0.5, tta: bool = True, batch_windows: int = 4,
+    def __init__(self, model_dir: str | Path, step: float = R.STEP.default, tta: bool = True,
+                 batch_windows: int = R.BATCH_WINDOWS.default,
                  device: str | torch.device = "cpu") -> None:
         super().__init__()
         from medmamba.formats.bundle_layout import read_bundle_model

@@ -18,19 +18,20 @@ from typing import Callable, Sequence
 
 import torch
 
+from medmamba import option_ranges as R
 from medmamba.errors import ConfigurationError, NetworkError
 
 # nnU-Net v2 defaults: σ = patch_size / 8, map scaled to a maximum of 10.
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8.0
 GAUSSIAN_VALUE_SCALE = 10.0
-DEFAULT_STEP = 0.5  # tile step as a fraction of the patch size (nnU-Net default)
+DEFAULT_STEP = R.STEP.default  # tile step as a fraction of the patch size (nnU-Net default; declared with --step)
 # Whole-image sums stay on the GPU while (classes + 1) float32 copies of the padded image take at most
 # this share of its free memory; the rest is left to the network's activations (nnU-Net likewise keeps
 # the sums on the device until that fails).
 DEVICE_SUM_SHARE = 0.5
 # Tiles per forward pass. Measured (benchmarks/results/predict_cpu_benchmark.json): on CPU one
 # tile per forward costs ~6x more per tile than four; nnU-Net itself predicts one tile at a time.
-DEFAULT_BATCH_WINDOWS = 4
+DEFAULT_BATCH_WINDOWS = R.BATCH_WINDOWS.default  # declared with --batch-windows
 
 
 def gaussian_importance_map(
