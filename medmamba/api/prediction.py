@@ -4,13 +4,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from medmamba import option_ranges as R
 from medmamba.api._common import Echo, echo_or_log
-
-if TYPE_CHECKING:
-    from medmamba.inference.predictor import PredictionReport
+from medmamba.errors import ConfigurationError
+from medmamba.export.network_export import exported_engine
+from medmamba.inference.dicom_output import check_output_format
+from medmamba.inference.ensembling import ensemble_folders
+from medmamba.inference.folder_prediction import predict_folder_with_model
+from medmamba.inference.model_folder import find_model_folder
+from medmamba.inference.predictor import PredictionReport
+from medmamba.output_safety import check_outside_raw_dataset, check_separate
+from medmamba.paths import resolve_root
 
 
 @dataclass(frozen=True)
@@ -91,14 +97,6 @@ def predict(
         progress: show a tqdm progress bar.
         echo: receives the line naming the model, fold count, device and TTA axes.
     """
-    from medmamba.errors import ConfigurationError
-    from medmamba.inference.model_folder import find_model_folder
-    from medmamba.inference.input_folder import gather_input_cases
-    from medmamba.inference.cascade import load_cascade_predictor, refuse_cascade
-    from medmamba.paths import resolve_root
-
-    from medmamba.output_safety import check_outside_raw_dataset, check_separate
-
     R.check(R.STEP, step, allow_none=False)
     R.check(R.BATCH_WINDOWS, batch_windows, allow_none=False)
     R.check(R.PREDICT_WORKERS, num_workers, allow_none=False)
@@ -121,77 +119,26 @@ def predict(
     if model is not None and dataset is not None:
         raise ConfigurationError("give either a model (-m) or a dataset (-d), not both")
     input_dir, output_dir = Path(input_folder), Path(output_folder)
-    from medmamba.inference.dicom_output import check_output_format
-
     dicom_input = check_output_format(output_format, input_dir)
     check_separate(output_dir, [input_dir], "output folder")  # before loading any checkpoint
     check_outside_raw_dataset(output_dir)
-    options = dict(step=step, use_tta=tta, batch_windows=batch_windows)
     if engine != "torch" and device not in ("auto", "cpu"):
         raise ConfigurationError(f"--engine {engine} runs on the CPU; drop --device or use --engine torch")
-    if engine != "torch":
-        device = "cpu"
-    # a cascade stage's model folder (3d_cascade_fullres) runs its previous stage's model first
     if model is not None:
         model_folder = Path(model)
-        predictor = load_cascade_predictor(model, fold_names, checkpoint, device, sha256=sha256, **options)
     else:
-        root = resolve_root("results", results)
-        model_folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
-        predictor = load_cascade_predictor(model_folder, fold_names, checkpoint, device, **options)
-    check_separate(output_dir, [input_dir, model_folder], "output folder")
-    if engine != "torch":
-        refuse_cascade(predictor, f"--engine {engine} (an exported network)")
-        _use_exported_networks(predictor, engine)
-    echo_or_log(echo)(f"model {model_folder} ({len(predictor.networks)} fold(s), device {predictor.device}, "
-                      f"TTA axes {predictor.mirror_axes or 'off'})")
-    if getattr(predictor, "previous", None) is not None:
-        echo_or_log(echo)(f"previous stage {predictor.previous.configuration} first: "
-                          f"{len(predictor.previous.networks)} fold(s)")
-    if dicom_input:
-        from medmamba.inference.dicom_cases import scan_summary
-
-        echo_or_log(echo)(scan_summary(input_dir))
-    report = predictor.predict_folder(
-        input_dir, output_dir, overwrite=overwrite, save_probabilities=save_probabilities, num_workers=num_workers,
-        progress=progress, num_parts=num_parts, part_id=part_id,
-        extra_args={"dataset": None if dataset is None else str(dataset),
-                    "model": None if model is None else str(model), "engine": engine,
-                    "folds": fold_names, "checkpoint": checkpoint, **_previous_stage_args(predictor)})
-    output_dir = output_dir.absolute()
-    endings = {c.case_id: c.ending for c in gather_input_cases(input_dir, predictor.plans.num_input_channels)[0]}
-    if dicom_input:  # DICOM series in: the case -> series map, and SEG files from the label maps just written
-        from medmamba.inference.dicom_output import SEG_ENDING, write_dicom_outputs
-
-        write_dicom_outputs(input_dir, output_dir, report.written, report.skipped,
-                            predictor.plans.num_input_channels, output_format,
-                            f"{model_folder.parent.name}/{model_folder.name}", overwrite=overwrite, progress=progress)
-        if output_format == "dicom-seg":
-            endings = {case: SEG_ENDING for case in endings}
-    return PredictResult(model_folder=Path(model_folder), output_folder=output_dir, device=str(predictor.device),
-                         n_folds=len(predictor.networks),
-                         written=[output_dir / f"{case}{endings[case]}" for case in report.written], report=report)
-
-
-def _previous_stage_args(predictor) -> dict:
-    """What predict_args.json records about a cascade's previous stage (nothing for other models)."""
-    previous = getattr(predictor, "previous", None)
-    if previous is None:
-        return {}
-    return {"previous_stage": {"configuration": previous.configuration, "checkpoints": previous.checkpoint_paths}}
-
-
-def _use_exported_networks(predictor, engine: str) -> None:
-    """Replace the predictor's fold networks by exported (parity-checked) TorchScript/ONNX versions."""
-    import tempfile
-
-    from medmamba.export.network_export import exported_engine
-
-    # TorchScript and onnxruntime read the whole file when loading: the files can go right after
-    with tempfile.TemporaryDirectory(prefix="medmamba_engine_") as folder:
-        predictor.networks = [
-            exported_engine(net, list(predictor.config.patch_size), predictor.plans.num_input_channels, engine,
-                            folder, f"fold{i}") for i, net in enumerate(predictor.networks)]
+        model_folder = find_model_folder(resolve_root("results", results).path, str(dataset), configuration, network,
+                                         plans)
+    done = predict_folder_with_model(
+        input_dir, output_dir, model_folder, from_zip_or_folder=model is not None, sha256=sha256, folds=fold_names,
+        checkpoint=checkpoint, device="cpu" if engine != "torch" else device,
+        options=dict(step=step, use_tta=tta, batch_windows=batch_windows), engine=engine,
+        export_engine=exported_engine, save_probabilities=save_probabilities, num_workers=num_workers,
+        overwrite=overwrite, progress=progress, num_parts=num_parts, part_id=part_id, output_format=output_format,
+        dicom_input=dicom_input, say=echo_or_log(echo),
+        record={"dataset": None if dataset is None else str(dataset), "model": None if model is None else str(model)})
+    return PredictResult(model_folder=done.model_folder, output_folder=done.output_folder, device=done.device,
+                         n_folds=done.n_folds, written=done.written, report=done.report)
 
 
 @dataclass(frozen=True)
@@ -212,8 +159,6 @@ def ensemble(
 ) -> EnsembleResult:
     """Average the probabilities saved by ``predict(save_probabilities=True)`` in two or more folders
     (same cases) and write label maps with each input image's geometry."""
-    from medmamba.inference.ensembling import ensemble_folders
-
     result = ensemble_folders([str(p) for p in inputs], output_folder, overwrite=overwrite,
                               save_probabilities_too=save_probabilities)
     return EnsembleResult(Path(output_folder).absolute(), list(result["written"]), list(result["skipped"]))

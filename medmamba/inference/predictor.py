@@ -80,6 +80,8 @@ def _describe(err: BaseException) -> str:
 class Predictor:
     """Networks of one configuration (one per fold) plus everything needed to use them on raw images.
 
+    ``previous`` is the predictor of a cascade's previous stage (None here; see ``CascadePredictor``).
+
     Args:
         networks: registry networks (eval mode, on ``device``), one per fold.
         plans: the plans dict (or :class:`~medmamba.formats.plans.Plans`) the networks were trained with.
@@ -88,6 +90,8 @@ class Predictor:
         mirror_axes: patch axes mirrored for TTA (the checkpoint's ``mirror_axes``).
         step, use_tta, use_gaussian, batch_windows, amp: see :func:`predict_preprocessed_case`.
     """
+
+    previous: "Predictor | None" = None
 
     def __init__(self, networks: Sequence[torch.nn.Module], plans: Any, configuration: str,
                  dataset_json: Mapping[str, Any], mirror_axes: Sequence[int] | None = None,
@@ -166,6 +170,13 @@ class Predictor:
             if not Path(path).is_dir():  # the extracted files are gone after this block: name the zip
                 predictor.checkpoint_paths = [f"{path}:{Path(p).relative_to(folder)}" for p in predictor.checkpoint_paths]
         return predictor
+
+    def replace_networks(self, networks: Sequence[Any]) -> None:
+        """Run these callables instead of the fold networks, one per fold: e.g. their exported, parity-checked
+        TorchScript or ONNX engines (``(batch, C, *patch)`` images to logits)."""
+        if len(networks) != len(self.networks):
+            raise ValueError(f"{len(networks)} networks given for {len(self.networks)} folds")
+        self.networks = list(networks)
 
     def predict_case(self, image_files: Sequence[str | Path], return_probabilities: bool = False
                      ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
