@@ -266,8 +266,10 @@ def test_compression_bomb_is_refused_before_extraction(model_zip_file, tmp_path,
         for _ in range(model_zip.BOMB_MIN_BYTES // len(block) * 4):
             fh.write(block)
     assert bomb.stat().st_size < 1 << 20  # 64 MiB inflated from well under 1 MiB
+    from medmamba.export import model_sharing
+
     extracted: list[str] = []
-    monkeypatch.setattr(model_zip, "extract_package", lambda *a: extracted.append("called"))
+    monkeypatch.setattr(model_sharing, "extract_package", lambda *a: extracted.append("called"))
     rc, _, err = run_in_process(["install_model", str(bomb), "--results", str(tmp_path / "results")])
     line = assert_one_error_line(rc, err, str(bomb))
     assert "compression bomb" in line and not extracted

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
+from medmamba.datasets.verify import verify_dataset
+from medmamba.errors import DatasetError
 
 if TYPE_CHECKING:
     from medmamba.datasets.verify import VerifyReport
@@ -22,8 +24,6 @@ def echo_or_log(echo: Echo | None) -> Echo:
 def raise_unless_verified(folder: Path, progress: bool) -> VerifyReport:
     """Run the raw-dataset check; log every problem (one line each), raise if there are errors, else
     return the :class:`~medmamba.datasets.verify.VerifyReport`."""
-    from medmamba.datasets.verify import verify_dataset
-    from medmamba.errors import DatasetError
 
     report = verify_dataset(folder, progress=progress)
     for line in report.warnings:

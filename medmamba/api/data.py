@@ -6,6 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medmamba import option_ranges as R
+from medmamba.datasets.demo import make_demo_dataset as make
+from medmamba.datasets.msd import convert_msd_dataset
+from medmamba.datasets.raw_dataset import resolve_dataset_folder
+from medmamba.datasets.verify import verify_dataset
+from medmamba.paths import raw_root
 
 if TYPE_CHECKING:
     from medmamba.datasets.verify import VerifyReport
@@ -31,8 +36,6 @@ def make_demo_dataset(
     ``regions``: ``DatasetXXX_DemoRegions``, a nested tumour declared as BraTS-style regions (whole tumour,
     tumour core, enhancing tumour) for region-based training. ``partial``: the partially annotated
     variant ``DatasetXXX_DemoPartial`` (half of every training label map is the ``ignore`` label 5)."""
-    from medmamba.datasets.demo import make_demo_dataset as make
-    from medmamba.paths import raw_root
 
     for option, value in ((R.DATASET_ID, dataset_id), (R.DEMO_CASES, cases), (R.DEMO_TEST_CASES, test_cases),
                           (R.SEED, seed), (R.DEMO_SIZE, size)):
@@ -46,9 +49,6 @@ def make_demo_dataset(
 def verify(*, dataset: int | str, raw: str | os.PathLike | None = None, progress: bool = True) -> VerifyReport:
     """Check a raw dataset (files, dataset.json, geometry, label values, NaN) and return the
     :class:`~medmamba.datasets.verify.VerifyReport` (``ok``, ``errors``, ``warnings``: one line each)."""
-    from medmamba.datasets.raw_dataset import resolve_dataset_folder
-    from medmamba.datasets.verify import verify_dataset
-    from medmamba.paths import raw_root
 
     return verify_dataset(resolve_dataset_folder(dataset, raw_root(raw)), progress=progress)
 
@@ -65,8 +65,6 @@ def convert_msd(
     ``DatasetXXX_Name`` folder (id XX unless ``dataset_id``) and return it. ``brats_regions``
     (Task01_BrainTumour, labels 1 edema, 2 non-enhancing, 3 enhancing): declare BraTS's regions whole
     tumour [1, 2, 3], tumour core [2, 3], enhancing tumour [3] with ``regions_class_order`` [1, 2, 3]."""
-    from medmamba.datasets.msd import convert_msd_dataset
-    from medmamba.paths import raw_root
 
     R.check(R.DATASET_ID, dataset_id)
 

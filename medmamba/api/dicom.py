@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from medmamba.datasets.dicom_convert import convert_dicom_dataset
+from medmamba.paths import raw_root
 
 
 def convert_dicom(
@@ -18,8 +20,6 @@ def convert_dicom(
     ``$nnUNet_raw``, ``./medmamba_data/raw``). Each SEG's referenced image series becomes a training case; label
     names and values are the segments' labels and numbers, the same in every SEG
     (:mod:`medmamba.datasets.dicom_convert`)."""
-    from medmamba.datasets.dicom_convert import convert_dicom_dataset
-    from medmamba.paths import raw_root
 
     target = Path(output)
     if target.parent == Path(".") and not str(output).startswith("."):

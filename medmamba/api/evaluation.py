@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from medmamba import option_ranges as R
+from medmamba.errors import ConfigurationError
+from medmamba.evaluation.evaluate_folders import evaluate_folders, ignore_label_from_dataset_json, labels_from_dataset_json
+from medmamba.evaluation.find_best_configuration import find_best_configuration as rank_models
+from medmamba.inference.model_folder import resolve_results_dataset
+from medmamba.output_safety import check_replaceable, check_separate, record_file
+from medmamba.paths import resolve_root
+from medmamba.datasets.raw_dataset import load_dataset_json, resolve_dataset_folder
+from medmamba.evaluation.evaluate_folders import label_map_files
+from medmamba.formats.label_layout import is_region_based
+from medmamba.paths import raw_root
 
 if TYPE_CHECKING:
     from medmamba.evaluation.find_best_configuration import ModelResult
@@ -54,10 +64,6 @@ def evaluate(
         num_workers: threads.
         raw: raw root for ``dataset`` (None: environment variables, then ``./medmamba_data/raw``).
     """
-    from medmamba.errors import ConfigurationError
-    from medmamba.evaluation.evaluate_folders import (
-        evaluate_folders, ignore_label_from_dataset_json, labels_from_dataset_json)
-    from medmamba.output_safety import check_replaceable, check_separate, record_file
 
     R.check(R.NSD_TOLERANCE_MM, nsd_tolerance_mm)
     R.check(R.EVALUATE_WORKERS, num_workers, allow_none=False)
@@ -74,13 +80,8 @@ def evaluate(
         raise ConfigurationError(f"--{'regions' if regions else 'single-labels'} needs -d (labels come from "
                                  "dataset.json); with -l write regions as 1,2,3")
     if dataset is not None:
-        from medmamba.datasets.raw_dataset import load_dataset_json, resolve_dataset_folder
-        from medmamba.paths import raw_root
-
         dataset_json = load_dataset_json(resolve_dataset_folder(dataset, raw_root(raw)))
         if regions is None:
-            from medmamba.formats.label_layout import is_region_based
-
             regions = is_region_based(dataset_json.get("labels", {}))
         labels = labels_from_dataset_json(dataset_json, regions=regions)
         ignore_label = ignore_label_from_dataset_json(dataset_json)
@@ -91,8 +92,6 @@ def evaluate(
     # the summary may sit beside the predictions (the default) but never replaces a label map
     check_separate(output, [reference_folder], "-o")
     if Path(prediction_folder).is_dir() and output.resolve().parent == Path(prediction_folder).resolve():
-        from medmamba.evaluation.evaluate_folders import label_map_files
-
         if output.name in {p.name for p in label_map_files(Path(prediction_folder)).values()}:
             raise ConfigurationError("-o is one of the predicted label maps being evaluated; choose another file",
                                      path=output)
@@ -128,9 +127,6 @@ def find_best_configuration(
 ) -> BestConfigurationResult:
     """Rank the dataset's trained models by the foreground mean ``metric`` (Dice, IoU or NSD) pooled over
     the validation summaries of ``folds``, and write nnU-Net's inference information files."""
-    from medmamba.evaluation.find_best_configuration import find_best_configuration as rank_models
-    from medmamba.inference.model_folder import resolve_results_dataset
-    from medmamba.paths import resolve_root
 
     dataset_folder = resolve_results_dataset(resolve_root("results", results).path, dataset)
     best, ranking = rank_models(dataset_folder, folds=[str(f) for f in folds], configurations=configurations,

@@ -7,6 +7,13 @@ from typing import TYPE_CHECKING, Sequence
 
 from medmamba import option_ranges as R
 from medmamba.api._common import Echo, echo_or_log
+from medmamba.export.bundle_writer import export_bundle as write_bundle
+from medmamba.export.model_sharing import export_model as write_model_zip, install_model as unpack_model_zip
+from medmamba.export.network_export import center_patch, export_format, export_network as write_network
+from medmamba.inference.cascade import refuse_cascade
+from medmamba.inference.model_folder import find_model_folder
+from medmamba.inference.predictor import Predictor
+from medmamba.paths import resolve_root
 
 if TYPE_CHECKING:
     from medmamba.export.model_sharing import ExportedModel, InstalledModel
@@ -28,23 +35,18 @@ def export_model(
 ) -> ExportedModel:
     """Write one trained model (plans, dataset.json, fold checkpoints, training-log summaries, MODEL_CARD.md,
     manifest) into the zip ``output``. ``folds`` None: every fold with a ``checkpoint_<checkpoint>.pt``."""
-    from medmamba.export.model_sharing import export_model as _export
-    from medmamba.inference.model_folder import find_model_folder
-    from medmamba.paths import resolve_root
 
     root = resolve_root("results", results)
     folder = find_model_folder(root.path, str(dataset), configuration, network, plans)
-    return _export(folder, output, [str(f) for f in folds] if folds is not None else None, checkpoint, overwrite)
+    return write_model_zip(folder, output, [str(f) for f in folds] if folds is not None else None, checkpoint, overwrite)
 
 
 def install_model(*, model_zip: str | os.PathLike, overwrite: bool = False,
                   results: str | os.PathLike | None = None, sha256: str | None = None) -> InstalledModel:
     """Unpack a zip from :func:`export_model` into the results folder (an existing model only with ``overwrite``).
     Every entry is checked against the zip's manifest (size, sha256); ``sha256`` also pins the zip's own hash."""
-    from medmamba.export.model_sharing import install_model as _install
-    from medmamba.paths import resolve_root
 
-    return _install(model_zip, resolve_root("results", results).path, overwrite, sha256)
+    return unpack_model_zip(model_zip, resolve_root("results", results).path, overwrite, sha256)
 
 
 def export_network(
@@ -63,10 +65,6 @@ def export_network(
     match the eager network's within 1e-4 on random input and, when ``case`` (one image file per channel)
     is given, on the central patch of that preprocessed case. ``fold`` None: the first fold of the model.
     """
-    from medmamba.export.network_export import center_patch, export_format
-    from medmamba.export.network_export import export_network as _export
-    from medmamba.inference.cascade import refuse_cascade
-    from medmamba.inference.predictor import Predictor
 
     say = echo_or_log(echo)
     fmt = export_format(output, format)
@@ -78,7 +76,7 @@ def export_network(
     if case:
         data, _ = predictor.preprocess([str(c) for c in case])
         real = center_patch(data, patch)
-    checks = _export(predictor.networks[0], patch, predictor.plans.num_input_channels, output, fmt, real_patch=real)
+    checks = write_network(predictor.networks[0], patch, predictor.plans.num_input_channels, output, fmt, real_patch=real)
     for check in checks:
         say(check.line())
     if not case:
@@ -105,7 +103,6 @@ def export_bundle(
     ``predict``), models/model.pt (every fold), models/model.ts (when its parity check passes), docs/README.md
     and LICENSE. Run it with ``python -m monai.bundle run --config_file OUTPUT/configs/inference.json
     --bundle_root OUTPUT --input_dir IMAGES --output_dir PREDICTIONS``."""
-    from medmamba.export.bundle_writer import export_bundle as _export
 
-    return _export(model, output, folds, checkpoint, version, authors, copyright, license, torchscript, overwrite,
+    return write_bundle(model, output, folds, checkpoint, version, authors, copyright, license, torchscript, overwrite,
                    echo_or_log(echo))

@@ -8,6 +8,10 @@ from typing import Any, Sequence
 
 from medmamba import option_ranges as R
 from medmamba.formats.constants import DEFAULT_PLANS_NAME
+from medmamba.formats.json_io import read_json
+from medmamba.formats.summary import load_summary
+from medmamba.training.run_setup import TrainOptions
+from medmamba.training.trainer import train as train_fold
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,6 @@ def train(
         preprocessed, results: root folders (None: environment variables, then ``./medmamba_data``).
         progress: show tqdm progress bars.
     """
-    from medmamba.formats.json_io import read_json
-    from medmamba.formats.summary import load_summary
-    from medmamba.training.run_setup import TrainOptions
-    from medmamba.training.trainer import train as train_fold
-
 
     for option, value in ((R.EPOCHS, epochs), (R.ITERATIONS_PER_EPOCH, iterations_per_epoch),
                           (R.VAL_ITERATIONS, val_iterations), (R.SEED, seed)):

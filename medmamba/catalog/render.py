@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from medmamba.catalog.schema import CatalogRecord
+from medmamba.atomic import atomic_write_with
+from medmamba.output_safety import check_replaceable, record_file
 
 if TYPE_CHECKING:  # the registry imports torch; rendering an entry does not need it
     from medmamba.networks.registry import NetworkEntry
@@ -211,15 +213,12 @@ def format_stats(counts: dict[str, Counter]) -> str:
 def plot_stats(counts: dict[str, Counter], path: str | Path, overwrite: bool = False) -> Path:
     """Bar charts of the main count tables as one PNG (matplotlib, Agg backend), written atomically.
     An existing file medmamba did not write is replaced only with ``overwrite``."""
-    from medmamba.output_safety import check_replaceable, record_file
 
     check_replaceable(path, overwrite)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from medmamba.atomic import atomic_write_with
 
     keys = [k for k, _ in STATS_TABLES[:6]]
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))

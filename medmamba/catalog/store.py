@@ -16,6 +16,7 @@ import medmamba.catalog.vocab as vocab
 from medmamba.catalog.schema import CatalogRecord, check_unique_names
 from medmamba.errors import CatalogError
 from medmamba.formats.json_io import read_json_lines
+from medmamba.networks.registry import find_network
 
 CATALOG_PATH = Path(__file__).resolve().parent / "catalog.jsonl"
 
@@ -99,7 +100,6 @@ def registry_name(name: str) -> str | None:
 
     Imports the registry, so torch: only called when ``name`` is no record's name.
     """
-    from medmamba.networks.registry import find_network
 
     entry = find_network(name)
     return None if entry is None else entry.name

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba import catalog
+    from medmamba import catalog  # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.catalog import render
 
     action = getattr(args, "catalog_command", None)
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             record = catalog.get(args.name)
         except CatalogError:
             # a registered network no record links (the CNN baseline): show the registry's entry
+            # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
             from medmamba.networks.registry import find_network
 
             entry = find_network(args.name)

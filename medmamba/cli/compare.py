@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.api import compare
+    from medmamba.api import compare  # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
 
     extra = {} if args.val_iters is None else {"val_iterations": args.val_iters}
     result = compare(

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.api import convert_dicom
 
     folder = convert_dicom(studies=args.input, output=args.output, raw=args.raw, progress=not args.no_progress)

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.api import convert_msd
 
     folder = convert_msd(task_folder=args.input, dataset_id=args.dataset_id, raw=args.raw,

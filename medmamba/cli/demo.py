@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.api import run_demo
+    from medmamba.api import run_demo  # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
 
     result = run_demo(workdir=args.workdir, network=args.network, configuration=args.configuration,
                       minutes=args.minutes, device=args.device, cases=args.cases, size=args.size,

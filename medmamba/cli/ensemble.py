@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.api import ensemble
+    from medmamba.api import ensemble  # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
 
     result = ensemble(inputs=args.inputs, output_folder=args.output, save_probabilities=args.save_probabilities,
                       overwrite=args.overwrite)

@@ -5,6 +5,7 @@ import argparse
 
 from medmamba import option_ranges as R
 from medmamba.cli.arg_types import add_option
+from medmamba.errors import ConfigurationError
 
 
 NAME = "evaluate"
@@ -44,8 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_labels(tokens: list[str]) -> list:
-    from medmamba.errors import ConfigurationError
-
     labels = []
     for token in tokens:
         try:
@@ -59,7 +58,8 @@ def _parse_labels(tokens: list[str]) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.api import evaluate
+    from medmamba.api import evaluate  # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.evaluation.summary import format_table
 
     result = evaluate(

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.api import find_best_configuration
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.evaluation.find_best_configuration import format_ranking
 
     result = find_best_configuration(dataset=args.dataset, configurations=args.configurations,

@@ -6,6 +6,9 @@ import importlib
 import os
 import platform
 
+from medmamba import __version__
+from medmamba.paths import resolve_root
+
 NAME = "info"
 HELP = "show versions, the compute device, available scan backends and the data folders in use"
 
@@ -28,6 +31,7 @@ def backend_report() -> list[tuple[str, bool, str]]:
     fused deformable sampling."""
     import torch
 
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.kernels.ops import triton_available
 
     if not triton_available():
@@ -36,12 +40,14 @@ def backend_report() -> list[tuple[str, bool, str]]:
         triton_row = ("triton", False, "no CUDA device; CPU runs use cpp, else torch")
     else:
         triton_row = ("triton", True, f"CUDA device {torch.cuda.get_device_name(0)}")
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.kernels.cpp_scan import cpp_scan_status, cpp_scan_threads
 
     reason = cpp_scan_status()
     cpp_row = ("cpp", reason is None, "fused CPU kernel (built for this machine, self-test passed, runs on "
                f"{cpp_scan_threads()} of {torch.get_num_threads()} torch threads)"
                if reason is None else f"{reason}; using torch backend on CPU")
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.kernels.deform_sampling import cpp_deform_status
 
     reason = cpp_deform_status()
@@ -59,9 +65,6 @@ def backend_report() -> list[tuple[str, bool, str]]:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
-    from medmamba import __version__
-    from medmamba.paths import resolve_root
 
     print(f"medmamba {__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")

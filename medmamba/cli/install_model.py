@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.api.export import install_model
 
     result = install_model(model_zip=args.model_zip, overwrite=args.overwrite, results=args.results,

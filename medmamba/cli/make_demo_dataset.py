@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
     from medmamba.api import make_demo_dataset
 
     folder = make_demo_dataset(dataset_id=args.dataset_id, cases=args.cases, test_cases=args.test_cases, seed=args.seed,

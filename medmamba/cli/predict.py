@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.api import predict
+    from medmamba.api import predict  # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
 
     result = predict(
         input_folder=args.input, output_folder=args.output, dataset=args.dataset, configuration=args.configuration,

@@ -10,15 +10,13 @@ import threading
 
 from medmamba import option_ranges as R
 from medmamba.cli.arg_types import add_option
+from medmamba.formats.constants import DEFAULT_PLANS_NAME
 
 NAME = "train"
 HELP = "train a network on one fold of a preprocessed dataset (results/<dataset>/<network>__<plans>__<config>/fold_k)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from medmamba.formats.constants import DEFAULT_PLANS_NAME
-    from medmamba.training.run_setup import AUGMENTATION_LEVELS
-
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (5, 005, Dataset005_Prostate)")
     parser.add_argument("-c", "--configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
     parser.add_argument("-f", "--fold", required=True, help="fold 0-4 (splits.json), a higher index, or 'all'")
@@ -48,9 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train with deep supervision (default: plan's recipe, else on)")
     parser.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_const", const=False,
                         help="train on the full-resolution output only")
-    parser.add_argument("--augmentation", choices=AUGMENTATION_LEVELS,
-                        help="augmentation strength: nnU-Net's full pipeline, spatial + mirroring only, or "
-                             "none (default: plan's recipe, else 'default')")
+    add_option(parser, R.AUGMENTATION)
     parser.add_argument("--variant", metavar="NAME[,NAME]",
                         help="training variants overriding the loss, optimizer, augmentation or sampler, e.g. no_mirroring")
     add_option(parser, R.FINAL_VALIDATION)
@@ -87,7 +83,7 @@ def _say_when_torchrun_stops_this_rank() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medmamba.api import train
+    from medmamba.api import train  # deferred: imports torch (2-5 s here); parsing and --help stay at 0.1 s
 
     _say_when_torchrun_stops_this_rank()
 

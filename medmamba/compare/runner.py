@@ -31,6 +31,7 @@ from medmamba.atomic import atomic_write_json
 from medmamba.claims import Claim
 from medmamba.compare.systems import folder_name
 from medmamba.errors import ConfigurationError
+from medmamba.formats.json_io import read_json
 
 logger = logging.getLogger("medmamba.compare")
 
@@ -117,7 +118,6 @@ SETTINGS_KEYS = ("dataset", "configuration", "fold", "schedule", "validation_cas
 def is_comparison_folder(output: Path) -> bool:
     """Whether ``output`` holds a comparison medmamba wrote (its settings file reads as one), also one
     written by a version that kept no record of its files."""
-    from medmamba.formats.json_io import read_json
 
     path = Path(output) / SETTINGS_FILE
     if not path.is_file():
@@ -131,7 +131,6 @@ def is_comparison_folder(output: Path) -> bool:
 
 def check_settings(output: Path, settings: Mapping[str, Any]) -> None:
     """Record ``settings`` in a new output folder; refuse a folder holding another comparison."""
-    from medmamba.formats.json_io import read_json
 
     path = Path(output) / SETTINGS_FILE
     if path.is_file():
@@ -146,8 +145,6 @@ def check_settings(output: Path, settings: Mapping[str, Any]) -> None:
 
 
 def load_pair(path: Path) -> dict[str, Any] | None:
-    from medmamba.formats.json_io import read_json
-
     return read_json(path, dict, "compare pair result", ConfigurationError) if path.is_file() else None
 
 

@@ -5,12 +5,12 @@ from typing import Sequence
 
 from medmamba.errors import ConfigurationError
 from medmamba.formats.model_folder_name import network_folder_token
+from medmamba.networks.registry import get_network_entry, twin_names
 
 
 def expand_systems(networks: Sequence[str], twins: bool) -> list[str]:
     """Registry names in request order, each network followed by its twins when ``twins`` is set
     (``NAME:gated_cnn``, ``NAME:no_ssm``); a name given twice is kept once."""
-    from medmamba.networks.registry import get_network_entry, twin_names
 
     if not networks:
         raise ConfigurationError("--networks needs at least one network name")

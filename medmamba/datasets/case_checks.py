@@ -26,6 +26,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from medmamba.datasets.geometry import ImageGeometry, geometry_differences
+from medmamba.datasets.orientation import canonical_reorientation
+from medmamba.formats.label_layout import is_region_based, region_problems
 
 # At most this many offending label values are listed in one message (keeps it one readable line).
 MAX_VALUES_SHOWN = 10
@@ -61,7 +63,6 @@ def label_declaration_problems(labels: Mapping[str, Any], regions_class_order: A
     """Problems with dataset.json ``labels`` (consecutive integers 0..n-1; ``ignore`` the highest value)
     and, for region-based labels, with the regions and ``regions_class_order`` (None = absent; rules in
     :func:`medmamba.formats.label_layout.region_problems`)."""
-    from medmamba.formats.label_layout import is_region_based, region_problems
 
     ignore = ignore_label_problems(labels)
     if ignore:
@@ -95,8 +96,6 @@ def channel_findings(reference: tuple[Path, ImageGeometry], path: Path, geometry
 
 
 def _same_axes(a: ImageGeometry, b: ImageGeometry) -> bool:
-    from medmamba.datasets.orientation import canonical_reorientation
-
     return canonical_reorientation(a.direction) == canonical_reorientation(b.direction)
 
 

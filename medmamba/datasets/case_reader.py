@@ -13,6 +13,8 @@ from typing import Any, Collection, Sequence
 import numpy as np
 
 from medmamba.errors import DatasetError, GeometryError
+from medmamba.datasets.case_checks import first_error, image_findings, label_findings
+from medmamba.datasets.image_io import read_case, read_image
 
 logger = logging.getLogger("medmamba.datasets")
 
@@ -27,8 +29,6 @@ def read_case_and_label(image_files: Sequence[str | os.PathLike], label_file: st
     ``declared_labels`` when given, label dimensionality/shape/spacing/axes unlike the image's);
     its warnings (small origin/direction differences) are logged.
     """
-    from medmamba.datasets.case_checks import first_error, image_findings, label_findings
-    from medmamba.datasets.image_io import read_case, read_image
 
     files = [Path(f) for f in image_files]
     data, geometry = read_case(files)

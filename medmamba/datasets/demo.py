@@ -33,6 +33,8 @@ from medmamba.datasets.geometry import ImageGeometry
 from medmamba.datasets.image_io import write_image
 from medmamba.datasets.raw_dataset import dataset_folder_name, parse_dataset_folder_name
 from medmamba.errors import DatasetError
+from medmamba.errors import MedmambaError
+from medmamba.formats.json_io import read_json
 
 logger = logging.getLogger("medmamba.datasets.demo")
 
@@ -356,9 +358,6 @@ def make_demo_dataset(
 
 
 def _existing_record(folder: Path) -> dict[str, Any] | None:
-    from medmamba.errors import MedmambaError
-    from medmamba.formats.json_io import read_json
-
     try:
         return read_json(folder / "dataset.json", dict, "dataset.json").get("medmamba_demo")
     except MedmambaError:

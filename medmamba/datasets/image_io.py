@@ -26,6 +26,9 @@ import numpy as np
 from medmamba.atomic import atomic_write_bytes
 from medmamba.datasets.geometry import ImageGeometry, geometry_differences
 from medmamba.errors import DatasetError, GeometryError, ImageReadError
+from medmamba.atomic import atomic_path
+from medmamba.devices import available_memory_bytes
+from medmamba.datasets.dicom_series import is_series_path, read_series, series_for_path
 
 __all__ = [
     "ImageGeometry",
@@ -101,7 +104,6 @@ def read_image(path: str | os.PathLike, allow_4d: bool = False) -> tuple[np.ndar
     """
     path = Path(path)
     if file_ending(path) == ".dicom-series":  # a DICOM series named by its folder and SeriesInstanceUID
-        from medmamba.datasets.dicom_series import is_series_path, read_series, series_for_path
 
         if is_series_path(path):
             return read_series(series_for_path(path))
@@ -229,7 +231,6 @@ def check_claimed_size(path: Path, shape: Sequence[int], itemsize: int, offset: 
     Whatever the bound, the on-disk array plus the float32 copy readers make must fit in the
     available memory.
     """
-    from medmamba.devices import available_memory_bytes
 
     voxels = int(np.prod([max(0, int(s)) for s in shape], dtype=object))
     claimed = voxels * int(itemsize)
@@ -527,7 +528,6 @@ def _write_sitk(path: Path, array: np.ndarray, geometry: ImageGeometry, target: 
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         return
-    from medmamba.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)

@@ -23,6 +23,8 @@ from typing import Any
 from medmamba.datasets.image_io import not_a_file
 from medmamba.errors import DatasetError, MedmambaError
 from medmamba.formats.json_io import read_json
+from medmamba.datasets.case_checks import label_declaration_problems
+from medmamba.errors import ConfigurationError
 
 logger = logging.getLogger("medmamba.datasets")
 
@@ -46,7 +48,6 @@ DATASET_ID_RANGE = (1, 999)
 def check_dataset_id(dataset_id: object) -> int:
     """``dataset_id`` as an int in 1..999, else a one-line ConfigurationError (every place that turns
     an id into a folder name or looks one up goes through this, so a made folder can be addressed)."""
-    from medmamba.errors import ConfigurationError
 
     text = str(dataset_id).strip()
     if isinstance(dataset_id, bool) or not re.fullmatch(r"[+-]?\d+", text) or not (
@@ -167,7 +168,6 @@ def load_dataset_json(folder: str | os.PathLike) -> dict[str, Any]:
             )
     if labels.get("background") != 0:
         raise DatasetError("'labels' must contain \"background\": 0", path=path)
-    from medmamba.datasets.case_checks import label_declaration_problems
 
     problems = label_declaration_problems(labels, data.get("regions_class_order"))
     if problems:

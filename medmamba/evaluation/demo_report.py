@@ -13,6 +13,7 @@ import numpy as np
 
 from medmamba.atomic import atomic_path
 from medmamba.formats.json_io import read_json
+from medmamba.datasets.image_io import read_image
 
 # Distinct colours per label (tab10 without the greys), alpha-blended over the image.
 _LABEL_ALPHA = 0.45
@@ -53,8 +54,6 @@ def render_demo_report(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from medmamba.datasets.image_io import read_image
 
     rows = len(images)
     fig, axes = plt.subplots(rows + 1, 3, figsize=(9, 3 * (rows + 1)), squeeze=False)

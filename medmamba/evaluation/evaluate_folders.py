@@ -21,6 +21,9 @@ from medmamba.errors import DatasetError, GeometryError, ImageReadError
 from medmamba.evaluation.metrics import DEFAULT_NSD_TOLERANCE_MM, Label, compute_metrics, normalise_label
 from medmamba.evaluation.summary import build_summary
 from medmamba.formats.summary import write_summary
+from medmamba.datasets.geometry import geometry_differences
+from medmamba.datasets.image_io import file_ending, read_image
+from medmamba.formats.label_layout import ignore_label_value
 
 logger = logging.getLogger("medmamba.evaluation")
 
@@ -30,7 +33,6 @@ _NOT_IMAGES = (".npz", ".npy", ".json", ".pkl", ".txt", ".png.aux.xml")
 
 def label_map_files(folder: Path) -> dict[str, Path]:
     """``{case_id: path}`` of the image files in ``folder`` (hidden and non-image files skipped)."""
-    from medmamba.datasets.image_io import file_ending
 
     found: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
@@ -65,8 +67,6 @@ def labels_from_dataset_json(dataset_json: dict[str, Any], regions: bool = False
 
 
 def ignore_label_from_dataset_json(dataset_json: dict[str, Any]) -> int | None:
-    from medmamba.formats.label_layout import ignore_label_value
-
     return ignore_label_value(dataset_json.get("labels", {}))
 
 
@@ -74,8 +74,6 @@ def _evaluate_case(
     case_id: str, ref_file: Path, pred_file: Path, labels: Sequence[Label], nsd_tolerance_mm: float,
     ignore_label: int | None,
 ) -> dict[str, Any]:
-    from medmamba.datasets.geometry import geometry_differences
-    from medmamba.datasets.image_io import read_image
 
     ref, ref_geometry = read_image(ref_file)
     pred, pred_geometry = read_image(pred_file)
@@ -105,8 +103,6 @@ def _evaluate_case(
 
 
 def _labels_present(files: Sequence[Path]) -> list[int]:
-    from medmamba.datasets.image_io import read_image
-
     values: set[int] = set()
     for f in files:
         values.update(int(v) for v in np.unique(read_image(f)[0]))

@@ -21,6 +21,8 @@ from medmamba.errors import ConfigurationError, MedmambaError
 from medmamba.evaluation.summary import build_summary
 from medmamba.formats.model_folder_name import model_folders, parse_model_folder_name
 from medmamba.formats.summary import load_summary, write_summary
+from medmamba.formats.checkpoint import MODEL_PLANS_FILE
+from medmamba.formats.plans import load_plans
 
 DEFAULT_FOLDS = (0, 1, 2, 3, 4)  # nnU-Net's 5-fold cross-validation
 HIGHER_IS_BETTER = ("Dice", "IoU", "NSD")
@@ -146,8 +148,6 @@ def inference_instructions(best: ModelResult, folds: Sequence[str | int]) -> str
 
 def _previous_stage(model_folder: Path) -> str | None:
     """The configuration's ``previous_stage`` in the model folder's plans.json (cascades), else None."""
-    from medmamba.formats.checkpoint import MODEL_PLANS_FILE
-    from medmamba.formats.plans import load_plans
 
     if not (model_folder / MODEL_PLANS_FILE).is_file():
         return None

@@ -19,6 +19,14 @@ from monai.inferers import Inferer
 from monai.transforms import MapTransform
 
 from medmamba import option_ranges as R
+from medmamba.datasets.image_io import file_ending
+from medmamba.errors import ConfigurationError, FileFormatError
+from medmamba.formats.bundle_layout import read_bundle_model, verify_bundle_files
+from medmamba.formats.plans import plans_from_any
+from medmamba.inference.input_folder import gather_input_cases
+from medmamba.inference.label_maps import layout_from_dataset, probabilities_to_label_map
+from medmamba.inference.predictor import Predictor
+from medmamba.networks.registry import build_network
 
 logger = logging.getLogger("medmamba.bundle")
 
@@ -35,7 +43,6 @@ class FoldEnsemble(torch.nn.Module):
     def __init__(self, network_name: str, network_kwargs: Mapping[str, Any], n_folds: int = 1,
                  regions: bool = False) -> None:
         super().__init__()
-        from medmamba.networks.registry import build_network
 
         self.regions = bool(regions)
         self.folds = torch.nn.ModuleList(build_network(network_name, **dict(network_kwargs))
@@ -76,16 +83,12 @@ class MedmambaInferer(Inferer):
                  batch_windows: int = R.BATCH_WINDOWS.default,
                  device: str | torch.device = "cpu") -> None:
         super().__init__()
-        from medmamba.formats.bundle_layout import read_bundle_model
 
         self.model, self.plans, self.dataset_json = read_bundle_model(model_dir)
         self.step, self.tta, self.batch_windows = float(step), bool(tta), int(batch_windows)
         self.device = torch.device(device)
 
     def predictor(self, network: torch.nn.Module):
-        from medmamba.errors import ConfigurationError
-        from medmamba.inference.predictor import Predictor
-
         folds = getattr(network, "folds", None)
         if folds is None:
             raise ConfigurationError("the medmamba inferer needs the bundle's network_def (FoldEnsemble) with "
@@ -119,16 +122,11 @@ class LabelMapd(MapTransform):
 
     def __init__(self, keys: Any, model_dir: str | Path, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        from medmamba.formats.bundle_layout import read_bundle_model
-        from medmamba.formats.plans import plans_from_any
-        from medmamba.inference.label_maps import layout_from_dataset
 
         _, plans, dataset_json = read_bundle_model(model_dir)
         self.layout = layout_from_dataset(plans_from_any(plans).labels, dataset_json)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from medmamba.inference.label_maps import probabilities_to_label_map
-
         d = dict(data)
         for key in self.key_iterator(d):
             probs = d[key]
@@ -142,7 +140,6 @@ class LabelMapd(MapTransform):
 def bundle_datalist(input_dir: str | Path, n_channels: int) -> list[dict[str, Any]]:
     """The cases of ``input_dir`` in raw naming (``CASE_0000.nii.gz`` …, as ``medmamba predict`` reads them):
     ``[{"image": [channel files], "case": id}]``; a case with a missing channel file is logged and left out."""
-    from medmamba.inference.input_folder import gather_input_cases
 
     cases, failures = gather_input_cases(input_dir, int(n_channels))
     for case, reason in failures:
@@ -156,7 +153,6 @@ _CHANNEL_SUFFIX = re.compile(r"_\d{4}$")
 def case_name(metadict: Mapping[str, Any], saver: Any) -> dict[str, Any]:
     """``SaveImaged``'s ``output_name_formatter``: ``<case>`` (the first channel file's name without its
     ``_0000`` channel suffix), so outputs are named as ``medmamba predict`` names them."""
-    from medmamba.datasets.image_io import file_ending
 
     source = metadict.get("filename_or_obj", "")
     if isinstance(source, (list, tuple)):
@@ -192,8 +188,6 @@ class BundleEvaluator:
 def load_weights(network: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     """Load ``models/model.pt`` (a plain state dict, checked against the metadata's sha256, read with
     ``weights_only=True``) into ``network_def``; the bundle's ``initialize``."""
-    from medmamba.errors import FileFormatError
-    from medmamba.formats.bundle_layout import verify_bundle_files
 
     path = Path(path)
     verify_bundle_files(path.parent.parent, only=path.relative_to(path.parent.parent).as_posix())

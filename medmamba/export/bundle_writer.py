@@ -23,6 +23,15 @@ from medmamba.formats.label_layout import LabelLayout
 from medmamba.errors import ConfigurationError, NetworkError
 from medmamba.formats.bundle_layout import (BUNDLE_FORMAT_VERSION, BUNDLE_HASHES_KEY, MEDMAMBA_DIR,
                                            MONAI_METADATA_SCHEMA_URL, bundle_file_records)
+from medmamba.export.bundle_runtime import FoldEnsemble
+from medmamba.export.network_export import export_network
+from medmamba.formats.checkpoint import CHECKPOINT_KINDS
+from medmamba.formats.model_zip import open_model
+from medmamba.formats.plans import plans_from_any
+from medmamba.inference.label_maps import layout_from_dataset
+from medmamba.inference.model_folder import fold_checkpoint_paths, load_inference_checkpoint
+from medmamba.inference.predictor import Predictor
+from medmamba.output_safety import check_separate
 
 # JSON schema of configs/metadata.json written from the MONAI Bundle Specification's list of mandatory
 # keys and tensor-format keys (checked by `python -m monai.bundle verify_metadata --filepath` offline).
@@ -220,15 +229,6 @@ def export_bundle(model: str | os.PathLike, output: str | os.PathLike, folds: Se
     the TorchScript export of that ensemble matches eager within 1e-4 (``torchscript`` False: skipped).
     The folder is assembled next to ``output`` and renamed into place when complete.
     """
-    from medmamba.export.bundle_runtime import FoldEnsemble
-    from medmamba.export.network_export import export_network
-    from medmamba.formats.checkpoint import CHECKPOINT_KINDS
-    from medmamba.formats.model_zip import open_model
-    from medmamba.formats.plans import plans_from_any
-    from medmamba.inference.label_maps import layout_from_dataset
-    from medmamba.inference.model_folder import fold_checkpoint_paths, load_inference_checkpoint
-    from medmamba.inference.predictor import Predictor
-    from medmamba.output_safety import check_separate
 
     say = echo or (lambda line: None)
     output = Path(output)

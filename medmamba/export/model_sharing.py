@@ -21,6 +21,9 @@ from medmamba.formats.model_zip import (
     MANIFEST_NAME, MIN_READER_VERSION, MODEL_PACKAGE_FORMAT_VERSION, entry_record, extract_package, file_sha256,
     json_bytes, manifest_bytes, read_package)
 from medmamba.formats.summary import load_summary
+from medmamba.formats.checkpoint import MODEL_PLANS_FILE
+from medmamba.formats.plans import load_plans, plans_from_any
+from medmamba.inference.model_folder import fold_checkpoint_paths
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,11 @@ class ExportedModel:
 
 
 def _fold_names(model_folder: Path, folds: Sequence[str | int] | None, kind: str) -> list[str]:
-    from medmamba.inference.model_folder import fold_checkpoint_paths
-
     return [p.parent.name[len("fold_"):] for p in fold_checkpoint_paths(model_folder, folds, kind)]
 
 
 def _model_card(ckpt: Checkpoint, folds: list[str], kind: str, dice: dict[str, float | None],
                 n_parameters: int, created: str) -> str:
-    from medmamba.formats.plans import plans_from_any
 
     plans = plans_from_any(ckpt.plans)
     config = plans.configuration(ckpt.configuration)
@@ -83,8 +83,6 @@ Mean over folds: {mean}
 
 def _refuse_cascade(model_folder: Path) -> None:
     """A package holds one model folder; a cascade stage also needs its previous stage's model."""
-    from medmamba.formats.checkpoint import MODEL_PLANS_FILE
-    from medmamba.formats.plans import load_plans
 
     if not (model_folder / MODEL_PLANS_FILE).is_file() or model_folder.name.count("__") != 2:
         return

@@ -19,6 +19,8 @@ import torch
 
 from medmamba.atomic import atomic_path
 from medmamba.errors import ConfigurationError, NetworkError
+from medmamba.kernels.export_scan import export_mode
+from medmamba.networks.blocks.deformable import DeformableConv
 
 FORMATS = ("torchscript", "onnx")
 # fp32 parity limit between the eager and the exported network's logits.
@@ -109,7 +111,6 @@ def _onnx_movedim_fix(opset: int) -> Iterator[None]:
 
 def onnx_opset(module: torch.nn.Module) -> int:
     """The opset a network is exported at: :data:`ONNX_OPSET`, or 20 when it samples volumes with GridSample."""
-    from medmamba.networks.blocks.deformable import DeformableConv
 
     volumetric = any(isinstance(m, DeformableConv) and m.spatial_dims == 3 for m in module.modules())
     return ONNX_OPSET_VOLUMETRIC_GRID_SAMPLE if volumetric else ONNX_OPSET
@@ -117,8 +118,6 @@ def onnx_opset(module: torch.nn.Module) -> int:
 
 def _trace(module: LogitsOnly, example: torch.Tensor, fmt: str, target: Path) -> None:
     import warnings
-
-    from medmamba.kernels.export_scan import export_mode
 
     with export_mode(), torch.no_grad(), warnings.catch_warnings():
         # shape-dependent Python branches are constants for the fixed patch: expected, not news

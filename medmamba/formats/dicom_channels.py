@@ -16,6 +16,7 @@ import csv
 from pathlib import Path
 
 from medmamba.errors import DatasetError
+from medmamba.formats.json_io import read_json
 
 CHANNEL_MAP_NAMES = ("dicom_channels.csv", "dicom_channels.json")
 
@@ -32,8 +33,6 @@ def read_channel_map(folder: str | Path) -> tuple[Path, dict[str, dict[int, str]
     path = found[0]
     mapping: dict[str, dict[int, str]] = {}
     if path.suffix == ".json":
-        from medmamba.formats.json_io import read_json
-
         data = read_json(path, dict, "DICOM channel mapping", DatasetError)
         for case, series in data.items():
             if not isinstance(series, list) or not series or not all(isinstance(s, str) and s for s in series):

@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 from medmamba.errors import CheckpointError, FileFormatError
 from medmamba.formats.json_io import loads_json
+from medmamba.atomic import json_safe
 
 MODEL_PACKAGE_FORMAT_VERSION = 2
 # The oldest medmamba that reads the packages this one writes.
@@ -55,7 +56,6 @@ _CHUNK = 1 << 20
 
 def json_bytes(obj: Any) -> bytes:
     """A JSON file's bytes for a zip entry (plans.json, dataset.json)."""
-    from medmamba.atomic import json_safe
 
     return json.dumps(json_safe(obj), indent=2).encode("utf-8")
 

@@ -32,6 +32,7 @@ from typing import Any
 from medmamba.errors import PlansError
 from medmamba.formats.constants import ANISOTROPY_THRESHOLD
 from medmamba.formats.json_io import read_json
+from medmamba.formats.label_layout import ignore_label_value, num_network_outputs
 
 # Bump when a reader of an older file would misinterpret it; readers refuse newer versions.
 PLANS_FORMAT_VERSION = 1
@@ -211,14 +212,12 @@ class Plans:
     def num_classes(self) -> int:
         """Number of network outputs: one per label value with background (softmax), or one per
         foreground region (sigmoid) for region-based labels (:mod:`medmamba.formats.label_layout`)."""
-        from medmamba.formats.label_layout import num_network_outputs
 
         return num_network_outputs(self.labels)
 
     @property
     def ignore_label(self) -> int | None:
         """The ``ignore`` label value (no network output; excluded from loss and metrics), or None."""
-        from medmamba.formats.label_layout import ignore_label_value
 
         return ignore_label_value(self.labels)
 

@@ -23,6 +23,9 @@ from medmamba.formats.cascade import one_hot_foreground
 from medmamba.formats.label_layout import foreground_labels
 from medmamba.inference.label_maps import ClassByClassLabels, label_map_dtype, layout_from_dataset
 from medmamba.inference.predictor import Predictor
+from medmamba.preprocessing.case_transform import preprocess_arrays
+from medmamba.preprocessing.resampling import separate_z_axis
+from medmamba.preprocessing.slab_resampling import resampled_rows, slab_ranges
 
 
 def previous_stage_labels(probabilities: Any, previous_config: Any, next_config: Any, shape: Sequence[int],
@@ -33,8 +36,6 @@ def previous_stage_labels(probabilities: Any, previous_config: Any, next_config:
     The resampling (``resample_data_or_seg``'s arithmetic) and the argmax run a slab of rows at a time and one
     class at a time, so no ``classes × next-grid voxels`` array is made.
     """
-    from medmamba.preprocessing.resampling import separate_z_axis
-    from medmamba.preprocessing.slab_resampling import resampled_rows, slab_ranges
 
     if hasattr(probabilities, "detach"):
         probabilities = probabilities.detach().float().cpu().numpy()
@@ -85,7 +86,6 @@ class CascadePredictor(Predictor):
     def predict_array(self, array: np.ndarray, spacing: Sequence[float],
                       direction: Sequence[Sequence[float]] | None = None, origin: Sequence[float] | None = None,
                       return_probabilities: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        from medmamba.preprocessing.case_transform import preprocess_arrays
 
         image = np.asarray(array)
         if image.ndim == 3 and self.plans.num_input_channels == 1:

@@ -14,6 +14,7 @@ from typing import Any
 from medmamba.datasets.dicom_series import DicomSeries, scan_dicom_folder
 from medmamba.errors import DatasetError
 from medmamba.formats.dicom_channels import CHANNEL_MAP_NAMES, read_channel_map
+from medmamba.datasets.dicom_series import series_for_path
 
 CASES_MAP_NAME = "dicom_cases.json"
 
@@ -58,7 +59,6 @@ def scan_summary(input_dir: str | Path) -> str:
 
 def cases_map(input_dir: str | Path, n_channels: int) -> dict[str, Any]:
     """``dicom_cases.json``: for each case, the series of each channel (UIDs, patient, study, files)."""
-    from medmamba.datasets.dicom_series import series_for_path
 
     scan = scan_dicom_folder(input_dir)
     cases, _ = gather_dicom_cases(input_dir, n_channels)

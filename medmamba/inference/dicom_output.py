@@ -13,6 +13,13 @@ from typing import Any, Iterable
 from medmamba.atomic import atomic_write_json
 from medmamba.errors import ConfigurationError
 from medmamba.output_safety import OutputFolder
+from medmamba import __version__
+from medmamba.datasets.dicom_series import is_dicom_folder, series_for_path, series_path
+from medmamba.datasets.image_io import SUPPORTED_ENDINGS, file_ending, read_image
+from medmamba.formats.json_io import read_json
+from medmamba.inference.dicom_cases import CASES_MAP_NAME, cases_map
+from medmamba.inference.dicom_seg import segments_from_dataset, write_dicom_seg
+from medmamba.errors import DatasetError
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
 SEG_ENDING = ".dcm"
@@ -20,8 +27,6 @@ SEG_ENDING = ".dcm"
 
 def is_dicom_input(input_dir: str | Path) -> bool:
     """The input folder predict reads as DICOM (:func:`medmamba.inference.input_folder.gather_input_cases`)."""
-    from medmamba.datasets.dicom_series import is_dicom_folder
-    from medmamba.datasets.image_io import SUPPORTED_ENDINGS, file_ending
 
     folder = Path(input_dir)
     if not folder.is_dir() or any(p.is_file() and file_ending(p) in SUPPORTED_ENDINGS for p in folder.iterdir()):
@@ -48,13 +53,6 @@ def write_dicom_outputs(input_dir: str | Path, output_dir: str | Path, written: 
     The SEG references channel 0's series. Returns the SEG files written."""
     from tqdm import tqdm
 
-    from medmamba import __version__
-    from medmamba.datasets.dicom_series import series_for_path, series_path
-    from medmamba.datasets.image_io import read_image
-    from medmamba.formats.json_io import read_json
-    from medmamba.inference.dicom_cases import CASES_MAP_NAME, cases_map
-    from medmamba.inference.dicom_seg import segments_from_dataset, write_dicom_seg
-
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     mapping = cases_map(input_dir, n_channels)
     segs: list[Path] = []
@@ -63,7 +61,6 @@ def write_dicom_outputs(input_dir: str | Path, output_dir: str | Path, written: 
         atomic_write_json(output_dir / CASES_MAP_NAME, mapping)
         if output_format == "nifti":
             return segs
-        from medmamba.errors import DatasetError
 
         dataset_json: dict[str, Any] = read_json(output_dir / "dataset.json", dict, "dataset.json", DatasetError)
         segments = segments_from_dataset(dataset_json)

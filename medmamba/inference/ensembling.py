@@ -14,6 +14,7 @@ from medmamba.formats.label_layout import LabelLayout
 from medmamba.formats.probabilities import ProbabilitiesWriter, check_probabilities, probability_classes
 from medmamba.inference.label_maps import ClassByClassLabels, layout_from_dataset, write_label_map
 from medmamba.output_safety import OutputFolder, check_separate
+from medmamba.datasets.image_io import file_ending
 
 
 def _saved_cases(folder: Path) -> set[str]:
@@ -129,8 +130,6 @@ def _properties(folder: Path, case_id: str) -> dict[str, Any]:
 def _input_ending(properties: Mapping[str, Any]) -> str:
     files = properties.get("image_files") or []
     if files:
-        from medmamba.datasets.image_io import file_ending
-
         ending = file_ending(files[0])
         return ".nii.gz" if ending in ("", ".dicom-series") else ending  # a DICOM series' label map is NIfTI
     return ".nii.gz"

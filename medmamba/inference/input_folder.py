@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medmamba.errors import DatasetError
+from medmamba.datasets.dicom_series import is_dicom_folder
+from medmamba.datasets.image_io import SUPPORTED_ENDINGS, file_ending
+from medmamba.errors import ConfigurationError
+from medmamba.inference.dicom_cases import gather_dicom_cases
 
 # Files that are never images (or are the data half of a header+data pair such as .mhd + .raw).
 NON_IMAGE_ENDINGS = (".json", ".txt", ".csv", ".tsv", ".md", ".npz", ".npy", ".pkl", ".pt", ".py", ".log",
@@ -30,22 +34,17 @@ class InputCase:
 
 
 def _ending(path: Path) -> str:
-    from medmamba.datasets.image_io import file_ending
-
     return file_ending(path)
 
 
 def _dicom_cases(input_dir: Path, n_channels: int) -> tuple[list[InputCase], list[tuple[str, str]]] | None:
     """A folder of DICOM files (and no image in another format at its top): one case per series
     (:mod:`medmamba.inference.dicom_cases`), label maps named ``<case>.nii.gz``; None for other folders."""
-    from medmamba.datasets.dicom_series import is_dicom_folder
-    from medmamba.datasets.image_io import SUPPORTED_ENDINGS
 
     if any(p.is_file() and _ending(p) in SUPPORTED_ENDINGS for p in input_dir.iterdir()):
         return None
     if not is_dicom_folder(input_dir):
         return None
-    from medmamba.inference.dicom_cases import gather_dicom_cases
 
     cases, failures = gather_dicom_cases(input_dir, n_channels)
     return [InputCase(case_id, files, ".nii.gz") for case_id, files in cases], failures
@@ -128,7 +127,6 @@ def select_part(cases: list[InputCase], failures: list[tuple[str, str]], num_par
                 ) -> tuple[list[InputCase], list[tuple[str, str]]]:
     """Part ``part_id`` of ``num_parts`` as nnU-Net splits a folder between processes: all case ids
     (failed ones included) sorted, the ``i``-th belongs to part ``i % num_parts``."""
-    from medmamba.errors import ConfigurationError
 
     if not 0 <= part_id < num_parts:
         raise ConfigurationError(f"--part-id must be at least 0 and below --num-parts ({num_parts}), got {part_id}")

@@ -14,6 +14,7 @@ from medmamba.formats.label_layout import LabelLayout
 from medmamba.formats.label_layout import layout_from_labels
 from medmamba.inference.array_prediction import probabilities_to_labels
 from medmamba.preprocessing.slab_revert import RevertedProbabilities
+from medmamba.preprocessing.case_transform import export_segmentation
 
 
 def layout_from_dataset(labels: Mapping[str, Any], dataset_json: Mapping[str, Any] | None = None) -> LabelLayout:
@@ -104,7 +105,6 @@ def reverted_label_map(reverted: RevertedProbabilities, layout: LabelLayout,
 
 def write_label_map(labels: np.ndarray, properties: Mapping[str, Any], path: Path) -> None:
     """Write a label map with the input's exact geometry (preprocessing's ``export_segmentation``)."""
-    from medmamba.preprocessing.case_transform import export_segmentation
 
     export_segmentation(labels, properties, path)
 

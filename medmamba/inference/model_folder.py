@@ -16,11 +16,15 @@ import torch
 from medmamba.errors import CheckpointError, ConfigurationError
 from medmamba.formats.checkpoint import CHECKPOINT_KINDS, Checkpoint, read_checkpoint
 from medmamba.formats.model_folder_name import model_folders, parse_model_folder_name
+from medmamba.datasets.raw_dataset import find_dataset_folder
+from medmamba.errors import NetworkError
+from medmamba.formats.checkpoint import MODEL_DATASET_FILE, MODEL_PLANS_FILE, training_identity
+from medmamba.formats.json_io import read_json
+from medmamba.networks.registry import build_network, find_network
 
 
 def resolve_results_dataset(results_root: str | Path, dataset: str | int) -> Path:
     """``<results>/DatasetXXX_Name`` from ``5``, ``"005"``, ``"Dataset005_Name"`` or a folder path."""
-    from medmamba.datasets.raw_dataset import find_dataset_folder
 
     return find_dataset_folder(dataset, results_root, "results", "--results, $MEDMAMBA_RESULTS or $nnUNet_results",
                                "train a model first (`medmamba train`)", error=ConfigurationError)
@@ -28,7 +32,6 @@ def resolve_results_dataset(results_root: str | Path, dataset: str | int) -> Pat
 
 def _network_spellings(network: str) -> set[str]:
     """The names a model folder of ``network`` may carry: as given, lower case, and its registry name."""
-    from medmamba.networks.registry import find_network
 
     entry = find_network(network)
     return {network, network.lower()} | ({entry.name} if entry is not None else set())
@@ -111,8 +114,6 @@ def check_checkpoints_match_model_folder(model_folder: str | Path, checkpoints: 
     dataset.json, written by training); a :class:`CheckpointError` naming the checkpoint otherwise (e.g.
     one copied from another dataset). A folder without those files (trained by an older medmamba) is
     not checked."""
-    from medmamba.formats.checkpoint import MODEL_DATASET_FILE, MODEL_PLANS_FILE, training_identity
-    from medmamba.formats.json_io import read_json
 
     folder = Path(model_folder)
     if not ((folder / MODEL_PLANS_FILE).is_file() and (folder / MODEL_DATASET_FILE).is_file()):
@@ -130,8 +131,6 @@ def check_checkpoints_match_model_folder(model_folder: str | Path, checkpoints: 
 
 def build_network_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Registry network with the checkpoint's weights, in eval mode, on ``device``."""
-    from medmamba.errors import NetworkError
-    from medmamba.networks.registry import build_network
 
     where = ckpt.path
     try:

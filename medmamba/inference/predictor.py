@@ -43,6 +43,13 @@ from medmamba.inference.array_prediction import mirror_subsets, predict_preproce
 from medmamba.inference.sliding_window import DEFAULT_BATCH_WINDOWS, DEFAULT_STEP, count_tiles
 from medmamba.preprocessing.slab_revert import RevertedProbabilities
 from medmamba.output_safety import OutputFolder, check_separate
+from medmamba import __version__
+from medmamba.formats.checkpoint import CHECKPOINT_KINDS
+from medmamba.formats.constants import LIFTED_AXIS_SPACING
+from medmamba.formats.json_io import read_json
+from medmamba.formats.model_zip import open_model
+from medmamba.formats.plans import plans_from_any
+from medmamba.preprocessing.case_transform import preprocess_arrays, preprocess_case
 
 logger = logging.getLogger("medmamba.inference")
 
@@ -97,7 +104,6 @@ class Predictor:
                  dataset_json: Mapping[str, Any], mirror_axes: Sequence[int] | None = None,
                  step: float = DEFAULT_STEP, use_tta: bool = True, use_gaussian: bool = True,
                  batch_windows: int = DEFAULT_BATCH_WINDOWS, device: torch.device | str = "cpu", amp: bool = True) -> None:
-        from medmamba.formats.plans import plans_from_any
 
         self.networks = list(networks)
         self.plans = plans_from_any(plans)
@@ -158,9 +164,6 @@ class Predictor:
         loaded: call :meth:`predict_folder`, :meth:`predict_case` or :meth:`predict_array` as often as needed.
         A zip is verified against its manifest (entry sizes and sha256); ``sha256`` also pins the zip's own hash.
         """
-        from medmamba.formats.checkpoint import CHECKPOINT_KINDS
-        from medmamba import __version__
-        from medmamba.formats.model_zip import open_model
 
         with open_model(path, __version__, sha256) as folder:
             if checkpoint is None:
@@ -192,8 +195,6 @@ class Predictor:
         one-channel model) in file voxel order as ``medmamba.datasets.image_io.read_image`` returns it,
         ``spacing`` in mm per axis, ``direction`` the LPS direction matrix (None: identity). ``origin`` does
         not change the labels (they are returned on the same grid) and is accepted for symmetry with files."""
-        from medmamba.formats.constants import LIFTED_AXIS_SPACING
-        from medmamba.preprocessing.case_transform import preprocess_arrays
 
         del origin
         image = np.asarray(array)
@@ -249,8 +250,6 @@ class Predictor:
 
     def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict[str, Any]]:
         """Read and preprocess one case as in training; checks the image dimensionality."""
-        from medmamba.formats.constants import LIFTED_AXIS_SPACING
-        from medmamba.preprocessing.case_transform import preprocess_case
 
         data, _, properties = preprocess_case(list(image_files), self.plans, self.configuration)
         trained_2d = LIFTED_AXIS_SPACING in [float(s) for s in self.plans.original_median_spacing_after_transp]
@@ -310,8 +309,6 @@ class Predictor:
     def _check_same_model(self, out: OutputFolder) -> None:
         """Predictions of two models in one folder would contradict its dataset.json/plans.json: refuse
         unless ``--overwrite`` (which predicts every case again)."""
-        from medmamba.errors import WriteError
-        from medmamba.formats.json_io import read_json
 
         previous = out.path / "predict_args.json"
         if out.overwrite or not previous.is_file() or "predict_args.json" not in out.recorded:

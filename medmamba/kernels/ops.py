@@ -23,6 +23,8 @@ from medmamba.kernels import cpp_build, cpp_scan
 from medmamba.kernels.reference import reference_multi_route_scan
 from medmamba.kernels.scan_inputs import make_inputs, rel_err
 from medmamba.kernels.torch_scan import saved_state_shape, torch_scan_backward, torch_scan_forward
+from medmamba.kernels.export_scan import export_multi_route_scan, export_scan_active
+from medmamba.kernels.routes import build_routes
 
 __all__ = ["BACKENDS", "cpp_verified", "multi_route_scan", "resolve_backend", "triton_available",
            "triton_verified"]
@@ -34,7 +36,7 @@ _IO_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 @functools.lru_cache(maxsize=1)
 def triton_available() -> bool:
     """True when the triton backend can be imported (it still needs CUDA tensors or TRITON_INTERPRET=1)."""
-    try:
+    try:  # the import is the probe: triton may be absent (off Linux) or broken
         from medmamba.kernels import triton_scan  # noqa: F401
     except Exception:  # triton missing or broken: fall back to torch, never fail the import
         return False
@@ -80,8 +82,7 @@ _TRITON_VERIFIED: dict[tuple[str, int | None], bool] = {}
 def _triton_self_test(device: torch.device) -> str | None:
     """Run the triton kernels once on ``device`` against the torch backend (forward and every
     gradient, tiny sizes covering all mask paths). Returns None when they agree, else why not."""
-    from medmamba.kernels import triton_scan
-    from medmamba.kernels.routes import build_routes
+    from medmamba.kernels import triton_scan  # deferred: triton is absent off Linux, where auto falls back
 
     routes = build_routes(["hilbert", "snake_wh_rev"], (5, 9), device=device)
     xs = [x.to(device) for x in make_inputs(1, 2, 45, 10, 3)]
@@ -202,6 +203,7 @@ def _state_shape(backend: str, u: torch.Tensor, A: torch.Tensor) -> tuple[int, .
     batch, length, channels = u.shape
     K, _, N = A.shape
     if backend in ("triton", "triton_auto"):
+        # deferred: triton is absent off Linux, where auto falls back
         from medmamba.kernels.triton_scan import triton_state_shape
         return triton_state_shape(batch, K, length, channels, N)
     if backend in ("cpp", "cpp_auto"):
@@ -217,6 +219,7 @@ def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
     # "triton_auto"/"cpp_auto" = chosen by "auto": it runs only once verified, else the torch
     # backend runs with that backend's chunk length, so saved states keep the same layout
     if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
+        # deferred: triton is absent off Linux, where auto falls back
         from medmamba.kernels.triton_scan import triton_scan_forward
         return triton_scan_forward(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, save_states,
                                    sum_routes)
@@ -225,6 +228,7 @@ def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
                                          sum_routes)
     chunk = None
     if backend == "triton_auto":
+        # deferred: triton is absent off Linux, where auto falls back
         from medmamba.kernels.triton_scan import TILE_LENGTH as chunk
     elif backend == "cpp_auto":
         chunk = cpp_scan.CHUNK_LENGTH
@@ -250,11 +254,13 @@ def _scan_backward_op(grad_out: torch.Tensor, u: torch.Tensor, delta: torch.Tens
                       ) -> list[torch.Tensor]:
     args = (grad_out.contiguous(), u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, y_pre, states)
     if backend == "triton" or (backend == "triton_auto" and triton_verified(u.device)):
+        # deferred: triton is absent off Linux, where auto falls back
         from medmamba.kernels.triton_scan import triton_scan_backward
         grads = triton_scan_backward(*args, sum_routes=sum_routes)
     elif backend == "cpp" or (backend == "cpp_auto" and cpp_verified()):
         grads = cpp_scan.cpp_scan_backward(*args, sum_routes=sum_routes)
     elif backend == "triton_auto":
+        # deferred: triton is absent off Linux, where auto falls back
         from medmamba.kernels.triton_scan import TILE_LENGTH
         grads = torch_scan_backward(*args, chunk=TILE_LENGTH, sum_routes=sum_routes)
     elif backend == "cpp_auto":
@@ -334,7 +340,6 @@ def multi_route_scan(
         state and all sums are fp32 (fp64 for fp64 inputs).
         Differentiable w.r.t. u, delta, A, B, C, D, z, delta_bias.
     """
-    from medmamba.kernels.export_scan import export_multi_route_scan, export_scan_active
     if export_scan_active():  # TorchScript/ONNX export: standard operators only
         return export_multi_route_scan(u, delta, A, B, C, D, z, delta_bias, routes, delta_softplus, sum_routes)
     _validate(u, delta, A, B, C, D, z, delta_bias, routes)

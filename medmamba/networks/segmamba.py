@@ -43,6 +43,8 @@ from medmamba.networks.blocks.conv import (
     select_output,
 )
 from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
+from medmamba.networks.blocks.mamba_tokens import RouteMamba
+from medmamba.networks.blocks.ssm import build_mixer
 
 
 def _in(spatial_dims: int, channels: int) -> nn.Module:
@@ -86,13 +88,9 @@ class ToMLayer(nn.Module):
         self.norm = nn.LayerNorm(channels)  # SegMamba: nn.LayerNorm(dim), default eps 1e-5
         self.mixer_kind = mixer
         if mixer == "ssm":
-            from medmamba.networks.blocks.mamba_tokens import RouteMamba
-
             self.mixer: nn.Module = RouteMamba(channels, spatial_dims, routes, d_state, d_conv, expand,
                                                backend=backend)
         elif mixer in ("gated_cnn", "none"):
-            from medmamba.networks.blocks.ssm import build_mixer
-
             self.mixer = build_mixer(mixer, channels, spatial_dims)
         else:
             raise NetworkError(f"mixer must be 'ssm', 'gated_cnn' or 'none', got {mixer!r}")

@@ -46,6 +46,8 @@ from medmamba.networks.blocks.conv import (
     select_output,
 )
 from medmamba.networks.registry import NetworkCapabilities, SSMSettings, register_network
+from medmamba.networks.blocks.mamba_tokens import RouteMamba
+from medmamba.networks.blocks.ssm import MambaMixer, build_mixer
 
 # nnU-Net topology from the planner, InstanceNorm (U-Mamba UMambaBot_3d.py); one raster Mamba route,
 # d_state 16, d_conv 4, expand 2 (UMambaBot_3d.py); RouteMamba/MambaMixer take route names only.
@@ -79,18 +81,12 @@ class UMambaLayer(nn.Module):
         if mixer == "ssm":
             self.mixer: nn.Module
             if routes in ("raster", "bidirectional"):
-                from medmamba.networks.blocks.ssm import MambaMixer
-
                 self.mixer = MambaMixer(channels, d_state=d_state, d_conv=d_conv, expand=expand,
                                         bidirectional=routes == "bidirectional", backend=backend)
             else:
-                from medmamba.networks.blocks.mamba_tokens import RouteMamba
-
                 self.mixer = RouteMamba(channels, spatial_dims, routes, d_state, d_conv, expand, backend=backend)
                 self.needs_shape = True
         elif mixer in ("gated_cnn", "none"):
-            from medmamba.networks.blocks.ssm import build_mixer
-
             self.mixer = build_mixer(mixer, channels, spatial_dims)
         else:
             raise NetworkError(f"mixer must be 'ssm', 'gated_cnn' or 'none', got {mixer!r}")

@@ -32,6 +32,11 @@ from medmamba.atomic import atomic_write_json
 from medmamba.errors import DatasetError, MedmambaError
 from medmamba.formats.constants import LIFTED_AXIS_SPACING
 from medmamba.formats.fingerprint import FINGERPRINT_FORMAT_VERSION, load_fingerprint
+from medmamba.datasets.case_checks import dimensionality_findings
+from medmamba.datasets.case_reader import read_case_and_label
+from medmamba.datasets.cropping import crop_to_nonzero
+from medmamba.datasets.orientation import canonical_reorientation
+from medmamba.errors import ConfigurationError
 
 logger = logging.getLogger("medmamba.plans")
 
@@ -45,9 +50,6 @@ def case_fingerprint(image_files: Sequence[str | os.PathLike], label_file: str |
                      ) -> dict[str, Any]:
     """Fingerprint of one case; ``samples`` is a list per channel of float32 arrays. The case is
     checked as `medmamba verify` checks it (label values against ``declared_labels`` when given)."""
-    from medmamba.datasets.case_reader import read_case_and_label
-    from medmamba.datasets.cropping import crop_to_nonzero
-    from medmamba.datasets.orientation import canonical_reorientation
 
     data, seg, geometry = read_case_and_label(image_files, label_file, declared_labels)
     reorientation = canonical_reorientation(geometry.direction)  # as preprocessing does
@@ -99,8 +101,6 @@ def extract_fingerprint(cases: Sequence[Any], num_channels: int, dataset_name: s
     """
     from tqdm import tqdm
 
-    from medmamba.datasets.case_checks import dimensionality_findings
-
     cases = [c for c in cases if c.label_file is not None]
     if not cases:
         raise DatasetError("no labelled training cases to fingerprint")
@@ -148,7 +148,6 @@ def extract_fingerprint(cases: Sequence[Any], num_channels: int, dataset_name: s
 
 def _samples_per_case(samples_total: int, num_cases: int) -> int:
     """Foreground samples per case; at least one per case (the intensity statistics need samples)."""
-    from medmamba.errors import ConfigurationError
 
     if isinstance(samples_total, bool) or not isinstance(samples_total, (int, np.integer)) or \
             samples_total < max(1, num_cases):

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from medmamba.networks.registry import get_capabilities
 from medmamba.plans.memory_model import CostModel
+from medmamba.kernels.routes import ROUTE_SETS
 
 REDUCED_D_STATE = 1
 # kwargs that belong to the planned network's paper (not shared with other networks the way the
@@ -59,7 +60,6 @@ def reduction_overrides(name: str, network: str, spatial_dims: int, kwargs: Mapp
         ssm = get_capabilities(network).ssm
         if ssm is None or not ssm.rotatable or not isinstance(routes, str):
             return None
-        from medmamba.kernels.routes import ROUTE_SETS
 
         if len(ROUTE_SETS[spatial_dims].get(routes, ())) < 2:
             return None

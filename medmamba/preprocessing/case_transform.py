@@ -29,6 +29,8 @@ from medmamba.preprocessing.foreground import sample_annotated_locations, sample
 from medmamba.preprocessing.normalization import normalize_channel
 from medmamba.preprocessing.resampling import compute_new_shape, resample_data_or_seg
 from medmamba.preprocessing.slab_resampling import resample_bounded
+from medmamba.datasets.geometry import ImageGeometry
+from medmamba.datasets.image_io import write_image
 
 # Normalisations computed voxel by voxel from fixed statistics (no statistic of the image itself).
 _PER_VOXEL_SCHEMES = ("CTNormalization", "NoNormalization", "RGBTo01Normalization")
@@ -237,8 +239,6 @@ def export_segmentation(labels: np.ndarray, properties: Mapping[str, Any], outpu
 
     The on-disk dtype is uint8 when every label fits, else int16.
     """
-    from medmamba.datasets.geometry import ImageGeometry
-    from medmamba.datasets.image_io import write_image
 
     geometry = ImageGeometry.from_dict(properties["geometry"])
     labels = np.asarray(labels)

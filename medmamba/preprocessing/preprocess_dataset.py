@@ -12,14 +12,16 @@ from typing import Any, Sequence
 from medmamba.errors import MedmambaError
 from medmamba.formats.plans import Plans
 from medmamba.formats.preprocessed_case import mark_complete, mark_incomplete
+from medmamba.atomic import atomic_write_with
+from medmamba.errors import DatasetError
+from medmamba.formats.preprocessed_case import case_paths, ground_truth_path, list_preprocessed_cases, save_preprocessed_case
+from medmamba.formats.splits import SPLITS_FILE, USER_SPLITS_FILE, read_splits, write_splits
+from medmamba.preprocessing.case_transform import preprocess_case
 
 logger = logging.getLogger("medmamba.preprocessing")
 
 
 def _preprocess_job(args: tuple) -> str:
-    from medmamba.formats.preprocessed_case import save_preprocessed_case
-    from medmamba.preprocessing.case_transform import preprocess_case
-
     case_id, image_files, label_file, plans_dict, configuration, out_folder = args
     data, seg, properties = preprocess_case(image_files, plans_dict, configuration, label_file)
     properties["case_id"] = case_id
@@ -79,9 +81,6 @@ def copy_ground_truth(cases: Sequence[Any], preprocessed_dataset_folder: str | o
     import filecmp
     import shutil
 
-    from medmamba.atomic import atomic_write_with
-    from medmamba.formats.preprocessed_case import ground_truth_path
-
     for case in cases:
         if case.label_file is None:
             continue
@@ -94,7 +93,6 @@ def copy_ground_truth(cases: Sequence[Any], preprocessed_dataset_folder: str | o
 def _remove_stale_cases(folder: Path, keep: set[str]) -> None:
     """Delete preprocessed files of cases no longer in the dataset (we wrote them; training would
     otherwise pick them up)."""
-    from medmamba.formats.preprocessed_case import case_paths, list_preprocessed_cases
 
     for case_id in list_preprocessed_cases(folder):
         if case_id not in keep:
@@ -107,8 +105,6 @@ def copy_user_splits(raw_dataset_folder: str | os.PathLike, preprocessed_dataset
                      case_ids: Sequence[str]) -> bool:
     """Copy a user's ``splits_final.json`` (nnU-Net's name, a list of ``{"train": [...], "val": [...]}``)
     from the raw dataset to ``<preprocessed>/splits.json``, which training then reuses (as nnU-Net does). An existing splits.json is kept (a warning names a difference). Returns True if copied."""
-    from medmamba.errors import DatasetError, MedmambaError
-    from medmamba.formats.splits import SPLITS_FILE, USER_SPLITS_FILE, read_splits, write_splits
 
     source = Path(raw_dataset_folder) / USER_SPLITS_FILE
     if not source.is_file():

@@ -19,6 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from medmamba.errors import PlansError
+from medmamba.formats.constants import ANISOTROPY_THRESHOLD
+from medmamba.preprocessing.resampling import _interp_along_axis, _labels_to_paint, _nearest_index, resample_data_or_seg, separate_z_axis
 
 # Float64 working memory per slab of one class (the resampling works in float64, as skimage does).
 # 32 MiB keeps a slab of a 512×600 plane at 13 rows, a few hundred resize calls per class.
@@ -105,7 +107,6 @@ def _z_rows(x: np.ndarray, z_axis: int, inplane: Sequence[int], n_out: int, star
             order_z: int) -> np.ndarray:
     """Rows along the separate z axis: the input slices they need resized in-plane, then combined along z
     exactly as :func:`medmamba.preprocessing.resampling._interp_along_axis` combines them."""
-    from medmamba.preprocessing.resampling import _interp_along_axis, _nearest_index
 
     moved = np.moveaxis(x, z_axis, 0)
     n_in = moved.shape[0]
@@ -145,7 +146,6 @@ def resampled_rows(
 ) -> np.ndarray:
     """Rows ``[start, stop)`` along ``axis`` of ``resample_data_or_seg(channel[None], new_shape, ...)[0]`` for a
     float channel (``z_axis`` from :func:`medmamba.preprocessing.resampling.separate_z_axis`), float32."""
-    from medmamba.preprocessing.resampling import _interp_along_axis
 
     shape = [int(s) for s in new_shape]
     x = np.asarray(channel)
@@ -205,8 +205,6 @@ def resample_bounded(
     rounding) computed a slab of output rows at a time: besides ``data`` and the result it holds one slab's
     float64 rows, where the whole-volume resize holds a float64 copy of each channel and its spline
     prefilter (for a 512×512×600 CT, 2.5 GB)."""
-    from medmamba.formats.constants import ANISOTROPY_THRESHOLD
-    from medmamba.preprocessing.resampling import (_labels_to_paint, resample_data_or_seg, separate_z_axis)
 
     threshold = ANISOTROPY_THRESHOLD if anisotropy_threshold is None else anisotropy_threshold
     shape = [int(s) for s in new_shape]

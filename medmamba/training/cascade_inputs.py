@@ -33,6 +33,8 @@ from medmamba.formats.cascade import (
 )
 from medmamba.formats.label_layout import foreground_labels
 from medmamba.formats.preprocessed_case import PreprocessedCase, read_array, read_properties
+from medmamba.formats.splits import SPLITS_FILE, read_splits
+from medmamba.inference.cascade import previous_stage_labels
 
 logger = logging.getLogger("medmamba.training")
 
@@ -60,7 +62,6 @@ def previous_stage_model_folder(setup: Any) -> Path:
 
 def _folds_holding_out(dataset_folder: Path, case_ids: Sequence[str]) -> list[str]:
     """The cross-validation folds whose validation sets hold ``case_ids`` (splits.json)."""
-    from medmamba.formats.splits import SPLITS_FILE, read_splits
 
     path = dataset_folder / SPLITS_FILE
     splits = read_splits(path) if path.is_file() else []
@@ -242,7 +243,6 @@ def write_next_stage_segmentation(setup: Any, case_id: str, probabilities: Any) 
     """At a stage with a ``next_stage`` (3d_lowres): resample a validation case's probabilities (this
     stage's preprocessed grid) onto the next stage's preprocessed grid, convert to labels and write the
     hand-over file; None (logged) when there is nothing to write."""
-    from medmamba.inference.cascade import previous_stage_labels
 
     config = setup.config
     if not config.next_stage:

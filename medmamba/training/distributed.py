@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from medmamba.errors import TrainingError
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,6 @@ def peer_failure(err: BaseException, info: DistInfo) -> Exception | None:
     (None for any other error, which keeps its own report)."""
     if not info.enabled or not isinstance(err, RuntimeError):
         return None
-    from medmamba.errors import TrainingError
 
     text = " ".join(str(err).split())
     dist_error = getattr(dist, "DistError", ())

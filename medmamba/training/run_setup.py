@@ -10,6 +10,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from medmamba.datasets.raw_dataset import find_dataset_folder as find_folder
+from medmamba.formats.checkpoint import read_checkpoint
+from medmamba.formats.plans import load_plans
+from medmamba.networks.registry import get_capabilities, get_network_entry
+from medmamba.output_safety import check_separate
+from medmamba.paths import preprocessed_root, results_root
+from medmamba.plans.memory_reductions import PER_NETWORK_KWARGS
+from medmamba.training.cascade_inputs import previous_stage_channels
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +48,7 @@ DEFAULT_SEED = R.SEED.default
 # (nnUNetTrainer.get_training_transforms); "light" keeps
 # mirroring and the spatial transform (rotation/scaling) and drops the intensity transforms;
 # "none" trains on plain random crops. benchmarks/results/budget_recipe.md compares them.
-AUGMENTATION_LEVELS = ("default", "light", "none")
+AUGMENTATION_LEVELS = R.AUGMENTATION.choices  # declared with --augmentation
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,6 @@ class TrainingSetup:
 
 def find_dataset_folder(root: Path, dataset: str) -> Path:
     """``5`` / ``005`` / ``Dataset005_Name`` under the preprocessed root."""
-    from medmamba.datasets.raw_dataset import find_dataset_folder as find_folder
 
     return find_folder(dataset, root, "preprocessed", "--preprocessed or $MEDMAMBA_PREPROCESSED",
                        f"run `medmamba plan_and_preprocess -d {dataset}` first", error=PlansError)
@@ -141,9 +148,6 @@ def find_dataset_folder(root: Path, dataset: str) -> Path:
 
 def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetup:
     """Find plans, data and cases; choose network and optimizer; name the output folder."""
-    from medmamba.formats.plans import load_plans
-    from medmamba.output_safety import check_separate
-    from medmamba.paths import preprocessed_root, results_root
 
     folder = find_dataset_folder(preprocessed_root(opts.preprocessed), opts.dataset)
     plans_file = folder / "plans.json"
@@ -163,7 +167,6 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
     train_ids, val_ids = cases_for_fold(opts.fold, splits, case_ids, splits_file)
 
     recipe = resolve_recipe(opts, config.extra.get("recipe") or {}, plans_file)
-    from medmamba.training.cascade_inputs import previous_stage_channels
 
     base_kwargs = {"spatial_dims": config.spatial_dims,
                    "in_channels": plans.num_input_channels + previous_stage_channels(plans, config),
@@ -217,7 +220,6 @@ def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> Train
 
 def canonical_network_name(name: str) -> str:
     """The registry name of ``name`` (an alias, any case, or a twin ``NAME:SUFFIX``): one model folder per network."""
-    from medmamba.networks.registry import get_network_entry
 
     return get_network_entry(name).name
 
@@ -227,8 +229,6 @@ def _accepted_kwargs(network_name: str, plan_kwargs: dict) -> dict:
     topology when it is adaptive, SSM settings it declares), minus the per-network ones (routes, SSM
     state size): those were chosen for the planned network and would silently replace the other
     network's defaults."""
-    from medmamba.networks.registry import get_capabilities
-    from medmamba.plans.memory_reductions import PER_NETWORK_KWARGS
 
     accepted = get_capabilities(network_name).planner_kwargs()
     return {k: v for k, v in plan_kwargs.items() if k in accepted and k not in PER_NETWORK_KWARGS}
@@ -248,7 +248,6 @@ def load_pretrained(network: "torch.nn.Module", path: str | os.PathLike) -> tupl
 
     Returns (copied, skipped); :class:`CheckpointError` when nothing matches.
     """
-    from medmamba.formats.checkpoint import read_checkpoint
 
     source = read_checkpoint(path).state_dict
     target = network.state_dict()

@@ -25,6 +25,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from medmamba.training.augmentation import AugmentationPipeline
 from medmamba.formats.preprocessed_case import PreprocessedCase
+from medmamba.errors import ConfigurationError, PlansError, TrainingError
+from medmamba.preprocessing.foreground import sample_annotated_locations
 
 FOREGROUND_OVERSAMPLING = 0.33  # nnU-Net ``oversample_foreground_percent``
 # Draws of a patch before its fallback (ignore label only). A centred annotated voxel leaves the
@@ -40,8 +42,6 @@ def forced_foreground(batch_size: int, index: int, percent: float = FOREGROUND_O
 def rank_slice(batch_size: int, rank: int, world_size: int) -> range:
     """Global sample indices made by ``rank``: the batch split as evenly as possible (nnU-Net v2 run_training.py)."""
     if batch_size < world_size:
-        from medmamba.errors import ConfigurationError
-
         raise ConfigurationError(f"batch size {batch_size} is smaller than the {world_size} DDP processes")
     base, extra = divmod(batch_size, world_size)
     start = rank * base + min(rank, extra)
@@ -84,9 +84,6 @@ class PatchSampler:
 
     def _annotated_cases(self) -> list[PreprocessedCase]:
         if self._with_annotation is None:
-            from medmamba.errors import TrainingError
-            from medmamba.preprocessing.foreground import sample_annotated_locations
-
             for case in self.cases:
                 if case.annotated_locations is None:  # properties written without them
                     locs = sample_annotated_locations(case.seg(), self.ignore_label)
@@ -129,8 +126,6 @@ class PatchSampler:
         if data_ndim == len(patch) + 1:
             patch = (1,) + patch
         elif data_ndim != len(patch):
-            from medmamba.errors import PlansError
-
             raise PlansError(f"patch size {patch} does not fit {data_ndim}-D preprocessed arrays")
         return np.asarray(patch)
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from medmamba.errors import TrainingError
 from medmamba.training.distributed import all_reduce_sum
+from medmamba.training.loss import region_targets
 
 logger = logging.getLogger("medmamba.training")
 
@@ -134,8 +135,6 @@ class ValidationStep:
         loss = self.loss_fn(outputs, seg)
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         if self.regions:
-            from medmamba.training.loss import region_targets
-
             pred, target = logits > 0, region_targets(seg, self.regions).bool()  # sigmoid > 0.5 <=> logit > 0
             if self.ignore_label is not None:
                 pred = pred & (seg != self.ignore_label)  # an ignore voxel is no region's member: never in fn

@@ -30,6 +30,16 @@ from medmamba.training.run_setup import TrainingSetup, TrainOptions, load_pretra
 from medmamba.training.steps import Precision, TrainStep, ValidationStep, pseudo_dice
 from medmamba.training.training_log import TrainingLog
 from medmamba.training.variants import check_resume, resolve_variants
+from medmamba.atomic import atomic_write_json
+from medmamba.formats.checkpoint import MODEL_DATASET_FILE, MODEL_PLANS_FILE
+from medmamba.kernels.ops import resolve_backend
+from medmamba.networks.blocks.deformable import DeformableConv
+from medmamba.networks.registry import build_network, get_capabilities
+from medmamba.training.run_setup import resolve_setup
+from medmamba.training.validation import run_final_validation
+from medmamba.kernels.cpp_scan import cpp_scan_status
+from medmamba.kernels.deform_sampling import cpp_deform_status
+from medmamba.training.cascade_inputs import attach_previous_stage, require_previous_stage
 
 logger = logging.getLogger("medmamba.training")
 
@@ -66,24 +76,16 @@ def _prepare_scan_backend(device: torch.device, network: torch.nn.Module) -> Non
     """Build, load and self-test the CPU kernels the network uses now (once per machine each
     compiles for about 25 s), so that this set-up time is not measured as the first iterations'
     cost by --time-budget."""
-    from medmamba.kernels.ops import resolve_backend
 
     if resolve_backend("auto", device) == "cpp":
-        from medmamba.kernels.cpp_scan import cpp_scan_status
-
         cpp_scan_status()
-    from medmamba.networks.blocks.deformable import DeformableConv
 
     if device.type == "cpu" and any(isinstance(m, DeformableConv) for m in network.modules()):
-        from medmamba.kernels.deform_sampling import cpp_deform_status
-
         cpp_deform_status()
 
 
 class Trainer:
     def __init__(self, setup: TrainingSetup, opts: TrainOptions, dist_info: ddp.DistInfo, device: torch.device):
-        from medmamba.networks.registry import build_network, get_capabilities
-
         self.setup, self.opts, self.dist, self.device = setup, opts, dist_info, device
         self.variants = resolve_variants(opts.variant)
         config = setup.config
@@ -133,7 +135,6 @@ class Trainer:
         augment = AugmentationPipeline(setup.patch_size, params)
         val_augment = None
         if config.previous_stage:  # cascade: the previous stage's segmentation becomes input channels
-            from medmamba.training.cascade_inputs import attach_previous_stage
 
             train_cases, val_cases, augment, val_augment = attach_previous_stage(setup, train_cases, val_cases, augment)
         bs = config.batch_size
@@ -352,8 +353,6 @@ class Trainer:
 def write_model_folder_files(setup: TrainingSetup) -> None:
     """plans.json and dataset.json of the model folder (what its checkpoints were trained for;
     inference checks every checkpoint against them)."""
-    from medmamba.atomic import atomic_write_json
-    from medmamba.formats.checkpoint import MODEL_DATASET_FILE, MODEL_PLANS_FILE
 
     model_folder = setup.output_folder.parent
     atomic_write_json(model_folder / MODEL_PLANS_FILE, setup.plans.to_dict())
@@ -362,8 +361,6 @@ def write_model_folder_files(setup: TrainingSetup) -> None:
 
 def train(opts: TrainOptions) -> TrainingSetup:
     """Run one fold end to end (DDP when launched by torchrun). Returns the resolved setup."""
-    from medmamba.training.run_setup import resolve_setup
-    from medmamba.training.validation import run_final_validation
 
     resolve_variants(opts.variant)  # an unknown or conflicting variant fails before anything is read or written
     device = resolve_device(opts.device)
@@ -373,8 +370,6 @@ def train(opts: TrainOptions) -> TrainingSetup:
             device = torch.device("cuda", dist_info.local_rank)
         setup = resolve_setup(opts, write_splits=dist_info.is_main)
         if setup.config.previous_stage:  # before anything is written: a missing fold is a one-line error
-            from medmamba.training.cascade_inputs import require_previous_stage
-
             require_previous_stage(setup)
         if dist_info.is_main:
             setup.output_folder.mkdir(parents=True, exist_ok=True)

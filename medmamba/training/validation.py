@@ -16,6 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from medmamba.formats.preprocessed_case import ground_truth_path, load_preprocessed_case
+from medmamba.evaluation.metrics import compute_metrics
+from medmamba.evaluation.summary import build_summary
+from medmamba.formats.checkpoint import read_checkpoint
+from medmamba.formats.summary import write_summary
+from medmamba.inference.array_prediction import predict_preprocessed_case
+from medmamba.inference.label_maps import probabilities_to_label_map
+from medmamba.training.cascade_inputs import previous_stage_input, write_next_stage_segmentation
+from medmamba.training.checkpoint_store import unwrap
+from medmamba.datasets.image_io import read_image
+from medmamba.preprocessing.case_transform import export_segmentation, revert_preprocessing
 
 logger = logging.getLogger("medmamba.training")
 
@@ -28,15 +38,6 @@ def _reference_file(setup, case_id: str) -> Path | None:
 def run_final_validation(setup, trainer, best: bool = False) -> Path:
     """Predict and score every validation case; returns the path of ``validation/summary.json``."""
     from tqdm import tqdm
-
-    from medmamba.evaluation.summary import build_summary
-    from medmamba.formats.summary import write_summary
-    from medmamba.evaluation.metrics import compute_metrics
-    from medmamba.inference.array_prediction import predict_preprocessed_case
-    from medmamba.inference.label_maps import probabilities_to_label_map
-    from medmamba.formats.checkpoint import read_checkpoint
-    from medmamba.training.cascade_inputs import previous_stage_input, write_next_stage_segmentation
-    from medmamba.training.checkpoint_store import unwrap
 
     network = unwrap(trainer.network)
     if best and trainer.store.path("best").is_file():
@@ -58,9 +59,6 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
         reference = _reference_file(setup, case_id)
         entry: dict
         if reference is not None and "geometry" in props:
-            from medmamba.datasets.image_io import read_image
-            from medmamba.preprocessing.case_transform import export_segmentation, revert_preprocessing
-
             full = revert_preprocessing(probs, props, setup.plans, setup.configuration, regions=layout.has_regions)
             pred = probabilities_to_label_map(full, layout)
             pred_file = out / f"{case_id}{setup.plans.file_ending}"

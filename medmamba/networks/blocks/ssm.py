@@ -27,6 +27,8 @@ from medmamba.kernels.ops import multi_route_scan
 from medmamba.kernels.routes import RouteSchedule
 from medmamba.networks.blocks.conv import conv_class
 from medmamba.networks.blocks.residual import LN_EPS, DropPath
+from medmamba.networks.blocks.deformable import DeformableConv
+from medmamba.networks.blocks.gated_cnn import GatedCNNMixer
 
 __all__ = [
     "Mlp",
@@ -170,8 +172,6 @@ class MultiRouteSSM(nn.Module):
 
         self.in_proj = nn.Linear(d_model, 2 * d_inner if gate else d_inner, bias=bias)
         if conv == "deformable":
-            from medmamba.networks.blocks.deformable import DeformableConv
-
             # HRVMamba: DCNv4 on d_inner channels with group = dt_rank, kernel 3; its offset
             # generator gets a depthwise 3×3 only when C % 80 == 0 (HRVMamba hrvmamba.py).
             self.conv: nn.Module | None = DeformableConv(
@@ -327,8 +327,6 @@ def build_mixer(kind: str, d_model: int, spatial_dims: int, **kwargs: Any) -> nn
     if kind == "ssm":
         return MultiRouteSSM(d_model, spatial_dims, **kwargs)
     if kind == "gated_cnn":
-        from medmamba.networks.blocks.gated_cnn import GatedCNNMixer
-
         return GatedCNNMixer(d_model, spatial_dims,
                              **{k: v for k, v in kwargs.items() if k not in _SSM_ONLY})
     if kind == "none":
