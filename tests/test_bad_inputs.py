@@ -216,7 +216,7 @@ def _predict_over_another_models_predictions(fx, tmp, mp):  # defect 2: contradi
     return predict_args(fx, fx.images, out), str(out), unchanged(out / "dataset.json")
 
 
-def _predict_over_another_tools_label_maps(fx, tmp, mp):  # issue 31: were "skipped 2 already present", rc 0
+def _predict_over_another_tools_label_maps(fx, tmp, mp):  # were "skipped 2 already present", rc 0
     out = tmp / "out"
     shutil.copytree(fx.labels, out)  # another tool's label maps, named like the cases
     before = checksums(out)
@@ -226,7 +226,7 @@ def _predict_over_another_tools_label_maps(fx, tmp, mp):  # issue 31: were "skip
     return predict_args(fx, fx.images, out), str(out / "case_0.nii.gz"), check
 
 
-def _predict_into_raw_labels(fx, tmp, mp):  # issue 31: `-i imagesTr -o labelsTr` wrote dataset.json etc. there
+def _predict_into_raw_labels(fx, tmp, mp):  # `-i imagesTr -o labelsTr` wrote dataset.json etc. there
     raw = tmp / "raw" / fx.raw.name
     shutil.copytree(fx.raw, raw)
     shutil.rmtree(raw / "imagesTr")
