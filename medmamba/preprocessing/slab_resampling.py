@@ -51,9 +51,12 @@ def _zoom(x: np.ndarray, shape: Sequence[int], order: int, clip: tuple[float, fl
 
     x = x.astype(np.float64, copy=False)
     if tuple(x.shape) == tuple(shape):
-        return x.copy()
-    zoom = [o / i for i, o in zip(x.shape, shape)]
-    out = ndimage.zoom(x, zoom, order=order, mode="nearest", grid_mode=True)
+        # rows already resized along the slab axis: a spline there may overshoot the channel's range, and the
+        # whole-volume resize clips its result, so the clip applies even when these axes keep their size
+        out = x.copy()
+    else:
+        zoom = [o / i for i, o in zip(x.shape, shape)]
+        out = ndimage.zoom(x, zoom, order=order, mode="nearest", grid_mode=True)
     if tuple(out.shape) != tuple(shape):  # ndimage rounds in*zoom; never seen off, but never silently wrong
         raise PlansError(f"resampling to {tuple(shape)} gave {tuple(out.shape)}")
     if order > 0 and clip is not None:
