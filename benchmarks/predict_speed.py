@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="times each setting predicts each case")
     parser.add_argument("--max-load", type=float, default=1.0, help="wait for a 1-minute load below this")
     parser.add_argument("--wait-s", type=float, default=900, help="longest wait for a quiet machine")
+    parser.add_argument("--tag", default="", help="suffix of the result files (a repeat run keeps the first)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
 
@@ -274,15 +275,15 @@ def main() -> None:
                      "process from start to exit (Python start, imports, model loading, reading, prediction, "
                      "writing); startup_s: the first setting's command of each case and round rerun when its case "
                      "is already predicted (skipped), so wall - startup is the case's own prediction. The machine has 2 cores shared with other "
-                     "developers: the load average before every run is recorded; wall times are contended where "
-                     "it is above ~1"),
+                     "developers: the load average before every run is recorded; it includes this benchmark's own "
+                     "previous predict process (2 threads), so up to ~2 is this benchmark alone"),
         "timing_seconds_total": round(timing_s, 1),
         "tile_grid": grid,
         "settings": rows,
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"predict_speed_{date.replace('-', '')}"
+    stem = f"predict_speed_{date.replace('-', '')}{'_' + args.tag if args.tag else ''}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(rows, args.out / f"{stem}.png", f"lobes 2d, {info['cpu_model']}, {info['cpu_count']} cores, {date}")
     print(f"wrote {args.out / stem}.json and .png")
