@@ -168,11 +168,17 @@ def plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    seen: dict[float, int] = {}
     for name, row in rows.items():
-        ax.scatter(row["median_wall_s_per_case"], row["mean_foreground_dice"], color="C1" if row["tta"] else "C0")
-        ax.annotate(f"{name} ({row['median_tiles_per_case']} tiles)",
+        i = seen.setdefault(round(row["mean_foreground_dice"], 4), 0)
+        seen[round(row["mean_foreground_dice"], 4)] += 1
+        ax.scatter(row["median_wall_s_per_case"], row["mean_foreground_dice"],
+                   color="C1" if row.get("padding") == "exact" else "C0")
+        # settings with equal Dice sit on one line: their labels are stacked downwards
+        ax.annotate(f"{name} ({row['median_tiles_per_case']} tiles, {row['median_wall_s_per_case']} s)",
                     (row["median_wall_s_per_case"], row["mean_foreground_dice"]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+                    xytext=(4, 4 - 9 * i), textcoords="offset points")
+    ax.set_xlim(right=ax.get_xlim()[1] + 0.35 * (ax.get_xlim()[1] - ax.get_xlim()[0]))
     ax.set_xlabel("median wall s per case (predict process, start-up included)")
     ax.set_ylabel("mean foreground Dice (test cases)")
     ax.set_title(title, fontsize=9)
@@ -184,9 +190,9 @@ def plot(rows: dict[str, dict[str, Any]], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--raw", type=Path, required=True, help="raw root holding Dataset501_BrainLobes")
-    parser.add_argument("--results", type=Path, required=True, help="results root with the trained 2d fold 'all'")
-    parser.add_argument("--work", type=Path, required=True, help="scratch folder for inputs and predictions")
+    parser.add_argument("--raw", type=Path, help="raw root holding Dataset501_BrainLobes")
+    parser.add_argument("--results", type=Path, help="results root with the trained 2d fold 'all'")
+    parser.add_argument("--work", type=Path, help="scratch folder for inputs and predictions")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--checkpoint", default="final", choices=["final", "latest", "best"])
     parser.add_argument("--cases", type=int, default=None, help="only the first N test cases (default all)")
@@ -195,7 +201,18 @@ def main() -> None:
     parser.add_argument("--wait-s", type=float, default=900, help="longest wait for a quiet machine")
     parser.add_argument("--tag", default="", help="suffix of the result files (a repeat run keeps the first)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--replot", type=Path, help="only redraw the PNG of this result JSON")
     args = parser.parse_args()
+    if args.replot:
+        from medmamba.formats.json_io import read_json
+
+        result = read_json(args.replot)
+        info = result["machine"]
+        plot(result["settings"], args.replot.with_suffix(".png"),
+             f"lobes 2d, {info['cpu_model']}, {info['cpu_count']} cores, {result['date']}")
+        return
+    if not (args.raw and args.results and args.work):
+        parser.error("--raw, --results and --work are required")
 
     model_folder = args.results / DATASET / f"umamba_bot__medmambaPlans__{CONFIG}"
     images = {p.name.removesuffix("_0000.nii.gz"): p for p in sorted((args.raw / DATASET / "imagesTs").glob("*_0000.nii.gz"))[:args.cases]}
