@@ -12,32 +12,14 @@ from medmamba.errors import ConfigurationError
 from medmamba.export.network_export import exported_engine
 from medmamba.inference.dicom_output import check_output_format
 from medmamba.inference.ensembling import ensemble_folders
-from medmamba.inference.folder_prediction import predict_folder_with_model
+from medmamba.inference.folder_prediction import FolderPrediction, predict_folder_with_model
 from medmamba.inference.model_folder import find_model_folder
-from medmamba.inference.predictor import PredictionReport
 from medmamba.output_safety import check_outside_raw_dataset, check_separate
 from medmamba.paths import resolve_root
 
 
-@dataclass(frozen=True)
-class PredictResult:
-    """What :func:`predict` did: ``written`` label-map files (``<output>/<case><input ending>``, absolute, with
-    the input's geometry); ``report`` holds the case ids written, ``skipped`` (output already present) and
-    ``failed`` (case id, reason)."""
-
-    model_folder: Path
-    output_folder: Path
-    device: str
-    n_folds: int
-    written: list[Path]
-    report: PredictionReport
-
-    @property
-    def failed(self) -> list[tuple[str, str]]:
-        return list(self.report.failed)
-
-    def summary_line(self) -> str:
-        return self.report.summary_line()
+# the result of :func:`predict` (model folder, output folder, device, fold count, label maps written, report)
+PredictResult = FolderPrediction
 
 
 def predict(
@@ -129,7 +111,7 @@ def predict(
     else:
         model_folder = find_model_folder(resolve_root("results", results).path, str(dataset), configuration, network,
                                          plans)
-    done = predict_folder_with_model(
+    return predict_folder_with_model(
         input_dir, output_dir, model_folder, from_zip_or_folder=model is not None, sha256=sha256, folds=fold_names,
         checkpoint=checkpoint, device="cpu" if engine != "torch" else device,
         options=dict(step=step, use_tta=tta, batch_windows=batch_windows), engine=engine,
@@ -137,8 +119,6 @@ def predict(
         overwrite=overwrite, progress=progress, num_parts=num_parts, part_id=part_id, output_format=output_format,
         dicom_input=dicom_input, say=echo_or_log(echo),
         record={"dataset": None if dataset is None else str(dataset), "model": None if model is None else str(model)})
-    return PredictResult(model_folder=done.model_folder, output_folder=done.output_folder, device=done.device,
-                         n_folds=done.n_folds, written=done.written, report=done.report)
 
 
 @dataclass(frozen=True)

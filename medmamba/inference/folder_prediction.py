@@ -27,12 +27,23 @@ EngineExporter = Callable[[Any, list[int], int, str, str, str], Any]
 
 @dataclass(frozen=True)
 class FolderPrediction:
+    """What a folder prediction did: ``written`` label-map files (``<output>/<case><input ending>``, absolute, with
+    the input's geometry); ``report`` holds the case ids written, ``skipped`` (output already present) and
+    ``failed`` (case id, reason). The api returns it as ``medmamba.api.PredictResult``."""
+
     model_folder: Path
     output_folder: Path
     device: str
     n_folds: int
     written: list[Path]
     report: PredictionReport
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        return list(self.report.failed)
+
+    def summary_line(self) -> str:
+        return self.report.summary_line()
 
 
 def predict_folder_with_model(
