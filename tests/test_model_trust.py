@@ -386,3 +386,21 @@ def test_region_keys_follow_nnunet(tmp_path):
     summary = load_summary(tmp_path / "pred" / "summary.json")
     assert summary["labels"] == ["(1, 2)", "(2,)", "2"]
     assert summary["mean"]["(2,)"]["Dice"] == 1.0 and summary["mean"]["2"]["Dice"] == 1.0
+
+
+@pytest.mark.parametrize("metadata, words", [
+    ("[1, 2]", "not a JSON object"),
+    ('{"network_name": "x", "network_kwargs": {}, "plans": {}, "configuration": "2d", "dataset_json": {}, '
+     '"epoch": "abc"}', "epoch"),
+    ('{"network_name": "x", "network_kwargs": {}, "plans": {}, "configuration": "2d", "dataset_json": {}, '
+     '"training": [1]}', "training state"),
+    ('{"network_name": "x", "plans": {}}', "missing"),
+    ("not json", "metadata"),
+])
+def test_malformed_checkpoint_metadata_is_one_line(tmp_path, metadata, words):
+    """A format-2 file from someone else with metadata of the wrong shape is refused, not a crash."""
+    path = tmp_path / "ckpt.pt"
+    torch.save({"format_version": 2, "metadata": metadata, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match=words) as err:
+        read_checkpoint(path)
+    assert str(path) in str(err.value) and len(str(err.value).splitlines()) == 1

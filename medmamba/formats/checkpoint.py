@@ -66,7 +66,7 @@ class Checkpoint:
     plans: dict[str, Any]
     configuration: str
     dataset_json: dict[str, Any]
-    mirror_axes: list[int] | None
+    mirror_axes: list[int] | None = None
     fold: str = "0"
     epoch: int = 0
     iterations_done: int = 0
@@ -218,8 +218,13 @@ def _from_format2(raw: dict[str, Any], path: Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError, RecursionError) as err:
         raise CheckpointError(f"not a medmamba checkpoint: unreadable metadata ({type(err).__name__})",
                               path=path) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError("not a medmamba checkpoint: metadata is not a JSON object", path=path)
     training = meta.pop("training", None)
     meta.pop("format_version", None)
+    if training is not None and not (isinstance(training, dict) and all(
+            isinstance(training.get(k, {}), dict) for k in ("scheduler_state", "training_log", "rng_state"))):
+        raise CheckpointError("not a medmamba checkpoint: malformed training state", path=path)
     state = None
     if training is not None:
         rng = {**training.get("rng_state", {}), **raw.get("torch_rng", {})}
@@ -249,6 +254,23 @@ def _from_format1(raw: dict[str, Any], path: Path) -> Checkpoint:
 _REQUIRED = ("network_name", "network_kwargs", "plans", "configuration", "dataset_json")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Field types a file must respect (it may come from someone else): checked before the dataclass is built.
+_FIELD_CHECKS = {
+    "network_name": lambda v: isinstance(v, str), "configuration": lambda v: isinstance(v, str),
+    "fold": lambda v: isinstance(v, (str, int)) and not isinstance(v, bool),
+    "mirror_axes": lambda v: v is None or (isinstance(v, list) and all(_is_int(a) for a in v)),
+    "epoch": _is_int, "iterations_done": _is_int, "seed": lambda v: v is None or _is_int(v),
+    "training_seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "best_metric": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "variants": lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v),
+    "trained_for": lambda v: v is None or isinstance(v, dict),
+}
+
+
 def _build(meta: dict[str, Any], state_dict: Any, training: TrainingState | None, path: Path) -> Checkpoint:
     missing = [k for k in _REQUIRED if k not in meta] + ([] if isinstance(state_dict, dict) else ["state_dict"])
     if missing:
@@ -261,6 +283,9 @@ def _build(meta: dict[str, Any], state_dict: Any, training: TrainingState | None
                               path=path)
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state_dict.items()):
         raise CheckpointError("not a medmamba checkpoint: state_dict must map names to tensors", path=path)
+    wrong = [name for name, ok in _FIELD_CHECKS.items() if name in kwargs and not ok(kwargs[name])]
+    if wrong:
+        raise CheckpointError(f"not a medmamba checkpoint: field(s) {', '.join(wrong)} of the wrong type", path=path)
     kwargs["fold"] = str(kwargs.get("fold", "0"))
     best = kwargs.get("best_metric")
     if best is not None and not (isinstance(best, (int, float)) and math.isfinite(best)):
