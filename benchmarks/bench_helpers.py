@@ -6,7 +6,9 @@ the ``gpu_check`` package does the same.
 """
 from __future__ import annotations
 
+import datetime
 import importlib
+import json
 import os
 import platform
 import re
@@ -79,3 +81,12 @@ def slug(name: str, sep: str = "-") -> str:
     """``name`` lower-cased with every run of other characters than letters and digits replaced by
     ``sep`` (for file and folder names): ``"NVIDIA H200"`` -> ``"nvidia-h200"``."""
     return re.sub(r"[^a-z0-9]+", sep, name.lower()).strip(sep) or "unnamed"
+
+
+def write_result(folder: Path, stem: str, record: dict[str, Any], day: datetime.date | None = None) -> Path:
+    """``folder/<stem>_<YYYYMMDD>.json`` (the folder created), one result record; prints where it went."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}_{(day or datetime.date.today()):%Y%m%d}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_helpers import machine_info  # noqa: E402
+from bench_helpers import machine_info, write_result  # noqa: E402
 
 DATASET_ID = 977
 
@@ -108,10 +108,7 @@ def main() -> None:
               "iterations_per_epoch": args.iters, "demo_size": args.size, "runs": runs,
               "median_seconds_per_iteration": summary,
               "load_average_at_end": list(os.getloadavg())}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"ddp_scaling_{result['date'].replace('-', '')}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(args.out, "ddp_scaling", result)
 
 
 if __name__ == "__main__":

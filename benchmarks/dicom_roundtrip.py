@@ -53,7 +53,7 @@ def main() -> None:
     import pydicom
     import SimpleITK as sitk
 
-    from bench_helpers import machine_info
+    from bench_helpers import machine_info, write_result
     from medmamba import __version__
     from medmamba.datasets.dicom_series import read_series, scan_dicom_folder
     from medmamba.inference.dicom_seg import segments_from_dataset, write_dicom_seg
@@ -150,10 +150,7 @@ def main() -> None:
               "note": "wall times not reported: 2 shared cores (other developers' jobs running)",
               "peak_rss_mib_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "series": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"dicom_roundtrip_{datetime.date.today():%Y%m%d}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(args.out, "dicom_roundtrip", record)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_helpers import machine_info  # noqa: E402
+from bench_helpers import machine_info, write_result  # noqa: E402
 
 DATASET_ID = 978
 
@@ -81,10 +80,7 @@ def main() -> None:
               "median_cases_per_hour": {name: statistics.median(r["cases_per_hour"] for r in runs
                                                                 if r["setup"] == name) for name, _, _ in setups},
               "load_average_at_end": list(os.getloadavg())}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"predict_cohort_{result['date'].replace('-', '')}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(args.out, "predict_cohort", result)
 
 
 if __name__ == "__main__":
