@@ -38,14 +38,38 @@ MONAI_METADATA_SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json")
 
 
+def _hashed_files(bundle_root: Path) -> list[Path]:
+    """The files whose hashes the metadata lists: everything under ``models/`` and ``configs/inference.json``."""
+    files: list[Path] = []
+    for rel in _HASHED:
+        p = bundle_root / rel
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return files
+
+
 def bundle_file_records(bundle_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """``{relative path: {"size", "sha256"}}`` of the bundle's model files and inference config."""
     root = Path(bundle_root)
-    files = []
-    for rel in _HASHED:
-        p = root / rel
-        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return {f.relative_to(root).as_posix(): {"size": f.stat().st_size, "sha256": file_sha256(f)} for f in files}
+    return {f.relative_to(root).as_posix(): {"size": f.stat().st_size, "sha256": file_sha256(f)}
+            for f in _hashed_files(root)}
+
+
+# Files already found to match their recorded hash, as (path, size, mtime_ns, sha256): the inferer, the label
+# writer and the weight loader of one bundle run each check the bundle, and model.pt is hashed only once.
+_MATCHED: set[tuple[str, int, int, str]] = set()
+
+
+def _matches(path: Path, record: Any) -> bool:
+    if not isinstance(record, dict) or not path.is_file():
+        return False
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(record.get("sha256")))
+    if key in _MATCHED:
+        return True
+    if stat.st_size != record.get("size") or file_sha256(path) != record.get("sha256"):
+        return False
+    _MATCHED.add(key)
+    return True
 
 
 def verify_bundle_files(bundle_root: str | os.PathLike, only: str | None = None) -> None:
@@ -57,7 +81,7 @@ def verify_bundle_files(bundle_root: str | os.PathLike, only: str | None = None)
     if not isinstance(records, dict):
         raise FileFormatError(f"bundle metadata lists no {BUNDLE_HASHES_KEY}; export the bundle again with this "
                               "medmamba", path=meta_path)
-    present = bundle_file_records(root) if only is None else {}
+    present = [] if only is not None else [f.relative_to(root).as_posix() for f in _hashed_files(root)]
     names = [only] if only is not None else sorted(set(records) | set(present))
     for name in names:
         record = records.get(name)
@@ -65,7 +89,7 @@ def verify_bundle_files(bundle_root: str | os.PathLike, only: str | None = None)
         if not isinstance(record, dict):
             raise FileFormatError(f"not listed in {meta_path.name}'s {BUNDLE_HASHES_KEY}; refusing the bundle",
                                   path=path)
-        if not path.is_file() or path.stat().st_size != record.get("size") or file_sha256(path) != record.get("sha256"):
+        if not _matches(path, record):
             raise FileFormatError(f"does not match its sha256 in {meta_path.name}; refusing the bundle", path=path)
 
 
