@@ -112,7 +112,7 @@ def predict(
         model_folder = find_model_folder(resolve_root("results", results).path, str(dataset), configuration, network,
                                          plans)
     return predict_folder_with_model(
-        input_dir, output_dir, model_folder, from_zip_or_folder=model is not None, sha256=sha256, folds=fold_names,
+        input_dir, output_dir, model_folder, sha256=sha256, folds=fold_names,
         checkpoint=checkpoint, device="cpu" if engine != "torch" else device,
         options=dict(step=step, use_tta=tta, batch_windows=batch_windows), engine=engine,
         export_engine=exported_engine, save_probabilities=save_probabilities, num_workers=num_workers,

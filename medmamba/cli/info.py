@@ -7,6 +7,8 @@ import os
 import platform
 
 from medmamba import __version__
+from medmamba import option_ranges as R
+from medmamba.cli.arg_types import add_option
 from medmamba.paths import resolve_root
 
 NAME = "info"
@@ -14,9 +16,8 @@ HELP = "show versions, the compute device, available scan backends and the data 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", help="raw dataset root (else $MEDMAMBA_RAW, $nnUNet_raw, ./medmamba_data/raw)")
-    parser.add_argument("--preprocessed", help="preprocessed root")
-    parser.add_argument("--results", help="results root")
+    for option in (R.RAW_ROOT, R.PREPROCESSED_ROOT, R.RESULTS_ROOT):
+        add_option(parser, option)
 
 
 def _version(module: str) -> str:

@@ -47,17 +47,17 @@ class FolderPrediction:
 
 
 def predict_folder_with_model(
-    input_dir: Path, output_dir: Path, model_folder: Path, *, from_zip_or_folder: bool, sha256: str | None,
+    input_dir: Path, output_dir: Path, model_folder: Path, *, sha256: str | None,
     folds: Sequence[str] | None, checkpoint: str, device: str, options: dict[str, Any], engine: str,
     export_engine: EngineExporter | None, save_probabilities: bool, num_workers: int, overwrite: bool,
     progress: bool, num_parts: int, part_id: int, output_format: str, dicom_input: bool,
     record: dict[str, Any], say: Callable[[str], None],
 ) -> FolderPrediction:
     """Predict every case of ``input_dir`` into ``output_dir`` with the model in ``model_folder``.
-    ``record`` is what ``predict_args.json`` keeps besides the predictor's own settings."""
+    ``sha256`` pins a model zip's hash; ``record`` is what ``predict_args.json`` keeps besides the predictor's own
+    settings."""
     # a cascade stage's model folder (3d_cascade_fullres) runs its previous stage's model first
-    predictor = load_cascade_predictor(model_folder, folds, checkpoint, device,
-                                       sha256=sha256 if from_zip_or_folder else None, **options)
+    predictor = load_cascade_predictor(model_folder, folds, checkpoint, device, sha256=sha256, **options)
     check_separate(output_dir, [input_dir, model_folder], "output folder")
     if engine != "torch":
         refuse_cascade(predictor, f"--engine {engine} (an exported network)")
