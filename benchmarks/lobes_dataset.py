@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,50 @@ def bias_and_noise(img: np.ndarray, rng: np.random.Generator, mask: np.ndarray) 
     return (np.clip(out, 0, None) * 1000).astype(np.float32)
 
 
+@dataclass
+class Template:
+    """The T1 template (smoothed for the 1.5 mm grid), the LPBA40 atlas and the grid the cases are made on."""
+
+    t1_affine: np.ndarray
+    t1_data: np.ndarray
+    atlas_affine: np.ndarray
+    atlas_data: np.ndarray
+    lobe_of: np.ndarray  # LPBA40 ROI id -> lobe label
+    shape: tuple[int, ...]
+    affine: np.ndarray
+
+
+def load_template(t1_path: Path, atlas_path: Path, grid_path: Path) -> Template:
+    import nibabel as nib
+    from scipy.ndimage import gaussian_filter
+
+    t1, atlas, grid = nib.load(t1_path), nib.load(atlas_path), nib.load(grid_path)  # grid: only its 1.5 mm grid
+    # 0.5 mm -> 1.5 mm: smooth first (sigma of one target voxel in source voxels / 2) against aliasing
+    t1_data = gaussian_filter(np.asarray(t1.dataobj, dtype=np.float32), 1.0)
+    atlas_data = np.asarray(atlas.dataobj).astype(np.int16)
+    lobe_of = np.zeros(int(atlas_data.max()) + 1, dtype=np.uint8)
+    for i, ids in enumerate(LOBES.values()):
+        for roi in ids:
+            lobe_of[roi] = 2 * i + 1 + (roi % 2 == 0)
+    return Template(t1.affine, t1_data, atlas.affine, atlas_data, lobe_of, grid.shape[:3], grid.affine)
+
+
+def deformed_case(template: Template, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image, lobe labels) of one case: the template moved by the random deformation of ``seed``, with
+    bias field, gamma and noise."""
+    from scipy.ndimage import map_coordinates
+
+    t = template
+    rng = np.random.default_rng(seed)
+    world = random_transform(rng, t.shape, t.affine)
+    img = map_coordinates(t.t1_data, world_to_voxel(t.t1_affine, world), order=1, cval=0.0).reshape(t.shape)
+    lab = map_coordinates(t.atlas_data, world_to_voxel(t.atlas_affine, world), order=0, cval=0).reshape(t.shape)
+    seg = t.lobe_of[np.clip(lab, 0, len(t.lobe_of) - 1)]
+    return bias_and_noise(img, rng, (img > 0.02).astype(np.float32)), seg
+
+
 def main(argv: list[str] | None = None) -> int:
     import nibabel as nib
-    from scipy.ndimage import gaussian_filter, map_coordinates
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deepmriprep", type=Path, required=True, help="unpacked deepmriprep-0.3.0 sdist folder")
@@ -100,33 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=4)
     args = ap.parse_args(argv)
     templates = args.deepmriprep / "deepmriprep" / "data" / "templates"
-    t1 = nib.load(templates / "Template_05mm_bet.nii.gz")
-    atlas = nib.load(templates / "lpba40.nii.gz")
-    grid = nib.load(templates / "Template_4_GS.nii.gz")  # only its 1.5 mm grid is used
-    shape, affine = grid.shape[:3], grid.affine
-    # 0.5 mm -> 1.5 mm: smooth first (sigma of one target voxel in source voxels / 2) against aliasing
-    t1_data = gaussian_filter(np.asarray(t1.dataobj, dtype=np.float32), 1.0)
-    atlas_data = np.asarray(atlas.dataobj).astype(np.int16)
-    lobe_of = np.zeros(int(atlas_data.max()) + 1, dtype=np.uint8)
-    for i, ids in enumerate(LOBES.values()):
-        for roi in ids:
-            lobe_of[roi] = 2 * i + 1 + (roi % 2 == 0)
+    template = load_template(templates / "Template_05mm_bet.nii.gz", templates / "lpba40.nii.gz",
+                             templates / "Template_4_GS.nii.gz")
     out = args.raw / DATASET
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     seeds = [("Tr", k, k) for k in range(args.train)] + [("Ts", k, 1000 + k) for k in range(args.test)]
     for split, k, seed in seeds:
-        rng = np.random.default_rng(seed)
-        world = random_transform(rng, shape, affine)
-        img = map_coordinates(t1_data, world_to_voxel(t1.affine, world), order=1, cval=0.0).reshape(shape)
-        lab = map_coordinates(atlas_data, world_to_voxel(atlas.affine, world), order=0, cval=0).reshape(shape)
-        seg = lobe_of[np.clip(lab, 0, len(lobe_of) - 1)]
-        img = bias_and_noise(img, rng, (img > 0.02).astype(np.float32))
+        img, seg = deformed_case(template, seed)
         case = f"lobes_{split.lower()}_{k:03d}"
         header = nib.Nifti1Header()
         header.set_xyzt_units("mm")
-        nib.save(nib.Nifti1Image(img, affine, header), out / f"images{split}" / f"{case}_0000.nii.gz")
-        nib.save(nib.Nifti1Image(seg.astype(np.uint8), affine, header), out / f"labels{split}" / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image(img, template.affine, header), out / f"images{split}" / f"{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(seg.astype(np.uint8), template.affine, header), out / f"labels{split}" / f"{case}.nii.gz")
         present = sorted(int(v) for v in np.unique(seg))
         print(f"{case}: seed {seed}, labels {present}", flush=True)
     dataset_json = {"channel_names": {"0": "T1"}, "labels": LABELS, "numTraining": args.train,

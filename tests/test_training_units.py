@@ -235,6 +235,47 @@ def test_recipe_resolution_order_and_errors(tmp_path):
             resolve_recipe(TrainOptions(dataset="1", configuration="2d"), bad, tmp_path)
 
 
+SCHEDULE = [[0, "none"], [10, "intensity"], [30, "default"]]
+
+
+@pytest.mark.parametrize("budget, level", [(0.5, "none"), (9.99, "none"), (10, "intensity"), (29, "intensity"),
+                                           (30, "default"), (600, "default"), (None, "default")])
+def test_recipe_augmentation_schedule_picks_the_level_by_time_budget(tmp_path, budget, level):
+    from medmamba.training.run_setup import TrainingRecipe, TrainOptions, resolve_recipe
+
+    opts = TrainOptions(dataset="1", configuration="2d", time_budget_minutes=budget)
+    recipe = resolve_recipe(opts, {"augmentation": SCHEDULE, "oversample": 1.0}, tmp_path)
+    assert recipe == TrainingRecipe(1.0, True, level)  # the level used, as the training log records it
+    opts.augmentation = "light"
+    assert resolve_recipe(opts, {"augmentation": SCHEDULE}, tmp_path).augmentation == "light"  # the flag wins
+
+
+@pytest.mark.parametrize("schedule, problem", [
+    ([], r"non-empty list of \[minutes, level\] pairs"),
+    ({"0": "none"}, r"non-empty list of \[minutes, level\] pairs"),
+    (["none"], r"non-empty list of \[minutes, level\] pairs"),
+    ([[0, "none", 5]], r"non-empty list of \[minutes, level\] pairs"),
+    ([[0, "none"], [-5, "light"]], "minutes must be a finite number >= 0, got -5"),
+    ([[0, "none"], [True, "light"]], "minutes must be a finite number >= 0, got True"),
+    ([[0, "none"], ["10", "light"]], "minutes must be a finite number >= 0, got '10'"),
+    ([[0, "none"], [float("nan"), "light"]], "minutes must be a finite number >= 0, got nan"),
+    ([[0, "none"], [float("inf"), "light"]], "minutes must be a finite number >= 0, got inf"),
+    ([[0, "none"], [10, "light"], [10, "default"]], "minutes must increase strictly"),
+    ([[0, "none"], [30, "light"], [10, "default"]], "minutes must increase strictly"),
+    ([[5, "none"], [10, "default"]], "first pair must be at 0 minutes, got 5"),
+    ([[0, "none"], [10, "strong"]], "unknown level 'strong'"),
+])
+def test_malformed_augmentation_schedule_is_rejected(tmp_path, schedule, problem):
+    from medmamba.errors import PlansError
+    from medmamba.training.run_setup import TrainOptions, resolve_recipe
+
+    for flag in (None, "none"):  # a broken plan is reported even when the flag would override it
+        opts = TrainOptions(dataset="1", configuration="2d", time_budget_minutes=20, augmentation=flag)
+        with pytest.raises(PlansError, match=problem) as err:
+            resolve_recipe(opts, {"augmentation": schedule}, tmp_path / "plans.json")
+        assert err.value.path == str(tmp_path / "plans.json")
+
+
 def test_tiny_fixture_reads_through_the_formats_readers(tmp_path, make_preprocessed):
     folder = make_preprocessed(tmp_path, n_cases=2, size=8)
     cases = load_training_cases(folder / "medmambaPlans_3d_fullres")

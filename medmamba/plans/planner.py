@@ -67,7 +67,8 @@ CPU_SECONDS_PER_ITERATION = 4.0
 # benchmarks/results/budget_recipe.md (5-minute runs, 2d umamba_bot, fold-0 validation of a real-anatomy
 # brain-lobe dataset): AdamW 1e-3 (VM-UNet's optimizer) 0.377 vs nnU-Net's SGD 1e-2 0.117; then, on top
 # of AdamW, no augmentation 0.709 vs nnU-Net's 0.377, light 0.289; oversampling 1.0 (0.263) and no deep
-# supervision (0.353) did not help, so they keep nnU-Net's values.
+# supervision (0.353) did not help, so they keep nnU-Net's values. "augmentation" may also be a
+# [[minutes, level], ...] schedule by --time-budget (medmamba.training.run_setup.augmentation_for_budget).
 CPU_OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}
 CPU_RECIPE = {"oversample": 0.33, "deep_supervision": True, "augmentation": "none"}
 # Default network per spatial dims: U-Mamba-Bot, a conv U-Net with Mamba only at the bottleneck,
@@ -374,7 +375,7 @@ def cpu_recipe_notes(target: str) -> dict[str, Any]:
     ``extra`` (none for the GPU target, which keeps nnU-Net's)."""
     if target != "cpu":
         return {}
-    return {"optimizer": dict(CPU_OPTIMIZER), "recipe": dict(CPU_RECIPE)}
+    return {"optimizer": dict(CPU_OPTIMIZER), "recipe": copy.deepcopy(CPU_RECIPE)}  # a schedule is a nested list
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ probabilities are nnU-Net v2's ``get_training_transforms`` (batchgenerators v2 t
 spatial (rotation p 0.2, scaling p 0.2, elastic off unless asked), noise p 0.1, blur p 0.2,
 brightness p 0.15, contrast p 0.15, low resolution p 0.25, inverted gamma p 0.1, gamma p 0.3,
 mirroring p 0.5 per axis; then the image is masked by ``use_mask_for_norm`` and seg -1 -> 0.
+Beyond nnU-Net: an MR bias field step (``bias_field``, MONAI's ``RandBiasField``) that only the
+"intensity" level turns on.
 """
 from __future__ import annotations
 
@@ -57,11 +59,15 @@ class AugmentationParams:
     gamma_range: tuple[float, float] = (0.7, 1.5)
     mirror_axes: tuple[int, ...] = (0, 1, 2)  # spatial axes, internal order
     p_mirror: float = 0.5
+    p_bias_field: float = 0.0  # nnU-Net has no bias field step
+    # TorchIO RandomBiasField defaults (coefficients +-0.5, order 3; Sudre et al. 2017)
+    bias_field_coeff: tuple[float, float] = (-0.5, 0.5)
+    bias_field_degree: int = 3
     mask_channels: tuple[int, ...] = field(default_factory=tuple)  # channels with use_mask_for_norm
     steps: tuple[str, ...] = DEFAULT_STEPS  # registered step names, applied in this order
 
 
-# Intensity transforms switched off by ``level="light"``.
+# nnU-Net's intensity transforms, switched off by ``level="light"``.
 INTENSITY_PROBABILITIES = ("p_noise", "p_blur", "p_brightness", "p_contrast", "p_lowres", "p_gamma_inverted",
                            "p_gamma")
 
@@ -73,7 +79,9 @@ def configure_augmentation(patch_size: tuple[int, ...], mask_channels: tuple[int
     3D: +-30 deg per axis, "dummy 2D" (in-plane +-180 deg only) when max(patch)/patch[0] > 3.
     2D: +-180 deg, or +-15 deg when the patch aspect ratio max/min > 1.5.
     ``level``: "default" (all of nnU-Net's transforms), "light" (mirroring, rotation and scaling;
-    no intensity transforms), "none" (no transform at all: plain random crops).
+    no intensity transforms), "intensity" (nnU-Net's intensity transforms plus an MR bias field; no
+    spatial transform nor mirroring, so the crop is the patch), "none" (no transform at all: plain
+    random crops).
     """
     if level not in AUGMENTATION_LEVELS:
         raise ValueError(f"augmentation level must be one of {', '.join(AUGMENTATION_LEVELS)}, got {level!r}")
@@ -94,6 +102,11 @@ def configure_augmentation(patch_size: tuple[int, ...], mask_channels: tuple[int
         params = replace(params, **off)
     elif level == "none":
         params = replace(params, **off, p_rotation=0.0, p_scale=0.0, p_elastic=0.0, p_mirror=0.0)
+    elif level == "intensity":
+        # p 0.3 as nnU-Net's gamma probability; the budget schedule using this level is chosen by
+        # benchmarks/recipe_crosssubject.py
+        params = replace(params, steps=DEFAULT_STEPS + ("bias_field",), p_bias_field=0.3,
+                         p_rotation=0.0, p_scale=0.0, p_elastic=0.0, p_mirror=0.0)
     return params
 
 
@@ -390,6 +403,29 @@ class Gamma:
 
     draw = staticmethod(_gamma_draw)
     apply = staticmethod(_gamma_apply(invert=False))
+
+
+@register_step("bias_field", probability="p_bias_field")
+class BiasField:
+    """Multiply each channel by a smooth MR bias field: exp of a Legendre polynomial of degree 3,
+    coefficients U(-0.5, 0.5) (MONAI's RandBiasField), applied above the channel's minimum."""
+
+    @staticmethod
+    def draw(rng, params, shape) -> list[int]:
+        # one seed per channel for MONAI's generator: the coefficients follow from our rng
+        return [int(rng.integers(2**31)) for _ in range(shape[0])]
+
+    @staticmethod
+    def apply(img, seg, seeds, params):
+        from monai.transforms import RandBiasField
+
+        for c, seed in enumerate(seeds):
+            bias = RandBiasField(degree=params.bias_field_degree, coeff_range=params.bias_field_coeff, prob=1.0)
+            bias.set_random_state(seed=seed)
+            # z-scored values are partly negative: a field multiplying them would flip its effect there
+            low = img[c].min()
+            img[c] = _as_numpy(bias(_tensor(img[c : c + 1] - low)))[0] + low
+        return img, seg
 
 
 @register_step("mirror", spatial=True)

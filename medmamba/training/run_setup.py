@@ -6,6 +6,7 @@ configuration's data folder; decides the network, optimizer, fold cases and outp
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ DEFAULT_SEED = R.SEED.default
 # Augmentation strengths (--augmentation): "default" is nnU-Net v2's pipeline
 # (nnUNetTrainer.get_training_transforms); "light" keeps
 # mirroring and the spatial transform (rotation/scaling) and drops the intensity transforms;
+# "intensity" keeps nnU-Net's intensity transforms, adds an MR bias field and moves no voxel;
 # "none" trains on plain random crops. benchmarks/results/budget_recipe.md compares them.
 AUGMENTATION_LEVELS = R.AUGMENTATION.choices  # declared with --augmentation
 
@@ -56,7 +58,9 @@ class TrainingRecipe:
     """The knobs benchmarks/recipe.py compares under a time budget.
 
     Resolved per run: ``medmamba train`` flag > the plan configuration's ``recipe`` entry (the CPU
-    planner writes the measured short-budget recipe there) > nnU-Net's defaults below.
+    planner writes the measured short-budget recipe there) > nnU-Net's defaults below. In the plan,
+    ``augmentation`` may be a budget schedule, ``[[0, "none"], [10, "intensity"], ...]`` (see
+    :func:`augmentation_for_budget`); ``augmentation`` here is always the level the run uses.
     """
 
     oversample: float = 0.33  # nnU-Net oversample_foreground_percent
@@ -197,13 +201,17 @@ def resolve_setup(opts: TrainOptions, write_splits: bool = True) -> TrainingSetu
 
 
 def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> TrainingRecipe:
-    """CLI flag > plan configuration's ``recipe`` > :class:`TrainingRecipe` defaults, validated."""
+    """CLI flag > plan configuration's ``recipe`` > :class:`TrainingRecipe` defaults, validated; a planned
+    augmentation schedule is resolved for ``opts.time_budget_minutes`` (:func:`augmentation_for_budget`)."""
     default = TrainingRecipe()
     unknown = set(planned) - set(default.to_dict())
     if unknown:
         raise PlansError(f"unknown recipe keys {sorted(unknown)} (known: {sorted(default.to_dict())})",
                          path=plans_file)
     values = {**default.to_dict(), **planned}
+    if not isinstance(values["augmentation"], str) and values["augmentation"] is not None:  # a budget schedule
+        values["augmentation"] = augmentation_for_budget(values["augmentation"], opts.time_budget_minutes,
+                                                         plans_file)
     for key in default.to_dict():  # TrainOptions has one optional field per recipe knob
         if getattr(opts, key) is not None:
             values[key] = getattr(opts, key)
@@ -216,6 +224,34 @@ def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> Train
     if not isinstance(values["deep_supervision"], bool):
         raise ConfigurationError(f"deep_supervision must be true or false, got {values['deep_supervision']!r}")
     return TrainingRecipe(float(oversample), values["deep_supervision"], values["augmentation"])
+
+
+def augmentation_for_budget(schedule: Any, budget_minutes: float | None, plans_file: Path) -> str:
+    """The level of a plan's ``[[minutes, level], ...]`` schedule for a ``--time-budget`` of ``budget_minutes``.
+
+    The last pair whose minutes are <= the budget; without a budget the last pair (an epoch-based run:
+    at nnU-Net's length it is the longest run). The schedule must start at 0 minutes and
+    increase strictly; :class:`PlansError` names what is wrong.
+    """
+    def bad(problem: str) -> PlansError:
+        return PlansError(f"recipe augmentation schedule {schedule!r}: {problem}", path=plans_file)
+
+    if (not isinstance(schedule, (list, tuple)) or not schedule
+            or not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in schedule)):
+        raise bad("must be a level name or a non-empty list of [minutes, level] pairs")
+    for minutes, level in schedule:
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes < math.inf:
+            raise bad(f"minutes must be a finite number >= 0, got {minutes!r}")
+        if level not in AUGMENTATION_LEVELS:
+            raise bad(f"unknown level {level!r} (known: {', '.join(AUGMENTATION_LEVELS)})")
+    minutes = [pair[0] for pair in schedule]
+    if minutes[0] != 0:
+        raise bad(f"the first pair must be at 0 minutes, got {minutes[0]!r}")
+    if any(b <= a for a, b in zip(minutes, minutes[1:])):
+        raise bad(f"minutes must increase strictly, got {minutes}")
+    if budget_minutes is None:
+        return schedule[-1][1]
+    return [level for at, level in schedule if at <= budget_minutes][-1]
 
 
 def canonical_network_name(name: str) -> str:

