@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -251,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packages", type=Path, required=True, help="folder holding the three downloaded packages")
     ap.add_argument("--raw", type=Path, required=True, help="raw root to create the dataset in")
     ap.add_argument("--train", type=int, default=10)
-    ap.add_argument("--template-test", type=int, default=2, help="same-subject test cases (the training template)")
+    ap.add_argument("--template-test", type=int, default=4,
+                    help="same-subject test cases (the training template; 4 = lobes_dataset.py's test set)")
     ap.add_argument("--poses", type=int, default=2, help="test cases per other brain (the first as shipped)")
     ap.add_argument("--scanner-variation", action="store_true", help="also each test case with a synthetic scanner change")
     args = ap.parse_args(argv)
@@ -376,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     (out / "test_subjects.json").write_text(json.dumps(subject_of, indent=2))
     (args.raw / f"SOURCE_{DATASET}.json").write_text(json.dumps({**SOURCE, "alignment": alignment}, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {out} ({args.train} train, {len(subject_of)} test)")
     return 0
 
