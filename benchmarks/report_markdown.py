@@ -406,16 +406,18 @@ def crosssubject_table(report: dict[str, Any]) -> str:
     cells = report["summary"]
     subjects = sorted({s for c in cells for s in c["per_subject"]})
     head = ["minutes", "config", "network", "schedule", "seeds", "iterations", f"{SAME} Dice (per seed)",
-            f"{CROSS} Dice (per seed)", *subjects, f"Δ {SAME} vs none", f"Δ {CROSS} vs none"]
+            f"{CROSS} Dice (per seed)", *subjects, "Δ vs", f"Δ {SAME}", f"Δ {CROSS}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         per_seed = {g: ", ".join(fmt(v, 3) for v in c[g]["per_seed"]) for g in (SAME, CROSS)}
-        vs = c.get("vs_none", {})
+        vs = c.get("vs_reference", c.get("vs_none", {}))  # vs_none: reports written before networks were compared
+        reference = c.get("reference", "none" if vs else MISSING)
         lines.append("| " + " | ".join([
             f"{c['budget_minutes']:g}", c["configuration"], c["network"] or "plan's", c["schedule"],
             ",".join(map(str, c["seeds"])), ",".join(map(str, c["iterations"])),
             f"{fmt(c[SAME]['mean'], 3)} ({per_seed[SAME]})", f"{fmt(c[CROSS]['mean'], 3)} ({per_seed[CROSS]})",
-            *[fmt(c["per_subject"].get(s), 3) for s in subjects], _fmt_diff(vs.get(SAME)), _fmt_diff(vs.get(CROSS))]) + " |")
+            *[fmt(c["per_subject"].get(s), 3) for s in subjects], reference, _fmt_diff(vs.get(SAME)),
+            _fmt_diff(vs.get(CROSS))]) + " |")
     return "\n".join(lines)
 
 
@@ -424,7 +426,8 @@ def crosssubject_section(data: dict) -> list[str]:
     return [f"`{CROSSSUBJECT_FILE}` ({data.get('created', '')[:10]}, {data.get('dataset', '')}; "
             f"{data.get('parallel_jobs')} jobs at a time, {data.get('threads_per_job')} thread each). Test mean Dice "
             "of the training template's test cases (same-subject) and of other brains (cross-subject); Δ: paired "
-            "per-case difference to no augmentation at the same budget, bootstrap 95% CI, Wilcoxon p.", "",
+            "per-case difference to the row named in 'Δ vs' at the same budget (no augmentation, or the plan's 2D "
+            "network under the same schedule), bootstrap 95% CI, Wilcoxon p.", "",
             crosssubject_table(data), ""]
 
 

@@ -359,9 +359,10 @@ def test_instance_norm_section():
     assert f"`{report.NORM_FILE}`: not available (file missing)." in render()
 
 
-def _crosssubject_row(schedule, seed, dice_by_case, minutes=15.0):
-    return {"job": f"2d_plan_{schedule}_{minutes:g}m_s{seed}", "status": "ok", "configuration": "2d", "network": None,
-            "schedule": schedule, "seed": seed, "budget_minutes": minutes, "iterations": 400, "training_seconds": 880.0,
+def _crosssubject_row(schedule, seed, dice_by_case, minutes=15.0, network=None, configuration="2d"):
+    return {"job": f"{configuration}_{network or 'plan'}_{schedule}_{minutes:g}m_s{seed}", "status": "ok",
+            "configuration": configuration, "network": network, "schedule": schedule, "seed": seed,
+            "budget_minutes": minutes, "iterations": 400, "training_seconds": 880.0,
             "per_case": {case: {"1": d, "2": d} for case, d in dice_by_case.items()}}
 
 
@@ -371,22 +372,35 @@ def test_crosssubject_summary_groups_subjects_and_pairs_cases_with_no_augmentati
     rows = [_crosssubject_row("none", 0, {"t0": 0.9, "t1": 0.92, "m0": 0.80, "r0": 0.70}),
             _crosssubject_row("none", 1, {"t0": 0.92, "t1": 0.90, "m0": 0.82, "r0": 0.72}),
             _crosssubject_row("intensity", 0, {"t0": 0.91, "t1": 0.91, "m0": 0.86, "r0": 0.80}),
-            {"job": "2d_plan_intensity_15m_s1", "status": "error", "error": "killed"}]
+            {"job": "2d_plan_intensity_15m_s1", "status": "error", "error": "killed"},
+            # another network and another configuration: compared with the plan's 2D network, same schedule
+            _crosssubject_row("none", 0, {"t0": 0.95, "t1": 0.93, "m0": 0.85, "r0": 0.61}, network="plain_unet"),
+            _crosssubject_row("intensity", 0, {"t0": 0.5, "t1": 0.5, "m0": 0.5, "r0": 0.5}, configuration="3d_fullres"),
+            _crosssubject_row("none", 0, {"t0": 0.5, "t1": 0.5, "m0": 0.5, "r0": 0.5}, minutes=45.0,
+                              network="plain_unet")]
     cells = recipe.summarise(rows, subjects)
-    none, intensity = cells
-    assert (none["schedule"], intensity["schedule"]) == ("none", "intensity")
+    none, intensity, plain, in_3d, alone = cells
+    assert [(c["configuration"], c["network"], c["schedule"]) for c in cells[:4]] == [
+        ("2d", None, "none"), ("2d", None, "intensity"), ("2d", "plain_unet", "none"), ("3d_fullres", None, "intensity")]
     assert none[recipe.SAME]["per_seed"] == pytest.approx([0.91, 0.91])
     assert none[recipe.CROSS]["per_seed"] == pytest.approx([0.75, 0.77])
     assert none["per_subject"] == pytest.approx({"cat12": 0.91, "mni152": 0.81, "robex": 0.71})
-    assert "vs_none" not in none
-    cross = intensity["vs_none"][recipe.CROSS]
+    assert "vs_reference" not in none and "vs_reference" not in alone  # nothing to compare with at 45 minutes
+    assert intensity["reference"] == "none"
+    cross = intensity["vs_reference"][recipe.CROSS]
     assert cross["mean_difference"] == pytest.approx(((0.86 - 0.81) + (0.80 - 0.71)) / 2)
-    assert intensity["vs_none"][recipe.SAME]["mean_difference"] == pytest.approx(0.0, abs=1e-12)
+    assert intensity["vs_reference"][recipe.SAME]["mean_difference"] == pytest.approx(0.0, abs=1e-12)
+    assert plain["reference"] == in_3d["reference"] == "2d plan's"
+    assert plain["vs_reference"][recipe.SAME]["mean_difference"] == pytest.approx(0.03)  # vs 2d none: 0.94 - 0.91
+    assert plain["vs_reference"][recipe.CROSS]["mean_difference"] == pytest.approx(((0.85 - 0.81) + (0.61 - 0.71)) / 2)
+    assert in_3d["vs_reference"][recipe.SAME]["mean_difference"] == pytest.approx(0.5 - 0.91)  # vs 2d intensity
     data = {"created": "2026-12-07T00:00:00", "dataset": "Dataset502_X", "parallel_jobs": 2, "threads_per_job": 1,
             "summary": cells}
     src = sources(**{report.CROSSSUBJECT_FILE: {"benchmark": "crosssubject", "file": report.CROSSSUBJECT_FILE,
                                                 "status": "reused", "data": data}})
-    (row,) = [r for r in rows_of(render(src), "15") if r[3] == "intensity"]
+    (row,) = [r for r in rows_of(render(src), "15") if r[1:4] == ["2d", "plan's", "intensity"]]
     assert row[6:11] == ["0.910 (0.910)", "0.830 (0.830)", "0.910", "0.860", "0.800"]
-    assert row[11].startswith("+0.000 [") and row[12].startswith("+0.070 [")
+    assert row[11] == "none" and row[12].startswith("+0.000 [") and row[13].startswith("+0.070 [")
+    (row,) = [r for r in rows_of(render(src), "15") if r[2] == "plain_unet"]
+    assert row[11] == "2d plan's" and row[12].startswith("+0.030 [") and row[13].startswith("-0.030 [")
     assert f"`{report.CROSSSUBJECT_FILE}`: not available (file missing)." in render()

@@ -82,6 +82,21 @@ def test_regions_and_ignore_label():
     assert ignored["TN"] == 1  # the ignore voxel is not counted
 
 
+def test_any_label_map_dtype_gives_the_int64_metrics():
+    """Maps are scored in the dtype they were read in (no int64 copy of a CT's map): uint8, int16, bool and an
+    integral float map give the int64 result, and a value a uint8 map cannot hold (300) matches nothing."""
+    rng = np.random.default_rng(0)
+    ref, pred = rng.integers(0, 4, (2, 30, 20)), rng.integers(0, 4, (2, 30, 20))
+    labels = [1, 2, 3, (1, 2), (2, 300), 300]
+    expected = compute_metrics(ref, pred, labels, surface=False, ignore_label=3)
+    for dtype in (np.uint8, np.int16, np.float32):
+        got = compute_metrics(ref.astype(dtype), pred.astype(dtype), labels, surface=False, ignore_label=3)
+        np.testing.assert_equal(got, expected, err_msg=str(dtype))  # NaN (label 300 absent) equals NaN
+    assert expected["300"]["n_ref"] == 0 and expected["(2, 300)"]["n_ref"] == expected["2"]["n_ref"] > 0
+    as_bool = compute_metrics(ref == 1, pred == 1, [1], surface=False)
+    assert as_bool["1"] == compute_metrics(ref, pred, [1], surface=False)["1"]
+
+
 def test_shape_mismatch_is_geometry_error():
     with pytest.raises(GeometryError):
         compute_metrics(np.zeros((3, 3)), np.zeros((3, 4)), [1])

@@ -113,3 +113,43 @@ def test_metadata_verification_rejects_a_missing_key(mixed_model, tmp_path):
     bad.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="channel_def"):
         verify_metadata(meta_file=str(bad), filepath=str(METADATA_SCHEMA))
+
+
+def test_bundle_inferer_labels_equal_the_probabilities_path(mixed_model, tmp_path):
+    """The bundle's inference.json asks its inferer for the label map (brought back slab by slab, as `predict`
+    does); the probabilities output + LabelMapd gives the same labels, and bundles written before (no
+    ``output``) still get probabilities."""
+    from monai.bundle import ConfigParser
+
+    from medmamba.errors import ConfigurationError
+    from medmamba.export.bundle_runtime import LabelMapd, MedmambaInferer
+    from medmamba.inference import Predictor
+
+    model, images = mixed_model
+    bundle = tmp_path / "bundle"
+    assert main(["export_bundle", "-m", str(model), "-o", str(bundle), "--authors", "Test Author"]) == 0
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"], parser["input_dir"], parser["device"] = str(bundle), str(images), "$torch.device('cpu')"
+    assert parser.get("inferer")["output"] == "labels"
+    network, inferer = parser.get_parsed_content("network"), parser.get_parsed_content("inferer")
+    parser.get_parsed_content("initialize")  # loads models/model.pt into the network
+    dataset = parser.get_parsed_content("dataset")
+    old = MedmambaInferer(bundle / "models" / "medmamba", device="cpu")
+    label_map = LabelMapd("pred", bundle / "models" / "medmamba")
+    predictor = Predictor.from_model(model, device="cpu")
+    assert len(dataset) == 2
+    for item in dataset:
+        image = item["image"][None]
+        with torch.no_grad():
+            labels, probs = inferer(image, network), old(image, network)
+        assert labels.shape == (1, 1, *image.shape[2:]) and not torch.is_floating_point(labels)
+        assert probs.shape == (1, 2, *image.shape[2:]) and torch.is_floating_point(probs)
+        from_probs = label_map({"pred": probs[0]})["pred"]
+        assert torch.equal(label_map({"pred": labels[0]})["pred"], labels[0])  # passed through unchanged
+        assert torch.equal(torch.as_tensor(from_probs), torch.as_tensor(labels[0]))
+        expected = predictor.predict_case([images / f"{item['case']}_0000.nii.gz"])
+        assert np.array_equal(labels[0, 0].numpy(), expected)
+        assert 0.1 < float((labels == 1).float().mean()) < 0.9
+    with pytest.raises(ConfigurationError, match="'logits' is not one of probabilities, labels"):
+        MedmambaInferer(bundle / "models" / "medmamba", output="logits")

@@ -38,12 +38,17 @@ def test_train_after_real_preprocessing(tmp_path, monkeypatch):
     splits = json.loads((tmp_path / "preprocessed" / "Dataset999_Demo" / "splits.json").read_text())
     assert [c["case"] for c in summary["metric_per_case"]] == splits[0]["val"]
     from medmamba.datasets.image_io import read_image
+    from medmamba.inference import Predictor
 
+    predictor = Predictor.from_model_folder(fold.parent, folds=[0], device="cpu")
     for entry in summary["metric_per_case"]:
         pred, pred_geo = read_image(entry["prediction_file"])
         ref, ref_geo = read_image(entry["reference_file"])
         assert pred.shape == ref.shape and np.allclose(pred_geo.spacing, ref_geo.spacing)
         raw_label = tmp_path / "raw" / "Dataset999_Demo" / "labelsTr" / f"{entry['case']}.nii.gz"
+        # final validation brings its prediction back as `predict` does (slab-wise): the same labels
+        image = tmp_path / "raw" / "Dataset999_Demo" / "imagesTr" / f"{entry['case']}_0000.nii.gz"
+        assert np.array_equal(pred, predictor.predict_case([image]))
         assert entry["reference_file"] == str(gt / raw_label.name)  # not the raw dataset's file
         assert raw_label.read_bytes() == (gt / raw_label.name).read_bytes()
     # a second fresh run would overwrite the fold: refused unless asked

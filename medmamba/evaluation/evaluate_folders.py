@@ -90,7 +90,7 @@ def _evaluate_case(
             if not np.array_equal(array, np.round(array)):
                 raise ImageReadError("label map has non-integer values", path=path)
     metrics = compute_metrics(
-        ref.astype(np.int64, copy=False), pred.astype(np.int64, copy=False), labels,
+        ref, pred, labels,
         spacing=ref_geometry.spacing, nsd_tolerance_mm=nsd_tolerance_mm, ignore_label=ignore_label,
     )
     return {

@@ -59,7 +59,8 @@ def label_key(label: Label) -> str:
 
 def _mask(seg: np.ndarray, label: Label) -> np.ndarray:
     if isinstance(label, (tuple, list)):
-        return np.isin(seg, np.asarray(label, dtype=seg.dtype if seg.dtype.kind in "iu" else np.int64))
+        # int64 values: a value outside seg's dtype (300 in a uint8 map) matches nothing instead of wrapping
+        return np.isin(seg, np.asarray(label, dtype=np.int64))
     return seg == label
 
 
@@ -117,8 +118,9 @@ def compute_metrics(
         ``{label_key: {"Dice", "IoU", "HD95", "NSD", "TP", "FP", "FN", "TN", "n_ref", "n_pred"}}``
         with Python floats (NaN per the conventions in the module docstring).
     """
-    ref = np.asarray(ref)
-    pred = np.asarray(pred)
+    # integer maps as they are (no int64 copy of a CT's map); a float map's values (checked integral by
+    # the callers that read files) as int64
+    ref, pred = (a if a.dtype.kind in "iub" else a.astype(np.int64) for a in (np.asarray(ref), np.asarray(pred)))
     if ref.shape != pred.shape:
         raise GeometryError(f"reference shape {ref.shape} differs from prediction shape {pred.shape}")
     if spacing is None:

@@ -30,6 +30,8 @@ from medmamba.networks.registry import build_network
 
 logger = logging.getLogger("medmamba.bundle")
 
+OUTPUTS = ("probabilities", "labels")
+
 
 class FoldEnsemble(torch.nn.Module):
     """One registry network per fold (``folds.<k>.*`` in the state dict).
@@ -77,16 +79,23 @@ class MedmambaInferer(Inferer):
         model_dir: the bundle's ``models/medmamba`` folder (plans, dataset.json, model.json).
         step, tta, batch_windows: as ``medmamba predict`` (``--step``, ``--no-tta``, ``--batch-windows``).
         device: where the networks run (the bundle's ``device``).
+        output: ``"probabilities"`` (MONAI's convention; one float32 copy of classes × voxels, 14 GB for 22
+            classes on a 512×512×600 CT) or ``"labels"``: the ``(B, 1, *spatial)`` label map, brought back onto
+            the input grid slab by slab as ``medmamba predict`` does, an integer tensor that :class:`LabelMapd`
+            passes through. Bundles medmamba writes use ``"labels"``.
     """
 
     def __init__(self, model_dir: str | Path, step: float = R.STEP.default, tta: bool = True,
                  batch_windows: int = R.BATCH_WINDOWS.default,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", output: str = "probabilities") -> None:
         super().__init__()
 
+        if output not in OUTPUTS:
+            raise ConfigurationError(f"inferer output {output!r} is not one of {', '.join(OUTPUTS)}")
         self.model, self.plans, self.dataset_json = read_bundle_model(model_dir)
         self.step, self.tta, self.batch_windows = float(step), bool(tta), int(batch_windows)
         self.device = torch.device(device)
+        self.output = output
 
     def predictor(self, network: torch.nn.Module):
         folds = getattr(network, "folds", None)
@@ -109,16 +118,21 @@ class MedmambaInferer(Inferer):
         for b in range(inputs.shape[0]):
             array = inputs[b].detach().cpu().float().numpy()
             spacing, direction = _spacing_direction(affines[b], array.ndim - 1)
-            _, probabilities = predictor.predict_array(array, spacing, direction, return_probabilities=True)
-            out.append(torch.as_tensor(probabilities))
-        probs = torch.stack(out).to(inputs.device)
-        return MetaTensor(probs, meta=inputs.meta, applied_operations=inputs.applied_operations) \
-            if isinstance(inputs, MetaTensor) else probs
+            if self.output == "labels":
+                out.append(_label_tensor(predictor.predict_array(array, spacing, direction))[None])
+            else:
+                out.append(torch.as_tensor(predictor.predict_array(array, spacing, direction,
+                                                                   return_probabilities=True)[1]))
+        # one case per batch (the bundle's loader): no stacked second copy of its probabilities
+        pred = (out[0][None] if len(out) == 1 else torch.stack(out)).to(inputs.device)
+        return MetaTensor(pred, meta=inputs.meta, applied_operations=inputs.applied_operations) \
+            if isinstance(inputs, MetaTensor) else pred
 
 
 class LabelMapd(MapTransform):
     """``(K, *spatial)`` probabilities → ``(1, *spatial)`` label map with medmamba's rule (argmax and the
-    label values; regions painted in ``regions_class_order``), keeping the MetaTensor's metadata."""
+    label values; regions painted in ``regions_class_order``), keeping the MetaTensor's metadata. An integer
+    tensor is already a label map (the inferer's ``output="labels"``) and is left as it is."""
 
     def __init__(self, keys: Any, model_dir: str | Path, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -130,11 +144,18 @@ class LabelMapd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             probs = d[key]
+            if not torch.is_floating_point(probs):
+                continue  # an integer label map: the inferer made it already (slab-wise)
             labels = probabilities_to_label_map(np.asarray(probs.detach().cpu().numpy(), dtype=np.float32),
                                                 self.layout)
-            tensor = torch.as_tensor(labels.astype(np.int64 if labels.dtype == np.uint16 else labels.dtype))[None]
+            tensor = _label_tensor(labels)[None]
             d[key] = MetaTensor(tensor, meta=probs.meta) if isinstance(probs, MetaTensor) else tensor
         return d
+
+
+def _label_tensor(labels: np.ndarray) -> torch.Tensor:
+    """A uint8/uint16 label map as a tensor torch supports everywhere (uint16 → int32)."""
+    return torch.as_tensor(labels.astype(np.int32) if labels.dtype == np.uint16 else labels)
 
 
 def bundle_datalist(input_dir: str | Path, n_channels: int) -> list[dict[str, Any]]:

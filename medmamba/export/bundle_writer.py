@@ -140,7 +140,8 @@ def inference_config(network_name: str, network_kwargs: dict[str, Any], n_folds:
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
         "inferer": {"_target_": f"{runtime}.MedmambaInferer", "model_dir": "@medmamba_dir", "step": 0.5,
-                    "tta": True, "batch_windows": 4, "device": "@device"},
+                    "tta": True, "batch_windows": 4, "device": "@device",
+                    "output": "labels"},  # slab-wise label map: no classes x voxels array of a whole CT
         "postprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": f"{runtime}.LabelMapd", "keys": "pred", "model_dir": "@medmamba_dir"},
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "",
@@ -185,6 +186,9 @@ MONAI's command line needs):
 
 writes `<output_dir>/CASE.nii.gz` label maps on each input's grid, equal to `medmamba predict -m MODEL`.
 Override `--inferer#tta False` for 8x faster 3D prediction without mirroring, `--device "$torch.device('cpu')"`.
+The inferer returns the label map (`output` "labels": probabilities brought back onto the image slab by slab, as
+`medmamba predict` does); `--inferer#output probabilities` returns MONAI's per-class probabilities instead, one
+float32 array of classes × voxels (14 GB for 22 classes on a 512×512×600 CT).
 
 ## MONAI Label and 3D Slicer
 

@@ -4,9 +4,9 @@ Uses the inference package's ``predict_preprocessed_case`` (Gaussian tiles, step
 over the checkpoint's ``mirror_axes``, as nnU-Net's final validation).
 Reads only the preprocessing stage's output: when preprocessing copied the case's label file to
 ``<preprocessed>/<dataset>/gt_segmentations/`` and the case's properties allow inverting
-preprocessing, the prediction is resampled back, written with the input's geometry and scored in
-the original space; otherwise it is scored on the preprocessed grid against ``<case>_seg.npy``
-and the summary says so.
+preprocessing, the prediction is resampled back (slab by slab, as ``medmamba predict`` does),
+written with the input's geometry and scored in the original space; otherwise it is scored on the
+preprocessed grid against ``<case>_seg.npy`` and the summary says so.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ from medmamba.evaluation.summary import build_summary
 from medmamba.formats.checkpoint import read_checkpoint
 from medmamba.formats.summary import write_summary
 from medmamba.inference.array_prediction import predict_preprocessed_case
-from medmamba.inference.label_maps import probabilities_to_label_map
+from medmamba.inference.label_maps import probabilities_to_label_map, reverted_label_map
 from medmamba.training.cascade_inputs import previous_stage_input, write_next_stage_segmentation
 from medmamba.training.checkpoint_store import unwrap
 from medmamba.datasets.image_io import read_image
-from medmamba.preprocessing.case_transform import export_segmentation, revert_preprocessing
+from medmamba.preprocessing.case_transform import export_segmentation
+from medmamba.preprocessing.slab_revert import RevertedProbabilities
 
 logger = logging.getLogger("medmamba.training")
 
@@ -59,13 +60,13 @@ def run_final_validation(setup, trainer, best: bool = False) -> Path:
         reference = _reference_file(setup, case_id)
         entry: dict
         if reference is not None and "geometry" in props:
-            full = revert_preprocessing(probs, props, setup.plans, setup.configuration, regions=layout.has_regions)
-            pred = probabilities_to_label_map(full, layout)
+            # slab by slab and class by class, as `predict` does: a CT's classes x voxels never exist at once
+            pred = reverted_label_map(RevertedProbabilities(probs, props, setup.plans, setup.configuration,
+                                                            regions=layout.has_regions), layout)
             pred_file = out / f"{case_id}{setup.plans.file_ending}"
             export_segmentation(pred, props, pred_file)
             ref, geometry = read_image(reference)
-            metrics = compute_metrics(np.asarray(ref).astype(np.int64), pred, labels, spacing=geometry.spacing,
-                                      ignore_label=ignore)
+            metrics = compute_metrics(ref, pred, labels, spacing=geometry.spacing, ignore_label=ignore)
             entry = {"case": case_id, "reference_file": str(reference), "prediction_file": str(pred_file),
                      "spacing": list(geometry.spacing), "metrics": metrics}
             spaces.add("original")
