@@ -157,14 +157,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
             pts = sorted((c["budget_minutes"], c[group]["mean"]) for c in cells
                          if (c["configuration"], c["network"], c["schedule"]) == key and c[group]["mean"] is not None)
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                        label=f"{key[0]} {key[1] or ''} {key[2]}".replace("  ", " "))
+                network = key[1] or "plan's"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{key[0]} {network} {key[2]}")
         ax.set_title(f"{group} test cases", fontsize=9)
         ax.set_xlabel("training budget (minutes)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test mean foreground Dice (mean over seeds)")
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"{report['dataset']}: augmentation schedule by budget ({report['created'][:10]})", fontsize=9)
+    fig.suptitle(f"{report['dataset']}: test Dice by training budget ({report['created'][:10]})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
