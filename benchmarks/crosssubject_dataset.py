@@ -20,8 +20,13 @@ each skull-stripped test brain with SimpleITK (affine, Mattes mutual information
 diffeomorphic demons on histogram-matched intensities, 2 levels) and LPBA40's lobes are resampled
 through that transform (nearest neighbour) and cut to the brain mask. How much the labels depend on
 the registration: a second registration (B-spline by mutual information after the same affine)
-transfers them again, and ``SOURCE.json`` gives the lobe Dice between the two (``alignment``,
-``lobe_dice_demons_vs_bspline``): a model cannot be scored more exactly than that. How good the
+transfers them again (written to ``labelsTs_bspline``, the other brains' cases only), and ``SOURCE.json``
+gives the lobe Dice between the two (``alignment``, ``lobe_dice_demons_vs_bspline``): a model cannot be
+scored more exactly than that. Measured with these versions: 0.972 on mni152 (every lobe >= 0.955), but
+0.788 on robex (0.670 to 0.860 by lobe). robex's labels also move with the registration's random metric
+samples: three builds whose sampling was seeded from the clock (an earlier version of this script) agreed
+at lobe Dice 0.911 to 0.976 on robex and 0.9998 on mni152. The seed is now fixed (``REGISTRATION_SEED``),
+but a robex score remains a score against one of several defensible labellings. How good the
 alignment is, is also measured without the lobe labels and written to ``SOURCE.json`` (``alignment``): Dice of the
 template's own grey/white-matter maps (deepmriprep's ``Template_4_GS``) carried through the same
 transform against each brain's tissue classes (nilearn's GM/WM maps for mni152; for every brain
@@ -65,6 +70,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lobes_dataset import LABELS, deformed_case, load_template, world_to_voxel  # noqa: E402
 
 DATASET = "Dataset502_BrainLobesCrossSubject"
+SECOND_LABELS = "labelsTs_bspline"  # the other brains' labels by the second (B-spline) registration
+# metric sampling seed of both registrations; SimpleITK reads 0 as "seed from the wall clock", so never 0
+REGISTRATION_SEED = 1
 GRID_MM = 1.5  # the training grid (deepmriprep's Template_4_GS)
 # package file -> member paths; versions are the ones measured (benchmarks/results/recipe_crosssubject_*.json)
 PACKAGE_FILES = {
@@ -260,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     # one ITK thread: multi-threaded registration sums in a varying order, so labels would differ between builds
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     out = args.raw / DATASET
-    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+    for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs", SECOND_LABELS):
         (out / sub).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="crosssubject_"))
     files = extract(args.packages, tmp)
@@ -274,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     header.set_xyzt_units("mm")
     subject_of: dict[str, str] = {}
 
-    def save(split: str, case: str, img: np.ndarray, seg: np.ndarray, affine: np.ndarray, subject: str) -> None:
+    def save(split: str, case: str, img: np.ndarray, seg: np.ndarray, affine: np.ndarray, subject: str,
+             second: np.ndarray | None = None) -> None:
         nib.save(nib.Nifti1Image(img.astype(np.float32), affine, header), out / f"images{split}" / f"{case}_0000.nii.gz")
         nib.save(nib.Nifti1Image(seg.astype(np.uint8), affine, header), out / f"labels{split}" / f"{case}.nii.gz")
+        if second is not None:
+            nib.save(nib.Nifti1Image(second.astype(np.uint8), affine, header), out / SECOND_LABELS / f"{case}.nii.gz")
         if split == "Ts":
             subject_of[case] = subject
         print(f"{case}: {subject}, labels {sorted(int(v) for v in np.unique(seg))}", flush=True)
@@ -315,11 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         img = np.where(bmask, resample_to(data, affine, bshape, baffine, order=1), 0.0).astype(np.float32)
         fixed = sitk_from(img, baffine)
         affine_tx, full_tx = register(fixed, moving, sitk.Cast(sitk_from(bmask.astype(np.uint8), baffine), sitk.sitkUInt8),
-                                      seed=0)
+                                      seed=REGISTRATION_SEED)
         lobe_img = sitk_from(lobes, template.atlas_affine)
         seg = np.where(bmask, as_array(sitk.Resample(lobe_img, fixed, full_tx, sitk.sitkNearestNeighbor, 0)), 0)
         second = register_bspline(fixed, moving, sitk.Cast(sitk_from(bmask.astype(np.uint8), baffine), sitk.sitkUInt8),
-                                  affine_tx, seed=0)
+                                  affine_tx, seed=REGISTRATION_SEED)
         seg2 = np.where(bmask, as_array(sitk.Resample(lobe_img, fixed, second, sitk.sitkNearestNeighbor, 0)), 0)
         per_lobe = [dice(seg == k, seg2 == k) for k in range(1, len(LABELS))]
         report: dict = {"grid": list(bshape), "spacing_mm": GRID_MM,
@@ -343,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.poses):
             case = f"xs_{name}_{k:03d}"
             if k == 0:
-                save("Ts", case, img, seg, baffine, name)
+                save("Ts", case, img, seg, baffine, name, seg2)
                 continue
             rng = np.random.default_rng(2000 + k)
             grid = np.indices(bshape).reshape(3, -1).astype(np.float64)
@@ -353,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             moved = rot @ (world - centre) + centre + rng.uniform(-4, 4, (3, 1))
             vox = world_to_voxel(baffine, moved)
             save("Ts", case, map_coordinates(img, vox, order=1, cval=0.0).reshape(bshape),
-                 map_coordinates(seg, vox, order=0, cval=0).reshape(bshape), baffine, name)
+                 map_coordinates(seg, vox, order=0, cval=0).reshape(bshape), baffine, name,
+                 map_coordinates(seg2, vox, order=0, cval=0).reshape(bshape))
 
     if args.scanner_variation:
         for case, subject in list(subject_of.items()):
@@ -370,7 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             thick = np.moveaxis(x, axis, 0)[:n].reshape(n // 3, 3, *np.delete(img.shape, axis)).mean(1)
             x = np.moveaxis(zoom(thick, [img.shape[axis] / (n // 3), 1, 1], order=1), 0, axis)
             x = x + rng.normal(0.0, 0.03, x.shape)
-            save("Ts", f"{case}_scanner", np.where(mask, x * scale, 0), seg, im.affine, subject)
+            second_file = out / SECOND_LABELS / f"{case}.nii.gz"
+            second = np.asarray(nib.load(second_file).dataobj) if second_file.is_file() else None
+            save("Ts", f"{case}_scanner", np.where(mask, x * scale, 0), seg, im.affine, subject, second)
 
     dataset_json = {"channel_names": {"0": "T1"}, "labels": LABELS, "numTraining": args.train,
                     "file_ending": ".nii.gz", "name": DATASET, "description": SOURCE["dataset"],

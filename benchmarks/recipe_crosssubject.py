@@ -14,13 +14,19 @@ cases of a benchmark, and the README says so. Jobs run ``--parallel`` at a time 
 torch threads each (two 1-thread jobs share a 2-core machine, as in budget.py and recipe.py).
 
 Schedules: ``none`` (plain crops), ``intensity`` (nnU-Net's intensity transforms + an MR bias field),
-``light`` (rotation, scaling, mirroring), ``default`` (nnU-Net's full pipeline). ``--network`` and
+``light`` (rotation, scaling, mirroring), ``default`` (nnU-Net's full pipeline); on request ``spatial``
+(rotation and scaling, no mirroring). ``--network`` and
 ``-c`` run other networks (e.g. the gated-CNN twin, ``plain_unet``) and configurations (``3d_fullres``).
 Statistics are ``medmamba compare``'s (medmamba.compare.statistics): per-case Dice averaged over seeds,
 paired differences with a bootstrap 95% CI over cases and a Wilcoxon p-value, separately for the
 same-subject and the cross-subject cases: a schedule of the plan's 2D network against ``none``, another
 network or configuration against the plan's 2D network under the same schedule. Every row is kept, the
 losing ones too. Several invocations with one ``--name`` accumulate their rows in one report.
+
+The other brains' labels come from a registration, so each is also scored against the labels of a second
+registration (``labelsTs_bspline``), beside how far the two labellings agree (``label_agreement``, from the
+dataset's SOURCE json): where they agree at 0.77, a Dice of 0.85 against either cannot be told apart from
+label error. ``--rescore`` evaluates finished jobs' predictions again after the dataset was rebuilt.
 
     python benchmarks/recipe_crosssubject.py --work WORK --budgets 15 5 --seeds 0 1 --name 2d
     python benchmarks/recipe_crosssubject.py --work WORK --budgets 15 45 --schedules none --name networks \
@@ -46,12 +52,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_helpers import machine_info  # noqa: E402
 from report_markdown import CROSS, SAME  # noqa: E402
 from report_markdown import crosssubject_table as markdown  # noqa: E402
-from budget import RESULTS, Job, dataset_folder_name, prepare, run_jobs, thread_env  # noqa: E402
+from budget import RESULTS, Job, dataset_folder_name, dice_table, prepare, run_jobs, thread_env  # noqa: E402
+from pipeline import medmamba_cmd, run_timed  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 from medmamba.compare.statistics import case_means, paired_comparison, system_case_scores  # noqa: E402
 
-SCHEDULES = ("none", "intensity", "light", "default")
+SCHEDULES = ("none", "intensity", "light", "default")  # run by default
+# "spatial" ("light" without mirroring) trains exactly what "light" with --variant no_mirroring trains,
+# the rows labelled "light+no_mirroring" in the results
+ALL_SCHEDULES = ("none", "intensity", "spatial", "light", "default")
 TEMPLATE_SUBJECT = "cat12"
 REFERENCE_CONFIGURATION = "2d"  # the configuration the CPU recipe was chosen on; networks and 3D are compared with it
 
@@ -93,6 +103,35 @@ def per_case_dice(summary_file: Path) -> dict[str, dict[str, float]]:
     return {m["case"]: {k: v.get("Dice") for k, v in m["metrics"].items()} for m in summary["metric_per_case"]}
 
 
+def score(row: dict[str, Any], work: Path, raw: Path, dataset: str, threads: int, rescore: bool) -> None:
+    """Fill ``row``'s per-case Dice from its test predictions: against ``labelsTs`` (re-evaluated with
+    ``rescore``, e.g. after the dataset was rebuilt) and, where the dataset has them, against the second
+    registration's labels (``labelsTs_bspline``), so each other brain's score can be read against how far
+    two registrations agree on its labels."""
+    from crosssubject_dataset import SECOND_LABELS
+
+    folder = work / "jobs" / row["job"]
+    pred, name = folder / "test_predictions", dataset_folder_name(raw, dataset)
+    log, env = folder / "job.log", thread_env(threads)
+    for labels, summary, forced in (("labelsTs", pred / "summary.json", rescore),
+                                    (SECOND_LABELS, pred / "summary_bspline.json", rescore)):
+        if (raw / name / labels).is_dir() and (forced or not summary.is_file()):
+            run_timed(medmamba_cmd("evaluate", "-r", str(raw / name / labels), "-p", str(pred), "-d", dataset,
+                                   "--raw", str(raw), "-o", str(summary), "--no-per-case"), env, log)
+    row["per_case"] = per_case_dice(pred / "summary.json")
+    row["test"] = dice_table(pred / "summary.json")
+    second = pred / "summary_bspline.json"
+    row["per_case_second_labels"] = per_case_dice(second) if second.is_file() else None
+
+
+def label_agreement(raw: Path, name: str) -> dict[str, float]:
+    """{subject: mean lobe Dice between the two registrations' labels} from the dataset's SOURCE json."""
+    source = raw / f"SOURCE_{name}.json"
+    alignment = json.loads(source.read_text()).get("alignment", {}) if source.is_file() else {}
+    return {s: a["lobe_dice_demons_vs_bspline"]["mean"] for s, a in alignment.items()
+            if "lobe_dice_demons_vs_bspline" in a}
+
+
 def group_of(case: str, subjects: dict[str, str]) -> str:
     return SAME if subjects[case] == TEMPLATE_SUBJECT else CROSS
 
@@ -107,7 +146,7 @@ def summarise(rows: list[dict[str, Any]], subjects: dict[str, str]) -> list[dict
     scores, and the paired comparison with its reference at the same budget (:func:`reference_of`)."""
     ok = [r for r in rows if r.get("status") == "ok"]
     keys = sorted({(r["configuration"], r["network"], r["schedule"], r["budget_minutes"]) for r in ok},
-                  key=lambda k: (k[3], k[0], str(k[1]), SCHEDULES.index(k[2]) if k[2] in SCHEDULES else 99))
+                  key=lambda k: (k[3], k[0], str(k[1]), ALL_SCHEDULES.index(k[2]) if k[2] in ALL_SCHEDULES else 99))
     cells = []
     for cfg, net, schedule, minutes in keys:
         runs = [r for r in ok if (r["configuration"], r["network"], r["schedule"], r["budget_minutes"])
@@ -122,6 +161,10 @@ def summarise(rows: list[dict[str, Any]], subjects: dict[str, str]) -> list[dict
             cell[group] = {"mean": _mean([s for s in per_seed if s is not None]), "per_seed": per_seed}
         cell["per_subject"] = {s: _mean([v for c, v in scores.items() if subjects[c] == s])
                                for s in sorted(set(subjects.values()))}
+        if all(r.get("per_case_second_labels") for r in runs):
+            second = system_case_scores([r["per_case_second_labels"] for r in runs])
+            cell["per_subject_second_labels"] = {s: _mean([v for c, v in second.items() if subjects.get(c) == s])
+                                                 for s in sorted({subjects[c] for c in second})}
         cells.append(cell)
     for cell in cells:
         label, key = reference_of(cell)
@@ -181,13 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--network", help="network override (default: the plan's)")
     ap.add_argument("--budgets", type=float, nargs="+", default=[15.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=ALL_SCHEDULES)
     ap.add_argument("--variant", help="a training variant on top of every schedule (medmamba train --variant), "
                                       "e.g. no_mirroring; rows are labelled SCHEDULE+VARIANT")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--finished-only", action="store_true",
                     help="run nothing: write the report from the jobs whose row.json is finished")
+    ap.add_argument("--rescore", action="store_true",
+                    help="evaluate the finished jobs' test predictions again (after the dataset's labels were rebuilt)")
     args = ap.parse_args(argv)
     if args.table:
         print(markdown(json.loads(args.table.read_text())))
@@ -212,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for row, (m, s, sched) in zip(rows, specs):
         row.update({"schedule": sched, "seed": s, "network": args.network})
         if row.get("status") == "ok":
-            row["per_case"] = per_case_dice(work / "jobs" / row["job"] / "test_predictions" / "summary.json")
+            score(row, work, raw, args.dataset, args.threads, args.rescore)
             ts = row.get("training_seconds")
             row["budget_fit"] = None if ts is None else ts / (m * 60)  # the schedule must end within +-15%
     out = RESULTS / f"recipe_crosssubject_{args.name}.json"
@@ -226,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
               "dataset": name, "test_subjects": subjects, "prepared": prepared,
               "scored_on": "imagesTs without TTA; same-subject = the training template's test cases (lobes_dataset.py's "
                            "test set), cross-subject = the other brains",
+              "second_labels": "labelsTs_bspline: the other brains' lobes by a second, B-spline registration; "
+                               "label_agreement: their lobe Dice with labelsTs (the scoring labels)",
+              "label_agreement": label_agreement(raw, name),
               "runs": runs, "summary": summarise(runs, subjects), "load_average_at_end": list(os.getloadavg())}
     atomic_write_json(out, report)
     plot(report, out.with_suffix(".png"))

@@ -405,8 +405,12 @@ def crosssubject_table(report: dict[str, Any]) -> str:
     """One row per (budget, configuration, network, schedule) of a recipe_crosssubject report's summary."""
     cells = report["summary"]
     subjects = sorted({s for c in cells for s in c["per_subject"]})
+    seconds = sorted({s for c in cells for s in c.get("per_subject_second_labels") or {}})
+    agreement = report.get("label_agreement", {})
     head = ["minutes", "config", "network", "schedule", "seeds", "iterations", f"{SAME} Dice (per seed)",
-            f"{CROSS} Dice (per seed)", *subjects, "Δ vs", f"Δ {SAME}", f"Δ {CROSS}"]
+            f"{CROSS} Dice (per seed)", *subjects,
+            *[f"{s} vs B-spline labels (labels agree {fmt(agreement.get(s), 3)})" for s in seconds],
+            "Δ vs", f"Δ {SAME}", f"Δ {CROSS}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         per_seed = {g: ", ".join(fmt(v, 3) for v in c[g]["per_seed"]) for g in (SAME, CROSS)}
@@ -416,8 +420,9 @@ def crosssubject_table(report: dict[str, Any]) -> str:
             f"{c['budget_minutes']:g}", c["configuration"], c["network"] or "plan's", c["schedule"],
             ",".join(map(str, c["seeds"])), ",".join(map(str, c["iterations"])),
             f"{fmt(c[SAME]['mean'], 3)} ({per_seed[SAME]})", f"{fmt(c[CROSS]['mean'], 3)} ({per_seed[CROSS]})",
-            *[fmt(c["per_subject"].get(s), 3) for s in subjects], reference, _fmt_diff(vs.get(SAME)),
-            _fmt_diff(vs.get(CROSS))]) + " |")
+            *[fmt(c["per_subject"].get(s), 3) for s in subjects],
+            *[fmt((c.get("per_subject_second_labels") or {}).get(s), 3) for s in seconds],
+            reference, _fmt_diff(vs.get(SAME)), _fmt_diff(vs.get(CROSS))]) + " |")
     return "\n".join(lines)
 
 

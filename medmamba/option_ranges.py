@@ -203,12 +203,15 @@ ITERATIONS_PER_EPOCH = Option("--iters-per-epoch", int, 1, 100_000, name="iterat
 VAL_ITERATIONS = Option("--val-iters", int, 1, 100_000, name="val_iterations", default=50,
                         help="validation iterations per epoch")
 # "default" is nnU-Net v2's pipeline (nnUNetTrainer.get_training_transforms); "light" keeps mirroring and the
-# spatial transform; "intensity" keeps nnU-Net's intensity transforms and adds an MR bias field, moving no voxel;
-# "none" trains on plain random crops (benchmarks/results/budget_recipe.md compares them)
-AUGMENTATION = Option("--augmentation", str, name="augmentation", choices=("default", "light", "intensity", "none"),
+# spatial transform; "spatial" is "light" without mirroring (so no mirror TTA either); "intensity" keeps nnU-Net's
+# intensity transforms and adds an MR bias field, moving no voxel; "none" trains on plain random crops
+# (benchmarks/results/budget_recipe.md compares them)
+AUGMENTATION = Option("--augmentation", str, name="augmentation",
+                      choices=("default", "light", "spatial", "intensity", "none"),
                       help="augmentation strength: 'default' nnU-Net's full pipeline; 'light' spatial (rotation, "
-                           "scaling) + mirroring; 'intensity' nnU-Net's intensity transforms + an MR bias field, no "
-                           "spatial change; 'none' plain random crops (default: plan's recipe, else 'default')")
+                           "scaling) + mirroring; 'spatial' rotation and scaling, no mirroring; 'intensity' "
+                           "nnU-Net's intensity transforms + an MR bias field, no spatial change; 'none' plain "
+                           "random crops (default: plan's recipe, else 'default')")
 TIME_BUDGET_MINUTES = Option("--time-budget", float, 0, WEEK_MINUTES, low_inclusive=False,
                              name="time_budget_minutes", metavar="MINUTES")
 LEARNING_RATE = Option("--lr", float, 0, 10, low_inclusive=False, name="lr",  # nnU-Net SGD uses 1e-2

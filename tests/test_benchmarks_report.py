@@ -404,3 +404,26 @@ def test_crosssubject_summary_groups_subjects_and_pairs_cases_with_no_augmentati
     (row,) = [r for r in rows_of(render(src), "15") if r[2] == "plain_unet"]
     assert row[11] == "2d plan's" and row[12].startswith("+0.030 [") and row[13].startswith("-0.030 [")
     assert f"`{report.CROSSSUBJECT_FILE}`: not available (file missing)." in render()
+
+
+def test_crosssubject_second_labels_score_each_other_brain_against_the_second_registration():
+    recipe = _load("recipe_crosssubject")
+    subjects = {"t0": "cat12", "m0": "mni152", "r0": "robex"}
+    rows = []
+    for seed, second in ((0, {"m0": 0.80, "r0": 0.60}), (1, {"m0": 0.84, "r0": 0.64})):
+        row = _crosssubject_row("none", seed, {"t0": 0.9, "m0": 0.82, "r0": 0.70})
+        row["per_case_second_labels"] = {case: {"1": d, "2": d} for case, d in second.items()}
+        rows.append(row)
+    rows.append(_crosssubject_row("light", 0, {"t0": 0.9, "m0": 0.82, "r0": 0.70}))  # scored before the labels existed
+    none, light = recipe.summarise(rows, subjects)
+    assert none["per_subject_second_labels"] == pytest.approx({"mni152": 0.82, "robex": 0.62})
+    assert none["per_subject"] == pytest.approx({"cat12": 0.9, "mni152": 0.82, "robex": 0.70})
+    assert "per_subject_second_labels" not in light
+    data = {"created": "2026-12-07T00:00:00", "dataset": "Dataset502_X", "parallel_jobs": 2, "threads_per_job": 1,
+            "label_agreement": {"mni152": 0.972, "robex": 0.774}, "summary": [none, light]}
+    text = report.crosssubject_table(data)
+    assert "robex vs B-spline labels (labels agree 0.774)" in text.splitlines()[0]
+    (row,) = [r for r in rows_of(text, "15") if r[3] == "none"]
+    assert row[8:13] == ["0.900", "0.820", "0.700", "0.820", "0.620"]
+    (row,) = [r for r in rows_of(text, "15") if r[3] == "light"]
+    assert row[11:13] == ["—", "—"]

@@ -218,6 +218,17 @@ def test_augmentation_levels():
         configure_augmentation((32, 32), level="strong")
 
 
+def test_spatial_level_is_light_with_the_no_mirroring_variant():
+    # the cross-subject benchmark measured "light" + no_mirroring; the plans name it "spatial"
+    from medmamba.training.augmentation import configure_augmentation
+    from medmamba.training.variants import resolve_variants
+
+    for patch in ((112, 128), (40, 32, 40)):
+        spatial = configure_augmentation(patch, level="spatial")
+        assert spatial == resolve_variants("no_mirroring").augmentation_params(configure_augmentation(patch, level="light"))
+        assert spatial.p_mirror == 0 and spatial.mirror_axes == () and spatial.p_rotation > 0 and spatial.p_scale > 0
+
+
 def test_recipe_resolution_order_and_errors(tmp_path):
     from medmamba.errors import ConfigurationError, PlansError
     from medmamba.training.run_setup import TrainingRecipe, TrainOptions, resolve_recipe

@@ -70,10 +70,10 @@ CPU_SECONDS_PER_ITERATION = 4.0
 # supervision (0.353) did not help, so they keep nnU-Net's values. Re-measured across subjects
 # (budget_recipe.md, recipe_crosssubject_2d.json: train on the template, test on it and on two other brains,
 # 2 seeds): "intensity" tied "none" at 5 and 15 minutes (same-subject -0.005 / -0.003, other brains +0.007 /
-# +0.002); spatial augmentation ("light") lifted the other brains (+0.065 at 45 minutes) but cost the
-# template 0.042 at 15 and 0.028 at 45 minutes, beyond the 0.005 it may lose, so "none" stays at every
-# measured budget. "augmentation" may also be a [[minutes, level], ...] schedule by --time-budget
-# (medmamba.training.run_setup.augmentation_for_budget).
+# +0.003); spatial augmentation lost everywhere at 5 minutes and from 15 lifted the other brains but cost the
+# template beyond the 0.005 it may lose: "light" 0.042 at 15 and 0.027 at 45 minutes, "spatial" (no
+# mirroring) 0.012 and 0.007. So "none" stays at every measured budget. "augmentation" may also be a
+# [[minutes, level], ...] schedule by --time-budget (medmamba.training.run_setup.augmentation_for_budget).
 CPU_OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}
 CPU_RECIPE = {"oversample": 0.33, "deep_supervision": True, "augmentation": "none"}
 # Default network per spatial dims: U-Mamba-Bot, a conv U-Net with Mamba only at the bottleneck,

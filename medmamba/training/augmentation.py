@@ -79,7 +79,8 @@ def configure_augmentation(patch_size: tuple[int, ...], mask_channels: tuple[int
     3D: +-30 deg per axis, "dummy 2D" (in-plane +-180 deg only) when max(patch)/patch[0] > 3.
     2D: +-180 deg, or +-15 deg when the patch aspect ratio max/min > 1.5.
     ``level``: "default" (all of nnU-Net's transforms), "light" (mirroring, rotation and scaling;
-    no intensity transforms), "intensity" (nnU-Net's intensity transforms plus an MR bias field; no
+    no intensity transforms), "spatial" ("light" without mirroring, exactly what "light" with the
+    ``no_mirroring`` variant trains), "intensity" (nnU-Net's intensity transforms plus an MR bias field; no
     spatial transform nor mirroring, so the crop is the patch), "none" (no transform at all: plain
     random crops).
     """
@@ -100,6 +101,8 @@ def configure_augmentation(patch_size: tuple[int, ...], mask_channels: tuple[int
     off = {name: 0.0 for name in INTENSITY_PROBABILITIES}
     if level == "light":
         params = replace(params, **off)
+    elif level == "spatial":
+        params = replace(params, **off, p_mirror=0.0, mirror_axes=())
     elif level == "none":
         params = replace(params, **off, p_rotation=0.0, p_scale=0.0, p_elastic=0.0, p_mirror=0.0)
     elif level == "intensity":

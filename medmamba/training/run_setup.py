@@ -47,7 +47,8 @@ DEFAULT_EPOCHS = R.EPOCHS.default
 DEFAULT_SEED = R.SEED.default
 # Augmentation strengths (--augmentation): "default" is nnU-Net v2's pipeline
 # (nnUNetTrainer.get_training_transforms); "light" keeps
-# mirroring and the spatial transform (rotation/scaling) and drops the intensity transforms;
+# mirroring and the spatial transform (rotation/scaling) and drops the intensity transforms; "spatial" is
+# "light" without mirroring (a brain mirrored front to back is no brain; the checkpoint then has no mirror TTA);
 # "intensity" keeps nnU-Net's intensity transforms, adds an MR bias field and moves no voxel;
 # "none" trains on plain random crops. benchmarks/results/budget_recipe.md compares them.
 AUGMENTATION_LEVELS = R.AUGMENTATION.choices  # declared with --augmentation
