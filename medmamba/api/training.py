@@ -92,8 +92,8 @@ def train(
         oversample: fraction (0-1) of each batch forced to contain foreground (None: plan's recipe, else 0.33).
         deep_supervision: None: plan's recipe, else on.
         augmentation: ``"default"`` (nnU-Net's pipeline), ``"light"`` (rotation, scaling, mirroring),
-            ``"spatial"`` (rotation and scaling, no mirroring), ``"intensity"`` (nnU-Net's intensity transforms + an MR bias field, no spatial change) or ``"none"``
-            (None: plan's recipe, else ``"default"``).
+            ``"spatial"`` (rotation and scaling, no mirroring), ``"intensity"`` (nnU-Net's intensity transforms
+            + an MR bias field, no spatial change) or ``"none"`` (None: plan's recipe, else ``"default"``).
         variant: training variants by name (``"no_mirroring,ce_loss"`` or a list), overriding the loss,
             optimizer + schedule, augmentation or sampler (:mod:`medmamba.training.variants`).
         final_validation: sliding-window validation of the fold's validation cases after training.
