@@ -231,9 +231,17 @@ def run_nnunet_job(job: Job, work: Path, raw: Path, dataset: str, threads: int, 
                                              "-tr", NNUNET_TRAINER, "-p", job.nnunet_plans, "-device", "cpu",
                                              "--disable_tta", "-npp", "1",
                                              "-nps", "1"], env, log)
-    run_timed(medmamba_cmd("evaluate", "-r", str(raw / name / "labelsTs"), "-p", str(pred), "-d", dataset,
-                           "--raw", str(raw), "--no-per-case"), thread_env(threads), log)
+    evaluate_test(raw, dataset, pred, thread_env(threads), log)
     row["test"] = dice_table(pred / "summary.json")
+
+
+def evaluate_test(raw: Path, dataset: str, pred: Path, env: dict[str, str], log: Path, labels: str = "labelsTs",
+                  summary: Path | None = None) -> None:
+    """``medmamba evaluate`` of the test predictions in ``pred`` against the dataset's ``labels`` folder, into
+    ``summary`` (default ``pred/summary.json``)."""
+    name = dataset_folder_name(raw, dataset)
+    run_timed(medmamba_cmd("evaluate", "-r", str(raw / name / labels), "-p", str(pred), "-d", dataset,
+                           "--raw", str(raw), "--no-per-case", *(["-o", str(summary)] if summary else [])), env, log)
 
 
 def run_job(job: Job, work: Path, raw: Path, dataset: str, threads: int, tta: bool) -> dict[str, Any]:
@@ -293,8 +301,7 @@ def _run_job(job: Job, folder: Path, work: Path, raw: Path, dataset: str, thread
                 "predict", "-i", str(raw / name / "imagesTs"), "-o", str(pred), "-d", dataset, "-c",
                 job.configuration, "-f", job.fold, *net, "--results", str(res), "--no-progress",
                 *([] if tta else ["--no-tta"])), env, log)
-            run_timed(medmamba_cmd("evaluate", "-r", str(raw / name / "labelsTs"), "-p", str(pred), "-d", dataset,
-                                   "--raw", str(raw), "--no-per-case"), env, log)
+            evaluate_test(raw, dataset, pred, env, log)
             row["test"] = dice_table(pred / "summary.json")
         else:
             (summary,) = list(res.glob("*/*/fold_*/validation/summary.json"))

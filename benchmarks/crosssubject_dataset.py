@@ -26,8 +26,8 @@ scored more exactly than that. Measured with these versions: 0.972 on mni152 (ev
 0.788 on robex (0.670 to 0.860 by lobe). robex's labels also move with the registration's random metric
 samples: three builds whose sampling was seeded from the clock (an earlier version of this script) agreed
 at lobe Dice 0.911 to 0.976 on robex and 0.9998 on mni152. The seed is now fixed (``REGISTRATION_SEED``;
-two builds wrote byte-identical files), but a robex score remains one against one of several defensible labellings. How good the
-alignment is, is also measured without the lobe labels and written to ``SOURCE.json`` (``alignment``): Dice of the
+two builds wrote byte-identical files), but a robex score remains one against one of several defensible
+labellings. How good the alignment is, is also measured without the lobe labels and written to ``SOURCE.json`` (``alignment``): Dice of the
 template's own grey/white-matter maps (deepmriprep's ``Template_4_GS``) carried through the same
 transform against each brain's tissue classes (nilearn's GM/WM maps for mni152; for every brain
 also a 3-class multi-Otsu split of its intensities, with the same measure on the template itself,

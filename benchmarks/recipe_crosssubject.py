@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_helpers import machine_info  # noqa: E402
 from report_markdown import CROSS, SAME  # noqa: E402
 from report_markdown import crosssubject_table as markdown  # noqa: E402
-from budget import RESULTS, Job, dataset_folder_name, dice_table, prepare, run_jobs, thread_env  # noqa: E402
-from pipeline import medmamba_cmd, run_timed  # noqa: E402
+from budget import RESULTS, Job, dataset_folder_name, dice_table, evaluate_test, prepare, run_jobs  # noqa: E402
+from budget import thread_env  # noqa: E402
 
 from medmamba.atomic import atomic_write_json  # noqa: E402
 from medmamba.compare.statistics import case_means, paired_comparison, system_case_scores  # noqa: E402
@@ -112,11 +112,9 @@ def score(row: dict[str, Any], work: Path, raw: Path, dataset: str, threads: int
 
     folder = work / "jobs" / row["job"]
     pred, name = folder / "test_predictions", dataset_folder_name(raw, dataset)
-    log, env = folder / "job.log", thread_env(threads)
     for labels, summary in (("labelsTs", pred / "summary.json"), (SECOND_LABELS, pred / "summary_bspline.json")):
         if (raw / name / labels).is_dir() and (rescore or not summary.is_file()):
-            run_timed(medmamba_cmd("evaluate", "-r", str(raw / name / labels), "-p", str(pred), "-d", dataset,
-                                   "--raw", str(raw), "-o", str(summary), "--no-per-case"), env, log)
+            evaluate_test(raw, dataset, pred, thread_env(threads), folder / "job.log", labels, summary)
     row["per_case"] = per_case_dice(pred / "summary.json")
     row["test"] = dice_table(pred / "summary.json")
     second = pred / "summary_bspline.json"
@@ -129,6 +127,11 @@ def label_agreement(raw: Path, name: str) -> dict[str, float]:
     alignment = json.loads(source.read_text()).get("alignment", {}) if source.is_file() else {}
     return {s: a["lobe_dice_demons_vs_bspline"]["mean"] for s, a in alignment.items()
             if "lobe_dice_demons_vs_bspline" in a}
+
+
+def subject_means(scores: dict[str, float], subjects: dict[str, str]) -> dict[str, float | None]:
+    """{subject: mean of its cases' scores}, for the subjects that have a case in ``scores``."""
+    return {s: _mean([v for c, v in scores.items() if subjects[c] == s]) for s in sorted({subjects[c] for c in scores})}
 
 
 def group_of(case: str, subjects: dict[str, str]) -> str:
@@ -158,12 +161,10 @@ def summarise(rows: list[dict[str, Any]], subjects: dict[str, str]) -> list[dict
             per_seed = [_mean([v for c, v in case_means(r["per_case"]).items() if group_of(c, subjects) == group])
                         for r in runs]
             cell[group] = {"mean": _mean([s for s in per_seed if s is not None]), "per_seed": per_seed}
-        cell["per_subject"] = {s: _mean([v for c, v in scores.items() if subjects[c] == s])
-                               for s in sorted(set(subjects.values()))}
+        cell["per_subject"] = subject_means(scores, subjects)
         if all(r.get("per_case_second_labels") for r in runs):
             second = system_case_scores([r["per_case_second_labels"] for r in runs])
-            cell["per_subject_second_labels"] = {s: _mean([v for c, v in second.items() if subjects.get(c) == s])
-                                                 for s in sorted({subjects[c] for c in second})}
+            cell["per_subject_second_labels"] = subject_means(second, subjects)
         cells.append(cell)
     for cell in cells:
         label, key = reference_of(cell)
