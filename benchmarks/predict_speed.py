@@ -47,7 +47,7 @@ from bench_helpers import machine_info  # noqa: E402
 DATASET = "Dataset501_BrainLobes"
 CONFIG = "2d"
 # name -> (step, batch windows, TTA, padding); "default" is the baseline (the predict flags' defaults, TTA off as
-# in the 38 s the issue reports). The CPU recipe trains without mirroring ("augmentation": "none"), so its
+# in the 38 s the issue reports). The CPU recipe trains without mirroring ("none", or "spatial" from 45 minutes), so its
 # checkpoint has no mirror axes and TTA runs one pass: "default_tta" only confirms that.
 SETTINGS: dict[str, tuple[float, int, bool, str]] = {
     "default": (0.5, 4, False, "even"),

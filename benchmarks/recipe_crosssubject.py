@@ -87,8 +87,10 @@ def build_dataset(work: Path) -> Path:
     return raw
 
 
-def schedule_label(schedule: str, variant: str | None) -> str:
-    return f"{schedule}+{variant}" if variant else schedule
+def schedule_label(schedule: str, variant: str | None, clean_finish: float | None = None) -> str:
+    """``schedule`` with what is added to it: "spatial+no_mirroring", "spatial+clean_finish_0.4"."""
+    return "+".join([schedule, *([variant] if variant else []),
+                     *([f"clean_finish_{clean_finish:g}"] if clean_finish else [])])
 
 
 def job_name(configuration: str, network: str | None, schedule: str, minutes: float, seed: int) -> str:
@@ -148,7 +150,7 @@ def summarise(rows: list[dict[str, Any]], subjects: dict[str, str]) -> list[dict
     scores, and the paired comparison with its reference at the same budget (:func:`reference_of`)."""
     ok = [r for r in rows if r.get("status") == "ok"]
     keys = sorted({(r["configuration"], r["network"], r["schedule"], r["budget_minutes"]) for r in ok},
-                  key=lambda k: (k[3], k[0], str(k[1]), ALL_SCHEDULES.index(k[2]) if k[2] in ALL_SCHEDULES else 99))
+                  key=lambda k: (k[3], k[0], str(k[1]), ALL_SCHEDULES.index(k[2].split("+")[0]), k[2]))
     cells = []
     for cfg, net, schedule, minutes in keys:
         runs = [r for r in ok if (r["configuration"], r["network"], r["schedule"], r["budget_minutes"])
@@ -227,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=ALL_SCHEDULES)
     ap.add_argument("--variant", help="a training variant on top of every schedule (medmamba train --variant), "
                                       "e.g. no_mirroring; rows are labelled SCHEDULE+VARIANT")
+    ap.add_argument("--clean-finish", type=float, metavar="FRACTION",
+                    help="medmamba train --clean-finish for every schedule: its last FRACTION without augmentation; "
+                         "rows are labelled SCHEDULE+clean_finish_FRACTION")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--finished-only", action="store_true",
@@ -245,14 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     name = dataset_folder_name(raw, args.dataset)
     subjects = json.loads((raw / name / "test_subjects.json").read_text())
     prepared = prepare(work, raw, args.dataset, [args.configuration], thread_env(args.threads), [])
-    specs = [(m, s, schedule_label(sched, args.variant)) for m in args.budgets for s in args.seeds
+    specs = [(m, s, schedule_label(sched, args.variant, args.clean_finish)) for m in args.budgets for s in args.seeds
              for sched in args.schedules]
     if args.finished_only:
         specs = [(m, s, sched) for m, s, sched in specs
                  if (work / "jobs" / job_name(args.configuration, args.network, sched, m, s) / "row.json").is_file()]
     jobs = [Job(job_name(args.configuration, args.network, sched, m, s), args.configuration, m, args.network, "all",
                 ["--augmentation", sched.split("+")[0], "--seed", str(s),
-                 *(["--variant", args.variant] if args.variant else [])]) for m, s, sched in specs]
+                 *(["--variant", args.variant] if args.variant else []),
+                 *(["--clean-finish", f"{args.clean_finish:g}"] if args.clean_finish else [])]) for m, s, sched in specs]
     rows = run_jobs(jobs, work, raw, args.dataset, args.threads, args.parallel)
     for row, (m, s, sched) in zip(rows, specs):
         row.update({"schedule": sched, "seed": s, "network": args.network})

@@ -218,6 +218,11 @@ LEARNING_RATE = Option("--lr", float, 0, 10, low_inclusive=False, name="lr",  # 
                        help="initial learning rate (default: the optimizer's)")
 TRAIN_WORKERS = Option("--num-workers", int, 0, THREADS, name="num_workers", help="data augmentation worker processes")
 OVERSAMPLE = Option("--oversample", float, 0, 1, name="oversample", metavar="FRACTION")
+# YOLOX (Ge et al. 2021, arXiv:2107.08430) turns its strong augmentation off for the last epochs so the network
+# ends on the data it will meet; 0 (augment to the end) is nnU-Net's behaviour
+CLEAN_FINISH = Option("--clean-finish", float, 0, 1, name="clean_finish", metavar="FRACTION",
+                      help="train the last FRACTION of the run (its iterations, or its time under --time-budget) "
+                           "without augmentation (default: plan's recipe, else 0: augment to the end)")
 
 # Comparison. Papers report 3-5 seeds; a thousand per system is a typo.
 COMPARE_SEEDS = Option("--seeds", int, 1, 1000, name="seeds", default=3, help="seeds per system")

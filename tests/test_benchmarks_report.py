@@ -427,3 +427,18 @@ def test_crosssubject_second_labels_score_each_other_brain_against_the_second_re
     assert row[8:13] == ["0.900", "0.820", "0.700", "0.820", "0.620"]
     (row,) = [r for r in rows_of(text, "15") if r[3] == "light"]
     assert row[11:13] == ["—", "—"]
+
+
+def test_crosssubject_rows_of_added_options_are_labelled_ordered_and_paired_with_no_augmentation():
+    recipe = _load("recipe_crosssubject")
+    assert recipe.schedule_label("none", None) == "none"
+    assert recipe.schedule_label("light", "no_mirroring") == "light+no_mirroring"
+    assert recipe.schedule_label("spatial", None, 0.4) == "spatial+clean_finish_0.4"
+    subjects = {"t0": "cat12", "m0": "mni152"}
+    scores = {"t0": 0.9, "m0": 0.8}
+    rows = [_crosssubject_row(s, 0, scores) for s in
+            ("spatial+clean_finish_0.4", "light+no_mirroring", "none", "spatial", "light")]
+    cells = recipe.summarise(rows, subjects)
+    assert [c["schedule"] for c in cells] == ["none", "spatial", "spatial+clean_finish_0.4", "light",
+                                              "light+no_mirroring"]
+    assert all(c["reference"] == "none" for c in cells[1:])

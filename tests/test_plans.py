@@ -471,6 +471,11 @@ def test_cpu_plans_carry_the_measured_short_budget_recipe(tmp_path):
     assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path) == expected
     opts.augmentation = "default"
     assert resolve_recipe(opts, cpu.extra["recipe"], tmp_path).augmentation == "default"
+    # measured on the cross-subject benchmark: no augmentation below 45 minutes, spatial with a clean finish from 45
+    for budget, level in ((5, "none"), (15, "none"), (44.9, "none"), (45, "spatial"), (120, "spatial")):
+        recipe = resolve_recipe(TrainOptions(dataset="1", configuration="3d_fullres", time_budget_minutes=budget),
+                                cpu.extra["recipe"], tmp_path)
+        assert (recipe.augmentation, recipe.clean_finish) == (level, 0.4)
 
 
 def test_cpu_plans_carry_an_augmentation_schedule_through_plans_json(tmp_path, monkeypatch):

@@ -115,13 +115,16 @@ def _cli(*args) -> list[str]:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
+@pytest.mark.parametrize("recipe", [(), ("--clean-finish", "0.5")], ids=["augmented", "clean_finish"])
+def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path, recipe):
+    """With a clean finish the kill lands before or after its switch (iteration 50): either way the
+    resumed run switches where the uninterrupted one did."""
     epochs, ipe = 5, 20
     ref = tmp_path / "ref"
-    assert main(_args(dataset, ref, "3d_fullres", epochs, ipe, "--no-validation")) == 0
+    assert main(_args(dataset, ref, "3d_fullres", epochs, ipe, "--no-validation", *recipe)) == 0
     res = tmp_path / "res"
     fold = _fold(res)
-    proc = subprocess.Popen(_cli(*_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation")), env=ENV,
+    proc = subprocess.Popen(_cli(*_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation", *recipe)), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -134,10 +137,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     assert not (fold / "checkpoint_final.pt").exists(), "the run finished before it could be killed"
     killed_at = read_checkpoint(fold / "checkpoint_latest.pt").epoch
     assert 1 <= killed_at < epochs
-    assert main(_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation", "--resume")) == 0
+    assert main(_args(dataset, res, "3d_fullres", epochs, ipe, "--no-validation", *recipe, "--resume")) == 0
     a, b = read_checkpoint(_fold(ref) / "checkpoint_final.pt"), read_checkpoint(fold / "checkpoint_final.pt")
     assert b.epoch == epochs
     log_a, log_b = _log(_fold(ref)), _log(fold)
+    if recipe:
+        assert log_a["clean_finish_from_iteration"] == log_b["clean_finish_from_iteration"] == 50
+        assert b.training.scheduler_state["clean_finish_from_iteration"] == 50
     assert [e["epoch"] for e in log_b["epochs"]] == list(range(epochs))  # no epoch lost or repeated
     assert [e["lr"] for e in log_a["epochs"]] == pytest.approx([e["lr"] for e in log_b["epochs"]], rel=1e-12)
     assert [e["train_loss"] for e in log_a["epochs"]] == pytest.approx([e["train_loss"] for e in log_b["epochs"]],
@@ -220,7 +226,8 @@ def test_recipe_flags_reach_the_run(dataset, tmp_path):
     assert main(_args(dataset, tmp_path, "3d_fullres", 1, 3, "--no-validation", "--no-deep-supervision",
                       "--augmentation", "none", "--oversample", "1.0")) == 0
     fold = _fold(tmp_path)
-    assert _log(fold)["recipe"] == {"oversample": 1.0, "deep_supervision": False, "augmentation": "none"}
+    assert _log(fold)["recipe"] == {"oversample": 1.0, "deep_supervision": False, "augmentation": "none",
+                                    "clean_finish": 0.0}
     ckpt = read_checkpoint(fold / "checkpoint_final.pt")
     assert ckpt.network_kwargs["deep_supervision"] is False
     assert ckpt.mirror_axes == []  # trained without mirroring: no mirror TTA at prediction

@@ -110,6 +110,28 @@ def test_sampler_deterministic_rank_split_and_worker_independent(tmp_path):
     del it2
 
 
+def test_clean_finish_batches_are_plain_crops_from_their_iteration_on(tmp_path):
+    cases = _cases(tmp_path)
+    patch = (8, 8, 8)
+    aug = AugmentationPipeline(patch, configure_augmentation(patch))
+    plain = AugmentationPipeline(patch, configure_augmentation(patch, level="none"))
+    augmented, clean = (BatchSource(PatchSampler(cases, patch), a, batch_size=2, seed=3) for a in (aug, plain))
+    switching = BatchSource(PatchSampler(cases, patch), aug, batch_size=2, seed=3, finish=plain)
+    assert all(torch.equal(switching.make_batch(i)[0], augmented.make_batch(i)[0]) for i in range(6))
+    switching.finish_from = 4
+    for i in range(6):
+        expected = (clean if i >= 4 else augmented).make_batch(i)
+        got = switching.make_batch(i)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1]), i
+    assert not torch.equal(augmented.make_batch(4)[0], clean.make_batch(4)[0])  # the switch is visible
+    # a loader started at the switch, with worker processes, makes the same stream
+    it0, it2 = make_loader(switching, 2, 0), make_loader(switching, 2, 2)
+    for _ in range(4):
+        a, b = next(it0), next(it2)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    del it2
+
+
 def test_sampler_2d_patch_from_3d_stack(tmp_path):
     cases = _cases(tmp_path, n=1)
     src = BatchSource(PatchSampler(cases, (8, 8)), None, batch_size=3, seed=0)
@@ -241,9 +263,15 @@ def test_recipe_resolution_order_and_errors(tmp_path):
     assert resolve_recipe(opts, planned, tmp_path) == TrainingRecipe(0.5, True, "none")  # flags win
     with pytest.raises(PlansError, match="unknown recipe keys"):
         resolve_recipe(TrainOptions(dataset="1", configuration="2d"), {"lr": 1}, tmp_path)
-    for bad in ({"oversample": 1.5}, {"oversample": True}, {"augmentation": "max"}, {"deep_supervision": "yes"}):
+    for bad in ({"oversample": 1.5}, {"oversample": True}, {"augmentation": "max"}, {"deep_supervision": "yes"},
+                {"clean_finish": -0.1}, {"clean_finish": 1.5}, {"clean_finish": True}, {"clean_finish": "half"}):
         with pytest.raises(ConfigurationError):
             resolve_recipe(TrainOptions(dataset="1", configuration="2d"), bad, tmp_path)
+    # the clean finish: plan's value, or the flag's
+    assert resolve_recipe(TrainOptions(dataset="1", configuration="2d"), {"clean_finish": 0.4}, tmp_path
+                          ).clean_finish == 0.4
+    opts = TrainOptions(dataset="1", configuration="2d", clean_finish=0.0)
+    assert resolve_recipe(opts, {"clean_finish": 0.4}, tmp_path).clean_finish == 0.0
 
 
 SCHEDULE = [[0, "none"], [10, "intensity"], [30, "default"]]

@@ -62,6 +62,7 @@ def train(
     oversample: float | None = None,
     deep_supervision: bool | None = None,
     augmentation: str | None = None,
+    clean_finish: float | None = None,
     variant: str | Sequence[str] | None = None,
     final_validation: bool = True,
     preprocessed: str | os.PathLike | None = None,
@@ -94,6 +95,8 @@ def train(
         augmentation: ``"default"`` (nnU-Net's pipeline), ``"light"`` (rotation, scaling, mirroring),
             ``"spatial"`` (rotation and scaling, no mirroring), ``"intensity"`` (nnU-Net's intensity transforms
             + an MR bias field, no spatial change) or ``"none"`` (None: plan's recipe, else ``"default"``).
+        clean_finish: fraction (0-1) of the run, at its end, trained without augmentation: of its iterations, or
+            of its time with ``time_budget_minutes`` (None: plan's recipe, else 0, augmentation to the end).
         variant: training variants by name (``"no_mirroring,ce_loss"`` or a list), overriding the loss,
             optimizer + schedule, augmentation or sampler (:mod:`medmamba.training.variants`).
         final_validation: sliding-window validation of the fold's validation cases after training.
@@ -105,7 +108,8 @@ def train(
                           (R.VAL_ITERATIONS, val_iterations), (R.SEED, seed)):
         R.check(option, value, allow_none=False)
     for option, value in ((R.TIME_BUDGET_MINUTES, time_budget_minutes), (R.LEARNING_RATE, lr),
-                          (R.TRAIN_WORKERS, num_workers), (R.OVERSAMPLE, oversample)):
+                          (R.TRAIN_WORKERS, num_workers), (R.OVERSAMPLE, oversample),
+                          (R.CLEAN_FINISH, clean_finish)):
         R.check(option, value)
     opts = TrainOptions(
         dataset=str(dataset), configuration=configuration, fold=str(fold), network=network, plans_name=plans_name,
@@ -115,7 +119,8 @@ def train(
         preprocessed=None if preprocessed is None else str(preprocessed),
         results=None if results is None else str(results), num_workers=num_workers, optimizer=optimizer, lr=lr,
         amp=amp, elastic=elastic, oversample=oversample, deep_supervision=deep_supervision,
-        augmentation=augmentation, variant=variant, final_validation=final_validation, progress_bar=progress,
+        augmentation=augmentation, clean_finish=clean_finish, variant=variant, final_validation=final_validation,
+        progress_bar=progress,
     )
     setup = train_fold(opts)
     folder = Path(setup.output_folder)

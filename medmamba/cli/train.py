@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_const", const=False,
                         help="train on the full-resolution output only")
     add_option(parser, R.AUGMENTATION)
+    add_option(parser, R.CLEAN_FINISH)
     parser.add_argument("--variant", metavar="NAME[,NAME]",
                         help="training variants overriding the loss, optimizer, augmentation or sampler, e.g. no_mirroring")
     add_option(parser, R.FINAL_VALIDATION)
@@ -95,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         preprocessed=args.preprocessed, results=args.results, num_workers=args.num_workers,
         optimizer=args.optimizer, lr=args.lr, amp=not args.no_amp, elastic=args.elastic,
         oversample=args.oversample, deep_supervision=args.deep_supervision, augmentation=args.augmentation,
-        variant=args.variant, final_validation=not args.no_validation, progress=not args.no_progress,
+        clean_finish=args.clean_finish, variant=args.variant, final_validation=not args.no_validation,
+        progress=not args.no_progress,
     )
     print(f"trained {result.network} {result.configuration} fold {result.fold}: {result.output_folder}")
     return 0

@@ -69,13 +69,16 @@ CPU_SECONDS_PER_ITERATION = 4.0
 # of AdamW, no augmentation 0.709 vs nnU-Net's 0.377, light 0.289; oversampling 1.0 (0.263) and no deep
 # supervision (0.353) did not help, so they keep nnU-Net's values. Re-measured across subjects
 # (budget_recipe.md, recipe_crosssubject_2d.json: train on the template, test on it and on two other brains,
-# 2 seeds): "intensity" tied "none" at 5 and 15 minutes (same-subject -0.005 / -0.003, other brains +0.007 /
-# +0.003); spatial augmentation lost everywhere at 5 minutes and from 15 lifted the other brains but cost the
-# template beyond the 0.005 it may lose: "light" 0.042 at 15 and 0.027 at 45 minutes, "spatial" (no
-# mirroring) 0.012 and 0.007. So "none" stays at every measured budget. "augmentation" may also be a
-# [[minutes, level], ...] schedule by --time-budget (medmamba.training.run_setup.augmentation_for_budget).
+# 2 seeds): "intensity" tied "none" at 5 and 15 minutes; spatial augmentation lost everywhere at 5 minutes and
+# from 15 lifted the other brains but cost the template beyond the 0.005 it may lose ("light" 0.042 at 15 and
+# 0.027 at 45 minutes, "spatial" 0.012 and 0.007). "spatial" with a clean finish (the last 40% of the run on
+# plain crops, as YOLOX ends without its strong augmentation) cost the template 0.002 at 45 minutes and lifted
+# the other brains by 0.044 (ROBEX, in its own head pose, by 0.09); at 15 minutes it cost 0.004 and 0.006 in two
+# 2-seed runs, at the limit. So "none" below 45 minutes, "spatial" with the clean finish from 45 (and for an
+# untimed, nnU-Net-length run); "clean_finish" does nothing while the level is "none".
 CPU_OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}
-CPU_RECIPE = {"oversample": 0.33, "deep_supervision": True, "augmentation": "none"}
+CPU_RECIPE = {"oversample": 0.33, "deep_supervision": True, "augmentation": [[0, "none"], [45, "spatial"]],
+              "clean_finish": 0.4}
 # Default network per spatial dims: U-Mamba-Bot, a conv U-Net with Mamba only at the bottleneck,
 # the safe hybrid default (cheap on memory because the scan runs at low resolution).
 DEFAULT_NETWORK = {2: "umamba_bot", 3: "umamba_bot"}

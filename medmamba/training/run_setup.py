@@ -67,6 +67,7 @@ class TrainingRecipe:
     oversample: float = 0.33  # nnU-Net oversample_foreground_percent
     deep_supervision: bool = True  # nnU-Net
     augmentation: str = "default"  # nnU-Net's full pipeline
+    clean_finish: float = 0.0  # fraction of the run at its end without augmentation; nnU-Net augments to the end
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +102,7 @@ class TrainOptions:
     oversample: float | None = None
     deep_supervision: bool | None = None
     augmentation: str | None = None
+    clean_finish: float | None = None
     variant: str | list[str] | None = None  # training variant names (medmamba/training/variants.py), "a,b" or a list
     final_validation: bool = True
     progress_bar: bool = True
@@ -216,15 +218,20 @@ def resolve_recipe(opts: TrainOptions, planned: dict, plans_file: Path) -> Train
     for key in default.to_dict():  # TrainOptions has one optional field per recipe knob
         if getattr(opts, key) is not None:
             values[key] = getattr(opts, key)
-    oversample = values["oversample"]
-    if isinstance(oversample, bool) or not isinstance(oversample, (int, float)) or not 0.0 <= oversample <= 1.0:
-        raise ConfigurationError(f"foreground oversampling must be a fraction in [0, 1], got {oversample!r}")
+    oversample = _fraction("foreground oversampling", values["oversample"])
     if values["augmentation"] not in AUGMENTATION_LEVELS:
         raise ConfigurationError(f"augmentation must be one of {', '.join(AUGMENTATION_LEVELS)}, "
                                  f"got {values['augmentation']!r}")
     if not isinstance(values["deep_supervision"], bool):
         raise ConfigurationError(f"deep_supervision must be true or false, got {values['deep_supervision']!r}")
-    return TrainingRecipe(float(oversample), values["deep_supervision"], values["augmentation"])
+    return TrainingRecipe(oversample, values["deep_supervision"], values["augmentation"],
+                          _fraction("clean_finish", values["clean_finish"]))
+
+
+def _fraction(what: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"{what} must be a fraction in [0, 1], got {value!r}")
+    return float(value)
 
 
 def augmentation_for_budget(schedule: Any, budget_minutes: float | None, plans_file: Path) -> str:

@@ -147,40 +147,53 @@ class PatchSampler:
 
 class BatchSource:
     """Makes this rank's part of global batch ``iteration``: image ``(b, C, *patch)`` float32,
-    seg ``(b, 1, *patch)`` int64, where ``b = len(rank_slice(...))``."""
+    seg ``(b, 1, *patch)`` int64, where ``b = len(rank_slice(...))``.
+
+    ``finish`` (optional) replaces ``augment`` from iteration ``finish_from`` on (set by the trainer when the
+    run reaches its clean finish); a batch stays a function of its iteration, so loader workers started
+    after that agree with the main process.
+    """
 
     def __init__(self, sampler: PatchSampler, augment: AugmentationPipeline | None, batch_size: int,
                  seed: int, rank: int = 0, world_size: int = 1,
-                 oversample: float = FOREGROUND_OVERSAMPLING) -> None:
-        self.sampler, self.augment = sampler, augment
+                 oversample: float = FOREGROUND_OVERSAMPLING, finish: AugmentationPipeline | None = None) -> None:
+        self.sampler, self.augment, self.finish = sampler, augment, finish
+        self.finish_from: int | None = None
         self.batch_size, self.seed, self.oversample = batch_size, seed, oversample
         self.indices = rank_slice(batch_size, rank, world_size)
 
+    def augment_at(self, iteration: int) -> AugmentationPipeline | None:
+        """The patch transform of batch ``iteration``."""
+        if self.finish_from is not None and iteration >= self.finish_from:
+            return self.finish
+        return self.augment
+
     def make_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, segs = [], []
+        augment = self.augment_at(iteration)
         for j in self.indices:
             rng = np.random.default_rng([self.seed, iteration, j])
             force = self.sampler.force_foreground(self.batch_size, j, self.oversample, rng)
             for _ in range(MAX_PATCH_ATTEMPTS):
                 case, centre = self.sampler.pick(rng, force)
-                img, sg = self._patch(case, centre, rng, spatial=True)
+                img, sg = self._patch(case, centre, rng, augment, spatial=True)
                 if self.sampler.annotated(sg):
                     break
             else:  # the centre is annotated: a crop around it without the spatial transform keeps it
-                img, sg = self._patch(case, centre, rng, spatial=False)
+                img, sg = self._patch(case, centre, rng, augment, spatial=False)
             images.append(img)
             segs.append(sg)
         return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(segs).astype(np.int64))
 
-    def _patch(self, case: PreprocessedCase, centre: np.ndarray, rng: np.random.Generator, spatial: bool
-               ) -> tuple[np.ndarray, np.ndarray]:
-        if self.augment is None:
+    def _patch(self, case: PreprocessedCase, centre: np.ndarray, rng: np.random.Generator,
+               augment: AugmentationPipeline | None, spatial: bool) -> tuple[np.ndarray, np.ndarray]:
+        if augment is None:
             img, sg = self.sampler.crop(case, centre, self.sampler.patch_size)
             return img, np.where(sg < 0, 0, sg)
-        drawn = self.augment.draw_spatial(rng) if spatial else None
-        size = self.augment.crop_size if drawn is not None else self.augment.patch_size
+        drawn = augment.draw_spatial(rng) if spatial else None
+        size = augment.crop_size if drawn is not None else augment.patch_size
         img, sg = self.sampler.crop(case, centre, size)
-        return self.augment(img, sg, rng, drawn)
+        return augment(img, sg, rng, drawn)
 
 
 class BatchStream(IterableDataset):

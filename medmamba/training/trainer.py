@@ -39,7 +39,7 @@ from medmamba.training.run_setup import resolve_setup
 from medmamba.training.validation import run_final_validation
 from medmamba.kernels.cpp_scan import cpp_scan_status
 from medmamba.kernels.deform_sampling import cpp_deform_status
-from medmamba.training.cascade_inputs import attach_previous_stage, require_previous_stage
+from medmamba.training.cascade_inputs import CascadeAugmentation, attach_previous_stage, require_previous_stage
 
 logger = logging.getLogger("medmamba.training")
 
@@ -133,17 +133,26 @@ class Trainer:
         self.mirror_axes = [int(a) for a in params.mirror_axes] if params.p_mirror > 0.0 else []
         params = dataclasses.replace(params, mirror_axes=tuple(self.mirror_axes))
         augment = AugmentationPipeline(setup.patch_size, params)
+        # the clean finish trains on plain crops (level "none"); the run keeps the mirror TTA it trained for
+        finish = None
+        if setup.recipe.clean_finish > 0.0 and setup.recipe.augmentation != "none":
+            finish = AugmentationPipeline(setup.patch_size, dataclasses.replace(
+                configure_augmentation(setup.patch_size, mask_channels, False, "none"), mirror_axes=()))
         val_augment = None
         if config.previous_stage:  # cascade: the previous stage's segmentation becomes input channels
-
             train_cases, val_cases, augment, val_augment = attach_previous_stage(setup, train_cases, val_cases, augment)
+            if finish is not None:  # the previous stage's channels stay perturbed to the end
+                finish = CascadeAugmentation(finish, setup.patch_size, augment.labels, True)
         bs = config.batch_size
         train_sampler = self.variants.build_sampler(list(train_cases.values()), setup.patch_size)
         if ignore is not None:
             train_sampler = dataclasses.replace(train_sampler, ignore_label=ignore)
         self.train_source = BatchSource(train_sampler, augment, bs,
                                         opts.seed, dist_info.rank, dist_info.world_size,
-                                        oversample=setup.recipe.oversample)
+                                        oversample=setup.recipe.oversample, finish=finish)
+        # schedule progress (iterations, or time under a budget) at which the clean finish starts
+        self.finish_at = 1.0 - setup.recipe.clean_finish if finish is not None else None
+        self.loader = None
         # validation patches: no augmentation, their own seed so they do not mirror training patches
         self.val_source = BatchSource(PatchSampler(list(val_cases.values()), setup.patch_size, ignore), val_augment, bs,
                                       opts.seed + 1, dist_info.rank, dist_info.world_size)
@@ -162,6 +171,7 @@ class Trainer:
             training=TrainingState(
                 optimizer_state=self.optimizer.state_dict(),
                 scheduler_state={**self.schedule.state_dict(), "budget_plan": self.budget_plan,
+                                 "clean_finish_from_iteration": self.train_source.finish_from,
                                  "iterations_per_epoch": self.iters_per_epoch, "val_iterations": self.val_iters,
                                  "epochs": self.epochs},
                 grad_scaler_state=self.step.scaler.state_dict(), rng_state=capture_rng_state(),
@@ -187,6 +197,9 @@ class Trainer:
         self.optimizer.load_state_dict(training.optimizer_state)
         sched = dict(training.scheduler_state)
         self.budget_plan = sched.pop("budget_plan", None)
+        finish_from = sched.pop("clean_finish_from_iteration", None)
+        if self.finish_at is not None:
+            self.train_source.finish_from = finish_from
         self.iters_per_epoch = sched.pop("iterations_per_epoch", self.iters_per_epoch)
         self.val_iters = sched.pop("val_iterations", self.val_iters)
         self.epochs = sched.pop("epochs", self.epochs)
@@ -218,12 +231,24 @@ class Trainer:
             return False
         return self.schedule.finished(self.state.iterations, self._elapsed() if elapsed is None else elapsed)
 
-    def _train_iteration(self, loader, elapsed: float | None = None) -> tuple[float, bool]:
+    def _train_iteration(self, elapsed: float | None = None) -> tuple[float, bool]:
         self.schedule.apply(self.optimizer, self.state.iterations, self._elapsed() if elapsed is None else elapsed)
-        image, seg = next(loader)
+        if (self.finish_at is not None and self.train_source.finish_from is None
+                and self.schedule.last_progress >= self.finish_at):
+            self._start_clean_finish()
+        image, seg = next(self.loader)
         result = self.step(image, seg)
         self.state.iterations += 1
         return result.loss, result.skipped
+
+    def _start_clean_finish(self) -> None:
+        """From this iteration on, batches are plain crops; the loader restarts here so that worker
+        processes (which hold their own copy of the batch source) make them too."""
+        self.train_source.finish_from = self.state.iterations
+        self.loader = make_loader(self.train_source, self.state.iterations, self.num_workers)
+        self.log.meta["clean_finish_from_iteration"] = self.state.iterations
+        logger.info("clean finish: no augmentation from iteration %d (progress %.3f)", self.state.iterations,
+                    self.schedule.last_progress)
 
     def _validate(self, epoch: int, n: int) -> tuple[float, list[float]]:
         self.model.eval()
@@ -238,15 +263,15 @@ class Trainer:
         val_loss = ddp.mean_over_ranks(sum(losses) / len(losses), self.device)
         return val_loss, pseudo_dice(counts[0], counts[1], counts[2])
 
-    def _measure_budget(self, loader) -> None:
+    def _measure_budget(self) -> None:
         """Warm-up iterations at the warm-up LR, timed, then the schedule derived from the rates."""
         assert self.budget is not None
         self.schedule.total_iterations = 10**12  # until measured, progress is time only
         for _ in range(DISCARD_ITERS):
-            self._train_iteration(loader)
+            self._train_iteration()
         t0, n = time.perf_counter(), 0
         while n < MEASURE_ITERS and self._elapsed() < MEASURE_MAX_FRACTION * self.budget:
-            self._train_iteration(loader)
+            self._train_iteration()
             n += 1
         sec_it = (time.perf_counter() - t0) / max(1, n) if n else self._elapsed() / DISCARD_ITERS
         t0 = time.perf_counter()
@@ -289,9 +314,9 @@ class Trainer:
         })
         self.model.train()
         self._session_start = time.perf_counter()
-        loader = make_loader(self.train_source, self.state.iterations, self.num_workers)
+        self.loader = make_loader(self.train_source, self.state.iterations, self.num_workers)
         if self.budget is not None and self.budget_plan is None:
-            self._measure_budget(loader)
+            self._measure_budget()
         stop = self.state.epoch >= self.epochs or (self.budget is not None and self._out_of_time())
         while not stop:
             epoch, t_epoch = self.state.epoch, time.perf_counter()
@@ -304,7 +329,7 @@ class Trainer:
                 if self._out_of_time(elapsed):
                     stop = True
                     break
-                loss, was_skipped = self._train_iteration(loader, elapsed)
+                loss, was_skipped = self._train_iteration(elapsed)
                 skipped += was_skipped
                 if not was_skipped:
                     losses.append(loss)
@@ -343,7 +368,7 @@ class Trainer:
         self.state.seconds = self._elapsed()
         self.log.meta.update({"training_seconds": self.state.seconds, "final_lr": self.schedule.last_lr,
                               "final_progress": self.schedule.last_progress, "finished": True})
-        del loader  # stops the loader's worker processes
+        self.loader = None  # stops the loader's worker processes
         self.save("final")
         if self.dist.is_main:
             self.log.write()
