@@ -87,9 +87,10 @@ def build_dataset(work: Path) -> Path:
     return raw
 
 
-def schedule_label(schedule: str, variant: str | None, clean_finish: float | None = None) -> str:
-    """``schedule`` with what is added to it: "spatial+no_mirroring", "spatial+clean_finish_0.4"."""
-    return "+".join([schedule, *([variant] if variant else []),
+def schedule_label(schedule: str, variant: str | None, clean_finish: float | None = None,
+                   elastic: bool = False) -> str:
+    """``schedule`` with what is added to it: "spatial+no_mirroring", "spatial+elastic+clean_finish_0.4"."""
+    return "+".join([schedule, *([variant] if variant else []), *(["elastic"] if elastic else []),
                      *([f"clean_finish_{clean_finish:g}"] if clean_finish else [])])
 
 
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clean-finish", type=float, metavar="FRACTION",
                     help="medmamba train --clean-finish for every schedule: its last FRACTION without augmentation; "
                          "rows are labelled SCHEDULE+clean_finish_FRACTION")
+    ap.add_argument("--elastic", action="store_true",
+                    help="medmamba train --elastic (p 0.2) for every schedule; rows are labelled SCHEDULE+elastic")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--finished-only", action="store_true",
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     name = dataset_folder_name(raw, args.dataset)
     subjects = json.loads((raw / name / "test_subjects.json").read_text())
     prepared = prepare(work, raw, args.dataset, [args.configuration], thread_env(args.threads), [])
-    specs = [(m, s, schedule_label(sched, args.variant, args.clean_finish)) for m in args.budgets for s in args.seeds
+    specs = [(m, s, schedule_label(sched, args.variant, args.clean_finish, args.elastic)) for m in args.budgets for s in args.seeds
              for sched in args.schedules]
     if args.finished_only:
         specs = [(m, s, sched) for m, s, sched in specs
@@ -258,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [Job(job_name(args.configuration, args.network, sched, m, s), args.configuration, m, args.network, "all",
                 ["--augmentation", sched.split("+")[0], "--seed", str(s),
                  *(["--variant", args.variant] if args.variant else []),
+                 *(["--elastic"] if args.elastic else []),
                  *(["--clean-finish", f"{args.clean_finish:g}"] if args.clean_finish else [])]) for m, s, sched in specs]
     rows = run_jobs(jobs, work, raw, args.dataset, args.threads, args.parallel)
     for row, (m, s, sched) in zip(rows, specs):

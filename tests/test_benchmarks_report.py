@@ -434,6 +434,7 @@ def test_crosssubject_rows_of_added_options_are_labelled_ordered_and_paired_with
     assert recipe.schedule_label("none", None) == "none"
     assert recipe.schedule_label("light", "no_mirroring") == "light+no_mirroring"
     assert recipe.schedule_label("spatial", None, 0.4) == "spatial+clean_finish_0.4"
+    assert recipe.schedule_label("spatial", None, 0.4, elastic=True) == "spatial+elastic+clean_finish_0.4"
     subjects = {"t0": "cat12", "m0": "mni152"}
     scores = {"t0": 0.9, "m0": 0.8}
     rows = [_crosssubject_row(s, 0, scores) for s in

@@ -233,6 +233,19 @@ def test_recipe_flags_reach_the_run(dataset, tmp_path):
     assert ckpt.mirror_axes == []  # trained without mirroring: no mirror TTA at prediction
 
 
+def test_clean_finish_with_loader_workers_trains_what_the_main_process_would(dataset, tmp_path):
+    """The switch restarts the loader: worker processes then make plain crops from the same iteration on."""
+    runs = {}
+    for workers in ("0", "2"):
+        args = _args(dataset, tmp_path / workers, "3d_fullres", 2, 10, "--no-validation", "--clean-finish", "0.5")
+        args[args.index("--num-workers") + 1] = workers
+        assert main(args) == 0
+        log = _log(_fold(tmp_path / workers))
+        runs[workers] = (log["clean_finish_from_iteration"], [e["train_loss"] for e in log["epochs"]])
+    assert runs["0"][0] == runs["2"][0] == 10
+    assert runs["0"][1] == pytest.approx(runs["2"][1], rel=1e-5, abs=1e-6)
+
+
 def test_plan_augmentation_schedule_reaches_the_run(tmp_path, make_preprocessed):
     """A plan's [[minutes, level], ...] schedule: an epoch-based run trains with its last level."""
     pre = tmp_path / "pre"
