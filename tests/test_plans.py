@@ -455,7 +455,7 @@ def test_lateralized_isotropic_data_slices_2d_axially():
 
 
 def test_cpu_plans_carry_the_measured_short_budget_recipe(tmp_path):
-    from medmamba.plans.planner import CPU_OPTIMIZER, CPU_RECIPE
+    from medmamba.plans.cpu_recipe import CPU_OPTIMIZER, CPU_RECIPE
     from medmamba.training.run_setup import TrainOptions, TrainingRecipe, resolve_recipe
 
     fp = fingerprint([[1.0, 1.0, 1.0]] * 10, [[100, 100, 100]] * 10)
@@ -479,11 +479,11 @@ def test_cpu_plans_carry_the_measured_short_budget_recipe(tmp_path):
 
 
 def test_cpu_plans_carry_an_augmentation_schedule_through_plans_json(tmp_path, monkeypatch):
-    from medmamba.plans import planner
+    from medmamba.plans import cpu_recipe
     from medmamba.training.run_setup import TrainOptions, resolve_recipe
 
     schedule = [[0, "none"], [10, "intensity"], [30, "default"]]
-    monkeypatch.setitem(planner.CPU_RECIPE, "augmentation", schedule)
+    monkeypatch.setitem(cpu_recipe.CPU_RECIPE, "augmentation", schedule)
     plans = plan(fingerprint([[1.0, 1.0, 1.0]] * 10, [[100, 100, 100]] * 10), target="cpu")
     carried = plans.configuration("3d_fullres").extra["recipe"]["augmentation"]
     assert carried == schedule and carried is not schedule  # a copy: editing the plan leaves the constant alone
