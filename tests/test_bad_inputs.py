@@ -370,6 +370,14 @@ def _train_oversample_above_one(fx, tmp, mp):
     return train_args(fx, tmp / "res", "--oversample", "1.5"), "--oversample", absent(tmp / "res")
 
 
+def _train_clean_finish_above_one(fx, tmp, mp):
+    return train_args(fx, tmp / "res", "--clean-finish", "1.5"), "--clean-finish", absent(tmp / "res")
+
+
+def _train_clean_finish_nan(fx, tmp, mp):
+    return train_args(fx, tmp / "res", "--clean-finish", "nan"), "--clean-finish", absent(tmp / "res")
+
+
 def _train_results_inside_preprocessed(fx, tmp, mp):  # sibling: output inside an input
     pre = tmp / "pre"
     shutil.copytree(fx.pre, pre)
@@ -572,7 +580,7 @@ ROWS = [
     _compare_device_torch_cannot_use,
     _train_time_budget_nan, _train_time_budget_inf, _train_time_budget_huge, _train_time_budget_negative,
     _train_lr_negative, _train_lr_nan, _train_epochs_zero, _train_epochs_not_integer, _train_oversample_above_one,
-    _train_results_inside_preprocessed, _train_disk_full,
+    _train_clean_finish_above_one, _train_clean_finish_nan, _train_results_inside_preprocessed, _train_disk_full,
     _plan_memory_nan, _plan_memory_inf, _plan_processes_zero, _plan_fingerprint_samples_zero, _plan_lowres_factor_not_coarser,
     _plan_into_raw_folder,
     _plan_disk_full,
